@@ -1,0 +1,41 @@
+"""router entrypoint: `faststream run services.router.main:app`.
+
+Handlers validate the message, call one use case, and return. Malformed messages never reach the
+use case: FastStream's contract validation fails first and failure routing dead-letters them.
+"""
+
+from __future__ import annotations
+
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.router import usecases
+from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead
+from shared.service import Runtime
+from shared.settings import Settings
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+def build(settings: Settings | None = None) -> Runtime:
+    runtime = Runtime("router", settings)
+
+    @runtime.subscriber("router.leads", title="router: inbound leads")
+    async def on_inbound_lead(lead: InboundLead, message: RabbitMessage) -> None:
+        raw = message.raw_message
+        # The header wins: aio-pika fills in a random message_id when a publisher sets none.
+        key = str((raw.headers or {}).get(IDEMPOTENCY_HEADER) or raw.message_id or "")
+        ctx = usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+        await usecases.receive_lead(
+            runtime.pool, runtime.catalog, lead, ctx,
+            after_commit=lambda: runtime.crash_point("router.after_commit"),
+        )
+
+    @runtime.subscriber("router.delivery-results", title="router: delivery results")
+    async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed, message: RabbitMessage) -> None:
+        await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, message.raw_message.message_id)
+
+    return runtime
+
+
+runtime = build()
+app = runtime.app("Validates leads, checks duplicates and decides which delivery accounts get each lead.")

@@ -1,0 +1,97 @@
+"""The `leadwire` command.
+
+  leadwire catalog apply FILE     validate FILE and apply it atomically (any error: nothing changes)
+  leadwire catalog check FILE     validate only
+  leadwire catalog export         print the current catalog as YAML
+  leadwire migrate                create the database if needed and apply migrations
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from shared import db
+from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
+from shared.catalog.store import apply_catalog, export_catalog
+from shared.settings import Settings
+
+
+def _print_errors(exc: CatalogInvalid) -> None:
+    print(f"catalog refused: {len(exc.errors)} error(s); nothing was changed", file=sys.stderr)
+    for error in exc.errors:
+        print(f"  {error}", file=sys.stderr)
+
+
+async def _apply(path: Path, settings: Settings, dry_run: bool) -> int:
+    try:
+        catalog = parse_catalog(path.read_text(encoding="utf-8"))
+    except CatalogInvalid as exc:
+        _print_errors(exc)
+        return 1
+    except OSError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if dry_run:
+        print(f"{path}: valid ({len(catalog.clients)} clients, {len(catalog.delivery_accounts)} delivery accounts)")
+        return 0
+    await db.ensure_database(settings.database_url)
+    await db.migrate(settings.database_url)
+    conn = await db.connect(settings.database_url)
+    try:
+        version = await apply_catalog(conn, catalog)
+    except CatalogInvalid as exc:
+        _print_errors(exc)
+        return 1
+    finally:
+        await conn.close()
+    if version is None:
+        print("catalog unchanged")
+    else:
+        print(f"catalog version {version} applied: {len(catalog.lead_types)} lead types, "
+              f"{len(catalog.clients)} clients, {len(catalog.groups)} groups, "
+              f"{len(catalog.delivery_accounts)} delivery accounts, {len(catalog.orders)} orders")
+    return 0
+
+
+async def _export(settings: Settings) -> int:
+    conn = await db.connect(settings.database_url)
+    try:
+        catalog = await export_catalog(conn)
+    finally:
+        await conn.close()
+    sys.stdout.write(dump_catalog(catalog))
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    await db.ensure_database(settings.database_url)
+    applied = await db.migrate(settings.database_url)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="leadwire", description="Leadwire administration")
+    sub = parser.add_subparsers(dest="command", required=True)
+    catalog = sub.add_parser("catalog", help="configuration-as-code catalog").add_subparsers(dest="action", required=True)
+    apply_p = catalog.add_parser("apply", help="validate and apply a catalog file atomically")
+    apply_p.add_argument("file", type=Path)
+    check_p = catalog.add_parser("check", help="validate a catalog file without applying it")
+    check_p.add_argument("file", type=Path)
+    catalog.add_parser("export", help="print the current catalog as YAML")
+    sub.add_parser("migrate", help="create the database if needed and apply migrations")
+    args = parser.parse_args(argv)
+    settings = Settings()
+
+    if args.command == "catalog":
+        if args.action in ("apply", "check"):
+            return asyncio.run(_apply(args.file, settings, dry_run=args.action == "check"))
+        return asyncio.run(_export(settings))
+    return asyncio.run(_migrate(settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,21 @@
+"""Message contracts: every message that crosses a service boundary, one module per area.
+
+Each contract carries `version`; a consumer accepts the versions it knows and dead-letters the rest
+with a clear error. Additive changes (a new optional field) keep the version; anything else bumps
+it. docs/messages.md documents each message, its exchange and routing key.
+"""
+
+from shared.contracts.base import Contract
+from shared.contracts.delivery import DeliveryFailed, DeliveryRequested, DeliverySucceeded
+from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
+
+__all__ = [
+    "Contract",
+    "DeliveryFailed",
+    "DeliveryRequested",
+    "DeliverySucceeded",
+    "FieldError",
+    "InboundLead",
+    "LeadOutcome",
+    "SoldDelivery",
+]

@@ -1,0 +1,56 @@
+"""One LISTEN connection per process, shared by the outbox relay and the catalog watcher.
+
+NOTIFY only shortens the wait: both consumers also poll, so a lost connection or a missed
+notification delays work by at most one poll interval and never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import asyncpg
+
+log = logging.getLogger("leadwire.listener")
+
+
+class PgListener:
+    def __init__(self, database_url: str, callbacks: dict[str, Callable[[], None]]) -> None:
+        self._database_url = database_url
+        self._callbacks = callbacks
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._database_url)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("LISTEN connection failed (%s); polling until it is back", exc)
+                await self._sleep(1.0)
+                continue
+            try:
+                conn.add_termination_listener(lambda _c: lost.set())
+                for channel, callback in self._callbacks.items():
+                    await conn.add_listener(channel, lambda *_a, cb=callback: cb())
+                    callback()  # anything notified while we were not listening
+                stop = asyncio.ensure_future(self._stopping.wait())
+                gone = asyncio.ensure_future(lost.wait())
+                await asyncio.wait({stop, gone}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                gone.cancel()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("LISTEN connection lost (%s)", exc)
+            finally:
+                if not conn.is_closed():
+                    await conn.close(timeout=2)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,159 @@
+"""Transactional outbox and inbox.
+
+`add_event` / `add_reply` write a message in the caller's transaction; the relay publishes it
+afterwards as a persistent message with publisher confirms and message_id = the outbox row id, then
+deletes the row. A crash between commit and publish leaves the row for the next relay (in this or
+any other process); a crash between publish and delete re-publishes the same message_id, which
+consumers drop through their inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+import asyncpg
+from faststream.rabbit import RabbitBroker
+from pydantic import BaseModel
+
+from shared.topology import Topology
+
+log = logging.getLogger("leadwire.outbox")
+
+NOTIFY_CHANNEL = "leadwire_outbox"
+
+
+def _payload(message: BaseModel | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(message, BaseModel):
+        return message.model_dump(mode="json")
+    return message
+
+
+async def add_event(
+    conn: asyncpg.Connection,
+    routing_key: str,
+    message: BaseModel | dict[str, Any],
+    *,
+    exchange: str = "events",
+    headers: dict[str, Any] | None = None,
+    message_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Queue `message` for publishing when the surrounding transaction commits."""
+    event_id = message_id or uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO outbox (id, exchange, routing_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+        event_id, exchange, routing_key, _payload(message), headers or {},
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return event_id
+
+
+async def add_reply(
+    conn: asyncpg.Connection, reply_to: str, correlation_id: str | None, message: BaseModel | dict[str, Any]
+) -> uuid.UUID:
+    """Queue a reply to a requester's reply-to queue (default exchange, routing key = queue)."""
+    reply_id = uuid.uuid4()
+    await conn.execute(
+        "INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
+        " VALUES ($1, '', $2, $3, $4, true)",
+        reply_id, reply_to, _payload(message), correlation_id,
+    )
+    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return reply_id
+
+
+async def add_delayed(
+    conn: asyncpg.Connection, queue: str, message: BaseModel | dict[str, Any], *, headers: dict[str, Any] | None = None
+) -> uuid.UUID:
+    """Queue `message` for one of the topology's delay queues (full broker name)."""
+    return await add_event(conn, queue, message, exchange="", headers=headers)
+
+
+async def claim_message(conn: asyncpg.Connection, consumer: str, message_id: str) -> bool:
+    """Inbox: True the first time `consumer` sees `message_id` (in this transaction), else False."""
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            consumer, message_id,
+        )
+    )
+
+
+class OutboxRelay:
+    """Publishes outbox rows. Several relays (one per process) share the table via SKIP LOCKED."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, broker: RabbitBroker, topology: Topology, *,
+        poll_interval: float = 0.5, batch_size: int = 200,
+    ) -> None:
+        self._pool = pool
+        self._broker = broker
+        self._topology = topology
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.published = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                while await self.relay_batch() == self._batch_size:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # broker or database away: keep the rows, try again shortly
+                log.warning("outbox relay failed; retrying", exc_info=True)
+                await asyncio.sleep(self._poll_interval)
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def relay_batch(self) -> int:
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, exchange, routing_key, payload, headers, correlation_id, is_reply"
+                " FROM outbox ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            # Confirms are awaited together: one round trip per batch, not per message.
+            await asyncio.gather(*(self._publish(r) for r in rows))
+            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::uuid[])", [r["id"] for r in rows])
+        self.published += len(rows)
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        if row["exchange"] == "":
+            # Straight to a queue: a requester's reply-to, or one of our delay queues.
+            await self._broker.publish(
+                row["payload"], queue=row["routing_key"], correlation_id=row["correlation_id"],
+                headers=row["headers"] or None, message_id=str(row["id"]), persist=True,
+                mandatory=not row["is_reply"], timeout=10,
+            )
+            return
+        await self._broker.publish(
+            row["payload"],
+            exchange=self._topology.exchanges[row["exchange"]],
+            routing_key=row["routing_key"],
+            headers=row["headers"] or None,
+            message_id=str(row["id"]),
+            persist=True,
+            # A command some work queue must hold is published `mandatory`, so an unroutable one
+            # fails the batch instead of vanishing; a pure notification may have no listener yet.
+            mandatory=self._topology.is_bound(row["exchange"], row["routing_key"]),
+            timeout=10,
+        )

@@ -1,0 +1,50 @@
+"""Settings read from the environment, with defaults that work on a developer machine.
+
+Every service reads one `Settings` object at start-up; nothing reads os.environ at import time
+except the module-level `app` objects that `faststream run` needs.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
+    database_url: str = Field("postgresql://postgres@127.0.0.1:5432/leadwire", alias="DATABASE_URL")
+
+    # Prefix for every exchange and queue name. Lets several Leadwire installations (or test runs)
+    # share one broker without seeing each other's messages.
+    namespace: str = Field("leadwire", alias="LEADWIRE_NAMESPACE")
+
+    # Messages a process takes from each queue at once. Kept at or below the pool size so a burst
+    # never waits on a database connection while holding broker credit.
+    prefetch: int = Field(32, alias="LEADWIRE_PREFETCH")
+    db_pool_min: int = Field(2, alias="LEADWIRE_DB_POOL_MIN")
+    db_pool_max: int = Field(20, alias="LEADWIRE_DB_POOL_MAX")
+
+    # How often the outbox relay and the catalog watcher poll when no NOTIFY arrives (seconds).
+    poll_interval: float = Field(0.5, alias="LEADWIRE_POLL_INTERVAL")
+
+    # Retry tiers (seconds) for transient handler failures; after the last one a message is
+    # dead-lettered with its error.
+    retry_delays: tuple[float, ...] = Field((1.0, 5.0, 30.0), alias="LEADWIRE_RETRY_DELAYS")
+
+    smtp_host: str = Field("127.0.0.1", alias="SMTP_HOST")
+    smtp_port: int = Field(1025, alias="SMTP_PORT")
+    smtp_username: str | None = Field(None, alias="SMTP_USERNAME")
+    smtp_password: str | None = Field(None, alias="SMTP_PASSWORD")
+    smtp_starttls: bool = Field(False, alias="SMTP_STARTTLS")
+    smtp_tls: bool = Field(False, alias="SMTP_TLS")
+    smtp_from: str = Field("leadwire@localhost", alias="SMTP_FROM")
+
+    # Signs emailed portal links; must be the same for every portal_auth replica.
+    portal_link_secret: str = Field("dev-only-change-me", alias="PORTAL_LINK_SECRET")
+    portal_base_url: str = Field("http://127.0.0.1:8080/portal", alias="PORTAL_BASE_URL")
+
+    # Test-only fault injection: the name of a point at which the process kills itself
+    # (see shared/faults.py). Empty in production.
+    crash_point: str = Field("", alias="LEADWIRE_CRASH_POINT")

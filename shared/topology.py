@@ -1,0 +1,170 @@
+"""The broker topology, declared in one place.
+
+Two durable topic exchanges:
+  <ns>.inbound   lead sources publish leads here (routing key `lead.<lead_type>`)
+  <ns>.events    every event and command between services
+
+Every work queue Q is a quorum queue with an explicit delivery limit (a safety net for messages
+that crash their consumer) and dead-letters into Q.dlq. Each Q also has TTL "wait" queues
+Q.retry.<n> that dead-letter back into Q: transient failures are parked there instead of
+sleeping in a handler.
+
+Every service declares the whole topology at start-up, so an event is never published before the
+queue that should hold it exists, whatever order the services start in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+# Quorum queues count deliveries; past this a message that keeps killing its consumer is
+# dead-lettered instead of looping forever. Set explicitly: the default differs between 3.x and 4.x.
+DELIVERY_LIMIT = 10
+
+
+@dataclass(frozen=True)
+class WorkQueue:
+    name: str                 # logical name, e.g. "router.leads"; the broker name adds the namespace
+    exchange: str             # "inbound" or "events"
+    bindings: tuple[str, ...]
+
+
+WORK_QUEUES: dict[str, WorkQueue] = {
+    q.name: q
+    for q in (
+        WorkQueue("router.leads", "inbound", ("lead.#",)),
+        WorkQueue("router.delivery-results", "events", ("delivery.succeeded", "delivery.failed")),
+        WorkQueue("delivery.requests", "events", ("delivery.requested",)),
+        WorkQueue("delivery.confirm-price", "events", ("delivery.confirm-price",)),
+        WorkQueue("returns.commands", "events", ("return.request", "return.decide")),
+        WorkQueue("portal_auth.rpc", "events", ("portal_auth.#",)),
+        WorkQueue("notifier.requests", "events", ("notify.#", "appointment.#")),
+    )
+}
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """AMQP topic matching: `*` is exactly one word, `#` is zero or more words."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), routing_key.split("."))
+
+
+# Delivery retries wait in one of these TTL queues (seconds); an account's retry delay is rounded
+# up to the next tier. One queue per delay avoids the head-of-line blocking of per-message TTLs.
+DELAY_TIERS = (1, 5, 15, 30, 60, 300, 900, 3600)
+DELAYED_QUEUES = ("delivery.requests",)
+
+
+class Topology:
+    def __init__(self, namespace: str, retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)) -> None:
+        self.namespace = namespace
+        self.retry_delays = tuple(retry_delays)
+        self.exchanges = {
+            "inbound": RabbitExchange(f"{namespace}.inbound", type=ExchangeType.TOPIC, durable=True),
+            "events": RabbitExchange(f"{namespace}.events", type=ExchangeType.TOPIC, durable=True),
+        }
+
+    @property
+    def inbound(self) -> RabbitExchange:
+        return self.exchanges["inbound"]
+
+    @property
+    def events(self) -> RabbitExchange:
+        return self.exchanges["events"]
+
+    def queue_name(self, logical: str) -> str:
+        return f"{self.namespace}.{logical}"
+
+    def dlq_name(self, logical: str) -> str:
+        return f"{self.queue_name(logical)}.dlq"
+
+    def retry_name(self, logical: str, tier: int) -> str:
+        return f"{self.queue_name(logical)}.retry.{tier}"
+
+    def delay_name(self, logical: str, seconds: float) -> str:
+        tier = next((t for t in DELAY_TIERS if t >= seconds), DELAY_TIERS[-1])
+        return f"{self.queue_name(logical)}.delay.{tier}s"
+
+    def queue(self, logical: str) -> RabbitQueue:
+        """The RabbitQueue a subscriber consumes; identical arguments on every declaration."""
+        spec = WORK_QUEUES[logical]
+        return RabbitQueue(
+            self.queue_name(logical),
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            routing_key=spec.bindings[0],
+            arguments={
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": self.dlq_name(logical),
+                "x-dead-letter-strategy": "at-least-once",
+                "x-overflow": "reject-publish",
+                "x-delivery-limit": DELIVERY_LIMIT,
+            },
+        )
+
+    def exchange_for(self, logical: str) -> RabbitExchange:
+        return self.exchanges[WORK_QUEUES[logical].exchange]
+
+    def is_bound(self, exchange: str, routing_key: str) -> bool:
+        """True when some work queue's binding on `exchange` matches `routing_key`."""
+        return any(
+            spec.exchange == exchange and topic_matches(pattern, routing_key)
+            for spec in WORK_QUEUES.values()
+            for pattern in spec.bindings
+        )
+
+    def all_queue_names(self) -> list[str]:
+        names = []
+        for logical in WORK_QUEUES:
+            names.append(self.queue_name(logical))
+            names.append(self.dlq_name(logical))
+            names.extend(self.retry_name(logical, t) for t in range(len(self.retry_delays)))
+            if logical in DELAYED_QUEUES:
+                names.extend(self.delay_name(logical, t) for t in DELAY_TIERS)
+        return names
+
+    async def declare(self, broker: RabbitBroker) -> None:
+        exchanges = {k: await broker.declare_exchange(x) for k, x in self.exchanges.items()}
+        for logical, spec in WORK_QUEUES.items():
+            await broker.declare_queue(RabbitQueue(self.dlq_name(logical), durable=True))
+            waits = [(self.retry_name(logical, tier), delay) for tier, delay in enumerate(self.retry_delays)]
+            if logical in DELAYED_QUEUES:
+                waits += [(self.delay_name(logical, t), t) for t in DELAY_TIERS]
+            for name, delay in waits:
+                await broker.declare_queue(
+                    RabbitQueue(
+                        name,
+                        durable=True,
+                        arguments={
+                            "x-message-ttl": int(delay * 1000),
+                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-routing-key": self.queue_name(logical),
+                        },
+                    )
+                )
+            queue = await broker.declare_queue(self.queue(logical))
+            for key in spec.bindings:
+                await queue.bind(exchanges[spec.exchange], routing_key=key)
+
+    async def delete(self, amqp_url: str) -> None:
+        """Remove every queue and exchange of this namespace (test teardown)."""
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            for name in self.all_queue_names():
+                await channel.queue_delete(name)
+            for exchange in self.exchanges.values():
+                await channel.exchange_delete(exchange.name)
+        finally:
+            await connection.close()

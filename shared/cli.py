@@ -4,12 +4,16 @@
   leadwire catalog check FILE     validate only
   leadwire catalog export         print the current catalog as YAML
   leadwire migrate                create the database if needed and apply migrations
+
+Services add their own commands in `services/<name>/cli.py`, a module with
+`register(subparsers)` that adds parsers and sets `handler=<async function (args, settings) -> int>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
@@ -18,6 +22,8 @@ from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
 from shared.catalog.store import apply_catalog, export_catalog
 from shared.settings import Settings
 
+SERVICE_COMMANDS = ("router", "delivery", "returns", "portal_auth", "notifier")
+
 
 def _print_errors(exc: CatalogInvalid) -> None:
     print(f"catalog refused: {len(exc.errors)} error(s); nothing was changed", file=sys.stderr)
@@ -25,7 +31,8 @@ def _print_errors(exc: CatalogInvalid) -> None:
         print(f"  {error}", file=sys.stderr)
 
 
-async def _apply(path: Path, settings: Settings, dry_run: bool) -> int:
+async def _apply(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.file
     try:
         catalog = parse_catalog(path.read_text(encoding="utf-8"))
     except CatalogInvalid as exc:
@@ -34,7 +41,7 @@ async def _apply(path: Path, settings: Settings, dry_run: bool) -> int:
     except OSError as exc:
         print(f"cannot read {path}: {exc}", file=sys.stderr)
         return 1
-    if dry_run:
+    if args.dry_run:
         print(f"{path}: valid ({len(catalog.clients)} clients, {len(catalog.delivery_accounts)} delivery accounts)")
         return 0
     await db.ensure_database(settings.database_url)
@@ -56,7 +63,7 @@ async def _apply(path: Path, settings: Settings, dry_run: bool) -> int:
     return 0
 
 
-async def _export(settings: Settings) -> int:
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
     conn = await db.connect(settings.database_url)
     try:
         catalog = await export_catalog(conn)
@@ -66,31 +73,39 @@ async def _export(settings: Settings) -> int:
     return 0
 
 
-async def _migrate(settings: Settings) -> int:
+async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     await db.ensure_database(settings.database_url)
     applied = await db.migrate(settings.database_url)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadwire", description="Leadwire administration")
     sub = parser.add_subparsers(dest="command", required=True)
     catalog = sub.add_parser("catalog", help="configuration-as-code catalog").add_subparsers(dest="action", required=True)
     apply_p = catalog.add_parser("apply", help="validate and apply a catalog file atomically")
     apply_p.add_argument("file", type=Path)
+    apply_p.set_defaults(handler=_apply, dry_run=False)
     check_p = catalog.add_parser("check", help="validate a catalog file without applying it")
     check_p.add_argument("file", type=Path)
-    catalog.add_parser("export", help="print the current catalog as YAML")
-    sub.add_parser("migrate", help="create the database if needed and apply migrations")
-    args = parser.parse_args(argv)
-    settings = Settings()
+    check_p.set_defaults(handler=_apply, dry_run=True)
+    catalog.add_parser("export", help="print the current catalog as YAML").set_defaults(handler=_export)
+    sub.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(handler=_migrate)
+    for name in SERVICE_COMMANDS:
+        try:
+            module = importlib.import_module(f"services.{name}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"services.{name}.cli":
+                raise
+            continue
+        module.register(sub)
+    return parser
 
-    if args.command == "catalog":
-        if args.action in ("apply", "check"):
-            return asyncio.run(_apply(args.file, settings, dry_run=args.action == "check"))
-        return asyncio.run(_export(settings))
-    return asyncio.run(_migrate(settings))
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return asyncio.run(args.handler(args, Settings()))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ it. docs/messages.md documents each message, its exchange and routing key.
 from shared.contracts.base import Contract
 from shared.contracts.delivery import DeliveryFailed, DeliveryRequested, DeliverySucceeded
 from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
+from shared.contracts.notifier import NotificationRequested
 
 __all__ = [
     "Contract",
@@ -17,5 +18,6 @@ __all__ = [
     "FieldError",
     "InboundLead",
     "LeadOutcome",
+    "NotificationRequested",
     "SoldDelivery",
 ]

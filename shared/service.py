@@ -111,10 +111,11 @@ class Runtime:
     def subscriber(self, logical_queue: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
         """Register a handler on one of the topology's work queues, with failure routing."""
         router = RabbitRouter(middlewares=[partial(FailureRouting, runtime=self, queue=logical_queue)])
+        # Replies are sent through the outbox when the outcome is known, never implicitly; an
+        # RPC handler (portal_auth) passes no_reply=False to answer with its return value.
+        kwargs.setdefault("no_reply", True)
         decorator = router.subscriber(
-            self.topology.queue(logical_queue), self.topology.exchange_for(logical_queue),
-            # Replies are sent through the outbox when the outcome is known, never implicitly.
-            no_reply=True, **kwargs,
+            self.topology.queue(logical_queue), self.topology.exchange_for(logical_queue), **kwargs,
         )
 
         def register(handler: Callable[..., Any]) -> Any:

@@ -42,7 +42,7 @@ WORK_QUEUES: dict[str, WorkQueue] = {
         WorkQueue("delivery.confirm-price", "events", ("delivery.confirm-price",)),
         WorkQueue("returns.commands", "events", ("return.request", "return.decide")),
         WorkQueue("portal_auth.rpc", "events", ("portal_auth.#",)),
-        WorkQueue("notifier.requests", "events", ("notify.#", "appointment.#")),
+        WorkQueue("notifier.requests", "events", ("notify.#", "appointment.#", "lead.sold")),
     )
 }
 

@@ -90,7 +90,9 @@ class Topology:
         return f"{self.queue_name(logical)}.dlq"
 
     def retry_name(self, logical: str, tier: int) -> str:
-        return f"{self.queue_name(logical)}.retry.{tier}"
+        # Named by delay, not tier number: changing the tiers declares new queues instead of
+        # failing on a queue that exists with another TTL.
+        return f"{self.queue_name(logical)}.retry.{self.retry_delays[tier]:g}s"
 
     def delay_name(self, logical: str, seconds: float) -> str:
         tier = next((t for t in DELAY_TIERS if t >= seconds), DELAY_TIERS[-1])

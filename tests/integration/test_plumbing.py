@@ -1,0 +1,226 @@
+"""The plumbing every service stands on, on the real broker and database: dead letters, retries,
+the outbox across a crash, migrations under concurrency, the catalog's all-or-nothing apply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from services.router.main import build as build_router
+from shared import db
+from shared.catalog.store import load_latest
+from shared.outbox import add_event
+from shared.service import Runtime, TransientError
+from tests.support import EventTap, apply_yaml, catalog_yaml, lead_body, publish_raw, start_buyer, wait_for
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def _dlq_messages(settings, logical: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    connection = await aio_pika.connect(settings.amqp_url)
+    messages = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{settings.namespace}.{logical}.dlq", ensure=True)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            messages.append(message)
+    finally:
+        await connection.close()
+    return messages
+
+
+@pytest.fixture
+def buyer():
+    endpoint, stop = start_buyer()
+    yield endpoint
+    stop()
+
+
+async def test_malformed_messages_are_dead_lettered_with_their_error_and_consumer_goes_on(settings, buyer, conn):
+    await apply_yaml(settings.database_url, catalog_yaml(buyer))
+    router = build_router(settings)
+    async with router.running(), EventTap(settings) as tap:
+        await publish_raw(settings, b"\x00\xffnot json at all", message_id="poison-1", content_type=None)
+        await publish_raw(settings, b"{broken json", message_id="poison-2")
+        await publish_raw(settings, {"lead_type": "solar", "fields": {}}, message_id="poison-3")  # no source
+        await publish_raw(settings, lead_body(), message_id="good-1")
+        await wait_for(lambda: conn.fetchval("SELECT count(*) = 3 FROM dead_letters"))
+        await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM leads"))
+    dead = {m.message_id: m for m in await _dlq_messages(settings, "router.leads")}
+    assert set(dead) == {"poison-1", "poison-2", "poison-3"}
+    assert dead["poison-1"].body == b"\x00\xffnot json at all"  # kept byte for byte
+    assert "JSONDecodeError" in dead["poison-2"].headers["x-error"]
+    assert "source" in dead["poison-3"].headers["x-error"] and dead["poison-3"].headers["x-error-type"] == "ValidationError"
+    assert {h.headers["x-original-queue"] for h in dead.values()} == {f"{settings.namespace}.router.leads"}
+    recorded = await conn.fetch("SELECT message_id, error FROM dead_letters ORDER BY id")
+    assert {r["message_id"] for r in recorded} == {"poison-1", "poison-2", "poison-3"}
+    assert router.dead_lettered == 3
+
+
+async def test_transient_failures_wait_in_retry_queues_then_dead_letter(settings, conn):
+    runtime = Runtime("probe", settings)
+    attempts: list[int] = []
+
+    @runtime.subscriber("router.delivery-results")
+    async def always_down(body: dict) -> None:
+        attempts.append(1)
+        raise TransientError("buyer database unreachable")
+
+    async with runtime.running():
+        async with runtime.pool.acquire() as c, c.transaction():
+            await add_event(c, "delivery.succeeded", {"anything": 1})
+        # Initial delivery plus one per retry tier (0.2 s, 0.5 s), then the dead-letter queue.
+        await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM dead_letters"))
+    assert len(attempts) == 1 + len(settings.retry_delays)
+    [dead] = await _dlq_messages(settings, "router.delivery-results")
+    assert dead.headers["x-error"] == "TransientError: buyer database unreachable"
+    assert dead.headers["x-retry-count"] == len(settings.retry_delays)
+
+
+async def test_outbox_publishes_persistent_messages_with_the_row_id(settings, conn):
+    runtime = Runtime("probe", settings)
+    async with runtime.running(), EventTap(settings, "lead.*") as tap:
+        async with runtime.pool.acquire() as c, c.transaction():
+            event_id = await add_event(c, "lead.unsold", {"hello": "world"})
+        await wait_for(lambda: tap.messages)
+    _, body, message = tap.messages[0]
+    assert body == {"hello": "world"}
+    assert message.message_id == str(event_id)
+    assert message.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_outbox_row_rolled_back_with_its_transaction_is_never_published(settings, conn):
+    runtime = Runtime("probe", settings)
+    async with runtime.running(), EventTap(settings, "lead.*") as tap:
+        with pytest.raises(RuntimeError):
+            async with runtime.pool.acquire() as c, c.transaction():
+                await add_event(c, "lead.unsold", {"n": 1})
+                raise RuntimeError("state change failed")
+        async with runtime.pool.acquire() as c, c.transaction():
+            await add_event(c, "lead.unsold", {"n": 2})
+        await wait_for(lambda: tap.messages)
+        await asyncio.sleep(0.3)
+    assert [b for _, b, _ in tap.messages] == [{"n": 2}]
+
+
+def _service_env(settings, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(AMQP_URL=settings.amqp_url, DATABASE_URL=settings.database_url,
+               LEADWIRE_NAMESPACE=settings.namespace, LEADWIRE_POLL_INTERVAL="0.1",
+               LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)), **extra)
+    return env
+
+
+def _start_router(settings, **extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "faststream", "run", "services.router.main:app"],
+        cwd=ROOT, env=_service_env(settings, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+async def test_killed_between_commit_and_publish_the_outbox_relays_after_restart(settings, buyer, conn):
+    await apply_yaml(settings.database_url, catalog_yaml(buyer))
+    # Declare the topology once so the lead waits in its queue for the router process.
+    async with Runtime("setup", settings).running():
+        pass
+    crashing = _start_router(settings, LEADWIRE_CRASH_POINT="router.after_commit")
+    async with EventTap(settings, "delivery.requested") as tap:
+        await publish_raw(settings, lead_body(), message_id="crash-1")
+        code = await asyncio.to_thread(crashing.wait, 60)
+        assert code == 86, crashing.stdout.read().decode()
+        # Committed: the lead and its event are in the database; nothing was published.
+        assert await conn.fetchval("SELECT status FROM leads WHERE idempotency_key = 'crash-1'") == "routing"
+        assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'delivery.requested'") == 1
+        assert tap.messages == []
+
+        restarted = _start_router(settings)
+        try:
+            await wait_for(lambda: tap.messages, timeout=60)
+            await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"))
+        finally:
+            restarted.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(restarted.wait, 30)
+    assert len(tap.messages) == 1
+    assert tap.messages[0][1]["lead_id"] == str(await conn.fetchval("SELECT id FROM leads"))
+    # The lead message was acknowledged only by the restarted router, after its own claim found
+    # the lead already stored: one lead, one delivery.
+    assert await conn.fetchval("SELECT count(*) FROM leads") == 1
+    assert await conn.fetchval("SELECT count(*) FROM deliveries") == 1
+
+
+async def test_replicas_starting_together_apply_each_migration_once(database_server_url):
+    url = db.with_database(database_server_url, f"leadwire_m_{uuid.uuid4().hex[:10]}")
+    await db.ensure_database(url)
+    try:
+        results = await asyncio.gather(*(db.migrate(url) for _ in range(6)))
+        applied = [name for names in results for name in names]
+        assert sorted(applied) == [name for name, _ in db.migration_files()]
+        conn = await db.connect(url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == len(db.migration_files())
+        finally:
+            await conn.close()
+    finally:
+        await db.drop_database(url)
+
+
+def _cli(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=_service_env(settings),
+                          capture_output=True, text=True, timeout=60, input=stdin)
+
+
+async def test_catalog_with_errors_is_refused_whole_and_names_each_error(settings, buyer, conn, tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(catalog_yaml(buyer))
+    assert _cli(settings, "catalog", "apply", str(good)).returncode == 0
+    before = await conn.fetch("SELECT id, price FROM delivery_accounts ORDER BY id")
+
+    bad = tmp_path / "bad.yaml"
+    text = catalog_yaml(buyer).replace("price: '25.00'", "price: '-5'").replace("client: bolt", "client: nobody")
+    text = text.replace("name: Bolt", "name: Bolt\n  time_zone: Mars/Olympus")
+    bad.write_text(text)
+    result = _cli(settings, "catalog", "apply", str(bad))
+    assert result.returncode == 1
+    assert "nothing was changed" in result.stderr
+    assert "delivery_accounts[0] (acme-post).price" in result.stderr
+    assert "unknown client 'nobody'" in result.stderr
+    assert "Mars/Olympus" in result.stderr
+    assert all("line " in line for line in result.stderr.splitlines()[1:])
+    assert await conn.fetch("SELECT id, price FROM delivery_accounts ORDER BY id") == before
+    assert await conn.fetchval("SELECT count(*) FROM catalog_versions") == 1
+
+
+async def test_catalog_export_round_trips(settings, buyer, tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text(catalog_yaml(buyer))
+    assert _cli(settings, "catalog", "apply", str(path)).returncode == 0
+    exported = _cli(settings, "catalog", "export")
+    assert exported.returncode == 0
+    again = tmp_path / "again.yaml"
+    again.write_text(exported.stdout)
+    result = _cli(settings, "catalog", "apply", str(again))
+    assert result.returncode == 0 and "unchanged" in result.stdout
+
+
+async def test_catalog_change_reaches_a_running_service_within_two_seconds(settings, buyer, conn):
+    await apply_yaml(settings.database_url, catalog_yaml(buyer))
+    router = build_router(settings)
+    async with router.running():
+        assert router.catalog.accounts_by_id["acme-post"].price == 25
+        version = await apply_yaml(settings.database_url, catalog_yaml(buyer).replace("'25.00'", "'31.00'"))
+        # The issue's bound: a catalog change reaches every running service within 2 s.
+        await wait_for(lambda: router.catalog_cache.version == version, timeout=2.0)
+        assert router.catalog.accounts_by_id["acme-post"].price == 31
+    latest_version, _ = await load_latest(conn)
+    assert latest_version == version

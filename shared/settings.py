@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, alias="SMTP_STARTTLS")
     smtp_tls: bool = Field(False, alias="SMTP_TLS")
     smtp_from: str = Field("leadwire@localhost", alias="SMTP_FROM")
+    # Where operational alerts (an auto-paused delivery account, a filled order) are sent.
+    admin_email: str = Field("admin@localhost", alias="ADMIN_EMAIL")
 
     # Signs emailed portal links; must be the same for every portal_auth replica.
     portal_link_secret: str = Field("dev-only-change-me", alias="PORTAL_LINK_SECRET")

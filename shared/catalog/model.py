@@ -255,6 +255,12 @@ class HttpDelivery(Strict):
     rejection_reason: PriceRule | None = None
     retry: RetryPolicy = RetryPolicy()
     pause_after_failures: int = Field(10, ge=1, le=1000)
+    # Posts to this account in flight at once in one delivery process; None: a quarter of the
+    # prefetch. Extra leads for a busy account wait in the broker, not in a consumer slot.
+    max_in_flight: int | None = Field(None, ge=1, le=1000)
+    # Body or query fields whose values the delivery log masks, on top of the built-in names
+    # (password, token, secret, api key...) and every auth value.
+    mask_fields: tuple[str, ...] = ()
 
 
 class EmailDelivery(Strict):

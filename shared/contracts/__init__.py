@@ -6,13 +6,21 @@ it. docs/messages.md documents each message, its exchange and routing key.
 """
 
 from shared.contracts.base import Contract
-from shared.contracts.delivery import DeliveryFailed, DeliveryRequested, DeliverySucceeded
+from shared.contracts.delivery import (
+    ConfirmPrice,
+    DeliveryFailed,
+    DeliveryPriceConfirmed,
+    DeliveryRequested,
+    DeliverySucceeded,
+)
 from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
 from shared.contracts.notifier import NotificationRequested
 
 __all__ = [
+    "ConfirmPrice",
     "Contract",
     "DeliveryFailed",
+    "DeliveryPriceConfirmed",
     "DeliveryRequested",
     "DeliverySucceeded",
     "FieldError",

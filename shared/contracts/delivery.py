@@ -45,3 +45,31 @@ class DeliveryFailed(Contract):
     reason: str
     attempts: int
     rejected_by_buyer: bool
+
+
+class ConfirmPrice(Contract):
+    """buyer or admin -> delivery: the price a buyer confirms for one delivery. Exchange
+    `<ns>.events`, routing key `delivery.confirm-price`; set a stable AMQP `message_id`.
+
+    `price` is taken as sent (number or text such as "12.50") so that a bad price is refused with
+    a logged reason instead of being dead-lettered as a malformed message."""
+
+    version: Literal[1] = 1
+    delivery_id: uuid.UUID
+    price: Any
+    confirmed_by: str | None = None     # who confirmed (a buyer's user, an admin), for the log
+
+
+class DeliveryPriceConfirmed(Contract):
+    """delivery -> billing and anyone else: a delivery's price changed after a confirm-price
+    message. Routing key `delivery.price-confirmed`. (A price confirmed in the buyer's response is
+    already the `price` of `delivery.succeeded`.)"""
+
+    version: Literal[1] = 1
+    delivery_id: uuid.UUID
+    lead_id: uuid.UUID
+    client_id: str
+    delivery_account_id: str
+    previous_price: Decimal
+    price: Decimal
+    confirmed_by: str | None = None

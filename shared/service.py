@@ -103,6 +103,8 @@ class Runtime:
         self._listener: PgListener | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
+        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._own_tasks: list[asyncio.Task[None]] = []
         self.dead_lettered = 0
         self.consumer_id = f"{name}@{socket.gethostname()}:{os.getpid()}"
 
@@ -144,6 +146,9 @@ class Runtime:
             message_id=raw.message_id, correlation_id=raw.correlation_id, reply_to=raw.reply_to,
             content_type=raw.content_type, persist=True, timeout=10,
         )
+        # Parked messages come back through the default exchange under the queue's name; keep the
+        # key they were published with for handlers that dispatch on it.
+        headers.setdefault("x-original-routing-key", raw.routing_key)
         if isinstance(exc, TRANSIENT) and retries < len(self.topology.retry_delays):
             headers.update({"x-retry-count": retries + 1, "x-last-error": describe(exc)})
             log.warning("%s: transient failure, retry %d: %s", queue, retries + 1, describe(exc))
@@ -189,8 +194,18 @@ class Runtime:
         )
         for coro in (self.relay.run(), self.catalog_cache.run(), self._listener.run()):
             self._tasks.append(asyncio.create_task(coro))
+        for factory in self._background:
+            self._own_tasks.append(asyncio.create_task(factory()))
+
+    def add_background(self, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop of the service's own (a scheduler) while the service runs; cancelled at stop."""
+        self._background.append(factory)
 
     async def stop_background(self) -> None:
+        for task in self._own_tasks:
+            task.cancel()
+        await asyncio.gather(*self._own_tasks, return_exceptions=True)
+        self._own_tasks.clear()
         for stoppable in (self.relay, self.catalog_cache, self._listener):
             if stoppable is not None:
                 stoppable.stop()

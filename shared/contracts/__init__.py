@@ -14,9 +14,17 @@ from shared.contracts.delivery import (
     DeliverySucceeded,
 )
 from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
-from shared.contracts.notifier import NotificationRequested
+from shared.contracts.notifier import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentUpdate,
+    NotificationRequested,
+)
 
 __all__ = [
+    "AppointmentCancel",
+    "AppointmentCreate",
+    "AppointmentUpdate",
     "ConfirmPrice",
     "Contract",
     "DeliveryFailed",

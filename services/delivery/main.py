@@ -6,7 +6,7 @@ import httpx
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.delivery import usecases
-from shared.contracts import DeliveryRequested
+from shared.contracts import ConfirmPrice, DeliveryRequested
 from shared.service import Runtime
 from shared.settings import Settings
 
@@ -17,13 +17,18 @@ def build(settings: Settings | None = None) -> Runtime:
     http = httpx.AsyncClient(limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
                              follow_redirects=False)
     runtime.on_close(http.aclose)
+    deps = usecases.Deps(
+        get_pool=lambda: runtime.pool, http=http, topology=runtime.topology, settings=runtime.settings,
+        after_post=lambda: runtime.crash_point("delivery.after_post"),
+    )
 
     @runtime.subscriber("delivery.requests", title="delivery: post leads to buyers")
-    async def on_delivery_requested(request: DeliveryRequested, message: RabbitMessage) -> None:
-        await usecases.deliver(
-            runtime.pool, http, runtime.catalog, runtime.topology, request,
-            redelivered=bool(message.raw_message.redelivered),
-        )
+    async def on_delivery_requested(request: DeliveryRequested) -> None:
+        await usecases.deliver(deps, runtime.catalog, request)
+
+    @runtime.subscriber("delivery.confirm-price", title="delivery: buyers' confirmed prices")
+    async def on_confirm_price(message: ConfirmPrice, raw: RabbitMessage) -> None:
+        await usecases.confirm_price(runtime.pool, runtime.catalog, message, raw.raw_message.message_id)
 
     return runtime
 

@@ -22,6 +22,15 @@ from shared.catalog.model import HttpDelivery, PriceRule
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 LOG_LIMIT = 4000
+MAX_PRICE = Decimal("9999999999.99")   # numeric(12, 2)
+# Field and header names whose values never reach the delivery log.
+SENSITIVE_NAME = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|(^|[-_])key$|api[-_]?key|auth|signature|credential|cookie|session",
+    re.IGNORECASE,
+)
+MASK = "***"
+# Shorter "secrets" would mask ordinary text everywhere; their fields are still masked by name.
+MIN_SECRET_LENGTH = 4
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class BuyerRequest:
     body: bytes | None = None
     params: dict[str, str] = field(default_factory=dict)
     secrets: tuple[str, ...] = ()   # values to mask in the delivery log
+    masked_names: tuple[str, ...] = ()   # extra field names whose values the log masks
 
 
 @dataclass(frozen=True)
@@ -72,7 +82,8 @@ def build_request(config: HttpDelivery, fields: dict[str, Any], *, lead_id: str,
                   price: Decimal) -> BuyerRequest:
     values = payload_fields(config, fields, lead_id, price)
     headers = {IDEMPOTENCY_HEADER: delivery_id, **config.headers}
-    secrets: list[str] = []
+    secrets: list[str] = [v for k, v in config.headers.items() if is_sensitive(k, config.mask_fields)]
+    secrets += [str(v) for k, v in values.items() if v is not None and is_sensitive(k, config.mask_fields)]
     if config.auth is not None:
         if config.auth.type == "basic":
             token = base64.b64encode(f"{config.auth.username}:{config.auth.password}".encode()).decode()
@@ -81,9 +92,10 @@ def build_request(config: HttpDelivery, fields: dict[str, Any], *, lead_id: str,
         else:
             headers["Authorization"] = f"Bearer {config.auth.token}"
             secrets.append(config.auth.token or "")
+    kept = tuple(sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True))
     if config.http_method == "GET":
         params = {k: "" if v is None else str(v) for k, v in values.items()}
-        return BuyerRequest("GET", config.url, headers, None, params, tuple(s for s in secrets if s))
+        return BuyerRequest("GET", config.url, headers, None, params, kept, config.mask_fields)
     if config.body_template is not None:
         body = _render_template(config.body_template, values, config.format)
     elif config.format == "json":
@@ -95,7 +107,7 @@ def build_request(config: HttpDelivery, fields: dict[str, Any], *, lead_id: str,
     headers.setdefault("Content-Type", {
         "json": "application/json", "form": "application/x-www-form-urlencoded", "xml": "application/xml",
     }[config.format])
-    return BuyerRequest(config.http_method, config.url, headers, body.encode(), {}, tuple(s for s in secrets if s))
+    return BuyerRequest(config.http_method, config.url, headers, body.encode(), {}, kept, config.mask_fields)
 
 
 def json_path(document: Any, path: str) -> Any:
@@ -136,6 +148,8 @@ def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
         return None, f"price {value!r} is not a number"
     if price < 0:
         return None, f"price {value!r} is negative"
+    if price > MAX_PRICE:
+        return None, f"price {value!r} is too large"
     return price.quantize(Decimal("0.01")), None
 
 
@@ -171,13 +185,39 @@ def judge_response(config: HttpDelivery, status_code: int, text: str) -> Verdict
     return Verdict("accepted", price=price, price_problem=problem)
 
 
-def masked(text: str | bytes | None, secrets: tuple[str, ...]) -> str | None:
+def is_sensitive(name: str, extra: tuple[str, ...] = ()) -> bool:
+    if name.lower() == IDEMPOTENCY_HEADER.lower():
+        return False  # the delivery id: buyers and admins match posts by it
+    return name in extra or bool(SENSITIVE_NAME.search(name))
+
+
+_JSON_PAIR = re.compile(r'"([^"\\]{1,100})"(\s*:\s*)("(?:[^"\\]|\\.)*"|[^\s,}\]]+)')
+_FORM_PAIR = re.compile(r"(^|[?&\s])([^=&?\s]{1,100})=([^&\s]*)")
+_XML_ELEMENT = re.compile(r"<([A-Za-z_][\w.-]{0,99})>([^<]*)</\1>")
+_HEADER_LINE = re.compile(r"^([A-Za-z0-9-]{1,100}): (.*)$", re.MULTILINE)
+_URL_USERINFO = re.compile(r"(://[^/:@\s]+:)[^@/\s]+@")
+
+
+def mask_by_name(text: str, extra: tuple[str, ...] = ()) -> str:
+    """Mask the values of sensitive-looking fields wherever the text shows them as JSON pairs,
+    form or query pairs, XML elements, header lines, or URL credentials."""
+    text = _JSON_PAIR.sub(lambda m: f'"{m[1]}"{m[2]}"{MASK}"' if is_sensitive(m[1], extra) else m[0], text)
+    text = _FORM_PAIR.sub(lambda m: f"{m[1]}{m[2]}={MASK}" if is_sensitive(m[2], extra) else m[0], text)
+    text = _XML_ELEMENT.sub(lambda m: f"<{m[1]}>{MASK}</{m[1]}>" if is_sensitive(m[1], extra) else m[0], text)
+    text = _HEADER_LINE.sub(lambda m: f"{m[1]}: {MASK}" if is_sensitive(m[1], extra) else m[0], text)
+    return _URL_USERINFO.sub(lambda m: f"{m[1]}{MASK}@", text)
+
+
+def masked(text: str | bytes | None, secrets: tuple[str, ...], names: tuple[str, ...] = ()) -> str | None:
+    """The text as the delivery log keeps it: known secret values and sensitive fields masked,
+    then truncated (masking first, so a cut never reveals half a secret)."""
     if text is None:
         return None
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     for secret in secrets:
-        text = text.replace(secret, "***")
+        text = text.replace(secret, MASK)
+    text = mask_by_name(text, names)
     return text if len(text) <= LOG_LIMIT else text[:LOG_LIMIT] + "…[truncated]"
 
 
@@ -185,4 +225,5 @@ def describe_request(request: BuyerRequest) -> str:
     headers = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
     query = f"?{urlencode(request.params)}" if request.params else ""
     body = request.body.decode("utf-8", "replace") if request.body else ""
-    return masked(f"{request.method} {request.url}{query}\n{headers}\n\n{body}", request.secrets) or ""
+    return masked(f"{request.method} {request.url}{query}\n{headers}\n\n{body}", request.secrets,
+                  request.masked_names) or ""

@@ -1,4 +1,9 @@
-"""Delivery SQL: the delivery row's state machine and the delivery log."""
+"""Delivery SQL: the delivery row's state machine, the delivery log, account pause state and
+price confirmations.
+
+The attempt number doubles as a fencing token: a consumer may finish or release only the attempt
+it claimed, so a consumer presumed dead whose lease was taken over cannot overwrite the outcome.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,24 @@ from decimal import Decimal
 import asyncpg
 
 
-async def claim(conn: asyncpg.Connection, delivery_id: uuid.UUID, *, reclaim: bool) -> int | None:
-    """Move a delivery to 'posting' and count the attempt. Only one consumer can win: a delivery
-    already posting is taken over only when `reclaim` (the broker redelivered the message because
-    the consumer that held it died). Returns the attempt number, or None when not ours to post."""
+async def claim(conn: asyncpg.Connection, delivery_id: uuid.UUID, *, lease_seconds: float) -> int | None:
+    """Move a delivery to 'posting' under a lease and count the attempt. Only one consumer wins:
+    a 'requested' delivery whose retry is due, or a 'posting' one whose holder's lease ran out
+    (that consumer died mid-post). Returns the attempt number, or None when not ours to post."""
     return await conn.fetchval(
-        "UPDATE deliveries SET status = 'posting', attempts = attempts + 1"
-        " WHERE id = $1 AND (status = 'requested' OR (status = 'posting' AND $2)) RETURNING attempts",
-        delivery_id, reclaim,
+        "UPDATE deliveries SET status = 'posting', attempts = attempts + 1,"
+        " lease_until = now() + make_interval(secs => $2), not_before = NULL"
+        " WHERE id = $1 AND ("
+        "   (status = 'requested' AND coalesce(not_before, '-infinity') <= now())"
+        "   OR (status = 'posting' AND coalesce(lease_until, '-infinity') < now()))"
+        " RETURNING attempts",
+        delivery_id, lease_seconds,
+    )
+
+
+async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT status, not_before, lease_until, now() AS now FROM deliveries WHERE id = $1", delivery_id,
     )
 
 
@@ -31,20 +46,113 @@ async def log_attempt(
     )
 
 
-async def finish(conn: asyncpg.Connection, delivery_id: uuid.UUID, status: str, *, price: Decimal | None = None,
-                 reason: str | None = None) -> bool:
-    """Close a posting delivery; False when it was not posting (someone else finished it)."""
+async def finish(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, status: str, *,
+                 price: Decimal | None = None, reason: str | None = None, posted: bool = True) -> bool:
+    """Close the delivery this consumer claimed as `attempt`; False when it is no longer ours (a
+    takeover, or someone finished it). `posted=False`: failed before posting, the claim's attempt
+    is not counted."""
     done = await conn.fetchval(
-        "UPDATE deliveries SET status = $2, price = coalesce($3, price), reason = $4, completed_at = now()"
-        " WHERE id = $1 AND status = 'posting' RETURNING true",
-        delivery_id, status, price, reason,
+        "UPDATE deliveries SET status = $3,"
+        " account_price = CASE WHEN $4::numeric IS NOT NULL AND $4::numeric <> price"
+        "   THEN coalesce(account_price, price) ELSE account_price END,"
+        " price = coalesce($4, price), reason = $5, completed_at = now(), lease_until = NULL,"
+        " attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END"
+        " WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true",
+        delivery_id, attempt, status, price, reason, posted,
     )
     return bool(done)
 
 
-async def release_for_retry(conn: asyncpg.Connection, delivery_id: uuid.UUID, reason: str) -> bool:
+async def release_for_retry(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, reason: str,
+                            delay_seconds: float) -> bool:
     done = await conn.fetchval(
-        "UPDATE deliveries SET status = 'requested', reason = $2 WHERE id = $1 AND status = 'posting' RETURNING true",
-        delivery_id, reason,
+        "UPDATE deliveries SET status = 'requested', reason = $3, lease_until = NULL,"
+        " not_before = now() + make_interval(secs => $4)"
+        " WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true",
+        delivery_id, attempt, reason, delay_seconds,
     )
     return bool(done)
+
+
+# --- delivery accounts: consecutive failures and pause ------------------------------------------
+
+
+async def account_pause(conn: asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT paused, paused_reason FROM delivery_account_state WHERE delivery_account_id = $1", account_id,
+    )
+
+
+async def count_failure(conn: asyncpg.Connection, account_id: str) -> int:
+    return await conn.fetchval(
+        "INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures) VALUES ($1, 1)"
+        " ON CONFLICT (delivery_account_id) DO UPDATE"
+        " SET consecutive_failures = delivery_account_state.consecutive_failures + 1"
+        " RETURNING consecutive_failures",
+        account_id,
+    )
+
+
+async def reset_failures(conn: asyncpg.Connection, account_id: str) -> None:
+    # Touches the row only when there is something to reset: a busy account's successes do not
+    # all queue on its row lock.
+    await conn.execute(
+        "UPDATE delivery_account_state SET consecutive_failures = 0"
+        " WHERE delivery_account_id = $1 AND consecutive_failures <> 0",
+        account_id,
+    )
+
+
+async def pause(conn: asyncpg.Connection, account_id: str, reason: str) -> bool:
+    """Pause an account; True only for the call that paused it (one alert per pause)."""
+    done = await conn.fetchval(
+        "UPDATE delivery_account_state SET paused = true, paused_at = now(), paused_reason = $2"
+        " WHERE delivery_account_id = $1 AND NOT paused RETURNING true",
+        account_id, reason,
+    )
+    return bool(done)
+
+
+async def resume(conn: asyncpg.Connection, account_id: str) -> bool:
+    done = await conn.fetchval(
+        "UPDATE delivery_account_state SET paused = false, paused_at = NULL, paused_reason = NULL,"
+        " consecutive_failures = 0 WHERE delivery_account_id = $1 AND paused RETURNING true",
+        account_id,
+    )
+    return bool(done)
+
+
+async def paused_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT delivery_account_id, paused_at, paused_reason, consecutive_failures"
+        " FROM delivery_account_state WHERE paused ORDER BY paused_at",
+    )
+
+
+# --- confirmed prices ----------------------------------------------------------------------------
+
+
+async def lock_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT id, lead_id, client_id, delivery_account_id, price, status FROM deliveries"
+        " WHERE id = $1 FOR UPDATE",
+        delivery_id,
+    )
+
+
+async def set_confirmed_price(conn: asyncpg.Connection, delivery_id: uuid.UUID, price: Decimal) -> None:
+    await conn.execute(
+        "UPDATE deliveries SET account_price = coalesce(account_price, price), price = $2 WHERE id = $1",
+        delivery_id, price,
+    )
+
+
+async def log_price_confirmation(
+    conn: asyncpg.Connection, *, delivery_id: uuid.UUID, message_id: str | None, offered: str,
+    outcome: str, price_before: Decimal, price_after: Decimal | None, reason: str | None,
+) -> None:
+    await conn.execute(
+        "INSERT INTO delivery_price_confirmations (delivery_id, message_id, offered, outcome, price_before,"
+        " price_after, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        delivery_id, message_id, offered, outcome, price_before, price_after, reason,
+    )

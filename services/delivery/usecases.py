@@ -1,47 +1,155 @@
-"""Delivery use case: post one lead to one buyer, log it, and report the result.
+"""Delivery use cases: post one lead to one buyer (or hand it to notifier for an email account),
+log it, report the result; and apply a buyer's confirmed price.
 
 The post itself cannot join a database transaction, so a delivery moves through states that make
-a second successful post impossible in normal operation: 'requested' -> 'posting' (claimed in its
-own short transaction, before the post) -> 'succeeded' / 'failed' / back to 'requested' for a
-retry (recorded with the attempt log and the resulting event in one transaction). Every post
-carries the delivery id as its Idempotency-Key header for the rare case a consumer dies mid-post
-and the post is repeated.
+a second post impossible while its poster lives: 'requested' -> 'posting' (claimed under a lease
+in its own short transaction, before the post) -> 'succeeded' / 'failed' / back to 'requested'
+with a not-before time for a retry (recorded with the attempt log and the resulting events in one
+transaction, fenced by the attempt number). Only when a poster dies (or stalls past its lease)
+mid-post does another consumer post again, with the same Idempotency-Key header so the buyer can
+recognise the repeat.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
 import httpx
 
-from services.delivery import posting, store
-from shared.catalog.model import Catalog, HttpDelivery
-from shared.contracts import DeliveryFailed, DeliveryRequested, DeliverySucceeded
-from shared.outbox import add_delayed, add_event
+from services.delivery import posting, rules, store
+from shared.catalog.model import Catalog, DeliveryAccount, EmailDelivery, HttpDelivery
+from shared.contracts import (
+    ConfirmPrice,
+    DeliveryFailed,
+    DeliveryPriceConfirmed,
+    DeliveryRequested,
+    DeliverySucceeded,
+    NotificationRequested,
+)
+from shared.outbox import add_delayed, add_event, claim_message
+from shared.portal_links import issue_link_token, portal_link
+from shared.service import TransientError
+from shared.settings import Settings
 from shared.topology import Topology
 
+log = logging.getLogger("leadwire.delivery")
 
-async def deliver(
-    pool: asyncpg.Pool, http: httpx.AsyncClient, catalog: Catalog, topology: Topology,
-    request: DeliveryRequested, *, redelivered: bool,
-) -> None:
-    async with pool.acquire() as conn:
-        attempt = await store.claim(conn, request.delivery_id, reclaim=redelivered)
-    if attempt is None:
-        return  # finished already, or another consumer is posting it right now
+REQUESTS = "delivery.requests"
+CONFIRM_CONSUMER = "delivery.confirm-price"
 
+
+class UnknownDelivery(Exception):
+    """A message names a delivery this installation never made (dead-lettered with this error)."""
+
+
+@dataclass
+class Deps:
+    """What the delivery use cases need from the process."""
+
+    get_pool: Callable[[], asyncpg.Pool]           # the pool exists only once the process started
+    http: httpx.AsyncClient
+    topology: Topology
+    settings: Settings
+    in_flight: rules.InFlight = field(default_factory=rules.InFlight)
+    after_post: Callable[[], None] | None = None   # fault injection: right after the buyer answered
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.get_pool()
+
+
+async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> None:
     account = catalog.accounts_by_id.get(request.delivery_account_id)
-    if account is None or not isinstance(account.delivery, HttpDelivery):
-        reason = ("delivery account no longer in the catalog" if account is None
-                  else f"delivery method {account.delivery.method!r} is not handled by HTTP delivery")
-        async with pool.acquire() as conn, conn.transaction():
-            if await store.finish(conn, request.delivery_id, "failed", reason=reason):
-                await add_event(conn, "delivery.failed", _failed(request, reason, attempt, by_buyer=False))
+    http_account = account if account is not None and isinstance(account.delivery, HttpDelivery) else None
+    if http_account is not None:
+        config = http_account.delivery
+        assert isinstance(config, HttpDelivery)
+        limit = rules.in_flight_limit(config.max_in_flight, deps.settings.prefetch)
+        if not deps.in_flight.try_acquire(http_account.id, limit):
+            # Waiting here would hold a consumer slot other buyers need: wait in the broker instead.
+            await _park(deps, request, rules.BUSY_PARK_SECONDS, f"{http_account.id} has {limit} posts in flight")
+            return
+        try:
+            await _deliver(deps, catalog, request, http_account)
+        finally:
+            deps.in_flight.release(http_account.id)
         return
+    await _deliver(deps, catalog, request, account)
 
-    config = account.delivery
+
+async def _park(deps: Deps, request: DeliveryRequested, seconds: float, why: str) -> None:
+    tier = rules.park_tier(seconds)
+    log.debug("delivery %s waits %d s: %s", request.delivery_id, tier, why)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await add_delayed(conn, deps.topology.delay_name(REQUESTS, tier), request)
+
+
+async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount | None) -> None:
+    config = account.delivery if account is not None else None
+    lease = (config.timeout_seconds if isinstance(config, HttpDelivery) else 0) + rules.LEASE_GRACE_SECONDS
+    async with deps.pool.acquire() as conn, conn.transaction():
+        attempt = await store.claim(conn, request.delivery_id, lease_seconds=lease)
+        if attempt is None:
+            row = await store.state(conn, request.delivery_id)
+            missed = rules.after_missed_claim(
+                row["status"] if row else None, row["now"] if row else datetime.now(UTC),
+                not_before=row["not_before"] if row else None, lease_until=row["lease_until"] if row else None,
+            )
+            if missed.action == "park":
+                tier = rules.park_tier(missed.seconds)
+                await add_delayed(conn, deps.topology.delay_name(REQUESTS, tier), request)
+            log.debug("delivery %s not claimed (%s): %s", request.delivery_id, missed.why, missed.action)
+            return
+
+        pause = await store.account_pause(conn, account.id) if account is not None else None
+        refusal = rules.refusal_before_post(
+            account_known=account is not None, account_active=account is not None and account.active,
+            paused=bool(pause and pause["paused"]), paused_reason=pause["paused_reason"] if pause else None,
+            attempt=attempt, retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
+        )
+        if refusal is not None:
+            if await store.finish(conn, request.delivery_id, attempt, "failed", reason=refusal, posted=False):
+                await add_event(conn, "delivery.failed", _failed(request, refusal, attempt - 1, by_buyer=False))
+            log.info("delivery %s failed before posting: %s", request.delivery_id, refusal)
+            return
+        if isinstance(config, EmailDelivery):
+            await _send_by_email(conn, deps.settings, request, config, attempt)
+            return
+    assert account is not None and isinstance(config, HttpDelivery)
+    await _post(deps, catalog, request, account, config, attempt)
+
+
+async def _send_by_email(conn: asyncpg.Connection, settings: Settings, request: DeliveryRequested,
+                         config: EmailDelivery, attempt: int) -> None:
+    """Hand the lead to notifier; the delivery succeeds once the request is committed. The
+    notification id is the delivery id, so notifier sends it at most once."""
+    started_at = datetime.now(UTC)
+    token = issue_link_token(settings.portal_link_secret, client_id=request.client_id, lead_id=request.lead_id,
+                             issued_at=started_at)
+    await add_event(conn, "notify.lead_delivery", NotificationRequested(
+        notification_id=request.delivery_id, kind="lead_delivery", to=list(config.to),
+        client_id=request.client_id, lead_id=request.lead_id, lead_fields=request.fields,
+        portal_link=portal_link(settings.portal_base_url, token),
+        data={"delivery_id": str(request.delivery_id), "delivery_account_id": request.delivery_account_id},
+    ))
+    await store.log_attempt(
+        conn, delivery_id=request.delivery_id, attempt=attempt, started_at=started_at, duration_ms=0,
+        request=f"EMAIL to {', '.join(config.to)} (lead_delivery notification {request.delivery_id})",
+        status_code=None, response=None, outcome="accepted", error=None,
+    )
+    if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=request.price):
+        await add_event(conn, "delivery.succeeded", _succeeded(request, request.price, attempt))
+
+
+async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount,
+                config: HttpDelivery, attempt: int) -> None:
     buyer_request = posting.build_request(
         config, request.fields, lead_id=str(request.lead_id), delivery_id=str(request.delivery_id),
         price=request.price,
@@ -51,52 +159,118 @@ async def deliver(
     status_code: int | None = None
     response_text: str | None = None
     try:
-        response = await http.request(
-            buyer_request.method, buyer_request.url, headers=buyer_request.headers,
-            content=buyer_request.body, params=buyer_request.params or None, timeout=config.timeout_seconds,
-        )
+        # httpx's timeout bounds each read; this bounds the whole exchange, so a buyer trickling
+        # bytes cannot outlive the lease.
+        async with asyncio.timeout(config.timeout_seconds):
+            response = await deps.http.request(
+                buyer_request.method, buyer_request.url, headers=buyer_request.headers,
+                content=buyer_request.body, params=buyer_request.params or None, timeout=config.timeout_seconds,
+            )
         status_code, response_text = response.status_code, response.text
         verdict = posting.judge_response(config, status_code, response_text)
-    except httpx.TimeoutException:
+    except (TimeoutError, httpx.TimeoutException):
         verdict = posting.Verdict("transient", reason=f"no answer within {config.timeout_seconds:g} s")
     except httpx.HTTPError as exc:
         verdict = posting.Verdict("transient", reason=f"connection failed: {type(exc).__name__}: {exc}")
     duration_ms = int((time.perf_counter() - clock) * 1000)
+    if deps.after_post is not None:
+        deps.after_post()
 
-    note = verdict.reason
-    final_price = request.price
-    if verdict.outcome == "accepted" and (verdict.price is not None or verdict.price_problem):
-        if not catalog.option(account.client, "allow_confirm_price"):
-            shown = verdict.price if verdict.price is not None else verdict.price_problem
-            note = f"confirmed price ignored: Allow Confirm Price is off (buyer said {shown})"
-        elif verdict.price_problem:
-            note = f"confirmed price refused: {verdict.price_problem}"
-        else:
-            final_price = verdict.price
-            note = f"buyer confirmed price {verdict.price} (account price {request.price})"
+    final_price, note = request.price, verdict.reason
+    if verdict.outcome == "accepted":
+        final_price, note = rules.settle_price(
+            catalog.option(account.client, "allow_confirm_price"), request.price, verdict.price, verdict.price_problem,
+        )
+        if note:
+            log.info("delivery %s: %s", request.delivery_id, note)
 
-    async with pool.acquire() as conn, conn.transaction():
+    async with deps.pool.acquire() as conn, conn.transaction():
         await store.log_attempt(
             conn, delivery_id=request.delivery_id, attempt=attempt, started_at=started_at,
             duration_ms=duration_ms, request=posting.describe_request(buyer_request), status_code=status_code,
-            response=posting.masked(response_text, buyer_request.secrets), outcome=verdict.outcome, error=note,
+            response=posting.masked(response_text, buyer_request.secrets, buyer_request.masked_names),
+            outcome=verdict.outcome, error=note,
         )
-        if verdict.outcome == "accepted":
-            if await store.finish(conn, request.delivery_id, "succeeded", price=final_price):
-                await add_event(conn, "delivery.succeeded", DeliverySucceeded(
-                    delivery_id=request.delivery_id, lead_id=request.lead_id, client_id=request.client_id,
-                    delivery_account_id=request.delivery_account_id, price=final_price, attempts=attempt,
-                ))
-        elif verdict.outcome == "transient" and attempt <= config.retry.count:
-            if await store.release_for_retry(conn, request.delivery_id, verdict.reason or "transient failure"):
-                await add_delayed(conn, topology.delay_name("delivery.requests", config.retry.delay_seconds), request)
+        paused = await _count_for_pause(conn, deps.settings, account, config, verdict)
+        step = rules.next_step(verdict.outcome, attempt, config.retry.count, paused=paused)
+        if step == "succeed":
+            if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=final_price):
+                await add_event(conn, "delivery.succeeded", _succeeded(request, final_price, attempt))
+        elif step == "retry":
+            reason = verdict.reason or "transient failure"
+            if await store.release_for_retry(conn, request.delivery_id, attempt, reason, config.retry.delay_seconds):
+                await add_delayed(conn, deps.topology.delay_name(REQUESTS, config.retry.delay_seconds), request)
         else:
-            reason = verdict.reason or "delivery failed"
-            if verdict.outcome == "transient":
-                reason = f"{reason} (gave up after {attempt} attempts)"
-            if await store.finish(conn, request.delivery_id, "failed", reason=reason):
+            reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=paused)
+            if await store.finish(conn, request.delivery_id, attempt, "failed", reason=reason):
                 await add_event(conn, "delivery.failed",
                                 _failed(request, reason, attempt, by_buyer=verdict.outcome == "rejected"))
+
+
+async def _count_for_pause(conn: asyncpg.Connection, settings: Settings, account: DeliveryAccount,
+                           config: HttpDelivery, verdict: posting.Verdict) -> bool:
+    """Track consecutive technical failures; pause the account (once, with an alert) at the
+    threshold. True when the account is paused now."""
+    if not rules.counts_as_failure(verdict.outcome):
+        await store.reset_failures(conn, account.id)
+        return False
+    failures = await store.count_failure(conn, account.id)
+    if not rules.should_pause(failures, config.pause_after_failures):
+        return False
+    reason = f"{failures} consecutive failed attempts; last: {verdict.reason}"
+    if await store.pause(conn, account.id, reason):
+        log.warning("delivery account %s paused: %s", account.id, reason)
+        await add_event(conn, "notify.account_paused", NotificationRequested(
+            notification_id=uuid.uuid4(), kind="account_paused", to=[settings.admin_email],
+            client_id=account.client, subject=f"Delivery account {account.id} paused",
+            message=(f"Leadwire paused delivery account {account.id} (client {account.client}) after {reason}. "
+                     f"Resume it with: leadwire delivery resume {account.id}"),
+            data={"delivery_account_id": account.id, "consecutive_failures": failures,
+                  "last_error": verdict.reason},
+        ))
+    return True
+
+
+# --- confirmed prices ----------------------------------------------------------------------------
+
+
+async def confirm_price(pool: asyncpg.Pool, catalog: Catalog, message: ConfirmPrice, message_id: str | None) -> str:
+    """Apply (or ignore, or refuse) a buyer's confirmed price for a delivery; returns the outcome."""
+    offered = str(message.price)
+    async with pool.acquire() as conn, conn.transaction():
+        if message_id and not await claim_message(conn, CONFIRM_CONSUMER, message_id):
+            return "repeat"
+        row = await store.lock_delivery(conn, message.delivery_id)
+        if row is None:
+            raise UnknownDelivery(f"no delivery {message.delivery_id}")
+        decision = rules.confirm_price(catalog.option(row["client_id"], "allow_confirm_price"), row["status"],
+                                       message.price, row["price"])
+        if decision.outcome == "wait":
+            # Rolls back the inbox claim too: the retried message is processed afresh.
+            raise TransientError(f"confirm-price for delivery {message.delivery_id}: {decision.reason}")
+        await store.log_price_confirmation(
+            conn, delivery_id=row["id"], message_id=message_id, offered=offered[:200], outcome=decision.outcome,
+            price_before=row["price"], price_after=decision.price, reason=decision.reason,
+        )
+        if decision.outcome != "applied":
+            log.warning("confirm-price for delivery %s %s: %s", row["id"], decision.outcome, decision.reason)
+            return decision.outcome
+        assert decision.price is not None
+        await store.set_confirmed_price(conn, row["id"], decision.price)
+        await add_event(conn, "delivery.price-confirmed", DeliveryPriceConfirmed(
+            delivery_id=row["id"], lead_id=row["lead_id"], client_id=row["client_id"],
+            delivery_account_id=row["delivery_account_id"], previous_price=row["price"], price=decision.price,
+            confirmed_by=message.confirmed_by,
+        ))
+        log.info("delivery %s price confirmed: %s (was %s)", row["id"], decision.price, row["price"])
+        return "applied"
+
+
+def _succeeded(request: DeliveryRequested, price, attempts: int) -> DeliverySucceeded:
+    return DeliverySucceeded(
+        delivery_id=request.delivery_id, lead_id=request.lead_id, client_id=request.client_id,
+        delivery_account_id=request.delivery_account_id, price=price, attempts=attempts,
+    )
 
 
 def _failed(request: DeliveryRequested, reason: str, attempts: int, *, by_buyer: bool) -> DeliveryFailed:

@@ -1,0 +1,177 @@
+"""Delivery decisions with no I/O: what to do after an attempt, with a missed claim, with a
+buyer's price, and when an account has failed too often.
+
+`posting.py` builds the buyer's request and judges the answer; this module decides what the
+answer means for the delivery, the price and the account. Both are plain functions of their
+arguments, tested with tables of cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from services.delivery.posting import parse_price
+from shared.topology import DELAY_TIERS
+
+# After the post only one short transaction remains; a consumer that has not finished this long
+# after its timeout is presumed dead and its delivery may be taken over (fenced by attempt number).
+LEASE_GRACE_SECONDS = 2.0
+# A lead for an account already at its in-flight limit waits this long in the broker.
+BUSY_PARK_SECONDS = 1
+
+
+# --- in-flight limits ----------------------------------------------------------------------------
+
+
+def in_flight_limit(configured: int | None, prefetch: int) -> int:
+    """Posts one account may have in flight in one process. Never the whole prefetch: a hanging
+    buyer must leave consumer slots for the others."""
+    ceiling = max(1, prefetch - 1)
+    wanted = configured if configured is not None else max(1, prefetch // 4)
+    return max(1, min(wanted, ceiling))
+
+
+class InFlight:
+    """Counts posts in flight per delivery account. Never waits: a full account is reported so
+    the caller can park the lead in the broker instead of holding a consumer slot."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def try_acquire(self, account_id: str, limit: int) -> bool:
+        count = self._counts.get(account_id, 0)
+        if count >= limit:
+            return False
+        self._counts[account_id] = count + 1
+        return True
+
+    def release(self, account_id: str) -> None:
+        count = self._counts.get(account_id, 0) - 1
+        if count > 0:
+            self._counts[account_id] = count
+        else:
+            self._counts.pop(account_id, None)
+
+    def in_flight(self, account_id: str) -> int:
+        return self._counts.get(account_id, 0)
+
+
+def park_tier(seconds: float) -> int:
+    """The delay queue to wait in for about `seconds`: the longest tier not beyond it (at least
+    the shortest), so a parked message comes back early rather than late and simply parks again."""
+    fitting = [t for t in DELAY_TIERS if t <= seconds]
+    return fitting[-1] if fitting else DELAY_TIERS[0]
+
+
+# --- claims --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Missed:
+    """What to do with a delivery message whose claim failed."""
+
+    action: Literal["drop", "park"]
+    seconds: float = 0.0
+    why: str = ""
+
+
+def after_missed_claim(status: str | None, now: datetime, *, not_before: datetime | None,
+                       lease_until: datetime | None) -> Missed:
+    if status is None:
+        return Missed("drop", why="no such delivery")
+    if status in ("succeeded", "failed"):
+        return Missed("drop", why=f"delivery already {status}")
+    if status == "posting" and lease_until is not None and lease_until > now:
+        # Someone holds it; if that consumer died, this copy takes over once the lease ends.
+        return Missed("park", (lease_until - now).total_seconds(), "another consumer is posting it")
+    if status == "requested" and not_before is not None and not_before > now:
+        return Missed("park", (not_before - now).total_seconds(), "retry not due yet")
+    # The row changed between the claim and this look: try again shortly.
+    return Missed("park", DELAY_TIERS[0], "delivery changed while claiming")
+
+
+def refusal_before_post(*, account_known: bool, account_active: bool, paused: bool,
+                        paused_reason: str | None, attempt: int, retry_count: int) -> str | None:
+    """Why a claimed delivery must fail without posting, or None to post."""
+    if not account_known:
+        return "delivery account no longer in the catalog"
+    if not account_active:
+        return "delivery account is inactive"
+    if paused:
+        return f"delivery account is paused ({paused_reason or 'by an administrator'})"
+    if attempt > retry_count + 1:
+        # Only takeovers after crashed consumers get here: every allowed post was already made.
+        return f"gave up: {attempt - 1} attempts already made"
+    return None
+
+
+# --- after an attempt ----------------------------------------------------------------------------
+
+
+def next_step(outcome: str, attempt: int, retry_count: int, *, paused: bool) -> Literal["succeed", "retry", "fail"]:
+    if outcome == "accepted":
+        return "succeed"
+    if outcome == "transient" and attempt <= retry_count and not paused:
+        return "retry"
+    return "fail"
+
+
+def failure_reason(reason: str | None, outcome: str, attempt: int, *, paused: bool) -> str:
+    text = reason or "delivery failed"
+    if outcome == "transient":
+        if paused:
+            return f"{text} (account paused after repeated failures; attempt {attempt})"
+        return f"{text} (gave up after {attempt} attempts)"
+    return text
+
+
+def counts_as_failure(outcome: str) -> bool:
+    """Only technical failures (no answer, 5xx, 429) count toward auto-pause. A buyer's refusal is
+    an answer: the endpoint works, so it resets the count like a success."""
+    return outcome == "transient"
+
+
+def should_pause(consecutive_failures: int, threshold: int) -> bool:
+    return consecutive_failures >= threshold
+
+
+# --- prices --------------------------------------------------------------------------------------
+
+
+def settle_price(allow_confirm_price: bool, account_price: Decimal, offered: Decimal | None,
+                 problem: str | None) -> tuple[Decimal, str | None]:
+    """The delivery's final price after the buyer's answer, and what the log should say."""
+    if offered is None and problem is None:
+        return account_price, None
+    if not allow_confirm_price:
+        shown = offered if offered is not None else problem
+        return account_price, f"confirmed price ignored: Allow Confirm Price is off (buyer said {shown})"
+    if problem is not None:
+        return account_price, f"confirmed price refused: {problem}"
+    assert offered is not None
+    return offered, f"buyer confirmed price {offered} (account price {account_price})"
+
+
+@dataclass(frozen=True)
+class PriceDecision:
+    outcome: Literal["applied", "ignored", "refused", "wait"]
+    price: Decimal | None = None
+    reason: str | None = None
+
+
+def confirm_price(allow_confirm_price: bool, status: str, offered: Any, current: Decimal) -> PriceDecision:
+    """A confirm-price message for a delivery in `status` currently priced `current`."""
+    price, problem = parse_price(offered)
+    if problem is not None:
+        return PriceDecision("refused", reason=problem)
+    if not allow_confirm_price:
+        return PriceDecision("ignored", reason=f"Allow Confirm Price is off; {price} ignored, price stays {current}")
+    if status == "failed":
+        return PriceDecision("refused", reason="the delivery failed; there is nothing to price")
+    if status != "succeeded":
+        # Confirming now would be overwritten when the post finishes: wait for it.
+        return PriceDecision("wait", reason=f"delivery is still {status}")
+    return PriceDecision("applied", price=price)

@@ -20,6 +20,17 @@ from shared.contracts.notifier import (
     AppointmentUpdate,
     NotificationRequested,
 )
+from shared.contracts.returns import (
+    OrderCommand,
+    OrderCommandResult,
+    OrderFiguresView,
+    OrderFilled,
+    OrderStatusChanged,
+    ReturnDecide,
+    ReturnDecided,
+    ReturnRequest,
+    ReturnRequested,
+)
 
 __all__ = [
     "AppointmentCancel",
@@ -35,5 +46,14 @@ __all__ = [
     "InboundLead",
     "LeadOutcome",
     "NotificationRequested",
+    "OrderCommand",
+    "OrderCommandResult",
+    "OrderFiguresView",
+    "OrderFilled",
+    "OrderStatusChanged",
+    "ReturnDecide",
+    "ReturnDecided",
+    "ReturnRequest",
+    "ReturnRequested",
     "SoldDelivery",
 ]

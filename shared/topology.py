@@ -40,7 +40,7 @@ WORK_QUEUES: dict[str, WorkQueue] = {
         WorkQueue("router.delivery-results", "events", ("delivery.succeeded", "delivery.failed")),
         WorkQueue("delivery.requests", "events", ("delivery.requested",)),
         WorkQueue("delivery.confirm-price", "events", ("delivery.confirm-price",)),
-        WorkQueue("returns.commands", "events", ("return.request", "return.decide")),
+        WorkQueue("returns.commands", "events", ("return.request", "return.decide", "order.command")),
         WorkQueue("portal_auth.rpc", "events", ("portal_auth.#",)),
         WorkQueue("notifier.requests", "events", ("notify.#", "appointment.#", "lead.sold")),
     )

@@ -1,14 +1,80 @@
-"""returns entrypoint: `faststream run services.returns.main:app`."""
+"""returns entrypoint: `faststream run services.returns.main:app`.
+
+One queue, `returns.commands`, carries three commands told apart by routing key: `return.request`,
+`return.decide` and `order.command`. The service also sweeps orders past their end date.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from typing import Any
+
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.returns import usecases
+from shared.contracts import OrderCommand, ReturnDecide, ReturnRequest
 from shared.service import Runtime
 from shared.settings import Settings
 
+log = logging.getLogger("leadwire.returns")
 
-def build(settings: Settings | None = None) -> Runtime:
-    return Runtime("returns", settings)
+# Orders end on a date, so a minute's lag in closing them is harmless: reserve() itself stops
+# using an order the day after its end date.
+SWEEP_INTERVAL = 60.0
+
+
+class ReturnsRuntime(Runtime):
+    """The shared runtime plus the order sweep as one more background task."""
+
+    def __init__(self, settings: Settings | None, sweep_interval: float) -> None:
+        super().__init__("returns", settings)
+        self.sweep_interval = sweep_interval
+        self._sweep_stop = asyncio.Event()
+
+    async def _sweep_loop(self) -> None:
+        while not self._sweep_stop.is_set():
+            try:
+                await usecases.sweep_orders(self.pool)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database away: try again next round
+                log.warning("order sweep failed; retrying", exc_info=True)
+            try:
+                await asyncio.wait_for(self._sweep_stop.wait(), self.sweep_interval)
+            except TimeoutError:
+                pass
+
+    async def start_background(self) -> None:
+        await super().start_background()
+        self._sweep_stop.clear()
+        self._tasks.append(asyncio.create_task(self._sweep_loop()))
+
+    async def stop_background(self) -> None:
+        self._sweep_stop.set()
+        await super().stop_background()
+
+
+def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INTERVAL) -> Runtime:
+    runtime = ReturnsRuntime(settings, sweep_interval)
+
+    @runtime.subscriber("returns.commands", title="returns: return requests, decisions, order commands")
+    async def on_command(body: dict[str, Any], message: RabbitMessage) -> None:
+        raw = message.raw_message
+        key = raw.routing_key
+        if key == "return.request":
+            await usecases.request_return(runtime.pool, runtime.catalog, ReturnRequest.model_validate(body),
+                                          reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+        elif key == "return.decide":
+            await usecases.decide_return(runtime.pool, ReturnDecide.model_validate(body), message_id=raw.message_id)
+        elif key == "order.command":
+            await usecases.order_command(runtime.pool, OrderCommand.model_validate(body), message_id=raw.message_id,
+                                         reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+        else:
+            raise ValueError(f"returns.commands has no handler for routing key {key!r}")
+
+    return runtime
 
 
 runtime = build()
-app = runtime.app()
+app = runtime.app("Return requests under caps, admin decisions, and order commands (pause, resume, close).")

@@ -1,0 +1,321 @@
+"""notifier use cases: send one email once; turn a sold lead into new-lead notifications; keep
+appointments and queue their emails; hand due reminders over, once each.
+
+Only `send_notification` talks to SMTP. Everything else is one database transaction holding the
+state change and the notification requests it causes (outbox), so every email, including an
+appointment's and a reminder's, goes through the same send-once path with the queue's retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from services.notifier import rules, store, templates
+from services.notifier.mailer import Mailer
+from shared.catalog.model import Catalog
+from shared.contracts import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentUpdate,
+    LeadOutcome,
+    NotificationRequested,
+)
+from shared.outbox import add_event, claim_message
+from shared.portal_links import issue_link_token, portal_link
+from shared.service import TransientError, describe
+from shared.settings import Settings
+
+log = logging.getLogger("leadwire.notifier")
+
+LEAD_SOLD_CONSUMER = "notifier.lead-sold"
+APPOINTMENT_CONSUMER = "notifier.appointments"
+REMINDER_BATCH = 100
+
+
+class AppointmentRefused(ValueError):
+    """A command that can never be applied (another client's user or lead): dead-lettered."""
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+async def send_notification(
+    pool: asyncpg.Pool, mailer: Mailer, settings: Settings, request: NotificationRequested, *,
+    now: datetime | None = None, after_send: Callable[[], None] | None = None,
+) -> bool:
+    """Send the email unless its send record says it went out already. True when sent now.
+
+    The record is locked from before the SMTP hand-over until it is marked sent, in one
+    transaction: a duplicate request waits and then finds it sent; a crash in between rolls the
+    mark back, so the redelivered request sends again (a repeat, never a loss)."""
+    to = rules.recipients(request.kind, request.to, settings.admin_email)
+    email = templates.render(request)
+    message_id = rules.message_id_header(request.notification_id, settings.smtp_from)
+    async with pool.acquire() as conn:
+        await store.ensure_send_record(conn, request.notification_id, request.kind, to, email.subject, message_id)
+        try:
+            async with conn.transaction():
+                record = await store.lock_send_record(conn, request.notification_id)
+                if record is None or record["status"] != "pending":
+                    return False
+                if request.kind == "appointment_reminder" and not await _reminder_wanted(conn, request):
+                    await store.mark_skipped(conn, request.notification_id, "appointment cancelled or moved")
+                    return False
+                message = templates.compose(
+                    email, kind=request.kind, sender=settings.smtp_from, recipients=to, message_id=message_id,
+                    date=now or datetime.now(UTC), reply_to=request.data.get("reply_to"),
+                )
+                refused = await mailer.send(message, to)
+                if after_send is not None:
+                    after_send()
+                await store.mark_sent(conn, request.notification_id, refused)
+        except Exception as exc:
+            try:
+                await store.note_failure(conn, request.notification_id, describe(exc))
+            except Exception:  # the database may be what failed; the queue keeps the request anyway
+                log.debug("could not record the send failure", exc_info=True)
+            raise
+    return True
+
+
+async def _reminder_wanted(conn: asyncpg.Connection, request: NotificationRequested) -> bool:
+    appointment_id, revision = request.data.get("appointment_id"), request.data.get("revision")
+    if appointment_id is None or revision is None:
+        return True
+    return await store.reminder_current(conn, uuid.UUID(str(appointment_id)), int(revision))
+
+
+# --- new-lead notifications ------------------------------------------------------------------------
+
+
+def _link(settings: Settings, client_id: str, lead_id: uuid.UUID, now: datetime) -> str:
+    token = issue_link_token(settings.portal_link_secret, client_id=client_id, lead_id=lead_id, issued_at=now)
+    return portal_link(settings.portal_base_url, token)
+
+
+def _lead_type_name(catalog: Catalog, lead_type_id: str | None) -> str:
+    lead_type = catalog.lead_types_by_id.get(lead_type_id) if lead_type_id else None
+    return lead_type.name if lead_type is not None else (lead_type_id or "")
+
+
+async def notify_new_lead(
+    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, outcome: LeadOutcome, message_id: str,
+    now: datetime | None = None,
+) -> int:
+    """A lead was sold: queue a new-lead email for each enabled portal user of each buying client
+    who turned the notification on. Returns how many were queued."""
+    now = now or datetime.now(UTC)
+    queued = 0
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim_message(conn, LEAD_SOLD_CONSUMER, message_id):
+            return 0
+        lead = await store.lead(conn, outcome.lead_id)
+        fields = dict(lead["fields"]) if lead is not None else {}
+        lead_type_id = lead["lead_type_id"] if lead is not None else outcome.lead_type
+        for delivery in outcome.deliveries:
+            client = catalog.clients_by_id.get(delivery.client_id)
+            for user in await store.new_lead_subscribers(conn, delivery.client_id):
+                await add_event(conn, "notify.new_lead", NotificationRequested(
+                    notification_id=rules.new_lead_notification_id(delivery.delivery_id, user["id"]),
+                    kind="new_lead", to=[user["email"]], client_id=delivery.client_id, lead_id=outcome.lead_id,
+                    lead_fields=fields, portal_link=_link(settings, delivery.client_id, outcome.lead_id, now),
+                    data={
+                        "user_name": user["name"], "client_name": client.name if client else delivery.client_id,
+                        "lead_type": lead_type_id, "lead_type_name": _lead_type_name(catalog, lead_type_id),
+                        "expires_in_days": catalog.options.expire_portal_email_link_days,
+                        "delivery_id": str(delivery.delivery_id),
+                    },
+                ))
+                queued += 1
+    return queued
+
+
+# --- appointments ----------------------------------------------------------------------------------
+
+
+def _time_zone(catalog: Catalog, client_id: str) -> str:
+    client = catalog.clients_by_id.get(client_id)
+    return client.time_zone if client is not None else "UTC"
+
+
+async def _appointment_email(
+    conn: asyncpg.Connection, catalog: Catalog, settings: Settings, row: dict[str, Any], kind: str,
+    notification_id: uuid.UUID, now: datetime, extra: dict[str, Any] | None = None,
+) -> bool:
+    """Queue one email about an appointment to its assigned user; False when that user can no
+    longer receive it (removed or disabled)."""
+    user = await store.portal_user(conn, row["assigned_user_id"])
+    if user is None or not user["enabled"] or user["client_id"] != row["client_id"]:
+        return False
+    lead = await store.lead(conn, row["lead_id"])
+    creator = await store.portal_user(conn, row["created_by_user_id"]) if row.get("created_by_user_id") else None
+    data = {
+        "appointment_id": str(row["id"]), "title": row["title"], "notes": row["notes"],
+        "starts_at": row["starts_at"].isoformat(), "time_zone": _time_zone(catalog, row["client_id"]),
+        "reminder_minutes": row["reminder_minutes"], "assigned_name": user["name"],
+        "created_by_name": creator["name"] if creator is not None and creator["client_id"] == row["client_id"] else "",
+        **(extra or {}),
+    }
+    await add_event(conn, f"notify.{kind}", NotificationRequested(
+        notification_id=notification_id, kind=kind, to=[user["email"]], client_id=row["client_id"],
+        lead_id=row["lead_id"], lead_fields=dict(lead["fields"]) if lead is not None else {},
+        portal_link=_link(settings, row["client_id"], row["lead_id"], now), data=data,
+    ))
+    return True
+
+
+async def _check_assignee(conn: asyncpg.Connection, user_id: uuid.UUID, client_id: str) -> None:
+    user = await store.portal_user(conn, user_id)
+    if user is None or user["client_id"] != client_id:
+        raise AppointmentRefused(f"portal user {user_id} is not a user of client {client_id!r}")
+    if not user["enabled"]:
+        raise AppointmentRefused(f"portal user {user_id} is disabled")
+
+
+async def create_appointment(
+    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentCreate, now: datetime | None = None,
+) -> bool:
+    """Store the appointment and queue the assigned user's email. False for one that exists."""
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        await _check_assignee(conn, command.assigned_user_id, command.client_id)
+        if not await store.lead_delivered_to(conn, command.lead_id, command.client_id):
+            raise AppointmentRefused(f"lead {command.lead_id} was not delivered to client {command.client_id!r}")
+        due = rules.plan_reminder(command.starts_at, command.reminder_minutes_before, now)
+        if not await store.insert_appointment(
+            conn, appointment_id=command.appointment_id, client_id=command.client_id, lead_id=command.lead_id,
+            assigned_user_id=command.assigned_user_id, created_by_user_id=command.created_by_user_id,
+            title=command.title, notes=command.notes, starts_at=command.starts_at,
+            reminder_minutes=command.reminder_minutes_before, reminder_due_at=due, requested_at=command.requested_at,
+        ):
+            return False
+        row = dict(await store.lock_appointment(conn, command.appointment_id))
+        await _appointment_email(conn, catalog, settings, row, "appointment_created",
+                                 rules.appointment_notification_id(row["id"], "created", 0), now)
+    return True
+
+
+async def update_appointment(
+    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentUpdate, message_id: str,
+    now: datetime | None = None,
+) -> tuple[str, ...]:
+    """Apply the changes, re-plan the reminder if the time moved, and tell the assigned user.
+    Returns the names of the fields that changed."""
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim_message(conn, APPOINTMENT_CONSUMER, message_id):
+            return ()
+        current = await _locked(conn, command.appointment_id, command.client_id)
+        if current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
+            return ()  # cancelled, or a newer command was applied already
+        if command.assigned_user_id is not None and command.assigned_user_id != current["assigned_user_id"]:
+            await _check_assignee(conn, command.assigned_user_id, command.client_id)
+        plan = rules.plan_update(
+            rules.Appointment(
+                assigned_user_id=current["assigned_user_id"], starts_at=current["starts_at"],
+                reminder_minutes=current["reminder_minutes"], title=current["title"], notes=current["notes"],
+                reminder_due_at=current["reminder_due_at"], reminder_queued=current["reminder_queued_at"] is not None,
+                reminder_revision=current["reminder_revision"],
+            ),
+            now, assigned_user_id=command.assigned_user_id, starts_at=command.starts_at,
+            reminder_minutes=command.reminder_minutes_before, title=command.title, notes=command.notes,
+        )
+        a = plan.appointment
+        await store.update_appointment(
+            conn, command.appointment_id, assigned_user_id=a.assigned_user_id, title=a.title, notes=a.notes,
+            starts_at=a.starts_at, reminder_minutes=a.reminder_minutes, reminder_due_at=a.reminder_due_at,
+            reminder_queued=a.reminder_queued, reminder_revision=a.reminder_revision,
+            requested_at=command.requested_at,
+        )
+        if plan.changed:
+            row = {**dict(current), "assigned_user_id": a.assigned_user_id, "title": a.title, "notes": a.notes,
+                   "starts_at": a.starts_at, "reminder_minutes": a.reminder_minutes}
+            marker = command.requested_at.isoformat()
+            await _appointment_email(conn, catalog, settings, row, "appointment_updated",
+                                     rules.appointment_notification_id(row["id"], "updated", marker), now,
+                                     {"changed": list(plan.changed)})
+    return plan.changed
+
+
+async def cancel_appointment(
+    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentCancel, message_id: str,
+    now: datetime | None = None,
+) -> bool:
+    """Cancel the appointment (and so its reminder) and tell the assigned user. True if cancelled now."""
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim_message(conn, APPOINTMENT_CONSUMER, message_id):
+            return False
+        current = await _locked(conn, command.appointment_id, command.client_id)
+        if current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
+            return False
+        await store.cancel_appointment(conn, command.appointment_id, command.requested_at)
+        await _appointment_email(conn, catalog, settings, dict(current), "appointment_cancelled",
+                                 rules.appointment_notification_id(current["id"], "cancelled", 0), now)
+    return True
+
+
+async def _locked(conn: asyncpg.Connection, appointment_id: uuid.UUID, client_id: str) -> asyncpg.Record:
+    current = await store.lock_appointment(conn, appointment_id)
+    if current is None:
+        # Its create may still be on the way (commands can overtake each other through the retry
+        # queues): try again later; after the last retry it is dead-lettered with this reason.
+        raise TransientError(f"appointment {appointment_id} does not exist (yet)")
+    if current["client_id"] != client_id:
+        raise AppointmentRefused(f"appointment {appointment_id} belongs to another client")
+    return current
+
+
+# --- reminders -------------------------------------------------------------------------------------
+
+
+async def queue_due_reminders(
+    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, now: datetime | None = None,
+    limit: int = REMINDER_BATCH,
+) -> int:
+    """Claim the reminders that are due and queue their emails, in one transaction. Any number of
+    notifier replicas may run this at once: each reminder is claimed by exactly one."""
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        claimed = await store.claim_due_reminders(conn, now, limit)
+        for row in claimed:
+            late = rules.is_late(row["reminder_due_at"], now)
+            if late:
+                await store.set_reminder_late(conn, row["id"], True)
+            await _appointment_email(
+                conn, catalog, settings, dict(row), "appointment_reminder",
+                rules.appointment_notification_id(row["id"], "reminder", row["reminder_revision"]), now,
+                {"late": late, "revision": row["reminder_revision"],
+                 "reminder_due_at": row["reminder_due_at"].isoformat()},
+            )
+    return len(claimed)
+
+
+class ReminderScheduler:
+    """Runs in every notifier process; polling is cheap (one indexed query) and needs no leader."""
+
+    def __init__(self, runtime: Any, interval: float) -> None:
+        self.runtime = runtime
+        self.interval = interval
+        self.queued = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                while (n := await queue_due_reminders(self.runtime.pool, self.runtime.catalog,
+                                                      self.runtime.settings)) > 0:
+                    self.queued += n
+                    if n < REMINDER_BATCH:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # database away: the reminders stay claimable, try again shortly
+                log.warning("reminder scheduler failed; retrying", exc_info=True)
+            await asyncio.sleep(self.interval)

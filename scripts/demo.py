@@ -1,0 +1,245 @@
+"""Run the whole Leadwire system on this machine with sample traffic.
+
+Starts every service as its own process (`faststream run services.<name>.main:app`), applies the
+example catalog, serves a demo buyer endpoint, publishes a stream of sample leads (some invalid,
+some duplicates) to the inbound exchange, and prints a live summary of what was sold to whom.
+
+  scripts/run                      # until Ctrl-C
+  scripts/run --duration 30 --rate 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from shared import db  # noqa: E402
+from shared.catalog.loader import parse_catalog  # noqa: E402
+from shared.catalog.store import apply_catalog  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+from shared.topology import Topology  # noqa: E402
+
+SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier")
+FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Dennis"]
+STATES = ["CA", "CA", "NV", "AZ", "CO", "UT", "TX", "NY"]
+
+
+def start_demo_buyer(port: int) -> ThreadingHTTPServer:
+    """Answers like real buyers do: mostly yes, sometimes no, Sunrise re-prices."""
+
+    class Buyer(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            buyer = self.path.split("?")[0].rsplit("/", 1)[-1]
+            roll = random.random()
+            if buyer == "sunrise":
+                body = (json.dumps({"status": "accepted", "price": round(random.uniform(40, 55), 2)})
+                        if roll > 0.15 else json.dumps({"status": "rejected", "reason": "zip not served"}))
+                status = 200
+            elif buyer == "brightpath":
+                status, body = (200, "OK") if roll > 0.2 else (200, "DENIED")
+            else:
+                status, body = (200, "accepted") if roll > 0.05 else (503, "busy")
+            data = body.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_GET = do_PUT = _serve
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Buyer)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
+    if recent and random.random() < 0.05:
+        return random.choice(recent)  # a duplicate: same person, sent again
+    if random.random() < 0.8:
+        lead = {"lead_type": "solar", "source": random.choice(["web", "partner-a"]), "fields": {
+            "first_name": random.choice(FIRST_NAMES), "last_name": f"Demo{n}",
+            "email": f"person{n}-{uuid.uuid4().hex[:6]}@example.com",
+            "phone": f"415{random.randint(2000000, 9999999)}", "state": random.choice(STATES),
+            "zip": f"9{random.randint(1000, 9999)}", "monthly_bill": str(random.randint(60, 400)),
+            "homeowner": random.choice(["yes", "yes", "yes", "no"]),
+        }}
+        if random.random() < 0.04:
+            lead["fields"]["phone"] = "555"  # invalid: rejected with the reason
+    else:
+        lead = {"lead_type": "auto_insurance", "source": "web", "fields": {
+            "first_name": random.choice(FIRST_NAMES), "phone": f"212{random.randint(2000000, 9999999)}",
+            "state": random.choice(STATES), "vehicles": random.randint(1, 3),
+        }}
+    recent.append(lead)
+    del recent[:-50]
+    return lead
+
+
+async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, counter: list[int]) -> None:
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(f"{settings.namespace}.inbound")
+    recent: list[dict[str, Any]] = []
+    try:
+        while not stop.is_set():
+            lead = sample_lead(counter[0], recent)
+            await exchange.publish(
+                aio_pika.Message(json.dumps(lead).encode(), content_type="application/json",
+                                 headers={"idempotency-key": f"demo-{uuid.uuid4()}"},
+                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                routing_key=f"lead.{lead['lead_type']}",
+            )
+            counter[0] += 1
+            try:
+                await asyncio.wait_for(stop.wait(), 1 / rate)
+            except TimeoutError:
+                pass
+    finally:
+        await connection.close()
+
+
+async def summary(pool: Any, published: int, started: float) -> str:
+    statuses = dict(await pool.fetch("SELECT status, count(*) FROM leads GROUP BY status"))
+    sold = await pool.fetch(
+        "SELECT d.client_id, count(*) AS leads, sum(d.price) AS revenue FROM deliveries d"
+        " WHERE d.status = 'succeeded' GROUP BY d.client_id ORDER BY revenue DESC")
+    lines = [
+        f"--- {time.monotonic() - started:5.0f}s  published {published}  leads in database: "
+        + "  ".join(f"{s}: {statuses.get(s, 0)}" for s in ("sold", "unsold", "duplicate", "rejected", "routing")),
+    ]
+    for row in sold:
+        lines.append(f"    sold to {row['client_id']:<12} {row['leads']:>5} leads  ${row['revenue']:>10}")
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
+    parser.add_argument("--rate", type=float, default=5, help="sample leads per second")
+    parser.add_argument("--buyer-port", type=int, default=18099)
+    parser.add_argument("--catalog", type=Path, default=ROOT / "examples" / "catalog.yaml")
+    args = parser.parse_args()
+
+    settings = Settings()
+    print(f"==> database {db.database_name(settings.database_url)}, broker namespace {settings.namespace}")
+    await db.ensure_database(settings.database_url)
+    await db.migrate(settings.database_url)
+    text = args.catalog.read_text().replace("127.0.0.1:18099", f"127.0.0.1:{args.buyer_port}")
+    conn = await db.connect(settings.database_url)
+    try:
+        version = await apply_catalog(conn, parse_catalog(text))
+    finally:
+        await conn.close()
+    print(f"==> catalog {args.catalog.name} " + (f"applied as version {version}" if version else "already current"))
+
+    buyer = start_demo_buyer(args.buyer_port)
+    print(f"==> demo buyer endpoint on http://127.0.0.1:{args.buyer_port}/buyers/<client>")
+
+    env = {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
+           "LEADWIRE_NAMESPACE": settings.namespace}
+    processes = {
+        name: subprocess.Popen([sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"],
+                               cwd=ROOT, env=env)
+        for name in SERVICES
+    }
+    print(f"==> started {', '.join(f'{n} (pid {p.pid})' for n, p in processes.items())}")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    published = [0]
+    started = time.monotonic()
+    publisher: asyncio.Task | None = None
+    status = 0
+    try:
+        # Wait until the services have declared the topology before publishing.
+        await wait_for_exchange(settings, stop)
+        publisher = asyncio.create_task(publish_leads(settings, args.rate, stop, published))
+        print(f"==> publishing {args.rate:g} sample leads/s to {settings.namespace}.inbound; Ctrl-C to stop")
+        deadline = started + args.duration if args.duration else None
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 2)
+            except TimeoutError:
+                pass
+            print(await summary(pool, published[0], started), flush=True)
+            dead = [n for n, p in processes.items() if p.poll() is not None]
+            if dead:
+                print(f"!!! service(s) exited: {', '.join(dead)}", flush=True)
+                status = 1
+                stop.set()
+            if deadline and time.monotonic() >= deadline:
+                stop.set()
+    finally:
+        stop.set()
+        try:
+            if publisher is not None:
+                await publisher
+            await asyncio.sleep(1.5)  # let in-flight leads finish before the final summary
+            print((await summary(pool, published[0], started)).replace("---", "=== final"), flush=True)
+            await pool.close()
+        finally:
+            stop_processes(processes)
+            buyer.shutdown()
+    return status
+
+
+def stop_processes(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM lets each service finish its in-flight messages; SIGKILL only if it hangs."""
+    for p in processes.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in processes.values():
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def wait_for_exchange(settings: Settings, stop: asyncio.Event) -> None:
+    topology = Topology(settings.namespace, settings.retry_delays)
+    for _ in range(120):
+        if stop.is_set():
+            return
+        try:
+            connection = await aio_pika.connect(settings.amqp_url)
+            try:
+                channel = await connection.channel()
+                await channel.get_queue(topology.queue_name("router.leads"), ensure=True)
+                return
+            finally:
+                await connection.close()
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            await asyncio.sleep(0.5)
+    raise RuntimeError("services did not declare the topology in time")
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

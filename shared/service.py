@@ -30,7 +30,7 @@ from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
 
-from shared import db
+from shared import db, health
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
 from shared.catalog.store import NOTIFY_CHANNEL as CATALOG_CHANNEL
@@ -101,6 +101,7 @@ class Runtime:
         self.catalog_cache: CatalogCache | None = None
         self.relay: OutboxRelay | None = None
         self._listener: PgListener | None = None
+        self._stop_heartbeat: asyncio.Event | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self._background: list[Callable[[], Awaitable[None]]] = []
@@ -192,7 +193,9 @@ class Runtime:
             self.settings.database_url,
             {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: self.catalog_cache.wake},
         )
-        for coro in (self.relay.run(), self.catalog_cache.run(), self._listener.run()):
+        self._stop_heartbeat = asyncio.Event()
+        for coro in (self.relay.run(), self.catalog_cache.run(), self._listener.run(),
+                     health.heartbeat(self.broker, self.pool, self._stop_heartbeat)):
             self._tasks.append(asyncio.create_task(coro))
         for factory in self._background:
             self._own_tasks.append(asyncio.create_task(factory()))
@@ -209,6 +212,8 @@ class Runtime:
         for stoppable in (self.relay, self.catalog_cache, self._listener):
             if stoppable is not None:
                 stoppable.stop()
+        if self._stop_heartbeat is not None:
+            self._stop_heartbeat.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=5)
             for task in pending:

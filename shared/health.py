@@ -1,0 +1,54 @@
+"""Liveness for containers: each service process touches a heartbeat file while it can reach
+both RabbitMQ and PostgreSQL; `python -m shared.health` (the Docker HEALTHCHECK) passes while the
+file is fresh. A file rather than an HTTP port, so replicas scaled with compose never collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import asyncpg
+from faststream.rabbit import RabbitBroker
+
+log = logging.getLogger("leadwire.health")
+
+HEALTH_FILE = Path(os.environ.get("LEADWIRE_HEALTH_FILE", "/tmp/leadwire-health"))
+INTERVAL = 5.0
+STALE_AFTER = 30.0
+
+
+async def heartbeat(broker: RabbitBroker, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            broker_ok = await broker.ping(timeout=2)
+            db_ok = await pool.fetchval("SELECT true", timeout=2)
+            if broker_ok and db_ok:
+                HEALTH_FILE.touch()
+        except Exception:  # unhealthy: simply do not touch the file
+            log.warning("health check failed", exc_info=True)
+        try:
+            await asyncio.wait_for(stop.wait(), INTERVAL)
+        except TimeoutError:
+            pass
+
+
+def main() -> int:
+    try:
+        age = time.time() - HEALTH_FILE.stat().st_mtime
+    except FileNotFoundError:
+        print("unhealthy: no heartbeat yet")
+        return 1
+    if age > STALE_AFTER:
+        print(f"unhealthy: last heartbeat {age:.0f}s ago")
+        return 1
+    print(f"healthy: heartbeat {age:.0f}s ago")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

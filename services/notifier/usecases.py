@@ -305,6 +305,7 @@ class ReminderScheduler:
         self.runtime = runtime
         self.interval = interval
         self.queued = 0
+        self.cycles = 0
 
     async def run(self) -> None:
         while True:
@@ -318,4 +319,5 @@ class ReminderScheduler:
                 raise
             except Exception:  # database away: the reminders stay claimable, try again shortly
                 log.warning("reminder scheduler failed; retrying", exc_info=True)
+            self.cycles += 1
             await asyncio.sleep(self.interval)

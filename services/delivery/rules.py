@@ -21,6 +21,10 @@ from shared.topology import DELAY_TIERS
 LEASE_GRACE_SECONDS = 2.0
 # A lead for an account already at its in-flight limit waits this long in the broker.
 BUSY_PARK_SECONDS = 1
+# Posts beyond the retry budget allowed for takeovers after a consumer died mid-post: the repeat
+# carries the same Idempotency-Key, so it is safer than abandoning a lead the buyer may hold. The
+# bound stops a lead that crashes its consumer every time from being posted forever.
+TAKEOVER_ALLOWANCE = 2
 
 
 # --- in-flight limits ----------------------------------------------------------------------------
@@ -102,8 +106,8 @@ def refusal_before_post(*, account_known: bool, account_active: bool, paused: bo
         return "delivery account is inactive"
     if paused:
         return f"delivery account is paused ({paused_reason or 'by an administrator'})"
-    if attempt > retry_count + 1:
-        # Only takeovers after crashed consumers get here: every allowed post was already made.
+    if attempt > retry_count + 1 + TAKEOVER_ALLOWANCE:
+        # Only takeovers after crashed consumers get here, again and again.
         return f"gave up: {attempt - 1} attempts already made"
     return None
 

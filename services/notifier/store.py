@@ -176,3 +176,11 @@ async def appointments_of(conn: asyncpg.Connection, client_id: str, *, user_id: 
         client_id, user_id, since,
     )
     return [dict(r) for r in rows]
+
+
+async def unsent(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT notification_id, kind, recipients, attempts, last_error, created_at FROM notification_sends"
+        " WHERE status = 'pending' ORDER BY created_at LIMIT $1",
+        limit,
+    )

@@ -361,3 +361,24 @@ async def test_reminder_that_fell_due_while_notifier_was_down_is_sent_late_on_re
     assert reminder.subject.startswith("Late reminder: Site visit")
     assert "This reminder is late" in reminder.text()
     assert await conn.fetchval("SELECT reminder_late FROM appointments") is True
+
+
+# --- CLI -------------------------------------------------------------------------------------------
+
+
+async def test_cli_test_email_and_unsent_list(nsettings, settings, smtp, conn, capsys):
+    from argparse import Namespace
+
+    from services.notifier import cli
+
+    assert await cli._test_email(Namespace(address="ops@example.com"), nsettings) == 0
+    assert [m.rcpt_tos for m in smtp.received] == [["ops@example.com"]]
+    assert await cli._test_email(Namespace(address="ops@example.com"), with_smtp(settings, free_port())) == 1
+    assert "unreachable" in capsys.readouterr().err
+
+    await conn.execute(
+        "INSERT INTO notification_sends (notification_id, kind, recipients, message_id, status, attempts, last_error)"
+        " VALUES ($1, 'new_lead', '{a@x.com}', '<m@x>', 'pending', 3, 'SMTP server answered 451')", uuid.uuid4())
+    assert await cli._unsent(Namespace(limit=10), nsettings) == 0
+    out = capsys.readouterr().out
+    assert "new_lead\ta@x.com\t3" in out and "SMTP server answered 451" in out

@@ -84,11 +84,10 @@ async def insert_return(
     return bool(await conn.fetchval(
         "INSERT INTO returns (id, client_id, lead_id, delivery_id, delivery_account_id, order_id, reason, comment,"
         " status, decision_reason, note, requested_by, holds_lead, delivered_at, requested_at, decided_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-        "         CASE WHEN $9 = 'pending' THEN NULL ELSE $15 END)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         " ON CONFLICT (id) DO NOTHING RETURNING true",
         return_id, client_id, lead_id, delivery_id, delivery_account_id, order_id, reason, comment, status,
-        decision_reason, note, requested_by, holds_lead, delivered_at, now,
+        decision_reason, note, requested_by, holds_lead, delivered_at, now, None if status == "pending" else now,
     ))
 
 

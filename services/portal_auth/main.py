@@ -1,14 +1,52 @@
-"""portal_auth entrypoint: `faststream run services.portal_auth.main:app`."""
+"""portal_auth entrypoint: `faststream run services.portal_auth.main:app`.
+
+One queue, `portal_auth.rpc`, serves every op over request-reply; the handler hands the body to
+`usecases.answer`, which validates it against the `op`-discriminated request contract and always
+returns a reply (services/portal_auth/client.py is the caller's side).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.rabbit.annotations import RabbitMessage
+
+from services.portal_auth import usecases
+from services.portal_auth.config import PortalAuthConfig
+from services.portal_auth.credentials import Passwords
 from shared.service import Runtime
 from shared.settings import Settings
 
 
-def build(settings: Settings | None = None) -> Runtime:
-    return Runtime("portal_auth", settings)
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def build(settings: Settings | None = None, *, config: PortalAuthConfig | None = None,
+          clock: Callable[[], datetime] | None = None) -> Runtime:
+    """`clock` lets tests decide what time it is for expiries and lockouts."""
+    runtime = Runtime("portal_auth", settings)
+    config = config or PortalAuthConfig()
+    deps = usecases.Deps(
+        get_pool=lambda: runtime.pool, get_catalog=lambda: runtime.catalog, config=config,
+        passwords=Passwords(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,
+                            parallelism=config.argon2_parallelism, concurrency=config.hash_concurrency),
+        settings=runtime.settings, clock=clock or _utcnow,
+    )
+
+    # A body that is not a JSON object fails FastStream's own validation and is dead-lettered
+    # (the caller then gets an empty reply); anything else is answered by the use case.
+    @runtime.subscriber("portal_auth.rpc", no_reply=False, title="portal_auth: users, sessions, links (RPC)")
+    async def on_request(body: dict[str, Any], message: RabbitMessage) -> dict[str, Any]:
+        raw = message.raw_message
+        reply = await usecases.answer(deps, body, usecases.RequestMeta.from_message(raw.message_id, raw.headers))
+        return reply.model_dump(mode="json")
+
+    runtime.add_background(lambda: usecases.prune_forever(deps))
+    return runtime
 
 
 runtime = build()
-app = runtime.app()
+app = runtime.app("Client Portal users, sessions, inactive-client lockout and expiring email links.")

@@ -20,6 +20,8 @@ from shared.contracts.notifier import (
     AppointmentUpdate,
     NotificationRequested,
 )
+from shared.contracts.portal_auth import Failure as PortalAuthFailure
+from shared.contracts.portal_auth import PortalAuthReply, PortalAuthRequest
 from shared.contracts.returns import (
     OrderCommand,
     OrderCommandResult,
@@ -46,6 +48,9 @@ __all__ = [
     "InboundLead",
     "LeadOutcome",
     "NotificationRequested",
+    "PortalAuthFailure",
+    "PortalAuthReply",
+    "PortalAuthRequest",
     "OrderCommand",
     "OrderCommandResult",
     "OrderFiguresView",

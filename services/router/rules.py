@@ -8,12 +8,21 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.catalog.model import Catalog, Criterion, DeliveryAccount, FieldType, LeadType, Schedule
+from shared.catalog.model import (
+    Caps,
+    Catalog,
+    Criterion,
+    DeliveryAccount,
+    Distribution,
+    FieldType,
+    LeadType,
+    Schedule,
+)
 
 US_STATES = frozenset(
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM "
@@ -171,13 +180,20 @@ def in_schedule(schedule: Schedule, time_zone: str, now: datetime) -> bool:
     return schedule.start <= local.time().replace(tzinfo=None) <= schedule.end
 
 
-def eligible_accounts(catalog: Catalog, lead_type_id: str, fields: dict[str, Any], now: datetime) -> list[DeliveryAccount]:
-    """Accounts that may take this lead: active account and client, same lead type, every
-    criterion met, inside the schedule in the client's time zone."""
+def eligible_accounts(catalog: Catalog, lead_type_id: str, fields: dict[str, Any], now: datetime,
+                      *, paused: frozenset[str] = frozenset(), excluded_clients: frozenset[str] = frozenset(),
+                      only_client: str | None = None) -> list[DeliveryAccount]:
+    """Accounts that may take this lead before counting caps and orders: active account and client,
+    not auto-paused, same lead type, every criterion met, inside the schedule in the client's time
+    zone, no cap of 0."""
     result = []
     for account in catalog.accounts_by_lead_type.get(lead_type_id, ()):
         client = catalog.clients_by_id.get(account.client)
-        if not account.active or client is None or not client.active:
+        if not account.active or client is None or not client.active or account.id in paused:
+            continue
+        if account.client in excluded_clients or (only_client is not None and account.client != only_client):
+            continue
+        if caps_closed(account.caps):
             continue
         if not all(criterion_matches(c, fields) for c in account.criteria):
             continue
@@ -187,10 +203,210 @@ def eligible_accounts(catalog: Catalog, lead_type_id: str, fields: dict[str, Any
     return result
 
 
-def plan(catalog: Catalog, accounts: list[DeliveryAccount]) -> list[str]:
-    """The order in which accounts are offered the lead: priority (0 highest), then price, then
-    the order the accounts appear in the catalog. Groups, exclusivity, caps and orders refine
-    this (see docs/router.md)."""
+# --- Groups, stages and the next step -------------------------------------------------------------
+
+UNGROUPED = "(ungrouped)"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One client group's turn at a lead: its eligible accounts in the order they are offered."""
+
+    group: str
+    exclusive: bool
+    accounts: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"group": self.group, "exclusive": self.exclusive, "accounts": list(self.accounts)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Stage:
+        return cls(data["group"], data["exclusive"], tuple(data["accounts"]))
+
+
+def max_sales(catalog: Catalog, lead_type_id: str, source_id: str) -> int:
+    """How many buyers one lead may be sold to: the lead type's limit, lowered by the source's."""
+    limit = catalog.lead_types_by_id[lead_type_id].max_sales
+    source = catalog.sources_by_id.get(source_id)
+    if source is not None and source.max_sales is not None:
+        limit = min(limit, source.max_sales)
+    return limit
+
+
+def force_target(catalog: Catalog, force_id: str) -> str | None:
+    """The client a force id names, through the Delivery Force ID Mapping option."""
+    field = {"client_id": "id"}.get(catalog.options.delivery_force_id_mapping.value,
+                                     catalog.options.delivery_force_id_mapping.value)
+    wanted = force_id.strip().casefold()
+    for client in catalog.clients:
+        value = getattr(client, field)
+        if value is not None and str(value).strip().casefold() == wanted:
+            return client.id
+    return None
+
+
+def order_accounts(method: Distribution, accounts: list[DeliveryAccount], position: dict[str, int],
+                   turn: int) -> list[DeliveryAccount]:
+    """The order in which an exclusive group offers a lead to its eligible accounts.
+
+    priority: 0 first (negatives before it), ties by catalog order; highest_price: price, then
+    priority; round_robin: catalog order rotated by the group's shared turn counter; weighted:
+    the turn counter walks a cycle in which each account appears `weight` times, so over every
+    cycle each account is offered first exactly weight/total of the time."""
+    by_entry = sorted(accounts, key=lambda a: position[a.id])
+    if method is Distribution.priority:
+        return sorted(by_entry, key=lambda a: a.priority)
+    if method is Distribution.highest_price:
+        return sorted(by_entry, key=lambda a: (-a.price, a.priority))
+    if not by_entry:
+        return []
+    if method is Distribution.round_robin:
+        k = turn % len(by_entry)
+        return by_entry[k:] + by_entry[:k]
+    weighted = [a for a in by_entry if a.weight > 0]
+    total = sum(a.weight for a in weighted)
+    if total == 0:
+        return by_entry
+    slot = turn % total
+    for i, account in enumerate(weighted):
+        if slot < account.weight:
+            first = weighted[i:] + weighted[:i]
+            return first + [a for a in by_entry if a.weight == 0]
+        slot -= account.weight
+    return by_entry  # pragma: no cover - slot always lands
+
+
+def group_layout(catalog: Catalog) -> list[tuple[str, bool, Distribution, tuple[str, ...]]]:
+    """(group id, exclusive, method, client ids) in scan order; clients in no group come last, in
+    one group that follows the global Apply Groups as Criteria option."""
+    layout = []
+    grouped: set[str] = set()
+    for group in catalog.groups:
+        exclusive = (group.apply_groups_as_criteria if group.apply_groups_as_criteria is not None
+                     else catalog.options.apply_groups_as_criteria)
+        layout.append((group.id, exclusive, group.distribution, group.clients))
+        grouped.update(group.clients)
+    rest = tuple(c.id for c in catalog.clients if c.id not in grouped)
+    if rest:
+        layout.append((UNGROUPED, catalog.options.apply_groups_as_criteria, Distribution.priority, rest))
+    return layout
+
+
+def rotating_groups(catalog: Catalog, accounts: list[DeliveryAccount]) -> list[str]:
+    """Groups that need a shared turn counter for this lead (round robin or weighted, with at
+    least two eligible accounts)."""
+    clients = {a.client for a in accounts}
+    result = []
+    for group_id, exclusive, method, members in group_layout(catalog):
+        if exclusive and method in (Distribution.round_robin, Distribution.weighted):
+            if sum(1 for a in accounts if a.client in members) > 1 and clients & set(members):
+                result.append(group_id)
+    return result
+
+
+def build_stages(catalog: Catalog, accounts: list[DeliveryAccount], turns: dict[str, int]) -> list[Stage]:
     position = {a.id: i for i, a in enumerate(catalog.delivery_accounts)}
-    ranked = sorted(accounts, key=lambda a: (a.priority, -a.price, position[a.id]))
-    return [a.id for a in ranked]
+    stages = []
+    for group_id, exclusive, method, members in group_layout(catalog):
+        member_set = set(members)
+        in_group = [a for a in accounts if a.client in member_set]
+        if not in_group:
+            continue
+        if exclusive:
+            ordered = order_accounts(method, in_group, position, turns.get(group_id, 0))
+        else:
+            ordered = sorted(in_group, key=lambda a: (a.priority, position[a.id]))
+        stages.append(Stage(group_id, exclusive, tuple(a.id for a in ordered)))
+    return stages
+
+
+def forced_stages(catalog: Catalog, accounts: list[DeliveryAccount], client_id: str) -> list[Stage]:
+    position = {a.id: i for i, a in enumerate(catalog.delivery_accounts)}
+    mine = sorted((a for a in accounts if a.client == client_id), key=lambda a: (a.priority, position[a.id]))
+    return [Stage(f"force:{client_id}", True, tuple(a.id for a in mine))] if mine else []
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A delivery of this lead as the router sees it."""
+
+    account: str
+    client: str
+    status: str   # requested | posting | succeeded | failed
+
+
+@dataclass(frozen=True)
+class NextStep:
+    request: tuple[tuple[str, str], ...] = ()   # (group, account) to reserve and send now
+    done: bool = False                          # nothing in flight and nothing left to try
+    sold: bool = False
+
+
+IN_FLIGHT = frozenset({"requested", "posting"})
+
+
+def next_step(stages: list[Stage], attempts: list[Attempt], skipped: set[str], max_sales: int,
+              client_of: dict[str, str]) -> NextStep:
+    """Where a lead stands and what to send next. Groups are served in order: a group's turn ends
+    when it sold (exclusive), or when everything it could try has finished; a client never gets
+    the same lead twice; sales never exceed max_sales, counting deliveries still in flight."""
+    sold = sum(1 for a in attempts if a.status == "succeeded")
+    in_flight = sum(1 for a in attempts if a.status in IN_FLIGHT)
+    tried = {a.account for a in attempts} | skipped
+    taken_clients = {a.client for a in attempts if a.status == "succeeded" or a.status in IN_FLIGHT}
+
+    for stage in stages:
+        mine = [a for a in attempts if a.account in stage.accounts]
+        waiting = any(a.status in IN_FLIGHT for a in mine)
+        room = max_sales - sold - in_flight
+        candidates = [acc for acc in stage.accounts
+                      if acc not in tried and client_of.get(acc) not in taken_clients]
+        if stage.exclusive:
+            if any(a.status == "succeeded" for a in mine):
+                continue  # this group has sold: on to the next group
+            if waiting:
+                return NextStep()  # one client at a time inside an exclusive group
+            if room <= 0:
+                break
+            if candidates:
+                return NextStep(request=((stage.group, candidates[0]),))
+            continue
+        # Shared: everyone eligible at once, up to the sales left; a slot freed by a failure goes
+        # to the next account in line.
+        chosen: list[str] = []
+        for acc in candidates:
+            if len(chosen) >= room:
+                break
+            if client_of[acc] not in {client_of[c] for c in chosen}:
+                chosen.append(acc)
+        if chosen:
+            return NextStep(request=tuple((stage.group, acc) for acc in chosen))
+        if waiting:
+            return NextStep()  # groups are served in order: wait for this one to finish
+        if room <= 0:
+            break
+    if in_flight:
+        return NextStep()
+    return NextStep(done=True, sold=sold > 0)
+
+
+# --- Caps ------------------------------------------------------------------------------------------
+
+CAP_PERIODS = ("hourly", "daily", "weekly", "monthly")
+
+
+def cap_windows(caps: Caps, time_zone: str, now: datetime) -> list[tuple[str, datetime, int]]:
+    """(period, start of the current window in the client's local time, cap) for each cap set."""
+    local = now.astimezone(ZoneInfo(time_zone)).replace(tzinfo=None)
+    starts = {
+        "hourly": local.replace(minute=0, second=0, microsecond=0),
+        "daily": local.replace(hour=0, minute=0, second=0, microsecond=0),
+        "weekly": (local - timedelta(days=local.weekday())).replace(hour=0, minute=0, second=0, microsecond=0),
+        "monthly": local.replace(day=1, hour=0, minute=0, second=0, microsecond=0),
+    }
+    return [(p, starts[p], getattr(caps, p)) for p in CAP_PERIODS if getattr(caps, p) is not None]
+
+
+def caps_closed(caps: Caps) -> bool:
+    """A cap of 0 closes the account outright, no counting needed."""
+    return any(getattr(caps, p) == 0 for p in CAP_PERIODS)

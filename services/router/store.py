@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from services.router.rules import Attempt
+
 
 async def insert_lead(
     conn: asyncpg.Connection, *, lead_id: uuid.UUID, source_id: str, idempotency_key: str,
@@ -42,12 +44,45 @@ async def find_original(
     )
 
 
-async def set_lead_routing(conn: asyncpg.Connection, lead_id: uuid.UUID, fields: dict[str, Any],
-                           fingerprint: str | None, plan: list[str]) -> None:
-    await conn.execute(
-        "UPDATE leads SET fields = $2, fingerprint = $3, plan = $4 WHERE id = $1",
-        lead_id, fields, fingerprint, plan,
+async def clients_with_fingerprint(conn: asyncpg.Connection, lead_type_id: str, fingerprint: str,
+                                   since: datetime, exclude: uuid.UUID) -> set[str]:
+    """Clients that received (or are being sent) an earlier lead with this fingerprint."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
+        " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3 AND l.id <> $4"
+        " AND d.status IN ('requested', 'posting', 'succeeded')",
+        lead_type_id, fingerprint, since, exclude,
     )
+    return {r["client_id"] for r in rows}
+
+
+async def paused_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> frozenset[str]:
+    rows = await conn.fetch("SELECT delivery_account_id FROM delivery_account_state WHERE paused")
+    return frozenset(r["delivery_account_id"] for r in rows)
+
+
+async def next_turn(pool: asyncpg.Pool, group_id: str) -> int:
+    """Advance a group's shared turn counter. Deliberately outside the lead's transaction: the row
+    lock is held for one statement, not for the whole routing decision."""
+    return await pool.fetchval(
+        "INSERT INTO group_rotation (group_id, counter) VALUES ($1, 0)"
+        " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter + 1 RETURNING counter",
+        group_id,
+    )
+
+
+async def start_routing(conn: asyncpg.Connection, lead_id: uuid.UUID, *, fields: dict[str, Any],
+                        fingerprint: str | None, plan: list[dict[str, Any]], max_sales: int,
+                        excluded_clients: list[str], original_lead_id: uuid.UUID | None) -> None:
+    await conn.execute(
+        "UPDATE leads SET fields = $2, fingerprint = $3, plan = $4, max_sales = $5, excluded_clients = $6,"
+        " original_lead_id = $7 WHERE id = $1",
+        lead_id, fields, fingerprint, plan, max_sales, excluded_clients, original_lead_id,
+    )
+
+
+async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: list[str]) -> None:
+    await conn.execute("UPDATE leads SET skipped = $2 WHERE id = $1", lead_id, skipped)
 
 
 async def decide_lead(
@@ -56,32 +91,61 @@ async def decide_lead(
     fingerprint: str | None = None,
 ) -> datetime:
     return await conn.fetchval(
-        "UPDATE leads SET status = $2, reason = $3, errors = $4, original_lead_id = $5,"
-        " fingerprint = coalesce($6, fingerprint), decided_at = now() WHERE id = $1 RETURNING decided_at",
+        "UPDATE leads SET status = $2, reason = $3, errors = $4,"
+        " original_lead_id = coalesce($5, original_lead_id), fingerprint = coalesce($6, fingerprint),"
+        " decided_at = now() WHERE id = $1 RETURNING decided_at",
         lead_id, status, reason, errors, original_lead_id, fingerprint,
     )
 
 
 async def lock_lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, reply_to, correlation_id"
-        " FROM leads WHERE id = $1 FOR UPDATE",
+        "SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, skipped, max_sales,"
+        " original_lead_id, reply_to, correlation_id FROM leads WHERE id = $1 FOR UPDATE",
         lead_id,
     )
 
 
-async def insert_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
-                          client_id: str, account_id: str, price: Decimal) -> None:
+async def take_cap(conn: asyncpg.Connection, account_id: str, period: str, start: datetime, cap: int) -> bool:
+    """Count one sale in a cap window if the window has room. The conditional update runs under
+    the counter row's lock, so concurrent routers cannot both take the last unit."""
+    taken = await conn.fetchval(
+        "INSERT INTO cap_usage (delivery_account_id, period, period_start, used) VALUES ($1, $2, $3, 1)"
+        " ON CONFLICT (delivery_account_id, period, period_start)"
+        " DO UPDATE SET used = cap_usage.used + 1 WHERE cap_usage.used < $4 RETURNING used",
+        account_id, period, start, cap,
+    )
+    return taken is not None
+
+
+async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
+    """Give back the cap units a failed delivery held."""
     await conn.execute(
-        "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status)"
-        " VALUES ($1, $2, $3, $4, $5, 'requested')",
-        delivery_id, lead_id, client_id, account_id, price,
+        "UPDATE cap_usage c SET used = c.used - 1"
+        " FROM deliveries d, jsonb_array_elements(d.cap_keys) k"
+        " WHERE d.id = $1 AND c.delivery_account_id = d.delivery_account_id"
+        " AND c.period = k->>0 AND c.period_start = (k->>1)::timestamp AND c.used > 0",
+        delivery_id,
+    )
+
+
+async def insert_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
+                          client_id: str, account_id: str, price: Decimal, group_id: str,
+                          cap_keys: list[list[str]]) -> None:
+    await conn.execute(
+        "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, group_id, cap_keys)"
+        " VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7)",
+        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys,
     )
 
 
 async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, client_id, delivery_account_id, price, status, reason FROM deliveries"
-        " WHERE lead_id = $1 ORDER BY created_at",
+        " WHERE lead_id = $1 ORDER BY created_at, id",
         lead_id,
     )
+
+
+def as_attempts(rows: list[asyncpg.Record]) -> list[Attempt]:
+    return [Attempt(r["delivery_account_id"], r["client_id"], r["status"]) for r in rows]

@@ -3,6 +3,11 @@
 Each use case is one database transaction holding the state change and the events it causes
 (outbox), so a crash at any point either leaves no trace (the message is redelivered) or leaves
 the full decision with its events queued for the relay.
+
+Everything that must hold across router replicas is held by PostgreSQL inside that transaction:
+the lead row lock orders a lead's own steps, an advisory lock per fingerprint makes exactly one of
+two identical leads the original, cap counters and order balances are taken with conditional
+updates under row locks, and a failed delivery gives back what it took.
 """
 
 from __future__ import annotations
@@ -10,10 +15,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
 from services.router import rules, store
+from shared import orders
 from shared.catalog.model import Catalog
 from shared.contracts import (
     DeliveryFailed,
@@ -38,30 +45,36 @@ class LeadContext:
         self.correlation_id = correlation_id
 
 
-async def _emit_outcome(conn: asyncpg.Connection, outcome: LeadOutcome, reply_to: str | None,
-                        correlation_id: str | None) -> None:
-    await add_event(conn, f"lead.{outcome.status}", outcome)
-    if reply_to:
-        await add_reply(conn, reply_to, correlation_id, outcome)
+class _Unavailable(Exception):
+    """An account cannot take this lead after all (cap full, no order with room)."""
 
 
 async def receive_lead(
     pool: asyncpg.Pool, catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime | None = None,
     after_commit: Callable[[], None] | None = None,
 ) -> uuid.UUID | None:
-    """Validate and store a lead, then reject it, mark it duplicate, or send it to the first
-    eligible delivery account. Returns the lead id, or None for a lead already received."""
+    """Validate and store a lead, then reject it, mark it duplicate, or start offering it to the
+    delivery accounts of its plan. Returns the lead id, or None for a lead already received."""
     now = now or datetime.now(UTC)
+    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
+    turns: dict[str, int] = {}
+    paused: frozenset[str] = frozenset()
+    if lead_type is not None:
+        fields, _ = rules.validate_fields(lead_type, lead.fields)
+        paused = await store.paused_accounts(pool)
+        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused)
+        for group_id in rules.rotating_groups(catalog, eligible):
+            turns[group_id] = await store.next_turn(pool, group_id)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            lead_id = await _receive(conn, catalog, lead, ctx, now)
+            lead_id = await _receive(conn, catalog, lead, ctx, now, turns, paused)
         if after_commit is not None:
             after_commit()
     return lead_id
 
 
 async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead, ctx: LeadContext,
-                   now: datetime) -> uuid.UUID | None:
+                   now: datetime, turns: dict[str, int], paused: frozenset[str]) -> uuid.UUID | None:
     lead_id = uuid.uuid4()
     problems: list[rules.FieldProblem] = []
     if not ctx.idempotency_key:
@@ -78,10 +91,16 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
     ):
         return None
 
-    def outcome(status: str, **kw: object) -> LeadOutcome:
+    def outcome(status: str, **kw: Any) -> LeadOutcome:
         return LeadOutcome(lead_id=lead_id, status=status, source=lead.source,
                            idempotency_key=ctx.idempotency_key, lead_type=lead.lead_type,
                            decided_at=now, **kw)
+
+    async def finish(status: str, reason: str, **kw: Any) -> uuid.UUID:
+        await store.decide_lead(conn, lead_id, status, reason=reason,
+                                original_lead_id=kw.get("original_lead_id"), fingerprint=kw.pop("fingerprint", None))
+        await _emit_outcome(conn, outcome(status, reason=reason, **kw), ctx.reply_to, ctx.correlation_id)
+        return lead_id
 
     lead_type = catalog.lead_types_by_id.get(lead.lead_type)
     source = catalog.sources_by_id.get(lead.source)
@@ -103,73 +122,166 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
                             ctx.reply_to, ctx.correlation_id)
         return lead_id
 
+    # Duplicates: the fingerprint lock makes the check and the insert one atomic step across
+    # replicas; the lead row inserted above becomes visible to the next holder at commit.
     fp = rules.fingerprint(lead_type, fields)
+    original_id: uuid.UUID | None = None
+    excluded: set[str] = set()
     if fp is not None:
         await store.lock_fingerprint(conn, fp)
         since = now - timedelta(days=lead_type.duplicate_window_days)
         original = await store.find_original(conn, lead_type.id, fp, since, lead_id)
         if original is not None:
-            await store.decide_lead(conn, lead_id, "duplicate", reason="duplicate lead",
-                                    original_lead_id=original["id"], fingerprint=fp)
-            await _emit_outcome(conn, outcome("duplicate", reason="duplicate lead",
-                                              original_lead_id=original["id"]),
-                                ctx.reply_to, ctx.correlation_id)
-            return lead_id
+            original_id = original["id"]
+            refusing = {c.id for c in catalog.clients if not catalog.option(c.id, "route_duplicate_leads")}
+            if len(refusing) == len(catalog.clients):
+                return await finish("duplicate", "duplicate lead", original_lead_id=original_id, fingerprint=fp)
+            # Route Duplicate Leads: only to clients that take duplicates and never had this person.
+            excluded = refusing | await store.clients_with_fingerprint(conn, lead_type.id, fp, since, lead_id)
 
-    candidates = rules.plan(catalog, rules.eligible_accounts(catalog, lead_type.id, fields, now))
-    await store.set_lead_routing(conn, lead_id, fields, fp, candidates)
-    if not candidates:
-        reason = "no eligible delivery account"
-        await store.decide_lead(conn, lead_id, "unsold", reason=reason)
-        await _emit_outcome(conn, outcome("unsold", reason=reason), ctx.reply_to, ctx.correlation_id)
-        return lead_id
-    await _request_delivery(conn, catalog, lead_id, lead_type.id, fields, candidates[0])
+    max_sales = rules.max_sales(catalog, lead_type.id, lead.source)
+    if lead.force_id:
+        target = rules.force_target(catalog, lead.force_id)
+        if target is None:
+            mapping = catalog.options.delivery_force_id_mapping.value
+            return await finish("unsold", f"force id {lead.force_id!r} matches no client ({mapping})",
+                                original_lead_id=original_id, fingerprint=fp)
+        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused,
+                                           excluded_clients=frozenset(excluded), only_client=target)
+        stages = rules.forced_stages(catalog, eligible, target)
+        if not stages:
+            return await finish("unsold", f"no eligible delivery account of forced client {target!r}",
+                                original_lead_id=original_id, fingerprint=fp)
+    else:
+        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused,
+                                           excluded_clients=frozenset(excluded))
+        stages = rules.build_stages(catalog, eligible, turns)
+
+    await store.start_routing(conn, lead_id, fields=fields, fingerprint=fp, plan=[s.to_json() for s in stages],
+                              max_sales=max_sales, excluded_clients=sorted(excluded), original_lead_id=original_id)
+    state = _LeadState(lead_id, lead.source, ctx.idempotency_key, lead_type.id, fields, stages, set(), max_sales,
+                       original_id, ctx.reply_to, ctx.correlation_id)
+    await _advance(conn, catalog, state, [], now)
     return lead_id
 
 
-async def _request_delivery(conn: asyncpg.Connection, catalog: Catalog, lead_id: uuid.UUID,
-                            lead_type_id: str, fields: dict, account_id: str) -> None:
-    account = catalog.accounts_by_id[account_id]
+class _LeadState:
+    def __init__(self, lead_id: uuid.UUID, source: str, key: str, lead_type: str, fields: dict[str, Any],
+                 stages: list[rules.Stage], skipped: set[str], max_sales: int, original_lead_id: uuid.UUID | None,
+                 reply_to: str | None, correlation_id: str | None) -> None:
+        self.lead_id, self.source, self.key, self.lead_type, self.fields = lead_id, source, key, lead_type, fields
+        self.stages, self.skipped, self.max_sales = stages, skipped, max_sales
+        self.original_lead_id, self.reply_to, self.correlation_id = original_lead_id, reply_to, correlation_id
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> _LeadState:
+        return cls(row["id"], row["source_id"], row["idempotency_key"], row["lead_type_id"], row["fields"],
+                   [rules.Stage.from_json(s) for s in row["plan"]], set(row["skipped"]), row["max_sales"],
+                   row["original_lead_id"], row["reply_to"], row["correlation_id"])
+
+
+async def _emit_outcome(conn: asyncpg.Connection, outcome: LeadOutcome, reply_to: str | None,
+                        correlation_id: str | None) -> None:
+    await add_event(conn, f"lead.{outcome.status}", outcome)
+    if reply_to:
+        await add_reply(conn, reply_to, correlation_id, outcome)
+
+
+async def _advance(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState,
+                   deliveries: list[asyncpg.Record], now: datetime) -> None:
+    """Send the lead to whatever its plan says comes next, or decide its outcome."""
+    attempts = store.as_attempts(deliveries)
+    client_of = {a: catalog.accounts_by_id[a].client for s in lead.stages for a in s.accounts
+                 if a in catalog.accounts_by_id}
+    skipped_before = len(lead.skipped)
+    while True:
+        step = rules.next_step(lead.stages, attempts, lead.skipped, lead.max_sales, client_of)
+        if step.done:
+            await _decide(conn, lead, deliveries, now)
+            break
+        if not step.request:
+            break
+        for group_id, account_id in step.request:
+            delivery_id = await _reserve_and_request(conn, catalog, lead, group_id, account_id, now)
+            if delivery_id is None:
+                lead.skipped.add(account_id)
+            else:
+                attempts.append(rules.Attempt(account_id, client_of[account_id], "requested"))
+    if len(lead.skipped) != skipped_before:
+        await store.save_skipped(conn, lead.lead_id, sorted(lead.skipped))
+
+
+async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, group_id: str,
+                               account_id: str, now: datetime) -> uuid.UUID | None:
+    """Take the account's cap units and order share, then ask delivery to post. All or nothing
+    (a savepoint): an account that cannot take the lead keeps nothing reserved."""
+    account = catalog.accounts_by_id.get(account_id)
+    client = catalog.clients_by_id.get(account.client) if account else None
+    if account is None or client is None or not account.active or not client.active:
+        return None  # left the catalog, or was deactivated, since the plan was made
     delivery_id = uuid.uuid4()
-    await store.insert_delivery(conn, delivery_id, lead_id, account.client, account.id, account.price)
-    await add_event(conn, "delivery.requested", DeliveryRequested(
-        delivery_id=delivery_id, lead_id=lead_id, lead_type=lead_type_id, client_id=account.client,
-        delivery_account_id=account.id, price=account.price, fields=fields,
-    ))
+    try:
+        async with conn.transaction():
+            cap_keys = []
+            for period, start, cap in rules.cap_windows(account.caps, client.time_zone, now):
+                if not await store.take_cap(conn, account.id, period, start, cap):
+                    raise _Unavailable
+                cap_keys.append([period, start.isoformat()])
+            order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
+                                            price=account.price, now=now)
+            if account.require_order and order_id is None:
+                raise _Unavailable
+            await store.insert_delivery(conn, delivery_id, lead.lead_id, account.client, account.id,
+                                        account.price, group_id, cap_keys)
+            await add_event(conn, "delivery.requested", DeliveryRequested(
+                delivery_id=delivery_id, lead_id=lead.lead_id, lead_type=lead.lead_type, client_id=account.client,
+                delivery_account_id=account.id, price=account.price, fields=lead.fields,
+            ))
+    except _Unavailable:
+        return None
+    return delivery_id
+
+
+async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[asyncpg.Record],
+                  now: datetime) -> None:
+    sold = [d for d in deliveries if d["status"] == "succeeded"]
+    if sold:
+        status, reason = "sold", None
+    elif lead.original_lead_id is not None:
+        status, reason = "duplicate", "duplicate lead; no buyer that takes duplicates bought it"
+    elif deliveries:
+        last = next((d["reason"] for d in reversed(deliveries) if d["reason"]), "refused")
+        status, reason = "unsold", f"no delivery account accepted the lead (last: {last})"
+    elif lead.skipped:
+        status, reason = "unsold", "every eligible delivery account is at its cap or has no order with room"
+    else:
+        status, reason = "unsold", "no eligible delivery account"
+    await store.decide_lead(conn, lead.lead_id, status, reason=reason)
+    outcome = LeadOutcome(
+        lead_id=lead.lead_id, status=status, source=lead.source, idempotency_key=lead.key,
+        lead_type=lead.lead_type, decided_at=now, reason=reason, original_lead_id=lead.original_lead_id,
+        deliveries=[SoldDelivery(delivery_id=d["id"], client_id=d["client_id"],
+                                 delivery_account_id=d["delivery_account_id"], price=d["price"]) for d in sold],
+    )
+    await _emit_outcome(conn, outcome, lead.reply_to, lead.correlation_id)
 
 
 async def record_delivery_result(
     pool: asyncpg.Pool, catalog: Catalog, result: DeliverySucceeded | DeliveryFailed, message_id: str,
     now: datetime | None = None,
 ) -> None:
-    """A delivery finished: sell the lead, or offer it to the next account in its plan."""
+    """A delivery finished: settle what it reserved, then move the lead on."""
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
         if not await claim_message(conn, RESULTS_CONSUMER, message_id):
             return
-        lead = await store.lock_lead(conn, result.lead_id)
-        if lead is None or lead["status"] != "routing":
+        row = await store.lock_lead(conn, result.lead_id)
+        if row is None or row["status"] != "routing":
             return  # already decided: a late or repeated result changes nothing
+        succeeded = isinstance(result, DeliverySucceeded)
+        if not succeeded:
+            await store.release_caps(conn, result.delivery_id)
+        await orders.settle(conn, delivery_id=result.delivery_id, succeeded=succeeded,
+                            final_price=result.price if succeeded else 0, now=now)
         deliveries = await store.deliveries_of(conn, result.lead_id)
-
-        def outcome(status: str, **kw: object) -> LeadOutcome:
-            return LeadOutcome(lead_id=lead["id"], status=status, source=lead["source_id"],
-                               idempotency_key=lead["idempotency_key"], lead_type=lead["lead_type_id"],
-                               decided_at=now, **kw)
-
-        if isinstance(result, DeliverySucceeded):
-            sold = [SoldDelivery(delivery_id=d["id"], client_id=d["client_id"],
-                                 delivery_account_id=d["delivery_account_id"], price=d["price"])
-                    for d in deliveries if d["status"] == "succeeded"]
-            await store.decide_lead(conn, lead["id"], "sold")
-            await _emit_outcome(conn, outcome("sold", deliveries=sold), lead["reply_to"], lead["correlation_id"])
-            return
-
-        tried = {d["delivery_account_id"] for d in deliveries}
-        remaining = [a for a in lead["plan"] if a not in tried and a in catalog.accounts_by_id]
-        if remaining:
-            await _request_delivery(conn, catalog, lead["id"], lead["lead_type_id"], lead["fields"], remaining[0])
-            return
-        reason = f"no delivery account accepted the lead (last: {result.reason})"
-        await store.decide_lead(conn, lead["id"], "unsold", reason=reason)
-        await _emit_outcome(conn, outcome("unsold", reason=reason), lead["reply_to"], lead["correlation_id"])
+        await _advance(conn, catalog, _LeadState.from_row(row), deliveries, now)

@@ -249,3 +249,31 @@ async def test_order_manager_figures_are_exact_and_scoped(settings, conn):
     assert (usd.total, usd.received, usd.remaining, usd.in_flight, usd.cost, usd.amount_paid) == (
         D("200"), D("60"), D("140"), D("0"), D("60"), D("0"))
     assert [f.order_id for f in await orders.order_figures(conn, client_id="bolt")] == ["b1"]
+
+
+async def test_running_service_sweeps_ended_orders_and_cli_commands_change_status(settings, conn):
+    import os
+    import subprocess
+    import sys
+
+    await apply_yaml(settings.database_url, returns_catalog(orders_=[
+        order("ended", start_date="2020-01-01", end_date="2020-01-31"), order("live")]))
+    service = build_returns(settings, sweep_interval=0.1)
+    async with service.running():
+        await wait_for(lambda: _status(conn, "ended", "closed"))
+    assert (await order_row(conn, "live"))["status"] == "open"
+
+    env = {**os.environ, "DATABASE_URL": settings.database_url}
+    cli = os.path.join(os.path.dirname(sys.executable), "leadwire")
+    paused = subprocess.run([cli, "orders", "pause", "live"], env=env, capture_output=True, text=True, timeout=60)
+    assert paused.returncode == 0 and "paused" in paused.stdout, paused.stderr
+    assert (await order_row(conn, "live"))["status"] == "paused"
+    refused = subprocess.run([cli, "orders", "resume", "ended"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "closed" in refused.stderr
+    shown = subprocess.run([cli, "orders", "show", "--client", "acme"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and "live" in shown.stdout and "ended" in shown.stdout
+
+
+async def _status(conn, order_id: str, status: str) -> bool:
+    return (await order_row(conn, order_id))["status"] == status

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -88,10 +88,6 @@ def renewed_period(today: date, start: date, end: date | None) -> tuple[date, da
     if end is None:
         return today, None
     return today, today + (end - start)
-
-
-def is_past_end(today: date, end: date | None) -> bool:
-    return end is not None and today > end
 
 
 def client_today(now: datetime, time_zone: str) -> date:
@@ -405,13 +401,8 @@ async def order_figures(conn: asyncpg.Connection | asyncpg.Pool, *, client_id: s
     return [_figures(r) for r in rows]
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 __all__ = [
     "OrderFigures", "StatusChange", "after_fill", "change_status", "charge_of", "charge_on_success",
-    "client_today", "close_expired", "credit_sale", "is_filled", "is_past_end", "order_figures",
+    "client_today", "close_expired", "credit_sale", "is_filled", "order_figures",
     "record_payment", "renewed_period", "reserve", "room", "settle", "take_for_sale", "transition",
-    "utcnow",
 ]

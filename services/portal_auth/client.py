@@ -5,7 +5,7 @@ broker behind a lock whose wait its own `timeout` does not cover, and waits fore
 A call that gets no answer in time returns `Failure(error="unavailable")`; it never raises for
 an expected outcome.
 
-Each request carries its deadline (header `x-deadline`, unix seconds): portal_auth refuses one
+Each request carries its deadline (header `x-deadline-ms`, unix milliseconds): portal_auth refuses one
 that arrives after it instead of, say, creating a session nobody will receive. The reply must
 carry the request's correlation id; a stray late reply to an earlier request is never taken as
 this one's answer.
@@ -42,6 +42,7 @@ from shared.contracts.portal_auth import (
     UserOk,
     Verify,
 )
+from services.portal_auth.usecases import DEADLINE_HEADER
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.portal_auth.client")
@@ -68,7 +69,7 @@ class PortalAuthClient:
                 reply = await self._broker.request(
                     request.model_dump(mode="json"), exchange=self._exchange, routing_key=f"portal_auth.{op}",
                     timeout=timeout, correlation_id=correlation_id, message_id=correlation_id,
-                    headers={"x-deadline": time.time() + timeout},
+                    headers={DEADLINE_HEADER: int((time.time() + timeout) * 1000)},
                 )
                 body: Any = await reply.decode()
         except TimeoutError:

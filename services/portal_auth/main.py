@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from faststream.rabbit import RabbitResponse
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.portal_auth import usecases
@@ -39,10 +40,12 @@ def build(settings: Settings | None = None, *, config: PortalAuthConfig | None =
     # A body that is not a JSON object fails FastStream's own validation and is dead-lettered
     # (the caller then gets an empty reply); anything else is answered by the use case.
     @runtime.subscriber("portal_auth.rpc", no_reply=False, title="portal_auth: users, sessions, links (RPC)")
-    async def on_request(body: dict[str, Any], message: RabbitMessage) -> dict[str, Any]:
+    async def on_request(body: dict[str, Any], message: RabbitMessage) -> RabbitResponse:
         raw = message.raw_message
         reply = await usecases.answer(deps, body, usecases.RequestMeta.from_message(raw.message_id, raw.headers))
-        return reply.model_dump(mode="json")
+        # Not mandatory: a caller that gave up has no reply queue any more, and its late answer
+        # is simply dropped instead of failing (and dead-lettering) the request.
+        return RabbitResponse(reply.model_dump(mode="json"), mandatory=False, timeout=5.0)
 
     runtime.add_background(lambda: usecases.prune_forever(deps))
     return runtime

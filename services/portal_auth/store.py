@@ -53,8 +53,8 @@ async def insert_user(
     return await conn.fetchrow(
         "INSERT INTO portal_users (id, client_id, email, name, password_hash, is_admin, view_downline,"
         " enabled, notify_new_leads, parent_user_id, phone, created_at, updated_at, password_changed_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12,"
-        " CASE WHEN $5::text IS NULL THEN NULL ELSE $12 END)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::timestamptz, $12::timestamptz,"
+        " CASE WHEN $5::text IS NULL THEN NULL ELSE $12::timestamptz END)"
         f" RETURNING {USER_COLUMNS}",
         user_id, client_id, email, name, password_hash, is_admin, view_downline, enabled, notify_new_leads,
         parent_user_id, phone, now,

@@ -61,7 +61,8 @@ from shared.settings import Settings
 log = logging.getLogger("leadwire.portal_auth")
 
 CONSUMER = "portal_auth.rpc"
-DEADLINE_HEADER = "x-deadline"
+# Unix milliseconds as an integer: AMQP float headers are 32-bit and lose minutes at this size.
+DEADLINE_HEADER = "x-deadline-ms"
 # One reset email per user per minute at most, whatever is asked.
 RESET_COOLDOWN = timedelta(minutes=1)
 
@@ -118,7 +119,7 @@ class RequestMeta:
     @classmethod
     def from_message(cls, message_id: str | None, headers: dict[str, Any] | None) -> RequestMeta:
         try:
-            deadline = float((headers or {})[DEADLINE_HEADER])
+            deadline = int((headers or {})[DEADLINE_HEADER]) / 1000
         except (KeyError, TypeError, ValueError):
             deadline = None
         return cls(message_id, deadline)

@@ -276,12 +276,15 @@ async def record_delivery_result(
         if not await claim_message(conn, RESULTS_CONSUMER, message_id):
             return
         row = await store.lock_lead(conn, result.lead_id)
-        if row is None or row["status"] != "routing":
-            return  # already decided: a late or repeated result changes nothing
+        # Settle first, whatever the lead's state: another delivery's result may already have
+        # decided the lead from the statuses in the database, but this delivery's cap units and
+        # order share are settled only here, once (the inbox claim above).
         succeeded = isinstance(result, DeliverySucceeded)
         if not succeeded:
             await store.release_caps(conn, result.delivery_id)
         await orders.settle(conn, delivery_id=result.delivery_id, succeeded=succeeded,
                             final_price=result.price if succeeded else 0, now=now)
+        if row is None or row["status"] != "routing":
+            return  # already decided: nothing more to send
         deliveries = await store.deliveries_of(conn, result.lead_id)
         await _advance(conn, catalog, _LeadState.from_row(row), deliveries, now)

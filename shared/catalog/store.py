@@ -30,9 +30,12 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
     async with conn.transaction():
         # One apply at a time: concurrent applies would otherwise interleave their projections.
         await conn.execute("LOCK TABLE catalog_versions IN EXCLUSIVE MODE")
-        current = await conn.fetchval("SELECT digest FROM catalog_versions ORDER BY version DESC LIMIT 1")
-        if current == doc_digest:
+        current = await conn.fetchrow("SELECT digest, document FROM catalog_versions ORDER BY version DESC LIMIT 1")
+        if current is not None and current["digest"] == doc_digest:
             return None
+        # An order's live status (paused in the portal, closed when filled) is the truth; the file
+        # changes it only when the file itself changed that order's status since the last apply.
+        applied_status = {o["id"]: o["status"] for o in (current["document"].get("orders", []) if current else [])}
 
         # Orders are money records: one that is no longer in the file stays, so its client must too.
         file_clients = {c.id for c in catalog.clients}
@@ -85,11 +88,13 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
             "INSERT INTO orders (id, client_id, order_type, total, status, start_date, end_date,"
             " renewal, auto_charge, spec) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
             " ON CONFLICT (id) DO UPDATE SET client_id = excluded.client_id,"
-            " order_type = excluded.order_type, total = excluded.total, status = excluded.status,"
+            " order_type = excluded.order_type, total = excluded.total,"
+            " status = CASE WHEN $11 THEN excluded.status ELSE orders.status END,"
             " start_date = excluded.start_date, end_date = excluded.end_date,"
             " renewal = excluded.renewal, auto_charge = excluded.auto_charge, spec = excluded.spec",
             [(o.id, o.client, o.type, o.total, o.status, o.start_date, o.end_date, o.renewal,
-              o.auto_charge, o.model_dump(mode="json")) for o in catalog.orders],
+              o.auto_charge, o.model_dump(mode="json"), applied_status.get(o.id) != o.status)
+             for o in catalog.orders],
         )
         await conn.execute(
             "DELETE FROM clients c WHERE NOT (c.id = ANY($1::text[]))", list(file_clients)

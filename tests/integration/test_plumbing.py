@@ -224,3 +224,14 @@ async def test_catalog_change_reaches_a_running_service_within_two_seconds(setti
         assert router.catalog.accounts_by_id["acme-post"].price == 31
     latest_version, _ = await load_latest(conn)
     assert latest_version == version
+
+
+async def test_catalog_apply_keeps_an_orders_live_status_unless_the_file_changes_it(settings, buyer, conn):
+    order = {"id": "o1", "client": "acme", "type": "lead_quantity", "total": 5, "start_date": "2026-01-01"}
+    text = catalog_yaml(buyer, orders=[order])
+    await apply_yaml(settings.database_url, text)
+    await conn.execute("UPDATE orders SET status = 'paused' WHERE id = 'o1'")   # paused in the portal
+    await apply_yaml(settings.database_url, text.replace("name: Bolt", "name: Bolt Energy"))
+    assert await conn.fetchval("SELECT status FROM orders WHERE id = 'o1'") == "paused"
+    await apply_yaml(settings.database_url, catalog_yaml(buyer, orders=[{**order, "status": "closed"}]))
+    assert await conn.fetchval("SELECT status FROM orders WHERE id = 'o1'") == "closed"

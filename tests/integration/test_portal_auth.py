@@ -404,13 +404,23 @@ async def test_answers_a_burst_of_concurrent_requests_within_the_timeout(setting
         await seed_user(settings.database_url, "acme", f"user{i}@acme.test")
     async with running_portal(settings, catalog=portal_catalog(), timeout=10.0) as portal:
         token = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
-        calls = [portal.client.verify(token) for _ in range(100)]
-        calls += [portal.client.login(f"user{i}@acme.test", PASSWORD) for i in range(5)]
-        calls += [portal.client.check_link("tampered.token") for _ in range(20)]
-        replies = await asyncio.gather(*calls)
-    assert all(isinstance(r, Identity) for r in replies[:100])
-    assert all(isinstance(r, LoginOk) for r in replies[100:105])
-    assert all(isinstance(r, Failure) and r.error == "link_invalid" for r in replies[105:])
+        # Four callers (think web workers), each with its own broker, so portal_auth sees the
+        # requests together; FastStream would queue them one at a time behind a single broker.
+        brokers = [RabbitBroker(settings.amqp_url) for _ in range(4)]
+        for broker in brokers:
+            await broker.connect()
+        try:
+            clients = [PortalAuthClient(b, portal.runtime.topology, timeout=10.0) for b in brokers]
+            calls = [clients[i % 4].verify(token) for i in range(160)]
+            calls += [clients[i % 4].login(f"user{i}@acme.test", PASSWORD) for i in range(5)]
+            calls += [clients[i % 4].check_link("tampered.token") for i in range(20)]
+            replies = await asyncio.gather(*calls)
+        finally:
+            for broker in brokers:
+                await broker.stop()
+    assert all(isinstance(r, Identity) and r.user_id == replies[0].user_id for r in replies[:160])
+    assert [r.identity.email for r in replies[160:165]] == [f"user{i}@acme.test" for i in range(5)]
+    assert all(isinstance(r, Failure) and r.error == "link_invalid" for r in replies[165:])
 
 
 async def test_a_caller_gets_unavailable_not_a_hang_when_portal_auth_is_down(settings):

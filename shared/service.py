@@ -128,6 +128,13 @@ class Runtime:
 
         return register
 
+    def publishes(self, routing_key: str, schema: type, description: str = "") -> None:
+        """Document an event this service emits (through the outbox) in its AsyncAPI schema."""
+        self.broker.publisher(
+            exchange=self.topology.events, routing_key=routing_key, schema=schema, persist=True,
+            title=f"{self.name}: {routing_key}", description=description,
+        )
+
     @property
     def catalog(self) -> Catalog:
         assert self.catalog_cache is not None, "runtime not started"

@@ -6,7 +6,13 @@ import httpx
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.delivery import usecases
-from shared.contracts import ConfirmPrice, DeliveryRequested
+from shared.contracts import (
+    ConfirmPrice,
+    DeliveryFailed,
+    DeliveryPriceConfirmed,
+    DeliveryRequested,
+    DeliverySucceeded,
+)
 from shared.service import Runtime
 from shared.settings import Settings
 
@@ -30,6 +36,9 @@ def build(settings: Settings | None = None) -> Runtime:
     async def on_confirm_price(message: ConfirmPrice, raw: RabbitMessage) -> None:
         await usecases.confirm_price(runtime.pool, runtime.catalog, message, raw.raw_message.message_id)
 
+    runtime.publishes("delivery.succeeded", DeliverySucceeded, "The buyer accepted; the final price.")
+    runtime.publishes("delivery.failed", DeliveryFailed, "The buyer refused, or every retry failed.")
+    runtime.publishes("delivery.price-confirmed", DeliveryPriceConfirmed, "A confirmed price was applied.")
     return runtime
 
 

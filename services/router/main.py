@@ -9,7 +9,7 @@ from __future__ import annotations
 from faststream.rabbit.annotations import RabbitMessage
 
 from services.router import usecases
-from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead
+from shared.contracts import DeliveryFailed, DeliveryRequested, DeliverySucceeded, InboundLead, LeadOutcome
 from shared.service import Runtime
 from shared.settings import Settings
 
@@ -34,6 +34,9 @@ def build(settings: Settings | None = None) -> Runtime:
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed, message: RabbitMessage) -> None:
         await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, message.raw_message.message_id)
 
+    for status in ("sold", "unsold", "duplicate", "rejected"):
+        runtime.publishes(f"lead.{status}", LeadOutcome, "The lead's one terminal outcome (also its reply-to reply).")
+    runtime.publishes("delivery.requested", DeliveryRequested, "Post this lead to this delivery account.")
     return runtime
 
 

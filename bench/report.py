@@ -1,0 +1,70 @@
+"""The Markdown table of a benchmark result (bench/results/latest.md, the README's section)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:g}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    c = results["config"]
+    phases = results["phases"]
+    lines = [
+        f"Run {results['run_id']} on {results['started_at'][:16].replace('T', ' ')} UTC — {m['cpu']},"
+        f" {m['cores']} cores, {m.get('memory_gb')} GB, PostgreSQL {m.get('postgresql', '?')};"
+        f" {c['routers']} router, {c['deliveries']} delivery, 1 notifier process(es); {c['clients']} buyers"
+        f" in 5 groups, {c['duplicates']:.0%} duplicates.",
+        "",
+        "| Measurement | Leads | Leads/s | p50 ms | p95 ms | p99 ms | Notes |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    floor = phases.get("floor")
+    if floor:
+        lat = floor["latency_ms"]["publish_to_out"]
+        lines.append(f"| Floor (aio-pika + asyncpg, full speed) | {floor['outcomes']}/{floor['leads']} |"
+                     f" {floor['leads_per_second']} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} |"
+                     f" publish → republished message consumed |")
+    labels = {
+        "throughput": "Leadwire, full speed",
+        "latency": "Leadwire, fixed rate",
+        "baseline": "Leadwire, full speed (reference)",
+        "slow-buyer": "Leadwire, one buyer at {slow} s",
+        "history": "Leadwire, {history} earlier leads",
+    }
+    for name, label in labels.items():
+        p = phases.get(name)
+        if not p:
+            continue
+        label = label.format(slow=c["slow_seconds"], history=f"{p.get('history_leads', 0):,}")
+        if p.get("offered_rate"):
+            label += f" ({p['offered_rate']:g}/s offered)"
+        buyer = p["latency_ms"]["publish_to_buyer"]
+        outcome = p["latency_ms"]["publish_to_outcome"]
+        notes = [f"outcome p50/p99 {_ms(outcome['p50'])}/{_ms(outcome['p99'])} ms", f"{p['buyer_posts']} posts"]
+        if p.get("others_posts_per_second") is not None:
+            notes.append(f"{p['others_posts_per_second']} posts/s to the other buyers")
+        if not p["complete"]:
+            notes.append("INCOMPLETE")
+        if p.get("dead_letters"):
+            notes.append(f"{p['dead_letters']} dead letters")
+        lines.append(f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(buyer['p50'])} |"
+                     f" {_ms(buyer['p95'])} | {_ms(buyer['p99'])} | {'; '.join(notes)} |")
+    lines += ["", "Latency columns: publish → buyer endpoint received (Leadwire), publish → consumed (floor).", ""]
+    goals = results.get("goals") or {}
+    if goals:
+        lines += ["| Goal | Target | Measured | Met |", "|---|---|---:|---|"]
+        names = {
+            "pipeline_vs_floor": "Leadwire / floor throughput",
+            "p99_publish_to_buyer_ms": "p99 publish → buyer (ms) at the fixed rate",
+            "slow_buyer_cost_to_others": "Throughput lost by the other buyers to one slow buyer",
+            "history_cost": "Throughput lost to the history",
+        }
+        for key, goal in goals.items():
+            lines.append(f"| {names.get(key, key)} | {goal['target']} | {goal['measured']} |"
+                         f" {'yes' if goal['met'] else 'no'} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,536 @@
+"""Leadwire end-to-end benchmark: leads per second and latency, against this machine's floor.
+
+One run, on a database and broker namespace of its own (dropped afterwards):
+
+  floor        the floor pipeline (bench/floor.py) at full speed, N leads
+  throughput   Leadwire at full speed, N leads: first publish -> last terminal outcome
+  latency      Leadwire at a fixed offered rate: publish -> buyer received, publish -> outcome
+  baseline     Leadwire at full speed, S leads: the reference for the next two
+  slow-buyer   the same S leads with one buyer answering after 2 s: throughput to the others
+  history      the same S leads with H earlier leads (inside the duplicate window) in the database
+
+The services run as separate `faststream run` processes (router, delivery, notifier), the buyer
+endpoint as another (bench/buyer.py). Results: bench/results/latest.json and latest.md.
+
+  scripts/bench                              # the full run (about 10 minutes on 2 cores)
+  scripts/bench --leads 2000 --history 100000 --phases throughput,history
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import buyer as buyer_mod  # noqa: E402
+from bench import catalog as bench_catalog  # noqa: E402
+from bench import floor as floor_mod  # noqa: E402
+from bench.load import HISTORY_PHONE_BASE, Listener, Publisher, make_leads, percentiles  # noqa: E402
+from bench.report import markdown  # noqa: E402
+from shared import db  # noqa: E402
+from shared.catalog.loader import parse_catalog  # noqa: E402
+from shared.catalog.store import apply_catalog  # noqa: E402
+from shared.topology import Topology  # noqa: E402
+
+PHASES = ("floor", "throughput", "latency", "baseline", "slow-buyer", "history")
+TERMINAL = ("sold", "unsold", "duplicate", "rejected")
+# Everything a run writes; truncated between phases so each starts from the same empty state.
+RUN_TABLES = ("leads", "deliveries", "delivery_attempts", "cap_usage", "group_rotation", "inbox", "outbox",
+              "dead_letters", "delivery_account_state", "notification_sends", "order_charges")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--leads", type=int, default=20_000, help="N: leads for the throughput and floor runs")
+    p.add_argument("--latency-leads", type=int, default=3_000, help="leads offered at --rate")
+    p.add_argument("--rate", type=float, default=200, help="offered rate of the latency run (leads/s)")
+    p.add_argument("--sub-leads", type=int, default=5_000, help="S: leads of the baseline, slow-buyer and history runs")
+    p.add_argument("--history", type=int, default=1_000_000, help="H: earlier leads seeded for the history run")
+    p.add_argument("--slow-seconds", type=float, default=2.0, help="the slow buyer's answer time")
+    p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--duplicates", type=float, default=0.05, help="share of leads repeating an earlier person")
+    p.add_argument("--routers", type=int, default=1, help="router processes")
+    p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
+    p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
+    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for latest.json/.md")
+    p.add_argument("--profile", type=Path, default=None,
+                   help="record py-spy flame graphs of router and delivery during the throughput run here")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark database (for inspection)")
+    p.add_argument("--quiet", action="store_true")
+    return p.parse_args(argv)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
+            "python": platform.python_version(), "hostname": socket.gethostname()}
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    amqp_url: str
+    database_url: str
+    namespace: str
+    buyer_port: int
+    log_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    pool: asyncpg.Pool | None = None
+    outcomes: Listener | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        if not self.args.quiet:
+            print(text, flush=True)
+
+    # --- processes -------------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
+                                stderr=subprocess.STDOUT)
+        self.processes[name] = proc
+        return proc
+
+    def service_env(self) -> dict[str, str]:
+        return {"AMQP_URL": self.amqp_url, "DATABASE_URL": self.database_url, "LEADWIRE_NAMESPACE": self.namespace}
+
+    def start_services(self) -> None:
+        services = [("router", self.args.routers), ("delivery", self.args.deliveries), ("notifier", 1)]
+        for service, count in services:
+            for i in range(count):
+                self.spawn(f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"],
+                           self.service_env())
+
+    def check_alive(self) -> None:
+        dead = [n for n, p in self.processes.items() if p.poll() is not None]
+        if dead:
+            raise RuntimeError(f"process(es) exited: {', '.join(dead)}; logs in {self.log_dir}")
+
+    def stop(self, names: list[str] | None = None) -> None:
+        chosen = {n: p for n, p in self.processes.items() if names is None or n in names}
+        for p in chosen.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for n, p in chosen.items():
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+            self.processes.pop(n, None)
+
+    async def wait_for_queue(self, queue: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            connection = await aio_pika.connect(self.amqp_url)
+            try:
+                channel = await connection.channel()
+                await channel.get_queue(queue, ensure=True)
+                return
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"queue {queue} not declared in time; logs in {self.log_dir}") from None
+            finally:
+                await connection.close()
+            await asyncio.sleep(0.3)
+
+    async def wait_for_consumers(self, queue: str, count: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            while True:
+                self.check_alive()
+                channel = await connection.channel()
+                declared = await channel.declare_queue(queue, passive=True)
+                consumers = declared.declaration_result.consumer_count
+                await channel.close()
+                if consumers >= count:
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{queue}: {consumers} consumers, expected {count}; logs in {self.log_dir}")
+                await asyncio.sleep(0.3)
+        finally:
+            await connection.close()
+
+    # --- database ----------------------------------------------------------------------------------
+
+    async def reset(self) -> None:
+        """Wait until the previous phase left nothing in flight, then empty what runs write."""
+        assert self.pool is not None
+        for _ in range(300):
+            if not await self.pool.fetchval("SELECT count(*) FROM outbox"):
+                break
+            await asyncio.sleep(0.2)
+        await self.pool.execute(f"TRUNCATE {', '.join(RUN_TABLES)} CASCADE")
+        await self.pool.execute("VACUUM ANALYZE leads")
+
+    async def seed_history(self, count: int) -> float:
+        """`count` earlier sold leads spread over the last 29 days (inside the 30-day duplicate
+        window), each with its delivery, in two INSERT ... SELECT statements."""
+        assert self.pool is not None
+        started = time.monotonic()
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status,"
+                " received_at, decided_at, max_sales)"
+                " SELECT gen_random_uuid(), 'web', 'history-' || i, 'solar',"
+                "  jsonb_build_object('ref', 'history-' || i, 'first_name', 'Ada', 'phone', ($2 + i)::text,"
+                "   'state', 'CA', 'homeowner', 'yes', 'monthly_bill', '120.00'),"
+                "  encode(sha256(convert_to('solar' || chr(31) || ($2 + i)::text, 'UTF8')), 'hex'),"
+                "  'sold', t, t, 2"
+                " FROM generate_series(1, $1::bigint) AS i,"
+                "  LATERAL (SELECT now() - interval '29 days' * (i::float8 / $1)) AS r(t)",
+                count, HISTORY_PHONE_BASE, timeout=3600,
+            )
+            await conn.execute(
+                "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, attempts,"
+                " created_at, completed_at)"
+                " SELECT gen_random_uuid(), l.id, 'buyer' || lpad((abs(hashtext(l.idempotency_key)) % $1)::text, 2, '0'),"
+                "  'buyer' || lpad((abs(hashtext(l.idempotency_key)) % $1)::text, 2, '0') || '-solar',"
+                "  25.00, 'succeeded', 1, l.received_at, l.received_at"
+                " FROM leads l WHERE l.idempotency_key LIKE 'history-%'",
+                self.args.clients, timeout=3600,
+            )
+            await conn.execute("VACUUM ANALYZE leads", timeout=3600)
+            await conn.execute("VACUUM ANALYZE deliveries", timeout=3600)
+        return time.monotonic() - started
+
+    # --- measuring ---------------------------------------------------------------------------------
+
+    async def progress(self, phase: str, publisher: Publisher, done: callable, total: int, stop: asyncio.Event) -> None:
+        started = time.monotonic()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 2)
+            except TimeoutError:
+                pass
+            load = os.getloadavg()[0]
+            self.say(f"    [{phase}] {time.monotonic() - started:6.1f}s  published {len(publisher.sent_at):>6}/{total}"
+                     f"  finished {done():>6}/{total}  load {load:.2f}")
+
+    async def drive(self, phase: str, keys: list[str], publish: Any, done_keys: dict[str, float],
+                    publisher: Publisher) -> tuple[float, bool]:
+        """Publish, and wait until every key is done or nothing moved for --stall-seconds."""
+        wanted = set(keys)
+        finished = lambda: sum(1 for k in wanted if k in done_keys)  # noqa: E731
+        stop = asyncio.Event()
+        reporter = asyncio.create_task(self.progress(phase, publisher, finished, len(keys), stop))
+        try:
+            await publish
+            last, last_change = -1, time.monotonic()
+            while True:
+                self.check_alive()
+                now_done = finished()
+                if now_done >= len(wanted):
+                    return time.monotonic(), True
+                if now_done != last:
+                    last, last_change = now_done, time.monotonic()
+                elif time.monotonic() - last_change > self.args.stall_seconds:
+                    return time.monotonic(), False
+                await asyncio.sleep(0.1)
+        finally:
+            stop.set()
+            await reporter
+
+    async def leadwire_phase(self, phase: str, n: int, rate: float | None = None,
+                             slow: str | None = None) -> dict[str, Any]:
+        assert self.outcomes is not None and self.pool is not None
+        await self.reset()
+        await buyer_mod.control(self.buyer_port, "/_control/dump")
+        if slow:
+            await buyer_mod.control(self.buyer_port, f"/_control/delay?client={slow}&seconds={self.args.slow_seconds}")
+        tag = f"{phase}-{uuid.uuid4().hex[:6]}"
+        leads = make_leads(n, tag, duplicate_share=self.args.duplicates)
+        keys = [k for k, _ in leads]
+        self.outcomes.seen.clear()
+        self.outcomes.statuses.clear()
+        publisher = Publisher(self.amqp_url)
+        load_before = os.getloadavg()[0]
+        self.say(f"==> {phase}: {n} leads " + (f"at {rate:g}/s" if rate else "at full speed")
+                 + (f", buyer {slow} answering after {self.args.slow_seconds:g} s" if slow else ""))
+        profilers = self.start_profilers(phase) if phase == "throughput" and self.args.profile else []
+        try:
+            _, complete = await self.drive(
+                phase, keys, publisher.run(f"{self.namespace}.inbound", "lead.solar", leads, rate),
+                self.outcomes.seen, publisher)
+        finally:
+            self.stop_profilers(profilers)
+        if slow:
+            await buyer_mod.control(self.buyer_port, f"/_control/delay?client={slow}&seconds=0")
+        posts = await buyer_mod.control(self.buyer_port, "/_control/dump")
+        sent = publisher.sent_at
+        first = min(sent.values())
+        seen = {k: t for k, t in self.outcomes.seen.items() if k in sent}
+        last = max(seen.values()) if seen else first
+        result: dict[str, Any] = {
+            "leads": n, "offered_rate": rate, "complete": complete, "outcomes": len(seen),
+            "statuses": dict(self.outcomes.statuses), "publish_errors": publisher.errors,
+            "seconds": round(last - first, 3),
+            "leads_per_second": round(len(seen) / (last - first), 1) if last > first else None,
+            "publish_seconds": round(max(sent.values()) - first, 3),
+            "buyer_posts": len(posts), "load_before": round(load_before, 2),
+            "dead_letters": await self.pool.fetchval("SELECT count(*) FROM dead_letters"),
+        }
+        first_post: dict[str, float] = {}
+        for ref, _client, at in posts:
+            if ref in sent and (ref not in first_post or at < first_post[ref]):
+                first_post[ref] = at
+        result["latency_ms"] = {
+            "publish_to_buyer": percentiles([first_post[k] - sent[k] for k in first_post]),
+            "publish_to_outcome": percentiles([seen[k] - sent[k] for k in seen]),
+        }
+        if slow is not None or phase == "baseline":
+            slow_id = slow or bench_catalog.slow_client(self.args.clients)
+            others = [at for _ref, client, at in posts if client != slow_id]
+            result["slow_client"] = slow_id
+            result["posts_to_slow_client"] = len(posts) - len(others)
+            result["posts_to_others"] = len(others)
+            span = (max(others) - first) if others else 0
+            result["others_posts_per_second"] = round(len(others) / span, 1) if span > 0 else None
+        self.say(f"    {phase}: {result['outcomes']}/{n} outcomes in {result['seconds']} s"
+                 f" = {result['leads_per_second']} leads/s; buyer p99 {result['latency_ms']['publish_to_buyer']['p99']} ms"
+                 f"; dead letters {result['dead_letters']}")
+        return result
+
+    async def floor_phase(self, n: int) -> dict[str, Any]:
+        inbound, outbound = floor_mod.queue_names(self.namespace)
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            await floor_mod.declare(await connection.channel(), self.namespace)
+        finally:
+            await connection.close()
+        names = [f"floor-{i}" for i in range(self.args.floor_workers)]
+        for name in names:
+            self.spawn(name, [sys.executable, "-m", "bench.floor", "--amqp-url", self.amqp_url,
+                              "--database-url", self.database_url, "--namespace", self.namespace])
+        listener = Listener(self.amqp_url, key_of=lambda m: m.message_id)
+        try:
+            await self.wait_for_consumers(inbound, len(names))
+            await listener.start(outbound)
+            leads = make_leads(n, f"floor-{uuid.uuid4().hex[:6]}", duplicate_share=self.args.duplicates)
+            publisher = Publisher(self.amqp_url)
+            load_before = os.getloadavg()[0]
+            self.say(f"==> floor: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg worker(s)")
+            _, complete = await self.drive("floor", [k for k, _ in leads],
+                                           publisher.run("", inbound, leads), listener.seen, publisher)
+        finally:
+            await listener.stop()
+            self.stop(names)
+        sent = publisher.sent_at
+        first = min(sent.values())
+        last = max(listener.seen.values()) if listener.seen else first
+        result = {
+            "leads": n, "complete": complete, "outcomes": len(listener.seen), "publish_errors": publisher.errors,
+            "seconds": round(last - first, 3), "workers": len(names), "load_before": round(load_before, 2),
+            "leads_per_second": round(len(listener.seen) / (last - first), 1) if last > first else None,
+            "latency_ms": {"publish_to_out": percentiles([listener.seen[k] - sent[k] for k in listener.seen])},
+        }
+        self.say(f"    floor: {result['outcomes']}/{n} in {result['seconds']} s = {result['leads_per_second']} leads/s")
+        return result
+
+    def start_profilers(self, phase: str) -> list[subprocess.Popen]:
+        self.args.profile.mkdir(parents=True, exist_ok=True)
+        procs = []
+        for name, p in self.processes.items():
+            if name.startswith(("router", "delivery")):
+                out = self.args.profile / f"{phase}-{name}.svg"
+                procs.append(subprocess.Popen(["py-spy", "record", "--nonblocking", "-p", str(p.pid), "-o", str(out),
+                                               "--rate", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return procs
+
+    def stop_profilers(self, procs: list[subprocess.Popen]) -> None:
+        for p in procs:
+            p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    """The four goals of the benchmark, each as measured / target / met."""
+    phases = results["phases"]
+    goals: dict[str, Any] = {}
+
+    def rate(name: str, key: str = "leads_per_second") -> float | None:
+        return (phases.get(name) or {}).get(key)
+
+    if rate("throughput") and rate("floor"):
+        ratio = rate("throughput") / rate("floor")
+        goals["pipeline_vs_floor"] = {"measured": round(ratio, 3), "target": ">= 0.5", "met": ratio >= 0.5}
+    if "latency" in phases:
+        p99 = phases["latency"]["latency_ms"]["publish_to_buyer"]["p99"]
+        goals["p99_publish_to_buyer_ms"] = {"measured": p99, "target": "< 100", "met": p99 is not None and p99 < 100}
+    if rate("baseline", "others_posts_per_second") and rate("slow-buyer", "others_posts_per_second"):
+        cost = 1 - rate("slow-buyer", "others_posts_per_second") / rate("baseline", "others_posts_per_second")
+        goals["slow_buyer_cost_to_others"] = {"measured": round(cost, 3), "target": "< 0.10", "met": cost < 0.10}
+    if rate("baseline") and rate("history"):
+        cost = 1 - rate("history") / rate("baseline")
+        goals["history_cost"] = {"measured": round(cost, 3), "target": "< 0.10", "met": cost < 0.10}
+    return goals
+
+
+async def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = set(phases) - set(PHASES)
+    if unknown:
+        raise SystemExit(f"unknown phase(s): {', '.join(sorted(unknown))}")
+    amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    run_id = uuid.uuid4().hex[:8]
+    database_url = db.with_database(server_url, f"leadwire_bench_{run_id}")
+    run = Run(args, amqp_url, database_url, f"bench{run_id}", free_port(),
+              Path(tempfile.mkdtemp(prefix=f"leadwire-bench-{run_id}-")))
+    started_at = datetime.now(UTC)
+    run.say(f"==> benchmark {run_id}: database {db.database_name(database_url)}, namespace {run.namespace},"
+            f" logs {run.log_dir}")
+    run.say(f"    machine: {machine()['cpu']}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
+    results: dict[str, Any] = {
+        "run_id": run_id, "started_at": started_at.isoformat(), "machine": machine(),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "phases": {},
+    }
+    try:
+        await db.ensure_database(database_url)
+        await db.migrate(database_url)
+        conn = await db.connect(database_url)
+        try:
+            await apply_catalog(conn, parse_catalog(bench_catalog.build_yaml(
+                f"http://127.0.0.1:{run.buyer_port}", args.clients)))
+            results["machine"]["postgresql"] = await conn.fetchval("SHOW server_version")
+        finally:
+            await conn.close()
+        run.pool = await db.create_pool(database_url, min_size=1, max_size=2)
+        run.spawn("buyer", [sys.executable, "-m", "bench.buyer", "--port", str(run.buyer_port)])
+        topology = Topology(run.namespace)
+
+        if "floor" in phases:
+            results["phases"]["floor"] = await run.floor_phase(args.leads)
+
+        leadwire = [p for p in phases if p != "floor"]
+        if leadwire:
+            run.start_services()
+            await run.wait_for_queue(topology.queue_name("router.leads"))
+            await run.wait_for_consumers(topology.queue_name("router.leads"), args.routers)
+            await run.wait_for_consumers(topology.queue_name("delivery.requests"), args.deliveries)
+            await run.wait_for_consumers(topology.queue_name("router.delivery-results"), args.routers)
+            connection = await aio_pika.connect(amqp_url)
+            try:
+                channel = await connection.channel()
+                outcomes_queue = await channel.declare_queue(f"{run.namespace}.bench.outcomes", durable=False,
+                                                             auto_delete=False)
+                events = await channel.get_exchange(f"{run.namespace}.events")
+                for status in TERMINAL:
+                    await outcomes_queue.bind(events, f"lead.{status}")
+            finally:
+                await connection.close()
+            run.outcomes = Listener(amqp_url, key_of=lambda m: json.loads(m.body).get("idempotency_key"),
+                                    status_of=lambda m: (m.routing_key or "").removeprefix("lead."))
+            await run.outcomes.start(f"{run.namespace}.bench.outcomes")
+            try:
+                if "throughput" in phases:
+                    results["phases"]["throughput"] = await run.leadwire_phase("throughput", args.leads)
+                if "latency" in phases:
+                    results["phases"]["latency"] = await run.leadwire_phase("latency", args.latency_leads, rate=args.rate)
+                if {"baseline", "slow-buyer", "history"} & set(phases):
+                    results["phases"]["baseline"] = await run.leadwire_phase("baseline", args.sub_leads)
+                if "slow-buyer" in phases:
+                    results["phases"]["slow-buyer"] = await run.leadwire_phase(
+                        "slow-buyer", args.sub_leads, slow=bench_catalog.slow_client(args.clients))
+                if "history" in phases:
+                    await run.reset()
+                    run.say(f"==> history: seeding {args.history} earlier leads (SQL INSERT ... SELECT)")
+                    seeded = await run.seed_history(args.history)
+                    run.say(f"    seeded in {seeded:.1f} s")
+                    # leadwire_phase resets first: keep the seeded rows by running it without reset.
+                    original_reset, run.reset = run.reset, _keep_history(run)
+                    try:
+                        results["phases"]["history"] = await run.leadwire_phase("history", args.sub_leads)
+                    finally:
+                        run.reset = original_reset
+                    results["phases"]["history"]["history_leads"] = args.history
+                    results["phases"]["history"]["seed_seconds"] = round(seeded, 1)
+            finally:
+                await run.outcomes.stop()
+        results["goals"] = summarise(results)
+        results["finished_at"] = datetime.now(UTC).isoformat()
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "latest.md").write_text(markdown(results))
+        run.say(markdown(results))
+        run.say(f"==> wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
+        return 0
+    finally:
+        run.stop()
+        if run.pool is not None:
+            await run.pool.close()
+        await _cleanup(run, args.keep)
+
+
+def _keep_history(run: Run) -> Any:
+    async def reset() -> None:
+        assert run.pool is not None
+        await run.pool.execute("TRUNCATE outbox, inbox, dead_letters, cap_usage, group_rotation")
+    return reset
+
+
+async def _cleanup(run: Run, keep: bool) -> None:
+    try:
+        await Topology(run.namespace).delete(run.amqp_url)
+        await floor_mod.delete(run.amqp_url, run.namespace)
+        connection = await aio_pika.connect(run.amqp_url)
+        try:
+            await (await connection.channel()).queue_delete(f"{run.namespace}.bench.outcomes")
+        finally:
+            await connection.close()
+    except Exception as exc:  # noqa: BLE001 - cleanup is best effort; the run's result stands
+        print(f"warning: broker cleanup failed: {exc}", file=sys.stderr)
+    if not keep:
+        await db.drop_database(run.database_url)
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

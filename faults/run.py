@@ -243,7 +243,8 @@ class FaultRun:
         return {**os.environ, "AMQP_URL": s.amqp_url, "DATABASE_URL": s.database_url,
                 "LEADWIRE_NAMESPACE": s.namespace, "LEADWIRE_POLL_INTERVAL": "0.2",
                 "LEADWIRE_RETRY_DELAYS": json.dumps(list(s.retry_delays)),
-                "LEADWIRE_DB_POOL_MAX": "6", "LEADWIRE_DB_POOL_MIN": "1", "LEADWIRE_PREFETCH": "6",
+                # Small pools: nine processes share the server with everything else on it.
+                "LEADWIRE_DB_POOL_MAX": "3", "LEADWIRE_DB_POOL_MIN": "1", "LEADWIRE_PREFETCH": "4",
                 "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.mail.port),
                 "SMTP_FROM": "leadwire@faults.example.com", "ADMIN_EMAIL": "ops@faults.example.com",
                 "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-faults-{s.namespace}-health", "PYTHONUNBUFFERED": "1"}
@@ -431,8 +432,12 @@ class FaultRun:
                 rabbit_at = None
                 await self.restart_rabbit()
             if db_at is not None and now - began >= db_at:
-                db_at = None
-                await self.drop_db_connections()
+                try:
+                    await self.drop_db_connections()
+                    db_at = None
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    self.say(f"could not drop the database connections yet ({exc}); trying again")
+                    db_at += 2
             self.unexpected_exits += self.services.restart_exited()
             try:
                 await asyncio.wait_for(stop.wait(), 0.25)

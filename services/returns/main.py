@@ -61,7 +61,9 @@ def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INT
     @runtime.subscriber("returns.commands", title="returns: return requests, decisions, order commands")
     async def on_command(body: dict[str, Any], message: RabbitMessage) -> None:
         raw = message.raw_message
-        key = raw.routing_key
+        # A message parked in a retry queue comes back under the queue's name; the key it was
+        # published with travels in x-original-routing-key (shared.service.route_failure).
+        key = str((raw.headers or {}).get("x-original-routing-key") or raw.routing_key or "")
         if key == "return.request":
             await usecases.request_return(runtime.pool, runtime.catalog, ReturnRequest.model_validate(body),
                                           reply_to=raw.reply_to, correlation_id=raw.correlation_id)

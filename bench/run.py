@@ -23,6 +23,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,6 +142,18 @@ class Run:
             for i in range(count):
                 self.spawn(f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"],
                            self.service_env())
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU time of each process so far (Linux /proc), to see who spends the machine."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        used = {}
+        for name, p in self.processes.items():
+            try:
+                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                used[name] = (int(fields[11]) + int(fields[12])) / ticks
+            except (OSError, IndexError, ValueError):
+                pass
+        return used
 
     def check_alive(self) -> None:
         dead = [n for n, p in self.processes.items() if p.poll() is not None]
@@ -290,12 +303,14 @@ class Run:
         self.say(f"==> {phase}: {n} leads " + (f"at {rate:g}/s" if rate else "at full speed")
                  + (f", buyer {slow} answering after {self.args.slow_seconds:g} s" if slow else ""))
         profilers = self.start_profilers(phase) if phase == "throughput" and self.args.profile else []
+        cpu_before = self.cpu_seconds()
         try:
             _, complete = await self.drive(
                 phase, keys, publisher.run(f"{self.namespace}.inbound", "lead.solar", leads, rate),
                 self.outcomes.seen, publisher)
         finally:
             self.stop_profilers(profilers)
+        cpu_after = self.cpu_seconds()
         if slow:
             await buyer_mod.control(self.buyer_port, f"/_control/delay?client={slow}&seconds=0")
         posts = await buyer_mod.control(self.buyer_port, "/_control/dump")
@@ -311,6 +326,7 @@ class Run:
             "publish_seconds": round(max(sent.values()) - first, 3),
             "buyer_posts": len(posts), "load_before": round(load_before, 2),
             "dead_letters": await self.pool.fetchval("SELECT count(*) FROM dead_letters"),
+            "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items() if k in cpu_after},
         }
         first_post: dict[str, float] = {}
         for ref, _client, at in posts:
@@ -374,9 +390,11 @@ class Run:
         procs = []
         for name, p in self.processes.items():
             if name.startswith(("router", "delivery")):
-                out = self.args.profile / f"{phase}-{name}.svg"
-                procs.append(subprocess.Popen(["py-spy", "record", "--nonblocking", "-p", str(p.pid), "-o", str(out),
-                                               "--rate", "50"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
+                    out = self.args.profile / f"{phase}-{name}.{ext}"
+                    procs.append(subprocess.Popen(
+                        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", str(p.pid), "-o", str(out), "--rate", "50",
+                         "-f", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return procs
 
     def stop_profilers(self, procs: list[subprocess.Popen]) -> None:

@@ -1,0 +1,60 @@
+"""A tiny benchmark run in CI, so the benchmark cannot rot: every phase completes and writes a
+well-formed result. No figure is asserted: speed goals live in bench/, not in the test suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import run as bench
+
+pytestmark = pytest.mark.integration
+
+PHASES = ("floor", "throughput", "latency", "baseline", "slow-buyer", "history")
+
+
+async def test_small_run_completes_every_phase_and_writes_results(amqp_url, database_server_url, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setenv("AMQP_URL", amqp_url)
+    monkeypatch.setenv("DATABASE_URL", database_server_url)
+    status = await bench.main([
+        "--leads", "200", "--latency-leads", "100", "--rate", "100", "--sub-leads", "100",
+        "--history", "2000", "--slow-seconds", "0.5", "--stall-seconds", "30", "--out", str(tmp_path), "--quiet",
+    ])
+    assert status == 0
+
+    result = json.loads((tmp_path / "latest.json").read_text())
+    assert set(result["phases"]) == set(PHASES)
+    for name, phase in result["phases"].items():
+        assert phase["complete"], name
+        assert phase["outcomes"] == phase["leads"], name
+        assert phase["publish_errors"] == 0, name
+        assert phase["leads_per_second"] > 0, name
+    for name in PHASES[1:]:
+        phase = result["phases"][name]
+        statuses = phase["statuses"]
+        assert sum(statuses.values()) == phase["leads"], name
+        # About 5% of the leads repeat an earlier person: some are duplicates, the rest are sold.
+        assert statuses.get("duplicate", 0) > 0 and statuses.get("sold", 0) > 0, (name, statuses)
+        assert phase["dead_letters"] == 0, name
+        latency = phase["latency_ms"]["publish_to_buyer"]
+        assert latency["n"] == statuses["sold"] and latency["p50"] <= latency["p99"], name
+    slow = result["phases"]["slow-buyer"]
+    assert slow["posts_to_slow_client"] > 0 and slow["posts_to_others"] > 0
+    assert result["phases"]["history"]["history_leads"] == 2000
+    assert set(result["goals"]) == {"pipeline_vs_floor", "p99_publish_to_buyer_ms", "slow_buyer_cost_to_others",
+                                    "history_cost"}
+    table = (tmp_path / "latest.md").read_text()
+    assert "| Floor" in table and "Leadwire, full speed" in table and result["machine"]["cpu"] in table
+
+    # The run cleans up after itself: no benchmark database is left behind.
+    import asyncpg
+
+    conn = await asyncpg.connect(database_server_url)
+    try:
+        left = await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1",
+                                   f"leadwire_bench_{result['run_id']}")
+    finally:
+        await conn.close()
+    assert left == 0

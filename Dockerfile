@@ -10,7 +10,8 @@ RUN pip install --no-cache-dir . \
     && useradd --system --uid 10001 leadwire
 USER leadwire
 ENV SERVICE=router
-# Health: the process answers on its health port (see shared/health.py) once the broker is up.
+# Health: the process touches a heartbeat file while it reaches RabbitMQ and PostgreSQL
+# (shared/health.py); a file, not a port, so scaled replicas never collide.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD python -m shared.health
 CMD ["sh", "-c", "exec faststream run services.${SERVICE}.main:app"]

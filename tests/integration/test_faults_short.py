@@ -76,3 +76,29 @@ async def test_return_request_back_from_a_retry_queue_is_handled(settings, conn)
     # Never sold to acme: denied by the rule, which shows the request reached the use case.
     assert (row["status"], row["decision_reason"]) == ("denied", "not_delivered")
     assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+def test_compose_runs_every_service_scalable_with_health_checks():
+    """No Docker engine in CI: check the compose file's shape instead. A fixed container name or
+    a published port would make `--scale` fail; a missing health check would hide a dead replica."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())
+    services = compose["services"]
+    for name in ("router", "delivery", "returns", "portal_auth", "notifier"):
+        assert (root / "services" / name / "main.py").exists()
+        service = services[name]
+        assert service["environment"]["SERVICE"] == name
+        assert "ports" not in service and "container_name" not in service
+        assert service["healthcheck"]["test"][-1] == "shared.health"
+        assert {d: c["condition"] for d, c in service["depends_on"].items()} == {
+            "rabbitmq": "service_healthy", "postgres": "service_healthy"}
+        # Longer than FastStream's graceful timeout, so SIGTERM can finish in-flight work.
+        assert int(service["stop_grace_period"].rstrip("s")) > 15
+    for infra in ("rabbitmq", "postgres", "mailpit"):
+        assert "healthcheck" in services[infra]
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "exec faststream run services.${SERVICE}.main:app" in dockerfile

@@ -57,6 +57,9 @@ TRANSIENT = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
     asyncpg.CannotConnectNowError,
+    # The client-side state error of a connection broken mid-operation (seen after
+    # pg_terminate_backend in the fault run); a retry takes a fresh connection.
+    asyncpg.InternalClientError,
 )
 
 

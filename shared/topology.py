@@ -91,12 +91,13 @@ class Topology:
 
     def retry_name(self, logical: str, tier: int) -> str:
         # Named by delay, not tier number: changing the tiers declares new queues instead of
-        # failing on a queue that exists with another TTL.
-        return f"{self.queue_name(logical)}.retry.{self.retry_delays[tier]:g}s"
+        # failing on a queue that exists with another TTL. The `.q` marks the quorum wait queues;
+        # the classic ones of earlier versions (same name without it) are left alone.
+        return f"{self.queue_name(logical)}.retry.{self.retry_delays[tier]:g}s.q"
 
     def delay_name(self, logical: str, seconds: float) -> str:
         tier = next((t for t in DELAY_TIERS if t >= seconds), DELAY_TIERS[-1])
-        return f"{self.queue_name(logical)}.delay.{tier}s"
+        return f"{self.queue_name(logical)}.delay.{tier}s.q"
 
     def queue(self, logical: str) -> RabbitQueue:
         """The RabbitQueue a subscriber consumes; identical arguments on every declaration."""
@@ -144,14 +145,21 @@ class Topology:
             if logical in DELAYED_QUEUES:
                 waits += [(self.delay_name(logical, t), t) for t in DELAY_TIERS]
             for name, delay in waits:
+                # Quorum with at-least-once dead-lettering: a classic queue drops a message whose
+                # TTL expires while the work queue is unavailable (a broker restart), which lost
+                # parked deliveries in the fault run. Quorum queues keep it until the work queue
+                # confirms it.
                 await broker.declare_queue(
                     RabbitQueue(
                         name,
+                        queue_type=QueueType.QUORUM,
                         durable=True,
                         arguments={
                             "x-message-ttl": int(delay * 1000),
                             "x-dead-letter-exchange": "",
                             "x-dead-letter-routing-key": self.queue_name(logical),
+                            "x-dead-letter-strategy": "at-least-once",
+                            "x-overflow": "reject-publish",
                         },
                     )
                 )

@@ -13,7 +13,8 @@ import pytest
 
 from faults.run import FaultRun, RunConfig
 from services.returns.main import build as build_returns
-from shared.topology import Topology
+from shared.service import Runtime
+from shared.topology import WORK_QUEUES, Topology
 from tests.support import apply_yaml, wait_for
 
 pytestmark = pytest.mark.integration
@@ -102,3 +103,68 @@ def test_compose_runs_every_service_scalable_with_health_checks():
         assert "healthcheck" in services[infra]
     dockerfile = (root / "Dockerfile").read_text()
     assert "exec faststream run services.${SERVICE}.main:app" in dockerfile
+
+
+async def test_wait_queues_dead_letter_at_least_once():
+    """Regression: the retry and delay queues were classic queues, whose dead-lettering is
+    at-most-once; parked deliveries whose TTL ran out while RabbitMQ restarted were dropped and
+    their leads stayed `routing` for ever. Every wait queue is now a quorum queue that hands its
+    messages back at least once."""
+    declared = []
+
+    class Recorder:
+        async def declare_exchange(self, exchange):
+            return exchange
+
+        async def declare_queue(self, queue):
+            declared.append(queue)
+
+            class Bindable:
+                async def bind(self, *args, **kwargs):
+                    return None
+            return Bindable()
+
+    topology = Topology("regress", (0.5, 1.0))
+    await topology.declare(Recorder())
+    waits = [q for q in declared if ".retry." in q.name or ".delay." in q.name]
+    assert len(waits) == len(WORK_QUEUES) * 2 + 8  # two retry tiers each, eight delivery delay tiers
+    for queue in waits:
+        assert queue.arguments["x-queue-type"] == "quorum", queue.name
+        assert queue.arguments["x-dead-letter-strategy"] == "at-least-once", queue.name
+        assert queue.arguments["x-overflow"] == "reject-publish", queue.name  # required by at-least-once
+        assert queue.arguments["x-dead-letter-routing-key"] == queue.name.split(".retry.")[0].split(".delay.")[0]
+
+
+async def test_broken_connection_state_error_is_retried_not_dead_lettered(settings, conn):
+    """Regression: asyncpg's InternalClientError ("cannot switch to state ...; another operation
+    is in progress"), raised on a connection broken by pg_terminate_backend, was routed as a bug
+    and dead-lettered a delivery request, leaving its lead `routing`."""
+    import asyncpg
+
+    runtime = Runtime("regress", settings)
+    calls = []
+
+    @runtime.subscriber("returns.commands")
+    async def handler(body: dict) -> None:
+        calls.append(body)
+        if len(calls) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 15; another operation (2) is in progress")
+
+    async with runtime.running():
+        await _publish_event(settings, "return.request", {"n": 1})
+        await wait_for(lambda: len(calls) == 2, timeout=20)
+    assert runtime.dead_lettered == 0
+    assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def _publish_event(settings, routing_key: str, body: dict) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(settings.amqp_url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(f"{settings.namespace}.events")
+        await exchange.publish(aio_pika.Message(json.dumps(body).encode(), message_id=str(uuid.uuid4()),
+                                                content_type="application/json"), routing_key=routing_key)
+    finally:
+        await connection.close()

@@ -348,6 +348,7 @@ class FaultRun:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 continue
             self.rng.shuffle(sold)
+            before = (returns_left, appointments_left)
             batch = max(1, self.config.returns // 20) if not done else returns_left
             for row in sold:
                 if returns_left <= 0 or batch <= 0:
@@ -375,8 +376,8 @@ class FaultRun:
                 await self._appointment(row["lead_id"], row["client_id"])
                 appointments_left -= 1
                 break   # one per round: spread them over the run
-            if done and not sold:
-                break
+            if done and (returns_left, appointments_left) == before:
+                break   # the leads are all out and no sold lead is left to ask about
 
     async def _return(self, lead_id: uuid.UUID, client_id: str, *, again: bool = False) -> None:
         return_id = self.traffic.return_ids[-1] if again else str(uuid.uuid4())

@@ -155,6 +155,12 @@ async def check_all(run: FaultRun) -> Report:
     finally:
         await conn.close()
     await _check_queues(run, report)
+    c = run.config
+    report.add("the faults asked for were injected",
+               (sum(f.kills.values()) > 0 or not c.kill_every) and f.rabbit_restarts == int(c.rabbit_restart)
+               and f.db_drops == int(c.db_drop) and (len(f.poison) == 6 or not c.poison),
+               f"kills {sum(f.kills.values())}, RabbitMQ restarts {f.rabbit_restarts}, drops {f.db_drops},"
+               f" poison {len(f.poison)}")
     report.add("no service process exited on its own", not run.unexpected_exits, ", ".join(run.unexpected_exits))
     report.add("every process stopped within the grace period on SIGTERM", not run.hung_on_stop,
                ", ".join(run.hung_on_stop))

@@ -105,10 +105,13 @@ class Listener:
     seen: dict[str, float] = field(default_factory=dict)
     statuses: dict[str, int] = field(default_factory=dict)
     status_of: Callable[[aio_pika.abc.AbstractIncomingMessage], str] | None = None
+    # Broker connection losses seen (a restart mid-run): the measurement is disturbed.
+    reconnects: int = 0
     _connection: Any = None
 
     async def start(self, queue_name: str) -> None:
-        self._connection = await aio_pika.connect(self.amqp_url)
+        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._connection.reconnect_callbacks.add(self._reconnected)
         channel = await self._connection.channel()
         await channel.set_qos(prefetch_count=1000)
         queue = await channel.get_queue(queue_name, ensure=False)
@@ -123,6 +126,9 @@ class Listener:
                     self.statuses[status] = self.statuses.get(status, 0) + 1
 
         await queue.consume(on_message, no_ack=True)
+
+    def _reconnected(self, *_: Any) -> None:
+        self.reconnects += 1
 
     async def stop(self) -> None:
         if self._connection is not None:

@@ -16,7 +16,7 @@ log = logging.getLogger("leadwire.listener")
 
 
 class PgListener:
-    def __init__(self, database_url: str, callbacks: dict[str, Callable[[], None]]) -> None:
+    def __init__(self, database_url: str, callbacks: dict[str, Callable[..., None]]) -> None:
         self._database_url = database_url
         self._callbacks = callbacks
         self._stopping = asyncio.Event()
@@ -33,7 +33,8 @@ class PgListener:
             try:
                 conn.add_termination_listener(lambda _c: lost.set())
                 for channel, callback in self._callbacks.items():
-                    await conn.add_listener(channel, lambda *_a, cb=callback: cb())
+                    # The payload goes to the callback: the outbox relay wakes only for its own rows.
+                    await conn.add_listener(channel, lambda _c, _pid, _ch, payload, cb=callback: cb(payload))
                     callback()  # anything notified while we were not listening
                 stop = asyncio.ensure_future(self._stopping.wait())
                 gone = asyncio.ensure_future(lost.wait())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import uuid
 from typing import Any
 
@@ -23,6 +25,18 @@ from shared.topology import Topology
 log = logging.getLogger("leadwire.outbox")
 
 NOTIFY_CHANNEL = "leadwire_outbox"
+
+
+# Set when this process runs a relay: its outbox NOTIFYs then name it, and only its own relay
+# wakes at once. Waking every process's relay on every event cost each of them an empty SKIP
+# LOCKED transaction per event; a row left by a process that died is still published by the
+# others' poll within one poll interval. A process without a relay (a CLI command) names no one,
+# so every relay wakes for its rows.
+_local_relay = ""
+
+
+def _relay_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _payload(message: BaseModel | dict[str, Any]) -> dict[str, Any]:
@@ -42,11 +56,12 @@ async def add_event(
 ) -> uuid.UUID:
     """Queue `message` for publishing when the surrounding transaction commits."""
     event_id = message_id or uuid.uuid4()
+    # Insert and notify in one statement: one round trip per event instead of two.
     await conn.execute(
-        "INSERT INTO outbox (id, exchange, routing_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
-        event_id, exchange, routing_key, _payload(message), headers or {},
+        "WITH event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id) SELECT pg_notify($6, $7) FROM event",
+        event_id, exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL, _local_relay,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return event_id
 
 
@@ -56,11 +71,10 @@ async def add_reply(
     """Queue a reply to a requester's reply-to queue (default exchange, routing key = queue)."""
     reply_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
-        " VALUES ($1, '', $2, $3, $4, true)",
-        reply_id, reply_to, _payload(message), correlation_id,
+        "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
+        " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply",
+        reply_id, reply_to, _payload(message), correlation_id, NOTIFY_CHANNEL, _local_relay,
     )
-    await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return reply_id
 
 
@@ -97,9 +111,13 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = False
         self.published = 0
+        global _local_relay
+        self._tag = _local_relay = _relay_tag()
 
-    def wake(self) -> None:
-        self._wake.set()
+    def wake(self, writer: str = "") -> None:
+        """Relay now: rows were committed by this process (or by one that did not say)."""
+        if not writer or writer == self._tag:
+            self._wake.set()
 
     async def run(self) -> None:
         while not self._stopping:

@@ -201,7 +201,7 @@ class Runtime:
         self.relay = OutboxRelay(self.pool, self.broker, self.topology, poll_interval=self.settings.poll_interval)
         self._listener = PgListener(
             self.settings.database_url,
-            {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: self.catalog_cache.wake},
+            {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: lambda *_payload: self.catalog_cache.wake()},
         )
         self._stop_heartbeat = asyncio.Event()
         for coro in (self.relay.run(), self.catalog_cache.run(), self._listener.run(),

@@ -63,9 +63,9 @@ RUN_TABLES = ("leads", "deliveries", "delivery_attempts", "cap_usage", "group_ro
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--leads", type=int, default=20_000, help="N: leads for the throughput and floor runs")
-    p.add_argument("--latency-leads", type=int, default=3_000, help="leads offered at --rate")
+    p.add_argument("--latency-leads", type=int, default=2_000, help="leads offered at --rate")
     p.add_argument("--rate", type=float, default=200, help="offered rate of the latency run (leads/s)")
-    p.add_argument("--sub-leads", type=int, default=5_000, help="S: leads of the baseline, slow-buyer and history runs")
+    p.add_argument("--sub-leads", type=int, default=2_000, help="S: leads of the baseline, slow-buyer and history runs")
     p.add_argument("--history", type=int, default=1_000_000, help="H: earlier leads seeded for the history run")
     p.add_argument("--slow-seconds", type=float, default=2.0, help="the slow buyer's answer time")
     p.add_argument("--clients", type=int, default=50)
@@ -217,6 +217,14 @@ class Run:
         await self.pool.execute(f"TRUNCATE {', '.join(RUN_TABLES)} CASCADE")
         await self.pool.execute("VACUUM ANALYZE leads")
 
+    async def transactions(self) -> int:
+        """Committed transactions in the benchmark database so far (PostgreSQL's statistics,
+        which lag by up to half a second: good enough per phase, not per lead)."""
+        assert self.pool is not None
+        await asyncio.sleep(0.6)
+        return await self.pool.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+
     async def drain(self, timeout: float = 60) -> None:
         """Wait until no work is queued or in the outbox (a disturbed phase leaves some behind);
         past the timeout, purge this run's queues so the next phase starts clean."""
@@ -356,6 +364,7 @@ class Run:
                  + (f", buyer {slow} answering after {self.args.slow_seconds:g} s" if slow else ""))
         profilers = self.start_profilers(phase) if phase == "throughput" and self.args.profile else []
         cpu_before = self.cpu_seconds()
+        xacts_before = await self.transactions()
         try:
             _, complete = await self.drive(
                 phase, keys, publisher.run(f"{self.namespace}.inbound", "lead.solar", leads, rate),
@@ -363,6 +372,7 @@ class Run:
         finally:
             self.stop_profilers(profilers)
         cpu_after = self.cpu_seconds()
+        xacts = await self.transactions() - xacts_before
         if slow:
             await buyer_mod.control(self.buyer_port, f"/_control/delay?client={slow}&seconds=0")
         posts = await buyer_mod.control(self.buyer_port, "/_control/dump")
@@ -379,6 +389,7 @@ class Run:
             "buyer_posts": len(posts), "load_before": round(load_before, 2),
             "dead_letters": await self.pool.fetchval("SELECT count(*) FROM dead_letters"),
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items() if k in cpu_after},
+            "db_transactions_per_lead": round(xacts / n, 1),
         }
         first_post: dict[str, float] = {}
         for ref, _client, at in posts:
@@ -414,7 +425,11 @@ class Run:
         inbound, outbound = floor_mod.queue_names(self.namespace)
         connection = await aio_pika.connect(self.amqp_url)
         try:
-            await floor_mod.declare(await connection.channel(), self.namespace)
+            channel = await connection.channel()
+            await floor_mod.declare(channel, self.namespace)
+            # A disturbed earlier attempt may have left messages: start from empty queues.
+            for name in (inbound, outbound):
+                await (await channel.get_queue(name)).purge()
         finally:
             await connection.close()
         names = [f"floor-{i}" for i in range(self.args.floor_workers)]
@@ -430,10 +445,12 @@ class Run:
             publisher = Publisher(self.amqp_url)
             load_before = os.getloadavg()[0]
             cpu_before = self.cpu_seconds()
+            xacts_before = await self.transactions()
             self.say(f"==> floor: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg worker(s)")
             _, complete = await self.drive("floor", [k for k, _ in leads],
                                            publisher.run("", inbound, leads), listener.seen, publisher)
             cpu_after = self.cpu_seconds()
+            xacts = await self.transactions() - xacts_before
         finally:
             await listener.stop()
             self.stop(names)
@@ -446,6 +463,7 @@ class Run:
             "disturbed": listener.reconnects > 0,
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items()
                             if k in cpu_after and k.startswith("floor")},
+            "db_transactions_per_lead": round(xacts / n, 1),
             "leads_per_second": round(len(listener.seen) / (last - first), 1) if last > first else None,
             "latency_ms": {"publish_to_out": percentiles([listener.seen[k] - sent[k] for k in listener.seen])},
         }

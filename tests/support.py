@@ -205,5 +205,19 @@ async def lead_statuses(conn: asyncpg.Connection) -> list[str]:
     return [r["status"] for r in await conn.fetch("SELECT status FROM leads ORDER BY received_at")]
 
 
+async def dead_letters(settings: Settings, logical: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Drain and return what a work queue's dead-letter queue holds."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    messages = []
+    try:
+        channel = await connection.channel()
+        queue = await channel.get_queue(f"{settings.namespace}.{logical}.dlq", ensure=True)
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            messages.append(message)
+    finally:
+        await connection.close()
+    return messages
+
+
 def new_key() -> str:
     return str(uuid.uuid4())

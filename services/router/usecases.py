@@ -59,22 +59,24 @@ async def receive_lead(
     lead_type = catalog.lead_types_by_id.get(lead.lead_type)
     turns: dict[str, int] = {}
     paused: frozenset[str] = frozenset()
+    validated: tuple[dict[str, Any], list[rules.FieldProblem]] = (lead.fields, [])
     if lead_type is not None:
-        fields, _ = rules.validate_fields(lead_type, lead.fields)
+        validated = rules.validate_fields(lead_type, lead.fields)
         paused = await store.paused_accounts(pool)
-        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused)
+        eligible = rules.eligible_accounts(catalog, lead_type.id, validated[0], now, paused=paused)
         for group_id in rules.rotating_groups(catalog, eligible):
             turns[group_id] = await store.next_turn(pool, group_id)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            lead_id = await _receive(conn, catalog, lead, ctx, now, turns, paused)
+            lead_id = await _receive(conn, catalog, lead, ctx, now, validated, turns, paused)
         if after_commit is not None:
             after_commit()
     return lead_id
 
 
 async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead, ctx: LeadContext,
-                   now: datetime, turns: dict[str, int], paused: frozenset[str]) -> uuid.UUID | None:
+                   now: datetime, validated: tuple[dict[str, Any], list[rules.FieldProblem]],
+                   turns: dict[str, int], paused: frozenset[str]) -> uuid.UUID | None:
     lead_id = uuid.uuid4()
     problems: list[rules.FieldProblem] = []
     if not ctx.idempotency_key:
@@ -110,10 +112,8 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
         problems.append(rules.FieldProblem("source", f"unknown lead source {lead.source!r}"))
     elif not source.active:
         problems.append(rules.FieldProblem("source", f"lead source {lead.source!r} is inactive"))
-    fields = lead.fields
-    if lead_type is not None:
-        fields, field_problems = rules.validate_fields(lead_type, lead.fields)
-        problems += field_problems
+    fields, field_problems = validated
+    problems += field_problems
     if problems:
         errors = [FieldError(field=p.field, message=p.message) for p in problems]
         await store.decide_lead(conn, lead_id, "rejected", reason="invalid lead",

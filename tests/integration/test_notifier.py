@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import aio_pika
 import pytest
 import pytest_asyncio
 
@@ -24,7 +23,7 @@ from tests.notifier_support import (
     publish_event,
     with_smtp,
 )
-from tests.support import BuyerEndpoint, EventTap, apply_yaml, catalog_yaml, wait_for
+from tests.support import BuyerEndpoint, EventTap, apply_yaml, catalog_yaml, dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,19 +58,6 @@ def notification(kind: str, **kw) -> dict:
                 portal_link="https://portal.example.com/link/tok")
     body.update(kw)
     return NotificationRequested(**body).model_dump(mode="json")
-
-
-async def _dlq(settings, logical: str = "notifier.requests") -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(settings.amqp_url)
-    messages = []
-    try:
-        channel = await connection.channel()
-        queue = await channel.get_queue(f"{settings.namespace}.{logical}.dlq", ensure=True)
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            messages.append(message)
-    finally:
-        await connection.close()
-    return messages
 
 
 # --- emails ----------------------------------------------------------------------------------------
@@ -214,7 +200,7 @@ async def test_smtp_down_for_good_dead_letters_with_the_reason(settings, conn):
     async with build(down).running():
         await publish_event(down, "notify.order_filled", body)
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM dead_letters"))
-    [dead] = await _dlq(down)
+    [dead] = await dead_letters(down, "notifier.requests")
     assert "TransientError: SMTP server 127.0.0.1" in dead.headers["x-error"]
     assert "unreachable" in dead.headers["x-error"]
     assert dead.headers["x-retry-count"] == len(down.retry_delays)
@@ -232,7 +218,7 @@ async def test_permanent_smtp_refusal_and_bad_recipient_dead_letter_at_once(nset
         await publish_event(nsettings, "notify.lead_forward", refused)
         await publish_event(nsettings, "notify.lead_forward", invalid)
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 2 FROM dead_letters"))
-    errors = sorted(m.headers["x-error"] for m in await _dlq(nsettings))
+    errors = sorted(m.headers["x-error"] for m in await dead_letters(nsettings, "notifier.requests"))
     assert errors[0].startswith("EmailRefused: SMTP server answered 550")
     assert errors[1].startswith("InvalidNotification: invalid recipient address 'not an address'")
     assert smtp.received == []
@@ -311,7 +297,7 @@ async def test_appointment_for_another_clients_user_or_lead_is_refused(nsettings
         await publish_event(nsettings, "appointment.create", _create(uuid.uuid4(), acme_lead, bolt_user, starts))
         await publish_event(nsettings, "appointment.create", _create(uuid.uuid4(), bolt_lead, acme_user, starts))
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 2 FROM dead_letters"))
-    errors = sorted(m.headers["x-error"] for m in await _dlq(nsettings))
+    errors = sorted(m.headers["x-error"] for m in await dead_letters(nsettings, "notifier.requests"))
     assert errors[0].startswith("AppointmentRefused: lead ") and "was not delivered to client 'acme'" in errors[0]
     assert errors[1].startswith("AppointmentRefused: portal user ") and "not a user of client 'acme'" in errors[1]
     assert await conn.fetchval("SELECT count(*) FROM appointments") == 0

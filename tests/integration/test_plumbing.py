@@ -20,23 +20,19 @@ from shared import db
 from shared.catalog.store import load_latest
 from shared.outbox import add_event
 from shared.service import Runtime, TransientError
-from tests.support import EventTap, apply_yaml, catalog_yaml, lead_body, publish_raw, start_buyer, wait_for
+from tests.support import (
+    EventTap,
+    apply_yaml,
+    catalog_yaml,
+    dead_letters,
+    lead_body,
+    publish_raw,
+    start_buyer,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _dlq_messages(settings, logical: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
-    connection = await aio_pika.connect(settings.amqp_url)
-    messages = []
-    try:
-        channel = await connection.channel()
-        queue = await channel.get_queue(f"{settings.namespace}.{logical}.dlq", ensure=True)
-        while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            messages.append(message)
-    finally:
-        await connection.close()
-    return messages
 
 
 @pytest.fixture
@@ -49,14 +45,14 @@ def buyer():
 async def test_malformed_messages_are_dead_lettered_with_their_error_and_consumer_goes_on(settings, buyer, conn):
     await apply_yaml(settings.database_url, catalog_yaml(buyer))
     router = build_router(settings)
-    async with router.running(), EventTap(settings) as tap:
+    async with router.running():
         await publish_raw(settings, b"\x00\xffnot json at all", message_id="poison-1", content_type=None)
         await publish_raw(settings, b"{broken json", message_id="poison-2")
         await publish_raw(settings, {"lead_type": "solar", "fields": {}}, message_id="poison-3")  # no source
         await publish_raw(settings, lead_body(), message_id="good-1")
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 3 FROM dead_letters"))
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM leads"))
-    dead = {m.message_id: m for m in await _dlq_messages(settings, "router.leads")}
+    dead = {m.message_id: m for m in await dead_letters(settings, "router.leads")}
     assert set(dead) == {"poison-1", "poison-2", "poison-3"}
     assert dead["poison-1"].body == b"\x00\xffnot json at all"  # kept byte for byte
     assert "JSONDecodeError" in dead["poison-2"].headers["x-error"]
@@ -82,7 +78,7 @@ async def test_transient_failures_wait_in_retry_queues_then_dead_letter(settings
         # Initial delivery plus one per retry tier (0.2 s, 0.5 s), then the dead-letter queue.
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM dead_letters"))
     assert len(attempts) == 1 + len(settings.retry_delays)
-    [dead] = await _dlq_messages(settings, "router.delivery-results")
+    [dead] = await dead_letters(settings, "router.delivery-results")
     assert dead.headers["x-error"] == "TransientError: buyer database unreachable"
     assert dead.headers["x-retry-count"] == len(settings.retry_delays)
 

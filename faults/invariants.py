@@ -121,7 +121,8 @@ async def drained(run: FaultRun, timeout: float) -> bool:
             quiet = 0
             await asyncio.sleep(1)
             continue
-        run.services.restart_exited() if run.services else None
+        if run.services is not None:
+            run.unexpected_exits += run.services.restart_exited()
         quiet = quiet + 1 if not any(last.values()) else 0
         if quiet >= 2:
             return True

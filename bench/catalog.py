@@ -33,7 +33,7 @@ def client_id(i: int) -> str:
     return f"buyer{i:02d}"
 
 
-def build(buyer_url: str, clients: int = 50) -> dict[str, Any]:
+def build(buyer_url: str, clients: int = 50, caps: bool = True) -> dict[str, Any]:
     per_group = max(1, clients // len(GROUP_SHAPES))
     doc: dict[str, Any] = {
         "options": {"route_duplicate_leads": False},
@@ -73,7 +73,7 @@ def build(buyer_url: str, clients: int = 50) -> dict[str, Any]:
             doc["delivery_accounts"].append({
                 "id": f"{cid}-solar", "client": cid, "lead_type": "solar", "price": f"{20 + n % 17}.00",
                 "priority": k, "weight": k + 1, "criteria": criteria,
-                "caps": {"hourly": 10_000_000, "daily": 10_000_000},
+                "caps": {"hourly": 10_000_000, "daily": 10_000_000} if caps else {},
                 "delivery": {"method": "http", "url": f"{buyer_url}/buyers/{cid}", "format": "json",
                              "timeout_seconds": 10, "retry": {"count": 1, "delay_seconds": 1},
                              "success": {"status_codes": [200], "json_path": "status", "json_equals": "accepted"}},
@@ -84,8 +84,8 @@ def build(buyer_url: str, clients: int = 50) -> dict[str, Any]:
     return doc
 
 
-def build_yaml(buyer_url: str, clients: int = 50) -> str:
-    return yaml.safe_dump(build(buyer_url, clients), sort_keys=False)
+def build_yaml(buyer_url: str, clients: int = 50, caps: bool = True) -> str:
+    return yaml.safe_dump(build(buyer_url, clients, caps), sort_keys=False)
 
 
 # The buyer made slow in the isolation measurement: a member of the round-robin group, so it is

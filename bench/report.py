@@ -31,6 +31,7 @@ def markdown(results: dict[str, Any]) -> str:
     labels = {
         "throughput": "Leadwire, full speed",
         "latency": "Leadwire, fixed rate",
+        "latency-low": "Leadwire, low fixed rate",
         "baseline": "Leadwire, full speed (reference)",
         "slow-buyer": "Leadwire, one buyer at {slow} s",
         "history": "Leadwire, {history} earlier leads",
@@ -59,7 +60,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["| Goal | Target | Measured | Met |", "|---|---|---:|---|"]
         names = {
             "pipeline_vs_floor": "Leadwire / floor throughput",
-            "p99_publish_to_buyer_ms": "p99 publish → buyer (ms) at the fixed rate",
+            "p99_publish_to_buyer_ms": "p99 publish → buyer (ms) at 200 leads/s offered",
             "slow_buyer_cost_to_others": "Throughput lost by the other buyers to one slow buyer",
             "history_cost": "Throughput lost to the history",
         }

@@ -4,7 +4,8 @@ One run, on a database and broker namespace of its own (dropped afterwards):
 
   floor        the floor pipeline (bench/floor.py) at full speed, N leads
   throughput   Leadwire at full speed, N leads: first publish -> last terminal outcome
-  latency      Leadwire at a fixed offered rate: publish -> buyer received, publish -> outcome
+  latency      Leadwire at a fixed offered rate (200/s): publish -> buyer received, publish -> outcome
+  latency-low  the same at a rate it sustains (20/s): the latency of the pipeline itself
   baseline     Leadwire at full speed, S leads: the reference for the next two
   slow-buyer   the same S leads with one buyer answering after 2 s: throughput to the others
   history      the same S leads with H earlier leads (inside the duplicate window) in the database
@@ -53,7 +54,7 @@ from shared.catalog.loader import parse_catalog  # noqa: E402
 from shared.catalog.store import apply_catalog  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
-PHASES = ("floor", "throughput", "latency", "baseline", "slow-buyer", "history")
+PHASES = ("floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
 TERMINAL = ("sold", "unsold", "duplicate", "rejected")
 # Everything a run writes; truncated between phases so each starts from the same empty state.
 RUN_TABLES = ("leads", "deliveries", "delivery_attempts", "cap_usage", "group_rotation", "inbox", "outbox",
@@ -65,10 +66,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--leads", type=int, default=20_000, help="N: leads for the throughput and floor runs")
     p.add_argument("--latency-leads", type=int, default=2_000, help="leads offered at --rate")
     p.add_argument("--rate", type=float, default=200, help="offered rate of the latency run (leads/s)")
+    p.add_argument("--low-rate", type=float, default=20,
+                   help="offered rate of the latency-low run: latency when nothing queues (leads/s)")
+    p.add_argument("--low-rate-leads", type=int, default=400)
     p.add_argument("--sub-leads", type=int, default=2_000, help="S: leads of the baseline, slow-buyer and history runs")
     p.add_argument("--history", type=int, default=1_000_000, help="H: earlier leads seeded for the history run")
     p.add_argument("--slow-seconds", type=float, default=2.0, help="the slow buyer's answer time")
     p.add_argument("--clients", type=int, default=50)
+    p.add_argument("--no-caps", action="store_true",
+                   help="accounts without caps (shows what the per-account cap counters cost)")
     p.add_argument("--duplicates", type=float, default=0.05, help="share of leads repeating an earlier person")
     p.add_argument("--routers", type=int, default=1, help="router processes")
     p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
@@ -542,7 +548,7 @@ async def main(argv: list[str] | None = None) -> int:
         conn = await db.connect(database_url)
         try:
             await apply_catalog(conn, parse_catalog(bench_catalog.build_yaml(
-                f"http://127.0.0.1:{run.buyer_port}", args.clients)))
+                f"http://127.0.0.1:{run.buyer_port}", args.clients, caps=not args.no_caps)))
             results["machine"]["postgresql"] = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
@@ -578,6 +584,9 @@ async def main(argv: list[str] | None = None) -> int:
                     results["phases"]["throughput"] = await run.leadwire_phase("throughput", args.leads)
                 if "latency" in phases:
                     results["phases"]["latency"] = await run.leadwire_phase("latency", args.latency_leads, rate=args.rate)
+                if "latency-low" in phases:
+                    results["phases"]["latency-low"] = await run.leadwire_phase(
+                        "latency-low", args.low_rate_leads, rate=args.low_rate)
                 if {"baseline", "slow-buyer", "history"} & set(phases):
                     results["phases"]["baseline"] = await run.leadwire_phase("baseline", args.sub_leads)
                 if "slow-buyer" in phases:

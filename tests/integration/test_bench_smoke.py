@@ -11,7 +11,7 @@ from bench import run as bench
 
 pytestmark = pytest.mark.integration
 
-PHASES = ("floor", "throughput", "latency", "baseline", "slow-buyer", "history")
+PHASES = ("floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
 
 
 async def test_small_run_completes_every_phase_and_writes_results(amqp_url, database_server_url, tmp_path,
@@ -19,7 +19,7 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
     monkeypatch.setenv("AMQP_URL", amqp_url)
     monkeypatch.setenv("DATABASE_URL", database_server_url)
     status = await bench.main([
-        "--leads", "200", "--latency-leads", "100", "--rate", "100", "--sub-leads", "100",
+        "--leads", "200", "--latency-leads", "100", "--rate", "100", "--low-rate", "50", "--low-rate-leads", "50", "--sub-leads", "100",
         "--history", "2000", "--slow-seconds", "0.5", "--stall-seconds", "30", "--out", str(tmp_path), "--quiet",
     ])
     assert status == 0

@@ -78,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duplicates", type=float, default=0.05, help="share of leads repeating an earlier person")
     p.add_argument("--routers", type=int, default=1, help="router processes")
     p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
+    p.add_argument("--delivery-prefetch", type=int, default=None,
+                   help="LEADWIRE_PREFETCH of the delivery processes (default: the services' default, 32)")
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
@@ -146,9 +148,12 @@ class Run:
     def start_services(self) -> None:
         services = [("router", self.args.routers), ("delivery", self.args.deliveries), ("notifier", 1)]
         for service, count in services:
+            env = self.service_env()
+            if service == "delivery" and self.args.delivery_prefetch:
+                env["LEADWIRE_PREFETCH"] = str(self.args.delivery_prefetch)
             for i in range(count):
                 self.spawn(f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"],
-                           self.service_env())
+                           env)
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time of each process so far (Linux /proc), to see who spends the machine."""

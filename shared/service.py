@@ -15,6 +15,7 @@ subscriber-level middlewares):
 from __future__ import annotations
 
 import asyncio
+from contextvars import ContextVar
 import logging
 import os
 import socket
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import aio_pika
 import asyncpg
 from faststream import BaseMiddleware, ContextRepo, FastStream
 from faststream.message import StreamMessage
@@ -68,6 +70,23 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + "…"
 
 
+# The AMQP message being handled, for handlers that need its properties. Set by the middleware
+# below; read with incoming(). Cheaper than a `message: RabbitMessage` handler parameter, which
+# FastStream resolves as a sync dependency in a worker thread on every message.
+_incoming: ContextVar[aio_pika.abc.AbstractIncomingMessage] = ContextVar("leadwire_incoming")
+
+
+def incoming() -> aio_pika.abc.AbstractIncomingMessage:
+    """The raw AMQP message of the handler that is running."""
+    return _incoming.get()
+
+
+def original_routing_key(raw: aio_pika.abc.AbstractIncomingMessage) -> str:
+    """The key a message was published with, also after a stay in a retry queue (which
+    re-delivers it under the queue's name)."""
+    return str((raw.headers or {}).get("x-original-routing-key") or raw.routing_key or "")
+
+
 class FailureRouting(BaseMiddleware):
     def __init__(self, msg: Any, /, *, context: ContextRepo, runtime: Runtime, queue: str) -> None:
         super().__init__(msg, context=context)
@@ -75,6 +94,7 @@ class FailureRouting(BaseMiddleware):
         self.queue = queue
 
     async def consume_scope(self, call_next: Callable[..., Any], msg: StreamMessage[Any]) -> Any:
+        _incoming.set(msg.raw_message)
         try:
             return await call_next(msg)
         except asyncio.CancelledError:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import httpx
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.delivery import usecases
 from shared.contracts import (
@@ -13,7 +12,7 @@ from shared.contracts import (
     DeliveryRequested,
     DeliverySucceeded,
 )
-from shared.service import Runtime
+from shared.service import Runtime, incoming
 from shared.settings import Settings
 
 
@@ -33,8 +32,8 @@ def build(settings: Settings | None = None) -> Runtime:
         await usecases.deliver(deps, runtime.catalog, request)
 
     @runtime.subscriber("delivery.confirm-price", title="delivery: buyers' confirmed prices")
-    async def on_confirm_price(message: ConfirmPrice, raw: RabbitMessage) -> None:
-        await usecases.confirm_price(runtime.pool, runtime.catalog, message, raw.raw_message.message_id)
+    async def on_confirm_price(message: ConfirmPrice) -> None:
+        await usecases.confirm_price(runtime.pool, runtime.catalog, message, incoming().message_id)
 
     runtime.publishes("delivery.succeeded", DeliverySucceeded, "The buyer accepted; the final price.")
     runtime.publishes("delivery.failed", DeliveryFailed, "The buyer refused, or every retry failed.")

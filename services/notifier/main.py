@@ -9,18 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.notifier import usecases
 from services.notifier.mailer import Mailer
 from shared.contracts import AppointmentCancel, AppointmentCreate, AppointmentUpdate, LeadOutcome, NotificationRequested
-from shared.service import Runtime
+from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
-
-
-def routing_key(message: RabbitMessage) -> str:
-    raw = message.raw_message
-    return str((raw.headers or {}).get("x-original-routing-key") or raw.routing_key or "")
 
 
 def build(settings: Settings | None = None) -> Runtime:
@@ -31,9 +25,10 @@ def build(settings: Settings | None = None) -> Runtime:
     runtime.reminders = scheduler  # type: ignore[attr-defined]  # tests read its counter
 
     @runtime.subscriber("notifier.requests", title="notifier: emails, new-lead notifications, appointments")
-    async def on_request(body: dict[str, Any], message: RabbitMessage) -> None:
-        key = routing_key(message)
-        message_id = str(message.raw_message.message_id or "")
+    async def on_request(body: dict[str, Any]) -> None:
+        raw = incoming()
+        key = original_routing_key(raw)
+        message_id = str(raw.message_id or "")
         pool, catalog, s = runtime.pool, runtime.catalog, runtime.settings
         if key.startswith("notify."):
             await usecases.send_notification(

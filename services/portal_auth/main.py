@@ -12,12 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from faststream.rabbit import RabbitResponse
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.portal_auth import usecases
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
-from shared.service import Runtime
+from shared.service import Runtime, incoming
 from shared.settings import Settings
 
 
@@ -40,8 +39,8 @@ def build(settings: Settings | None = None, *, config: PortalAuthConfig | None =
     # A body that is not a JSON object fails FastStream's own validation and is dead-lettered
     # (the caller then gets an empty reply); anything else is answered by the use case.
     @runtime.subscriber("portal_auth.rpc", no_reply=False, title="portal_auth: users, sessions, links (RPC)")
-    async def on_request(body: dict[str, Any], message: RabbitMessage) -> RabbitResponse:
-        raw = message.raw_message
+    async def on_request(body: dict[str, Any]) -> RabbitResponse:
+        raw = incoming()
         reply = await usecases.answer(deps, body, usecases.RequestMeta.from_message(raw.message_id, raw.headers))
         # Not mandatory: a caller that gave up has no reply queue any more, and its late answer
         # is simply dropped instead of failing (and dead-lettering) the request.

@@ -10,11 +10,10 @@ import asyncio
 import logging
 from typing import Any
 
-from faststream.rabbit.annotations import RabbitMessage
 
 from services.returns import usecases
 from shared.contracts import OrderCommand, ReturnDecide, ReturnRequest
-from shared.service import Runtime
+from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
 
 log = logging.getLogger("leadwire.returns")
@@ -59,11 +58,9 @@ def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INT
     runtime = ReturnsRuntime(settings, sweep_interval)
 
     @runtime.subscriber("returns.commands", title="returns: return requests, decisions, order commands")
-    async def on_command(body: dict[str, Any], message: RabbitMessage) -> None:
-        raw = message.raw_message
-        # A message parked in a retry queue comes back under the queue's name; the key it was
-        # published with travels in x-original-routing-key (shared.service.route_failure).
-        key = str((raw.headers or {}).get("x-original-routing-key") or raw.routing_key or "")
+    async def on_command(body: dict[str, Any]) -> None:
+        raw = incoming()
+        key = original_routing_key(raw)
         if key == "return.request":
             await usecases.request_return(runtime.pool, runtime.catalog, ReturnRequest.model_validate(body),
                                           reply_to=raw.reply_to, correlation_id=raw.correlation_id)

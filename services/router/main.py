@@ -6,11 +6,9 @@ use case: FastStream's contract validation fails first and failure routing dead-
 
 from __future__ import annotations
 
-from faststream.rabbit.annotations import RabbitMessage
-
 from services.router import usecases
 from shared.contracts import DeliveryFailed, DeliveryRequested, DeliverySucceeded, InboundLead, LeadOutcome
-from shared.service import Runtime
+from shared.service import Runtime, incoming
 from shared.settings import Settings
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -20,8 +18,8 @@ def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("router", settings)
 
     @runtime.subscriber("router.leads", title="router: inbound leads")
-    async def on_inbound_lead(lead: InboundLead, message: RabbitMessage) -> None:
-        raw = message.raw_message
+    async def on_inbound_lead(lead: InboundLead) -> None:
+        raw = incoming()
         # The header wins: aio-pika fills in a random message_id when a publisher sets none.
         key = str((raw.headers or {}).get(IDEMPOTENCY_HEADER) or raw.message_id or "")
         ctx = usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
@@ -31,8 +29,8 @@ def build(settings: Settings | None = None) -> Runtime:
         )
 
     @runtime.subscriber("router.delivery-results", title="router: delivery results")
-    async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed, message: RabbitMessage) -> None:
-        await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, message.raw_message.message_id)
+    async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:
+        await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, incoming().message_id)
 
     for status in ("sold", "unsold", "duplicate", "rejected"):
         runtime.publishes(f"lead.{status}", LeadOutcome, "The lead's one terminal outcome (also its reply-to reply).")

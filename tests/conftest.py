@@ -127,6 +127,16 @@ async def settings(amqp_url: str, database_url: str, namespace: str) -> AsyncIte
     await Topology(namespace, s.retry_delays).delete(amqp_url)
 
 
+@pytest.fixture
+def buyer():
+    """A real HTTP buyer endpoint on 127.0.0.1 that records every request (tests/support.py)."""
+    from tests.support import start_buyer
+
+    endpoint, stop = start_buyer()
+    yield endpoint
+    stop()
+
+
 @pytest_asyncio.fixture
 async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await db.connect(database_url)

@@ -19,17 +19,10 @@ from shared.contracts import ConfirmPrice
 from shared.portal_links import read_link_token
 from shared.service import Runtime
 from tests.delivery_support import IdempotentBuyer, account, catalog, publish_event, seed_delivery
-from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, start_buyer, wait_for
+from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def buyer():
-    endpoint, stop = start_buyer()
-    yield endpoint
-    stop()
 
 
 async def deliveries(conn, *requests) -> list[tuple[str, Decimal]]:

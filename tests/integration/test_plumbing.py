@@ -27,19 +27,11 @@ from tests.support import (
     dead_letters,
     lead_body,
     publish_raw,
-    start_buyer,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def buyer():
-    endpoint, stop = start_buyer()
-    yield endpoint
-    stop()
 
 
 async def test_malformed_messages_are_dead_lettered_with_their_error_and_consumer_goes_on(settings, buyer, conn):

@@ -11,16 +11,9 @@ import yaml
 
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
-from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, start_buyer, wait_for
+from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def buyer():
-    endpoint, stop = start_buyer()
-    yield endpoint
-    stop()
 
 
 def account(buyer, id: str, client: str, **extra: Any) -> dict[str, Any]:

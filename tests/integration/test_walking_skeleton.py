@@ -21,18 +21,10 @@ from tests.support import (
     lead_body,
     new_key,
     publish_raw,
-    start_buyer,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def buyer():
-    endpoint, stop = start_buyer()
-    yield endpoint
-    stop()
 
 
 @pytest_asyncio.fixture

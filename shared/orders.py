@@ -9,7 +9,7 @@ A sale takes its share of an order in two steps, each inside its caller's transa
 - `settle` (router, when the delivery finishes) confirms the charge (received and cost grow) or
   releases it, fills the order when it has no room left, and closes or renews it.
 
-The pure functions at the top hold every rule; the SQL below only applies them. docs/returns.md
+The pure functions at the top hold every rule; the SQL below only applies them. docs/returns-and-orders.md
 states the rules in prose.
 """
 

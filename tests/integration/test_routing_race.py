@@ -142,7 +142,7 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     c_order = await conn.fetchrow("SELECT received, reserved FROM orders WHERE id = 'c-order'")
     assert c_order["received"] == per_account["c1"] <= ORDER_TOTAL and c_order["reserved"] == 0
     f_order = await conn.fetchrow("SELECT received, total, reserved FROM orders WHERE id = 'f-order'")
-    # A dollar order's last sale takes only what is left (docs/returns.md): it fills exactly.
+    # A dollar order's last sale takes only what is left (docs/returns-and-orders.md): it fills exactly.
     assert f_order["received"] == min(10 * per_account["f1"], f_order["total"]) and f_order["reserved"] == 0
     # The caps and orders did bind: the test proves nothing if they never filled.
     assert per_account["a1"] == CAP and per_account["c1"] == ORDER_TOTAL and per_account["f1"] == 10

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from shared.contracts.returns import OrderFiguresView
 from shared.outbox import add_event
 
 ZERO = Decimal("0")
@@ -98,31 +99,6 @@ def client_today(now: datetime, time_zone: str) -> date:
 
 
 @dataclass(frozen=True)
-class OrderFigures:
-    """What the portal's Order Manager shows. total = received + remaining always holds;
-    `in_flight` is the part of `remaining` that deliveries in progress have reserved."""
-
-    order_id: str
-    client_id: str
-    order_type: str
-    status: str
-    renewal: str
-    auto_charge: bool
-    start_date: date
-    end_date: date | None
-    period: int
-    total: Decimal
-    received: Decimal
-    remaining: Decimal
-    in_flight: Decimal
-    cost: Decimal
-    amount_paid: Decimal
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: (str(v) if isinstance(v, Decimal | date) else v) for k, v in self.__dict__.items()}
-
-
-@dataclass(frozen=True)
 class StatusChange:
     order_id: str
     ok: bool
@@ -137,8 +113,8 @@ ORDER_COLUMNS = (
 )
 
 
-def _figures(row: asyncpg.Record) -> OrderFigures:
-    return OrderFigures(
+def _figures(row: asyncpg.Record) -> OrderFiguresView:
+    return OrderFiguresView(
         order_id=row["id"], client_id=row["client_id"], order_type=row["order_type"], status=row["status"],
         renewal=row["renewal"], auto_charge=row["auto_charge"],
         start_date=row["period_start"] or row["start_date"],
@@ -390,7 +366,7 @@ async def record_payment(conn: asyncpg.Connection, *, order_id: str, amount: Dec
 
 
 async def order_figures(conn: asyncpg.Connection | asyncpg.Pool, *, client_id: str | None = None,
-                        order_id: str | None = None) -> list[OrderFigures]:
+                        order_id: str | None = None) -> list[OrderFiguresView]:
     """The Order Manager's figures, for one client (the portal: always pass client_id), one
     order, or every order (admin)."""
     rows = await conn.fetch(
@@ -402,7 +378,7 @@ async def order_figures(conn: asyncpg.Connection | asyncpg.Pool, *, client_id: s
 
 
 __all__ = [
-    "OrderFigures", "StatusChange", "after_fill", "change_status", "charge_of", "charge_on_success",
+    "StatusChange", "after_fill", "change_status", "charge_of", "charge_on_success",
     "client_today", "close_expired", "credit_sale", "is_filled", "order_figures",
     "record_payment", "renewed_period", "reserve", "room", "settle", "take_for_sale", "transition",
 ]

@@ -146,7 +146,9 @@ class OrderFilled(Contract):
 
 
 class OrderFiguresView(Contract):
-    """The Order Manager row (for a portal reply; shared.orders.order_figures is the query)."""
+    """The Order Manager row, as shared.orders.order_figures returns it. total = received +
+    remaining always holds; `in_flight` is the part of `remaining` that deliveries in progress
+    have reserved."""
 
     version: Literal[1] = 1
     order_id: str

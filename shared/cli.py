@@ -64,11 +64,8 @@ async def _apply(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _export(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await db.connect(settings.database_url)
-    try:
+    async with db.connection(settings.database_url) as conn:
         catalog = await export_catalog(conn)
-    finally:
-        await conn.close()
     sys.stdout.write(dump_catalog(catalog))
     return 0
 

@@ -8,6 +8,8 @@ file exactly once (the others wait on the lock, then find nothing left to do).
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,6 +46,16 @@ async def connect(database_url: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(database_url)
     await _init_connection(conn)
     return conn
+
+
+@asynccontextmanager
+async def connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for a short job (a CLI command), closed afterwards."""
+    conn = await connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 def migration_files() -> list[tuple[str, str]]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
+from shared.listener import wait_event
+
 log = logging.getLogger("leadwire.health")
 
 HEALTH_FILE = Path(os.environ.get("LEADWIRE_HEALTH_FILE", "/tmp/leadwire-health"))
@@ -31,10 +33,7 @@ async def heartbeat(broker: RabbitBroker, pool: asyncpg.Pool, stop: asyncio.Even
                 HEALTH_FILE.touch()
         except Exception:  # unhealthy: simply do not touch the file
             log.warning("health check failed", exc_info=True)
-        try:
-            await asyncio.wait_for(stop.wait(), INTERVAL)
-        except TimeoutError:
-            pass
+        await wait_event(stop, INTERVAL)
 
 
 def main() -> int:

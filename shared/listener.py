@@ -15,6 +15,15 @@ import asyncpg
 log = logging.getLogger("leadwire.listener")
 
 
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set or `timeout` passes (the poll loops' sleep); True when set."""
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+        return True
+    except TimeoutError:
+        return False
+
+
 class PgListener:
     def __init__(self, database_url: str, callbacks: dict[str, Callable[..., None]]) -> None:
         self._database_url = database_url
@@ -48,10 +57,7 @@ class PgListener:
                     await conn.close(timeout=2)
 
     async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+        await wait_event(self._stopping, seconds)
 
     def stop(self) -> None:
         self._stopping.set()

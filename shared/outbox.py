@@ -20,6 +20,7 @@ import asyncpg
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
+from shared.listener import wait_event
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.outbox")
@@ -129,10 +130,7 @@ class OutboxRelay:
             except Exception:  # broker or database away: keep the rows, try again shortly
                 log.warning("outbox relay failed; retrying", exc_info=True)
                 await asyncio.sleep(self._poll_interval)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._poll_interval)
             self._wake.clear()
 
     def stop(self) -> None:

@@ -93,11 +93,8 @@ def start_buyer() -> tuple[BuyerEndpoint, Callable[[], None]]:
 async def apply_yaml(database_url: str, text: str) -> int | None:
     from shared import db
 
-    conn = await db.connect(database_url)
-    try:
+    async with db.connection(database_url) as conn:
         return await apply_catalog(conn, parse_catalog(text))
-    finally:
-        await conn.close()
 
 
 def catalog_yaml(buyer: BuyerEndpoint, **overrides: Any) -> str:

@@ -15,11 +15,8 @@ from shared.settings import Settings
 
 
 async def _resume(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await db.connect(settings.database_url)
-    try:
+    async with db.connection(settings.database_url) as conn:
         resumed = await store.resume(conn, args.account_id)
-    finally:
-        await conn.close()
     if not resumed:
         print(f"delivery account {args.account_id!r} is not paused", file=sys.stderr)
         return 1
@@ -28,11 +25,8 @@ async def _resume(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _paused(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await db.connect(settings.database_url)
-    try:
+    async with db.connection(settings.database_url) as conn:
         rows = await store.paused_accounts(conn)
-    finally:
-        await conn.close()
     for row in rows:
         print(f"{row['delivery_account_id']}\t{row['paused_at']:%Y-%m-%d %H:%M:%S%z}\t{row['paused_reason']}")
     if not rows:

@@ -45,11 +45,8 @@ async def _test_email(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _unsent(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await db.connect(settings.database_url)
-    try:
+    async with db.connection(settings.database_url) as conn:
         rows = await store.unsent(conn, args.limit)
-    finally:
-        await conn.close()
     for r in rows:
         print(f"{r['notification_id']}\t{r['kind']}\t{','.join(r['recipients'])}\t{r['attempts']}\t"
               f"{r['created_at']:%Y-%m-%d %H:%M:%S%z}\t{r['last_error'] or ''}")
@@ -59,11 +56,8 @@ async def _unsent(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _appointments(args: argparse.Namespace, settings: Settings) -> int:
-    conn = await db.connect(settings.database_url)
-    try:
+    async with db.connection(settings.database_url) as conn:
         rows = await store.appointments_of(conn, args.client_id, since=None if args.all else datetime.now(UTC))
-    finally:
-        await conn.close()
     for r in rows:
         reminder = ("none" if r["reminder_due_at"] is None else
                     f"{'queued' if r['reminder_queued_at'] else 'due'} {r['reminder_due_at']:%Y-%m-%d %H:%M%z}"

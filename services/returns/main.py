@@ -10,9 +10,9 @@ import asyncio
 import logging
 from typing import Any
 
-
 from services.returns import usecases
 from shared.contracts import OrderCommand, ReturnDecide, ReturnRequest
+from shared.listener import wait_event
 from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
 
@@ -39,10 +39,7 @@ class ReturnsRuntime(Runtime):
                 raise
             except Exception:  # database away: try again next round
                 log.warning("order sweep failed; retrying", exc_info=True)
-            try:
-                await asyncio.wait_for(self._sweep_stop.wait(), self.sweep_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._sweep_stop, self.sweep_interval)
 
     async def start_background(self) -> None:
         await super().start_background()

@@ -14,6 +14,7 @@ import asyncpg
 
 from shared.catalog.model import Catalog
 from shared.catalog.store import current_version, load_latest
+from shared.listener import wait_event
 
 log = logging.getLogger("leadwire.catalog")
 
@@ -49,10 +50,7 @@ class CatalogCache:
                 raise
             except Exception:  # keep serving the version we have
                 log.warning("catalog refresh failed; keeping version %s", self.version, exc_info=True)
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._poll_interval)
             self._wake.clear()
 
     def stop(self) -> None:

@@ -86,4 +86,10 @@ if __name__ == "__main__":
     parser.add_argument("--prefetch", type=int, default=32)
     parser.add_argument("--pool-size", type=int, default=20)
     a = parser.parse_args()
-    asyncio.run(worker(a.amqp_url, a.database_url, a.namespace, a.prefetch, a.pool_size))
+    try:  # the event loop the services run on (faststream run picks uvloop when it is installed)
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(worker(a.amqp_url, a.database_url, a.namespace, a.prefetch, a.pool_size))

@@ -489,7 +489,7 @@ class Run:
                 for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
                     out = self.args.profile / f"{phase}-{name}.{ext}"
                     procs.append(subprocess.Popen(
-                        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", str(p.pid), "-o", str(out), "--rate", "50",
+                        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", str(p.pid), "-o", str(out), "--rate", "100", "--gil",
                          "-f", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         return procs
 

@@ -135,37 +135,38 @@ async def reserve(conn: asyncpg.Connection, *, catalog: Any, account: Any, deliv
 
     Orders past their end date (in the client's time zone) are not used from that day on; the
     returns service's sweep also closes them."""
-    existing = await conn.fetchrow(
-        "SELECT order_id, status FROM order_charges WHERE delivery_id = $1", delivery_id)
-    if existing is not None:
-        return existing["order_id"] if existing["status"] in ("reserved", "confirmed") else None
     client = catalog.clients_by_id.get(account.client) if catalog is not None else None
     today = client_today(now, client.time_zone if client else "UTC")
-    candidates = await conn.fetch(
-        "SELECT id FROM orders WHERE client_id = $1 AND status = 'open' AND start_date <= $2"
-        " AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= $2)"
-        " AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? $3)"
-        " ORDER BY start_date, id",
-        account.client, today, account.id,
+    # The repeat check and the candidate orders in one round trip: reserve runs for every sale.
+    found = await conn.fetchrow(
+        "SELECT c.order_id AS existing, c.status AS existing_status, array("
+        "  SELECT id FROM orders WHERE client_id = $1 AND status = 'open' AND start_date <= $2"
+        "  AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= $2)"
+        "  AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? $3)"
+        "  ORDER BY start_date, id) AS candidates"
+        " FROM (SELECT 1) AS one LEFT JOIN order_charges c ON c.delivery_id = $4",
+        account.client, today, account.id, delivery_id,
     )
-    for candidate in candidates:
+    if found["existing"] is not None:
+        return found["existing"] if found["existing_status"] in ("reserved", "confirmed") else None
+    for candidate in found["candidates"]:
         # Re-read under the lock: another replica may have taken the last of it, or paused it.
         order = await conn.fetchrow(
             "SELECT order_type, total, received, reserved, status, period FROM orders WHERE id = $1 FOR UPDATE",
-            candidate["id"],
+            candidate,
         )
         if order is None or order["status"] != "open":
             continue
         taken = take_for_sale(order["order_type"], order["total"], order["received"], order["reserved"], price)
         if taken is None:
             continue
-        await conn.execute("UPDATE orders SET reserved = reserved + $2 WHERE id = $1", candidate["id"], taken)
+        await conn.execute("UPDATE orders SET reserved = reserved + $2 WHERE id = $1", candidate, taken)
         await conn.execute(
             "INSERT INTO order_charges (delivery_id, order_id, client_id, period, amount, price, status, reserved_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, 'reserved', $7)",
-            delivery_id, candidate["id"], account.client, order["period"], taken, price, now,
+            delivery_id, candidate, account.client, order["period"], taken, price, now,
         )
-        return candidate["id"]
+        return candidate
     return None
 
 

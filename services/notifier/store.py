@@ -69,6 +69,14 @@ async def new_lead_subscribers(conn: asyncpg.Connection, client_id: str) -> list
     )
 
 
+async def any_new_lead_subscribers(conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str]) -> bool:
+    return bool(client_ids) and bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM portal_users WHERE client_id = ANY($1::text[]) AND enabled"
+        " AND notify_new_leads)",
+        client_ids,
+    ))
+
+
 async def lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow("SELECT id, lead_type_id, fields FROM leads WHERE id = $1", lead_id)
 

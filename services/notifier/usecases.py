@@ -113,6 +113,10 @@ async def notify_new_lead(
     who turned the notification on. Returns how many were queued."""
     now = now or datetime.now(UTC)
     queued = 0
+    # Most sales have no one to tell: find that out in one read, without a transaction or an inbox
+    # row (doing nothing twice is harmless).
+    if not await store.any_new_lead_subscribers(pool, [d.client_id for d in outcome.deliveries]):
+        return 0
     async with pool.acquire() as conn, conn.transaction():
         if not await claim_message(conn, LEAD_SOLD_CONSUMER, message_id):
             return 0

@@ -56,19 +56,20 @@ async def clients_with_fingerprint(conn: asyncpg.Connection, lead_type_id: str, 
     return {r["client_id"] for r in rows}
 
 
-async def paused_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> frozenset[str]:
-    rows = await conn.fetch("SELECT delivery_account_id FROM delivery_account_state WHERE paused")
-    return frozenset(r["delivery_account_id"] for r in rows)
-
-
-async def next_turn(pool: asyncpg.Pool, group_id: str) -> int:
-    """Advance a group's shared turn counter. Deliberately outside the lead's transaction: the row
-    lock is held for one statement, not for the whole routing decision."""
-    return await pool.fetchval(
-        "INSERT INTO group_rotation (group_id, counter) VALUES ($1, 0)"
-        " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter + 1 RETURNING counter",
-        group_id,
+async def pauses_and_turns(pool: asyncpg.Pool, rotating_groups: list[str]) -> tuple[frozenset[str], dict[str, int]]:
+    """The auto-paused accounts, and the next turn of each rotating group, in one round trip.
+    Deliberately outside the lead's transaction: a group's counter row is locked for this one
+    statement, not for the whole routing decision; groups are taken in name order so two routers
+    never wait on each other's rows crosswise."""
+    row = await pool.fetchrow(
+        "WITH turns AS ("
+        " INSERT INTO group_rotation (group_id, counter) SELECT g, 0 FROM unnest($1::text[]) g ORDER BY g"
+        " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter + 1 RETURNING group_id, counter)"
+        " SELECT array(SELECT delivery_account_id FROM delivery_account_state WHERE paused) AS paused,"
+        " array(SELECT group_id FROM turns) AS groups, array(SELECT counter FROM turns) AS counters",
+        sorted(rotating_groups),
     )
+    return frozenset(row["paused"]), dict(zip(row["groups"], row["counters"], strict=True))
 
 
 async def start_routing(conn: asyncpg.Connection, lead_id: uuid.UUID, *, fields: dict[str, Any],
@@ -131,17 +132,17 @@ async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None
 
 async def insert_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
                           client_id: str, account_id: str, price: Decimal, group_id: str,
-                          cap_keys: list[list[str]]) -> None:
+                          cap_keys: list[list[str]], order_id: str | None) -> None:
     await conn.execute(
-        "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, group_id, cap_keys)"
-        " VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7)",
-        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys,
+        "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, group_id, cap_keys,"
+        " order_id) VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $8)",
+        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys, order_id,
     )
 
 
 async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, client_id, delivery_account_id, price, status, reason FROM deliveries"
+        "SELECT id, client_id, delivery_account_id, price, status, reason, order_id FROM deliveries"
         " WHERE lead_id = $1 ORDER BY created_at, id",
         lead_id,
     )

@@ -21,7 +21,7 @@ import asyncpg
 
 from services.router import rules, store
 from shared import orders
-from shared.catalog.model import Catalog
+from shared.catalog.model import Catalog, DeliveryAccount
 from shared.contracts import (
     DeliveryFailed,
     DeliveryRequested,
@@ -59,16 +59,17 @@ async def receive_lead(
     lead_type = catalog.lead_types_by_id.get(lead.lead_type)
     turns: dict[str, int] = {}
     paused: frozenset[str] = frozenset()
+    candidates: list[DeliveryAccount] = []
     validated: tuple[dict[str, Any], list[rules.FieldProblem]] = (lead.fields, [])
     if lead_type is not None:
         validated = rules.validate_fields(lead_type, lead.fields)
-        paused = await store.paused_accounts(pool)
-        eligible = rules.eligible_accounts(catalog, lead_type.id, validated[0], now, paused=paused)
-        for group_id in rules.rotating_groups(catalog, eligible):
-            turns[group_id] = await store.next_turn(pool, group_id)
+        # Eligibility before pauses: the pause list and the rotating groups' turns then come in
+        # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
+        candidates = rules.eligible_accounts(catalog, lead_type.id, validated[0], now)
+        paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, candidates))
     async with pool.acquire() as conn:
         async with conn.transaction():
-            lead_id = await _receive(conn, catalog, lead, ctx, now, validated, turns, paused)
+            lead_id = await _receive(conn, catalog, lead, ctx, now, validated, turns, paused, candidates)
         if after_commit is not None:
             after_commit()
     return lead_id
@@ -76,7 +77,8 @@ async def receive_lead(
 
 async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead, ctx: LeadContext,
                    now: datetime, validated: tuple[dict[str, Any], list[rules.FieldProblem]],
-                   turns: dict[str, int], paused: frozenset[str]) -> uuid.UUID | None:
+                   turns: dict[str, int], paused: frozenset[str],
+                   candidates: list[DeliveryAccount]) -> uuid.UUID | None:
     lead_id = uuid.uuid4()
     problems: list[rules.FieldProblem] = []
     if not ctx.idempotency_key:
@@ -146,15 +148,13 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
             mapping = catalog.options.delivery_force_id_mapping.value
             return await finish("unsold", f"force id {lead.force_id!r} matches no client ({mapping})",
                                 original_lead_id=original_id, fingerprint=fp)
-        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused,
-                                           excluded_clients=frozenset(excluded), only_client=target)
+        eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded), only_client=target)
         stages = rules.forced_stages(catalog, eligible, target)
         if not stages:
             return await finish("unsold", f"no eligible delivery account of forced client {target!r}",
                                 original_lead_id=original_id, fingerprint=fp)
     else:
-        eligible = rules.eligible_accounts(catalog, lead_type.id, fields, now, paused=paused,
-                                           excluded_clients=frozenset(excluded))
+        eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded))
         stages = rules.build_stages(catalog, eligible, turns)
 
     await store.start_routing(conn, lead_id, fields=fields, fingerprint=fp, plan=[s.to_json() for s in stages],
@@ -232,7 +232,7 @@ async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead:
             if account.require_order and order_id is None:
                 raise _Unavailable
             await store.insert_delivery(conn, delivery_id, lead.lead_id, account.client, account.id,
-                                        account.price, group_id, cap_keys)
+                                        account.price, group_id, cap_keys, order_id)
             await add_event(conn, "delivery.requested", DeliveryRequested(
                 delivery_id=delivery_id, lead_id=lead.lead_id, lead_type=lead.lead_type, client_id=account.client,
                 delivery_account_id=account.id, price=account.price, fields=lead.fields,
@@ -276,15 +276,17 @@ async def record_delivery_result(
         if not await claim_message(conn, RESULTS_CONSUMER, message_id):
             return
         row = await store.lock_lead(conn, result.lead_id)
+        deliveries = await store.deliveries_of(conn, result.lead_id)
+        this = next((d for d in deliveries if d["id"] == result.delivery_id), None)
         # Settle first, whatever the lead's state: another delivery's result may already have
         # decided the lead from the statuses in the database, but this delivery's cap units and
         # order share are settled only here, once (the inbox claim above).
         succeeded = isinstance(result, DeliverySucceeded)
         if not succeeded:
             await store.release_caps(conn, result.delivery_id)
-        await orders.settle(conn, delivery_id=result.delivery_id, succeeded=succeeded,
-                            final_price=result.price if succeeded else 0, now=now)
+        if this is None or this["order_id"] is not None:
+            await orders.settle(conn, delivery_id=result.delivery_id, succeeded=succeeded,
+                                final_price=result.price if succeeded else 0, now=now)
         if row is None or row["status"] != "routing":
             return  # already decided: nothing more to send
-        deliveries = await store.deliveries_of(conn, result.lead_id)
         await _advance(conn, catalog, _LeadState.from_row(row), deliveries, now)

@@ -161,3 +161,21 @@ def test_a_zero_cap_closes_the_account_before_any_counting():
     eligible = rules.eligible_accounts(cat, "t", {"x": "1"}, datetime(2026, 11, 23, tzinfo=UTC))
     assert [a.id for a in eligible] == ["ok"]
     assert Decimal(cat.accounts_by_id["ok"].price) == 10
+
+
+@pytest.mark.parametrize("paused, excluded, only, expected", [
+    (frozenset(), frozenset(), None, ["a1", "a2", "b1", "c1"]),
+    (frozenset({"a1"}), frozenset(), None, ["a2", "b1", "c1"]),
+    (frozenset(), frozenset({"a", "c"}), None, ["b1"]),
+    (frozenset({"a2"}), frozenset(), "a", ["a1"]),
+    (frozenset({"b1"}), frozenset({"a"}), "a", []),
+])
+def test_narrowing_after_eligibility_equals_filtering_during_it(paused, excluded, only, expected):
+    cat = catalog(accounts=[account("a1", "a"), account("a2", "a"), account("b1", "b"), account("c1", "c"),
+                            {**account("d1", "d"), "criteria": [{"field": "x", "op": "equals", "value": "2"}]}])
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    direct = rules.eligible_accounts(cat, "t", {"x": "1"}, now, paused=paused, excluded_clients=excluded,
+                                     only_client=only)
+    narrowed = rules.narrow(rules.eligible_accounts(cat, "t", {"x": "1"}, now), paused=paused,
+                            excluded_clients=excluded, only_client=only)
+    assert [a.id for a in direct] == [a.id for a in narrowed] == expected

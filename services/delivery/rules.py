@@ -19,8 +19,12 @@ from shared.topology import DELAY_TIERS
 # After the post only one short transaction remains; a consumer that has not finished this long
 # after its timeout is presumed dead and its delivery may be taken over (fenced by attempt number).
 LEASE_GRACE_SECONDS = 2.0
-# A lead for an account already at its in-flight limit waits this long in the broker.
+# A lead for an account already at its in-flight limit waits at least this long in the broker,
+# and at most BUSY_PARK_MAX_SECONDS (an account that speeds up again is not kept waiting long).
 BUSY_PARK_SECONDS = 1
+BUSY_PARK_MAX_SECONDS = 60
+# Weight of the newest post in an account's typical answer time (exponential moving average).
+ANSWER_TIME_WEIGHT = 0.2
 # Posts beyond the retry budget allowed for takeovers after a consumer died mid-post: the repeat
 # carries the same Idempotency-Key, so it is safer than abandoning a lead the buyer may hold. The
 # bound stops a lead that crashes its consumer every time from being posted forever.
@@ -38,12 +42,49 @@ def in_flight_limit(configured: int | None, prefetch: int) -> int:
     return max(1, min(wanted, ceiling))
 
 
+def busy_park_seconds(typical_answer_seconds: float | None, waiting: int, limit: int) -> float:
+    """How long a lead for an account at its in-flight limit should wait in the broker: about
+    the time until the leads already parked for it, and this one, get a slot at the pace the
+    account answers. Parking every such lead for the shortest tier instead brings a slow buyer's
+    whole backlog back every second, and that churn is what its slowness then costs the others."""
+    if typical_answer_seconds is None:
+        return BUSY_PARK_SECONDS
+    wait = typical_answer_seconds * (waiting + 1) / max(1, limit)
+    return min(BUSY_PARK_MAX_SECONDS, max(BUSY_PARK_SECONDS, wait))
+
+
 class InFlight:
-    """Counts posts in flight per delivery account. Never waits: a full account is reported so
-    the caller can park the lead in the broker instead of holding a consumer slot."""
+    """Counts posts in flight per delivery account, with each account's typical answer time and
+    the leads this process parked for it. Never waits: a full account is reported so the caller
+    can park the lead in the broker instead of holding a consumer slot."""
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+        self._answer_seconds: dict[str, float] = {}
+        self._parked_until: dict[str, list[float]] = {}
+
+    def observe(self, account_id: str, seconds: float) -> None:
+        """A post to the account took `seconds` (answered or timed out)."""
+        typical = self._answer_seconds.get(account_id)
+        self._answer_seconds[account_id] = seconds if typical is None else (
+            typical + ANSWER_TIME_WEIGHT * (seconds - typical))
+
+    def typical_answer(self, account_id: str) -> float | None:
+        return self._answer_seconds.get(account_id)
+
+    def parked(self, account_id: str, now: float, until: float) -> None:
+        """A lead for the account was parked by this process until `until` (monotonic seconds)."""
+        self._parked_until.setdefault(account_id, []).append(until)
+        self.waiting(account_id, now)
+
+    def waiting(self, account_id: str, now: float) -> int:
+        """Leads this process parked for the account that are still in the broker."""
+        pending = [t for t in self._parked_until.get(account_id, ()) if t > now]
+        if pending:
+            self._parked_until[account_id] = pending
+        else:
+            self._parked_until.pop(account_id, None)
+        return len(pending)
 
     def try_acquire(self, account_id: str, limit: int) -> bool:
         count = self._counts.get(account_id, 0)

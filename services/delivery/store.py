@@ -14,18 +14,26 @@ from decimal import Decimal
 import asyncpg
 
 
-async def claim(conn: asyncpg.Connection, delivery_id: uuid.UUID, *, lease_seconds: float) -> int | None:
+async def claim(conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID, account_id: str | None, *,
+                lease_seconds: float) -> asyncpg.Record | None:
     """Move a delivery to 'posting' under a lease and count the attempt. Only one consumer wins:
     a 'requested' delivery whose retry is due, or a 'posting' one whose holder's lease ran out
-    (that consumer died mid-post). Returns the attempt number, or None when not ours to post."""
-    return await conn.fetchval(
-        "UPDATE deliveries SET status = 'posting', attempts = attempts + 1,"
+    (that consumer died mid-post). Returns the attempt number with the account's pause state, or
+    None when not ours to post.
+
+    One statement, atomic on its own: the hot path claims without a BEGIN/COMMIT round trip each
+    way, and reads the pause state in the same trip."""
+    return await conn.fetchrow(
+        "WITH claimed AS ("
+        " UPDATE deliveries SET status = 'posting', attempts = attempts + 1,"
         " lease_until = now() + make_interval(secs => $2), not_before = NULL"
         " WHERE id = $1 AND ("
         "   (status = 'requested' AND coalesce(not_before, '-infinity') <= now())"
         "   OR (status = 'posting' AND coalesce(lease_until, '-infinity') < now()))"
-        " RETURNING attempts",
-        delivery_id, lease_seconds,
+        " RETURNING attempts)"
+        " SELECT claimed.attempts AS attempt, coalesce(s.paused, false) AS paused, s.paused_reason"
+        " FROM claimed LEFT JOIN delivery_account_state s ON s.delivery_account_id = $3",
+        delivery_id, lease_seconds, account_id,
     )
 
 
@@ -38,11 +46,19 @@ async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Rec
 async def log_attempt(
     conn: asyncpg.Connection, *, delivery_id: uuid.UUID, attempt: int, started_at: datetime, duration_ms: int,
     request: str, status_code: int | None, response: str | None, outcome: str, error: str | None,
+    reset_failures_of: str | None = None,
 ) -> None:
+    """Append to the delivery log. `reset_failures_of`: the account whose consecutive-failure
+    count this attempt ends (an answer from the buyer), reset in the same round trip."""
     await conn.execute(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request, status_code,"
-        " response, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "WITH logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
+        " status_code, response, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
+        # Touches the row only when there is something to reset: a busy account's successes do
+        # not all queue on its row lock.
+        " UPDATE delivery_account_state SET consecutive_failures = 0"
+        " WHERE $10::text IS NOT NULL AND delivery_account_id = $10 AND consecutive_failures <> 0",
         delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error,
+        reset_failures_of,
     )
 
 
@@ -77,28 +93,12 @@ async def release_for_retry(conn: asyncpg.Connection, delivery_id: uuid.UUID, at
 # --- delivery accounts: consecutive failures and pause ------------------------------------------
 
 
-async def account_pause(conn: asyncpg.Connection, account_id: str) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT paused, paused_reason FROM delivery_account_state WHERE delivery_account_id = $1", account_id,
-    )
-
-
 async def count_failure(conn: asyncpg.Connection, account_id: str) -> int:
     return await conn.fetchval(
         "INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures) VALUES ($1, 1)"
         " ON CONFLICT (delivery_account_id) DO UPDATE"
         " SET consecutive_failures = delivery_account_state.consecutive_failures + 1"
         " RETURNING consecutive_failures",
-        account_id,
-    )
-
-
-async def reset_failures(conn: asyncpg.Connection, account_id: str) -> None:
-    # Touches the row only when there is something to reset: a busy account's successes do not
-    # all queue on its row lock.
-    await conn.execute(
-        "UPDATE delivery_account_state SET consecutive_failures = 0"
-        " WHERE delivery_account_id = $1 AND consecutive_failures <> 0",
         account_id,
     )
 

@@ -73,8 +73,13 @@ async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> N
         assert isinstance(config, HttpDelivery)
         limit = rules.in_flight_limit(config.max_in_flight, deps.settings.prefetch)
         if not deps.in_flight.try_acquire(http_account.id, limit):
-            # Waiting here would hold a consumer slot other buyers need: wait in the broker instead.
-            await _park(deps, request, rules.BUSY_PARK_SECONDS, f"{http_account.id} has {limit} posts in flight")
+            # Waiting here would hold a consumer slot other buyers need: wait in the broker instead,
+            # for about as long as the leads ahead of this one will take at this buyer's pace.
+            now = time.monotonic()
+            seconds = rules.busy_park_seconds(deps.in_flight.typical_answer(http_account.id),
+                                              deps.in_flight.waiting(http_account.id, now), limit)
+            tier = await _park(deps, request, seconds, f"{http_account.id} has {limit} posts in flight")
+            deps.in_flight.parked(http_account.id, now, now + tier)
             return
         try:
             await _deliver(deps, catalog, request, http_account)
@@ -84,46 +89,55 @@ async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> N
     await _deliver(deps, catalog, request, account)
 
 
-async def _park(deps: Deps, request: DeliveryRequested, seconds: float, why: str) -> None:
+async def _park(deps: Deps, request: DeliveryRequested, seconds: float, why: str) -> int:
+    """Send the request to the delay queue of about `seconds`; returns that queue's delay."""
     tier = rules.park_tier(seconds)
     log.debug("delivery %s waits %d s: %s", request.delivery_id, tier, why)
-    async with deps.pool.acquire() as conn, conn.transaction():
+    async with deps.pool.acquire() as conn:  # one statement: atomic without BEGIN/COMMIT
         await add_delayed(conn, deps.topology.delay_name(REQUESTS, tier), request)
+    return tier
 
 
 async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount | None) -> None:
     config = account.delivery if account is not None else None
     lease = (config.timeout_seconds if isinstance(config, HttpDelivery) else 0) + rules.LEASE_GRACE_SECONDS
-    async with deps.pool.acquire() as conn, conn.transaction():
-        attempt = await store.claim(conn, request.delivery_id, lease_seconds=lease)
-        if attempt is None:
-            row = await store.state(conn, request.delivery_id)
-            missed = rules.after_missed_claim(
-                row["status"] if row else None, row["now"] if row else datetime.now(UTC),
-                not_before=row["not_before"] if row else None, lease_until=row["lease_until"] if row else None,
-            )
-            if missed.action == "park":
-                tier = rules.park_tier(missed.seconds)
-                await add_delayed(conn, deps.topology.delay_name(REQUESTS, tier), request)
-            log.debug("delivery %s not claimed (%s): %s", request.delivery_id, missed.why, missed.action)
-            return
-
-        pause = await store.account_pause(conn, account.id) if account is not None else None
-        refusal = rules.refusal_before_post(
-            account_known=account is not None, account_active=account is not None and account.active,
-            paused=bool(pause and pause["paused"]), paused_reason=pause["paused_reason"] if pause else None,
-            attempt=attempt, retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
-        )
-        if refusal is not None:
+    claimed = await store.claim(deps.pool, request.delivery_id, account.id if account is not None else None,
+                                lease_seconds=lease)
+    if claimed is None:
+        await _missed_claim(deps, request)
+        return
+    attempt = claimed["attempt"]
+    refusal = rules.refusal_before_post(
+        account_known=account is not None, account_active=account is not None and account.active,
+        paused=claimed["paused"], paused_reason=claimed["paused_reason"],
+        attempt=attempt, retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
+    )
+    if refusal is not None:
+        async with deps.pool.acquire() as conn, conn.transaction():
             if await store.finish(conn, request.delivery_id, attempt, "failed", reason=refusal, posted=False):
                 await add_event(conn, "delivery.failed", _failed(request, refusal, attempt - 1, by_buyer=False))
-            log.info("delivery %s failed before posting: %s", request.delivery_id, refusal)
-            return
-        if isinstance(config, EmailDelivery):
+        log.info("delivery %s failed before posting: %s", request.delivery_id, refusal)
+        return
+    if isinstance(config, EmailDelivery):
+        async with deps.pool.acquire() as conn, conn.transaction():
             await _send_by_email(conn, deps.settings, request, config, attempt)
-            return
+        return
     assert account is not None and isinstance(config, HttpDelivery)
     await _post(deps, catalog, request, account, config, attempt)
+
+
+async def _missed_claim(deps: Deps, request: DeliveryRequested) -> None:
+    """Someone else holds the delivery, it is finished, or its retry is not due: park or drop."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        row = await store.state(conn, request.delivery_id)
+        missed = rules.after_missed_claim(
+            row["status"] if row else None, row["now"] if row else datetime.now(UTC),
+            not_before=row["not_before"] if row else None, lease_until=row["lease_until"] if row else None,
+        )
+        if missed.action == "park":
+            tier = rules.park_tier(missed.seconds)
+            await add_delayed(conn, deps.topology.delay_name(REQUESTS, tier), request)
+    log.debug("delivery %s not claimed (%s): %s", request.delivery_id, missed.why, missed.action)
 
 
 async def _send_by_email(conn: asyncpg.Connection, settings: Settings, request: DeliveryRequested,
@@ -173,6 +187,7 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
     except httpx.HTTPError as exc:
         verdict = posting.Verdict("transient", reason=f"connection failed: {type(exc).__name__}: {exc}")
     duration_ms = int((time.perf_counter() - clock) * 1000)
+    deps.in_flight.observe(account.id, duration_ms / 1000)
     if deps.after_post is not None:
         deps.after_post()
 
@@ -185,13 +200,14 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
             log.info("delivery %s: %s", request.delivery_id, note)
 
     async with deps.pool.acquire() as conn, conn.transaction():
+        answered = not rules.counts_as_failure(verdict.outcome)
         await store.log_attempt(
             conn, delivery_id=request.delivery_id, attempt=attempt, started_at=started_at,
             duration_ms=duration_ms, request=posting.describe_request(buyer_request), status_code=status_code,
             response=posting.masked(response_text, buyer_request.secrets, buyer_request.masked_names),
-            outcome=verdict.outcome, error=note,
+            outcome=verdict.outcome, error=note, reset_failures_of=account.id if answered else None,
         )
-        paused = await _count_for_pause(conn, deps.settings, account, config, verdict)
+        paused = not answered and await _count_for_pause(conn, deps.settings, account, config, verdict)
         step = rules.next_step(verdict.outcome, attempt, config.retry.count, paused=paused)
         if step == "succeed":
             if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=final_price):
@@ -209,11 +225,8 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
 
 async def _count_for_pause(conn: asyncpg.Connection, settings: Settings, account: DeliveryAccount,
                            config: HttpDelivery, verdict: posting.Verdict) -> bool:
-    """Track consecutive technical failures; pause the account (once, with an alert) at the
-    threshold. True when the account is paused now."""
-    if not rules.counts_as_failure(verdict.outcome):
-        await store.reset_failures(conn, account.id)
-        return False
+    """Count a technical failure (an answer resets the count, with the attempt's log entry); pause
+    the account (once, with an alert) at the threshold. True when the account is paused now."""
     failures = await store.count_failure(conn, account.id)
     if not rules.should_pause(failures, config.pause_after_failures):
         return False

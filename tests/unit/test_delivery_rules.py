@@ -139,3 +139,34 @@ def test_in_flight_counts_per_account_and_never_exceeds_the_limit():
     for _ in range(5):
         slots.release("fast")
     assert slots.in_flight("fast") == 0 and slots.try_acquire("fast", 1) is True
+
+
+@pytest.mark.parametrize(("typical", "waiting", "limit", "seconds"), [
+    (None, 0, 8, rules.BUSY_PARK_SECONDS),   # nothing observed yet: the shortest wait
+    (None, 500, 8, rules.BUSY_PARK_SECONDS),
+    (0.01, 0, 8, rules.BUSY_PARK_SECONDS),   # a fast buyer: never below the shortest wait
+    (2.0, 0, 8, rules.BUSY_PARK_SECONDS),    # 2 s / 8 slots: the next slot is 0.25 s away
+    (2.0, 7, 8, 2.0),                        # 8 leads ahead at 4 per second
+    (2.0, 39, 8, 10.0),
+    (2.0, 1000, 8, rules.BUSY_PARK_MAX_SECONDS),
+    (1.0, 4, 1, 5.0),
+    (1.0, 4, 0, 5.0),                        # a zero limit is treated as one slot
+])
+def test_busy_park_waits_for_the_leads_ahead_at_the_buyers_pace(typical, waiting, limit, seconds):
+    assert rules.busy_park_seconds(typical, waiting, limit) == pytest.approx(seconds)
+
+
+def test_in_flight_learns_each_accounts_answer_time_and_forgets_parked_leads_that_came_back():
+    slots = rules.InFlight()
+    assert slots.typical_answer("slow") is None
+    slots.observe("slow", 2.0)
+    assert slots.typical_answer("slow") == 2.0
+    slots.observe("slow", 1.0)
+    assert slots.typical_answer("slow") == pytest.approx(2.0 - rules.ANSWER_TIME_WEIGHT)
+    assert slots.typical_answer("fast") is None
+    slots.parked("slow", now=100.0, until=105.0)
+    slots.parked("slow", now=101.0, until=102.0)
+    assert slots.waiting("slow", now=101.5) == 2
+    assert slots.waiting("slow", now=103.0) == 1
+    assert slots.waiting("slow", now=105.0) == 0
+    assert slots.waiting("fast", now=0.0) == 0

@@ -79,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--routers", type=int, default=1, help="router processes")
     p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
     p.add_argument("--delivery-prefetch", type=int, default=None,
-                   help="LEADWIRE_PREFETCH of the delivery processes (default: the services' default, 32)")
+                   help="LEADWIRE_PREFETCH of the delivery processes (default: delivery's own, 128)")
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
@@ -418,6 +418,9 @@ class Run:
             result["posts_to_others"] = len(others)
             span = (max(others) - first) if others else 0
             result["others_posts_per_second"] = round(len(others) / span, 1) if span > 0 else None
+            if os.environ.get("BENCH_DUMP_POSTS"):
+                Path(os.environ["BENCH_DUMP_POSTS"] + f".{phase}.json").write_text(json.dumps(
+                    {"first": first, "slow": slow_id, "posts": posts, "sent": sent}))
         self.say(f"    {phase}: {result['outcomes']}/{n} outcomes in {result['seconds']} s"
                  f" = {result['leads_per_second']} leads/s; buyer p99 {result['latency_ms']['publish_to_buyer']['p99']} ms"
                  f"; dead letters {result['dead_letters']}")

@@ -114,7 +114,7 @@ class Runtime:
         self.broker = RabbitBroker(
             self.settings.amqp_url,
             # A bounded prefetch; unroutable mandatory publishes raise instead of vanishing.
-            default_channel=Channel(prefetch_count=self.settings.prefetch, on_return_raises=True),
+            default_channel=Channel(prefetch_count=self.settings.prefetch_for(name), on_return_raises=True),
             graceful_timeout=15.0,
             app_id=f"leadwire-{name}",
             # Per-message logs at DEBUG: at hundreds of leads per second INFO lines cost real CPU.

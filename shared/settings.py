@@ -10,6 +10,10 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+DEFAULT_PREFETCH = 32
+SERVICE_PREFETCH = {"delivery": 128}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
@@ -20,9 +24,11 @@ class Settings(BaseSettings):
     # share one broker without seeing each other's messages.
     namespace: str = Field("leadwire", alias="LEADWIRE_NAMESPACE")
 
-    # Messages a process takes from each queue at once. Kept at or below the pool size so a burst
-    # never waits on a database connection while holding broker credit.
-    prefetch: int = Field(32, alias="LEADWIRE_PREFETCH")
+    # Messages a process takes from each queue at once (unacked). Unset: 32, and 128 for delivery,
+    # whose handlers spend most of their time waiting for buyers' answers without a database
+    # connection; an account may hold a quarter of them, so a slow buyer that takes concurrent
+    # posts gets 32 at a time instead of 8, and falls behind far later.
+    prefetch: int | None = Field(None, alias="LEADWIRE_PREFETCH")
     db_pool_min: int = Field(2, alias="LEADWIRE_DB_POOL_MIN")
     db_pool_max: int = Field(20, alias="LEADWIRE_DB_POOL_MAX")
 
@@ -50,3 +56,6 @@ class Settings(BaseSettings):
     # Test-only fault injection: the name of a point at which the process kills itself
     # (see shared/faults.py). Empty in production.
     crash_point: str = Field("", alias="LEADWIRE_CRASH_POINT")
+
+    def prefetch_for(self, service: str) -> int:
+        return self.prefetch or SERVICE_PREFETCH.get(service, DEFAULT_PREFETCH)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import httpx
-
 from services.delivery import usecases
+from services.delivery.buyers import BuyerClients
 from shared.contracts import (
     ConfirmPrice,
     DeliveryFailed,
@@ -18,9 +17,8 @@ from shared.settings import Settings
 
 def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("delivery", settings)
-    # One connection pool for every buyer; each request sets its own account's timeout.
-    http = httpx.AsyncClient(limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
-                             follow_redirects=False)
+    # A connection pool per delivery account; each request sets its own account's timeout.
+    http = BuyerClients()
     runtime.on_close(http.aclose)
     deps = usecases.Deps(
         get_pool=lambda: runtime.pool, http=http, topology=runtime.topology, settings=runtime.settings,

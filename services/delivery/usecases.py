@@ -24,6 +24,7 @@ import asyncpg
 import httpx
 
 from services.delivery import posting, rules, store
+from services.delivery.buyers import BuyerClients
 from shared.catalog.model import Catalog, DeliveryAccount, EmailDelivery, HttpDelivery
 from shared.contracts import (
     ConfirmPrice,
@@ -54,7 +55,7 @@ class Deps:
     """What the delivery use cases need from the process."""
 
     get_pool: Callable[[], asyncpg.Pool]           # the pool exists only once the process started
-    http: httpx.AsyncClient
+    http: BuyerClients
     topology: Topology
     settings: Settings
     in_flight: rules.InFlight = field(default_factory=rules.InFlight)
@@ -71,7 +72,7 @@ async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> N
     if http_account is not None:
         config = http_account.delivery
         assert isinstance(config, HttpDelivery)
-        limit = rules.in_flight_limit(config.max_in_flight, deps.settings.prefetch)
+        limit = rules.in_flight_limit(config.max_in_flight, deps.settings.prefetch_for("delivery"))
         if not deps.in_flight.try_acquire(http_account.id, limit):
             # Waiting here would hold a consumer slot other buyers need: wait in the broker instead,
             # for about as long as the leads ahead of this one will take at this buyer's pace.
@@ -176,7 +177,7 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
         # httpx's timeout bounds each read; this bounds the whole exchange, so a buyer trickling
         # bytes cannot outlive the lease.
         async with asyncio.timeout(config.timeout_seconds):
-            response = await deps.http.request(
+            response = await deps.http.for_account(account.id).request(
                 buyer_request.method, buyer_request.url, headers=buyer_request.headers,
                 content=buyer_request.body, params=buyer_request.params or None, timeout=config.timeout_seconds,
             )

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import asyncpg
-import httpx
 
 from services.delivery import posting, rules, store
-from services.delivery.buyers import BuyerClients
+from services.delivery.buyers import BuyerClients, HttpError
 from shared.catalog.model import Catalog, DeliveryAccount, EmailDelivery, HttpDelivery
 from shared.contracts import (
     ConfirmPrice,
@@ -174,18 +173,17 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
     status_code: int | None = None
     response_text: str | None = None
     try:
-        # httpx's timeout bounds each read; this bounds the whole exchange, so a buyer trickling
-        # bytes cannot outlive the lease.
+        # One deadline over the whole exchange, so a buyer trickling bytes cannot outlive the lease.
         async with asyncio.timeout(config.timeout_seconds):
-            response = await deps.http.for_account(account.id).request(
-                buyer_request.method, buyer_request.url, headers=buyer_request.headers,
-                content=buyer_request.body, params=buyer_request.params or None, timeout=config.timeout_seconds,
+            answer = await deps.http.post(
+                account.id, buyer_request.method, buyer_request.url, headers=buyer_request.headers,
+                body=buyer_request.body, params=buyer_request.params,
             )
-        status_code, response_text = response.status_code, response.text
+        status_code, response_text = answer.status, answer.text
         verdict = posting.judge_response(config, status_code, response_text)
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:
         verdict = posting.Verdict("transient", reason=f"no answer within {config.timeout_seconds:g} s")
-    except httpx.HTTPError as exc:
+    except HttpError as exc:
         verdict = posting.Verdict("transient", reason=f"connection failed: {type(exc).__name__}: {exc}")
     duration_ms = int((time.perf_counter() - clock) * 1000)
     deps.in_flight.observe(account.id, duration_ms / 1000)

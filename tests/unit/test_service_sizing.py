@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.delivery import buyers
 from services.delivery.buyers import BuyerClients
 from shared.settings import Settings
 
@@ -24,6 +25,14 @@ async def test_each_delivery_account_has_its_own_connection_pool_and_all_close()
     slow, fast = clients.for_account("slow-post"), clients.for_account("fast-post")
     assert slow is not fast and clients.for_account("slow-post") is slow
     await clients.aclose()
-    assert slow.is_closed and fast.is_closed
+    assert slow.closed and fast.closed
     assert clients.for_account("slow-post") is not slow   # a fresh pool after a close
     await clients.aclose()
+
+
+@pytest.mark.parametrize(("declared", "charset"), [
+    (None, "utf-8"), ("utf-8", "utf-8"), ("ISO-8859-1", "iso8859-1"), ("latin1", "iso8859-1"),
+    ("no-such-charset", "utf-8"),
+])
+def test_a_buyers_answer_is_read_in_its_declared_charset_when_known(declared, charset):
+    assert buyers._charset(declared) == charset

@@ -107,16 +107,28 @@ async def lock_lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Rec
     )
 
 
-async def take_cap(conn: asyncpg.Connection, account_id: str, period: str, start: datetime, cap: int) -> bool:
-    """Count one sale in a cap window if the window has room. The conditional update runs under
-    the counter row's lock, so concurrent routers cannot both take the last unit."""
+async def take_caps(conn: asyncpg.Connection, account_id: str,
+                    windows: list[tuple[str, datetime, int]]) -> list[list[str]] | None:
+    """Count one sale in each of an account's cap windows. Returns the windows as [period, start]
+    keys, or None when one of them is full; then the caller rolls back what this statement took
+    (it runs in a savepoint). One statement for every window: each counter is updated under its
+    row lock only while below its cap, so concurrent routers can never push a count past it, and
+    every router locks an account's windows in the same order."""
+    if not windows:
+        return []
     taken = await conn.fetchval(
-        "INSERT INTO cap_usage (delivery_account_id, period, period_start, used) VALUES ($1, $2, $3, 1)"
-        " ON CONFLICT (delivery_account_id, period, period_start)"
-        " DO UPDATE SET used = cap_usage.used + 1 WHERE cap_usage.used < $4 RETURNING used",
-        account_id, period, start, cap,
+        "WITH w AS (SELECT * FROM unnest($2::text[], $3::timestamp[], $4::int[]) AS w(period, period_start, cap)),"
+        " taken AS (INSERT INTO cap_usage (delivery_account_id, period, period_start, used)"
+        "  SELECT $1, period, period_start, 1 FROM w"
+        "  ON CONFLICT (delivery_account_id, period, period_start) DO UPDATE SET used = cap_usage.used + 1"
+        "  WHERE cap_usage.used < (SELECT w.cap FROM w WHERE w.period = excluded.period)"
+        "  RETURNING 1)"
+        " SELECT count(*) FROM taken",
+        account_id, [p for p, _, _ in windows], [s for _, s, _ in windows], [c for _, _, c in windows],
     )
-    return taken is not None
+    if taken < len(windows):
+        return None
+    return [[period, start.isoformat()] for period, start, _cap in windows]
 
 
 async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:

@@ -36,6 +36,10 @@ from shared.outbox import add_event, add_reply, claim_message
 RESULTS_CONSUMER = "router.delivery-results"
 
 
+class _Unavailable(Exception):
+    """An account cannot take this lead after all (cap full, no order with room)."""
+
+
 class LeadContext:
     """Where a lead came from, as the broker told us."""
 
@@ -43,10 +47,6 @@ class LeadContext:
         self.idempotency_key = idempotency_key
         self.reply_to = reply_to
         self.correlation_id = correlation_id
-
-
-class _Unavailable(Exception):
-    """An account cannot take this lead after all (cap full, no order with room)."""
 
 
 async def receive_lead(
@@ -221,12 +221,13 @@ async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead:
         return None  # left the catalog, or was deactivated, since the plan was made
     delivery_id = uuid.uuid4()
     try:
+        # A savepoint, not compensation: rolling back to it also drops the row locks the failed
+        # attempt took (a full cap counter, an order without room), which would otherwise be held
+        # to commit while the lead tries other accounts, in an order other routers do not share.
         async with conn.transaction():
-            cap_keys = []
-            for period, start, cap in rules.cap_windows(account.caps, client.time_zone, now):
-                if not await store.take_cap(conn, account.id, period, start, cap):
-                    raise _Unavailable
-                cap_keys.append([period, start.isoformat()])
+            cap_keys = await store.take_caps(conn, account.id, rules.cap_windows(account.caps, client.time_zone, now))
+            if cap_keys is None:
+                raise _Unavailable
             order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
                                             price=account.price, now=now)
             if account.require_order and order_id is None:

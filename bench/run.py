@@ -418,9 +418,9 @@ class Run:
             result["posts_to_others"] = len(others)
             span = (max(others) - first) if others else 0
             result["others_posts_per_second"] = round(len(others) / span, 1) if span > 0 else None
-            if os.environ.get("BENCH_DUMP_POSTS"):
-                Path(os.environ["BENCH_DUMP_POSTS"] + f".{phase}.json").write_text(json.dumps(
-                    {"first": first, "slow": slow_id, "posts": posts, "sent": sent}))
+        if os.environ.get("BENCH_DUMP_POSTS"):
+            Path(os.environ["BENCH_DUMP_POSTS"] + f".{phase}.json").write_text(json.dumps(
+                {"first": first, "slow": slow, "posts": posts, "sent": sent, "outcomes": seen}))
         self.say(f"    {phase}: {result['outcomes']}/{n} outcomes in {result['seconds']} s"
                  f" = {result['leads_per_second']} leads/s; buyer p99 {result['latency_ms']['publish_to_buyer']['p99']} ms"
                  f"; dead letters {result['dead_letters']}")

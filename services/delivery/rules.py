@@ -72,10 +72,10 @@ class InFlight:
     def typical_answer(self, account_id: str) -> float | None:
         return self._answer_seconds.get(account_id)
 
-    def parked(self, account_id: str, now: float, until: float) -> None:
-        """A lead for the account was parked by this process until `until` (monotonic seconds)."""
+    def parked(self, account_id: str, until: float) -> None:
+        """A lead for the account was parked by this process until `until` (monotonic seconds).
+        Returned leads are forgotten by `waiting`, which the caller asks before each park."""
         self._parked_until.setdefault(account_id, []).append(until)
-        self.waiting(account_id, now)
 
     def waiting(self, account_id: str, now: float) -> int:
         """Leads this process parked for the account that are still in the broker."""

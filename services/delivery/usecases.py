@@ -79,7 +79,7 @@ async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> N
             seconds = rules.busy_park_seconds(deps.in_flight.typical_answer(http_account.id),
                                               deps.in_flight.waiting(http_account.id, now), limit)
             tier = await _park(deps, request, seconds, f"{http_account.id} has {limit} posts in flight")
-            deps.in_flight.parked(http_account.id, now, now + tier)
+            deps.in_flight.parked(http_account.id, now + tier)
             return
         try:
             await _deliver(deps, catalog, request, http_account)

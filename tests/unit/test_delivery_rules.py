@@ -164,8 +164,8 @@ def test_in_flight_learns_each_accounts_answer_time_and_forgets_parked_leads_tha
     slots.observe("slow", 1.0)
     assert slots.typical_answer("slow") == pytest.approx(2.0 - rules.ANSWER_TIME_WEIGHT)
     assert slots.typical_answer("fast") is None
-    slots.parked("slow", now=100.0, until=105.0)
-    slots.parked("slow", now=101.0, until=102.0)
+    slots.parked("slow", until=105.0)
+    slots.parked("slow", until=102.0)
     assert slots.waiting("slow", now=101.5) == 2
     assert slots.waiting("slow", now=103.0) == 1
     assert slots.waiting("slow", now=105.0) == 0

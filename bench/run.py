@@ -80,6 +80,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
     p.add_argument("--delivery-prefetch", type=int, default=None,
                    help="LEADWIRE_PREFETCH of the delivery processes (default: delivery's own, 128)")
+    p.add_argument("--router-prefetch", type=int, default=None,
+                   help="LEADWIRE_PREFETCH of the router processes (default: router's own, 32)")
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
@@ -151,6 +153,8 @@ class Run:
             env = self.service_env()
             if service == "delivery" and self.args.delivery_prefetch:
                 env["LEADWIRE_PREFETCH"] = str(self.args.delivery_prefetch)
+            if service == "router" and self.args.router_prefetch:
+                env["LEADWIRE_PREFETCH"] = str(self.args.router_prefetch)
             for i in range(count):
                 self.spawn(f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"],
                            env)

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import uuid
+from contextvars import ContextVar
 from typing import Any
 
 import asyncpg
@@ -34,6 +35,23 @@ NOTIFY_CHANNEL = "leadwire_outbox"
 # others' poll within one poll interval. A process without a relay (a CLI command) names no one,
 # so every relay wakes for its rows.
 _local_relay = ""
+
+
+# Set by the consumer middleware around a handler of a process that runs a relay: rows written
+# inside it are inserted without a NOTIFY, and the middleware wakes its own relay when the handler
+# returns (its transaction has committed by then). A NOTIFY costs more than the round trip: at
+# commit PostgreSQL serialises every notifying transaction on one cluster-wide lock, held through
+# the WAL flush, so commits that notify cannot share a flush. Rows written outside a handler (a
+# CLI command, a scheduler loop) still notify.
+_handler_writes: ContextVar[list[str] | None] = ContextVar("leadwire_outbox_handler_writes", default=None)
+
+
+def handler_scope() -> list[str]:
+    """Start collecting the routing keys of outbox rows this handler writes; the caller wakes its
+    relay afterwards if the list is not empty."""
+    written: list[str] = []
+    _handler_writes.set(written)
+    return written
 
 
 def _relay_tag() -> str:
@@ -57,6 +75,14 @@ async def add_event(
 ) -> uuid.UUID:
     """Queue `message` for publishing when the surrounding transaction commits."""
     event_id = message_id or uuid.uuid4()
+    written = _handler_writes.get()
+    if written is not None:
+        written.append(routing_key)
+        await conn.execute(
+            "INSERT INTO outbox (id, exchange, routing_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
+            event_id, exchange, routing_key, _payload(message), headers or {},
+        )
+        return event_id
     # Insert and notify in one statement: one round trip per event instead of two.
     await conn.execute(
         "WITH event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
@@ -71,6 +97,15 @@ async def add_reply(
 ) -> uuid.UUID:
     """Queue a reply to a requester's reply-to queue (default exchange, routing key = queue)."""
     reply_id = uuid.uuid4()
+    written = _handler_writes.get()
+    if written is not None:
+        written.append(reply_to)
+        await conn.execute(
+            "INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
+            " VALUES ($1, '', $2, $3, $4, true)",
+            reply_id, reply_to, _payload(message), correlation_id,
+        )
+        return reply_id
     await conn.execute(
         "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
         " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply",

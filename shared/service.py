@@ -32,7 +32,7 @@ from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
 
-from shared import db, health
+from shared import db, health, outbox
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
 from shared.catalog.store import NOTIFY_CHANNEL as CATALOG_CHANNEL
@@ -95,6 +95,9 @@ class FailureRouting(BaseMiddleware):
 
     async def consume_scope(self, call_next: Callable[..., Any], msg: StreamMessage[Any]) -> Any:
         _incoming.set(msg.raw_message)
+        relay = self.runtime.relay
+        # Outbox rows the handler commits wake this process's relay directly, without a NOTIFY.
+        written = outbox.handler_scope() if relay is not None else None
         try:
             return await call_next(msg)
         except asyncio.CancelledError:
@@ -102,6 +105,9 @@ class FailureRouting(BaseMiddleware):
         except Exception as exc:  # noqa: BLE001 - every failure is routed, none crashes the consumer
             await self.runtime.route_failure(self.queue, msg, exc)
             return None
+        finally:
+            if written and relay is not None:
+                relay.wake()
 
 
 class Runtime:

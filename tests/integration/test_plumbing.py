@@ -223,3 +223,27 @@ async def test_catalog_apply_keeps_an_orders_live_status_unless_the_file_changes
     assert await conn.fetchval("SELECT status FROM orders WHERE id = 'o1'") == "paused"
     await apply_yaml(settings.database_url, catalog_yaml(buyer, orders=[{**order, "status": "closed"}]))
     assert await conn.fetchval("SELECT status FROM orders WHERE id = 'o1'") == "closed"
+
+
+async def test_a_handlers_outbox_rows_wake_its_own_relay_without_a_notify(settings, buyer, conn):
+    # With a one-minute poll, only a direct wake-up can publish within the test's time: from the
+    # handler's middleware for rows a handler commits (no NOTIFY sent), from a NOTIFY for rows
+    # written anywhere else.
+    settings = settings.model_copy(update={"poll_interval": 60.0})
+    await apply_yaml(settings.database_url, catalog_yaml(buyer))
+    notified: list[str] = []
+    listener = await db.connect(settings.database_url)
+    await listener.add_listener("leadwire_outbox", lambda *args: notified.append(args[-1]))
+    try:
+        async with build_router(settings).running() as router, \
+                EventTap(settings, "delivery.requested") as requests, EventTap(settings, "lead.unsold") as outcomes:
+            await publish_raw(settings, lead_body(), message_id="wake-1")
+            await wait_for(lambda: requests.messages, timeout=20)
+            assert notified == []
+            async with router.pool.acquire() as c, c.transaction():
+                await add_event(c, "lead.unsold", {"written": "outside a handler"})
+            await wait_for(lambda: outcomes.messages, timeout=20)
+            assert len(notified) == 1
+    finally:
+        await listener.close()
+    assert [m[1]["lead_id"] for m in requests.messages] == [str(await conn.fetchval("SELECT id FROM leads"))]

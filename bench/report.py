@@ -28,6 +28,12 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| Floor (aio-pika + asyncpg, full speed) | {floor['outcomes']}/{floor['leads']} |"
                      f" {floor['leads_per_second']} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} |"
                      f" publish → republished message consumed |")
+    design = phases.get("design-floor")
+    if design:
+        lat = design["latency_ms"]["publish_to_out"]
+        lines.append(f"| Design floor (the same, shaped like Leadwire: 6 hops, 5 transactions, 2 posts) |"
+                     f" {design['outcomes']}/{design['leads']} | {design['leads_per_second']} | {_ms(lat['p50'])} |"
+                     f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | publish → outcome consumed |")
     labels = {
         "throughput": "Leadwire, full speed",
         "latency": "Leadwire, fixed rate",
@@ -68,4 +74,9 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {names.get(key, key)} | {goal['target']} | {goal['measured']} |"
                          f" {'yes' if goal['met'] else 'no'} |")
         lines.append("")
+    shape = [f"{label} {results[key]}" for key, label in (
+        ("design_floor_vs_floor", "design floor / floor:"), ("pipeline_vs_design_floor", "Leadwire / design floor:"),
+    ) if results.get(key) is not None]
+    if shape:
+        lines += ["Not goals, for reading the first one: " + "; ".join(shape) + ".", ""]
     return "\n".join(lines)

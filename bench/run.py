@@ -3,6 +3,8 @@
 One run, on a database and broker namespace of its own (dropped afterwards):
 
   floor        the floor pipeline (bench/floor.py) at full speed, N leads
+  design-floor the design's shape with no logic (bench/design_floor.py: 6 hops, 5 transactions,
+               2 posts per lead) at full speed, N leads
   throughput   Leadwire at full speed, N leads: first publish -> last terminal outcome
   latency      Leadwire at a fixed offered rate (200/s): publish -> buyer received, publish -> outcome
   latency-low  the same at a rate it sustains (20/s): the latency of the pipeline itself
@@ -46,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from bench import buyer as buyer_mod  # noqa: E402
 from bench import catalog as bench_catalog  # noqa: E402
+from bench import design_floor as design_floor_mod  # noqa: E402
 from bench import floor as floor_mod  # noqa: E402
 from bench.load import HISTORY_PHONE_BASE, Listener, Publisher, make_leads, percentiles  # noqa: E402
 from bench.report import markdown  # noqa: E402
@@ -54,7 +57,7 @@ from shared.catalog.loader import parse_catalog  # noqa: E402
 from shared.catalog.store import apply_catalog  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
-PHASES = ("floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
+PHASES = ("floor", "design-floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
 TERMINAL = ("sold", "unsold", "duplicate", "rejected")
 # Everything a run writes; truncated between phases so each starts from the same empty state.
 RUN_TABLES = ("leads", "deliveries", "delivery_attempts", "cap_usage", "group_rotation", "inbox", "outbox",
@@ -430,48 +433,72 @@ class Run:
                  f"; dead letters {result['dead_letters']}")
         return result
 
-    async def floor_phase(self, n: int) -> dict[str, Any]:
+    async def floor_phase(self, n: int, shape: str = "floor") -> dict[str, Any]:
         for attempt in range(1, self.args.attempts + 1):
-            result = await self._floor_phase(n)
+            result = await self._floor_phase(n, shape)
             result["attempt"] = attempt
             if result["complete"] and not result["publish_errors"] and not result["disturbed"]:
                 return result
-            self.say("    floor: disturbed" + ("; measuring again" if attempt < self.args.attempts else ""))
+            self.say(f"    {shape}: disturbed" + ("; measuring again" if attempt < self.args.attempts else ""))
         return result
 
-    async def _floor_phase(self, n: int) -> dict[str, Any]:
-        inbound, outbound = floor_mod.queue_names(self.namespace)
+    def _floor_workers(self, shape: str) -> tuple[list[str], list[str], str, str, list[tuple[str, int]]]:
+        """The worker processes of a floor shape: (process names, every queue, inbound queue,
+        outbound queue, (queue, consumers) to wait for)."""
+        common = ["--amqp-url", self.amqp_url, "--database-url", self.database_url, "--namespace", self.namespace]
+        if shape == "floor":
+            inbound, outbound = floor_mod.queue_names(self.namespace)
+            names = [f"floor-{i}" for i in range(self.args.floor_workers)]
+            for name in names:
+                self.spawn(name, [sys.executable, "-m", "bench.floor", *common])
+            return names, [inbound, outbound], inbound, outbound, [(inbound, len(names))]
+        queues = design_floor_mod.queue_names(self.namespace)
+        names = ["design-floor-router", "design-floor-delivery"]
+        for name in names:
+            self.spawn(name, [sys.executable, "-m", "bench.design_floor", "--role", name.rsplit("-", 1)[1], *common,
+                              "--buyer-url", f"http://127.0.0.1:{self.buyer_port}"])
+        return (names, list(queues.values()), queues["leads"], queues["out"],
+                [(queues["leads"], 1), (queues["results"], 1), (queues["requests"], 1)])
+
+    async def _floor_phase(self, n: int, shape: str) -> dict[str, Any]:
+        declare = floor_mod.declare if shape == "floor" else design_floor_mod.declare
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel()
-            await floor_mod.declare(channel, self.namespace)
+            await declare(channel, self.namespace)
+        finally:
+            await connection.close()
+        names, queues, inbound, outbound, consumers = self._floor_workers(shape)
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            channel = await connection.channel()
             # A disturbed earlier attempt may have left messages: start from empty queues.
-            for name in (inbound, outbound):
+            for name in queues:
                 await (await channel.get_queue(name)).purge()
         finally:
             await connection.close()
-        names = [f"floor-{i}" for i in range(self.args.floor_workers)]
-        for name in names:
-            self.spawn(name, [sys.executable, "-m", "bench.floor", "--amqp-url", self.amqp_url,
-                              "--database-url", self.database_url, "--namespace", self.namespace])
         listener = Listener(self.amqp_url, key_of=lambda m: m.message_id)
         cpu_before = cpu_after = {}
         try:
-            await self.wait_for_consumers(inbound, len(names))
+            for queue, count in consumers:
+                await self.wait_for_consumers(queue, count)
             await listener.start(outbound)
-            leads = make_leads(n, f"floor-{uuid.uuid4().hex[:6]}", duplicate_share=self.args.duplicates)
+            leads = make_leads(n, f"{shape}-{uuid.uuid4().hex[:6]}", duplicate_share=self.args.duplicates)
             publisher = Publisher(self.amqp_url)
             load_before = os.getloadavg()[0]
             cpu_before = self.cpu_seconds()
             xacts_before = await self.transactions()
-            self.say(f"==> floor: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg worker(s)")
-            _, complete = await self.drive("floor", [k for k, _ in leads],
+            self.say(f"==> {shape}: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg"
+                     " worker process(es)")
+            _, complete = await self.drive(shape, [k for k, _ in leads],
                                            publisher.run("", inbound, leads), listener.seen, publisher)
             cpu_after = self.cpu_seconds()
             xacts = await self.transactions() - xacts_before
         finally:
             await listener.stop()
             self.stop(names)
+        if shape != "floor":
+            await buyer_mod.control(self.buyer_port, "/_control/dump")  # the buyer forgets these posts
         sent = publisher.sent_at
         first = min(sent.values())
         last = max(listener.seen.values()) if listener.seen else first
@@ -480,12 +507,12 @@ class Run:
             "seconds": round(last - first, 3), "workers": len(names), "load_before": round(load_before, 2),
             "disturbed": listener.reconnects > 0,
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items()
-                            if k in cpu_after and k.startswith("floor")},
+                            if k in cpu_after and k in names},
             "db_transactions_per_lead": round(xacts / n, 1),
             "leads_per_second": round(len(listener.seen) / (last - first), 1) if last > first else None,
             "latency_ms": {"publish_to_out": percentiles([listener.seen[k] - sent[k] for k in listener.seen])},
         }
-        self.say(f"    floor: {result['outcomes']}/{n} in {result['seconds']} s = {result['leads_per_second']} leads/s")
+        self.say(f"    {shape}: {result['outcomes']}/{n} in {result['seconds']} s = {result['leads_per_second']} leads/s")
         return result
 
     def start_profilers(self, phase: str) -> list[subprocess.Popen]:
@@ -521,6 +548,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     if rate("throughput") and rate("floor"):
         ratio = rate("throughput") / rate("floor")
         goals["pipeline_vs_floor"] = {"measured": round(ratio, 3), "target": ">= 0.5", "met": ratio >= 0.5}
+    # Not goals: where the design itself stands against the floor, and Leadwire against its design.
+    if rate("design-floor") and rate("floor"):
+        results["design_floor_vs_floor"] = round(rate("design-floor") / rate("floor"), 3)
+    if rate("throughput") and rate("design-floor"):
+        results["pipeline_vs_design_floor"] = round(rate("throughput") / rate("design-floor"), 3)
     if "latency" in phases:
         p99 = phases["latency"]["latency_ms"]["publish_to_buyer"]["p99"]
         goals["p99_publish_to_buyer_ms"] = {"measured": p99, "target": "< 100", "met": p99 is not None and p99 < 100}
@@ -570,8 +602,10 @@ async def main(argv: list[str] | None = None) -> int:
 
         if "floor" in phases:
             results["phases"]["floor"] = await run.floor_phase(args.leads)
+        if "design-floor" in phases:
+            results["phases"]["design-floor"] = await run.floor_phase(args.leads, "design-floor")
 
-        leadwire = [p for p in phases if p != "floor"]
+        leadwire = [p for p in phases if p not in ("floor", "design-floor")]
         if leadwire:
             run.start_services()
             await run.wait_for_queue(topology.queue_name("router.leads"))
@@ -645,6 +679,7 @@ async def _cleanup(run: Run, keep: bool) -> None:
     try:
         await Topology(run.namespace).delete(run.amqp_url)
         await floor_mod.delete(run.amqp_url, run.namespace)
+        await design_floor_mod.delete(run.amqp_url, run.namespace)
         connection = await aio_pika.connect(run.amqp_url)
         try:
             await (await connection.channel()).queue_delete(f"{run.namespace}.bench.outcomes")

@@ -119,11 +119,18 @@ async def delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, qu
     await (await channel.get_queue(queues["requests"])).consume(on_request)
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    pass
+
+
 async def worker(role: str, amqp_url: str, database_url: str, namespace: str, buyer_url: str,
                  prefetch: int, pool_size: int) -> None:
     queues = queue_names(namespace)
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size)
-    async with pool.acquire() as conn:
+    # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=_no_reset)
+    async with pool.acquire() as conn, conn.transaction():
+        # Both roles start together; IF NOT EXISTS alone races on the catalog.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('design_floor_tables'))")
         for table in TABLES:
             await conn.execute(table)
     connection = await aio_pika.connect(amqp_url)

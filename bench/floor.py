@@ -44,9 +44,14 @@ async def delete(amqp_url: str, namespace: str) -> None:
         await connection.close()
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    pass
+
+
 async def worker(amqp_url: str, database_url: str, namespace: str, prefetch: int, pool_size: int) -> None:
     inbound, outbound = queue_names(namespace)
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size)
+    # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=_no_reset)
     async with pool.acquire() as conn:
         await conn.execute(TABLE)
     connection = await aio_pika.connect(amqp_url)

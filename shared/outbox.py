@@ -64,6 +64,16 @@ def _payload(message: BaseModel | dict[str, Any]) -> dict[str, Any]:
     return message
 
 
+def _notify_payload(routing_key: str) -> str | None:
+    """The NOTIFY payload to send with a new outbox row, or None when the handler's own relay will
+    be woken for it instead (the row is recorded in the handler's scope)."""
+    written = _handler_writes.get()
+    if written is not None:
+        written.append(routing_key)
+        return None
+    return _local_relay
+
+
 async def add_event(
     conn: asyncpg.Connection,
     routing_key: str,
@@ -75,19 +85,12 @@ async def add_event(
 ) -> uuid.UUID:
     """Queue `message` for publishing when the surrounding transaction commits."""
     event_id = message_id or uuid.uuid4()
-    written = _handler_writes.get()
-    if written is not None:
-        written.append(routing_key)
-        await conn.execute(
-            "INSERT INTO outbox (id, exchange, routing_key, payload, headers) VALUES ($1, $2, $3, $4, $5)",
-            event_id, exchange, routing_key, _payload(message), headers or {},
-        )
-        return event_id
-    # Insert and notify in one statement: one round trip per event instead of two.
+    # Insert (and notify, outside a handler) in one statement: one round trip per event.
     await conn.execute(
         "WITH event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id) SELECT pg_notify($6, $7) FROM event",
-        event_id, exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL, _local_relay,
+        " VALUES ($1, $2, $3, $4, $5) RETURNING id) SELECT pg_notify($6, $7) FROM event WHERE $7::text IS NOT NULL",
+        event_id, exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
+        _notify_payload(routing_key),
     )
     return event_id
 
@@ -97,21 +100,34 @@ async def add_reply(
 ) -> uuid.UUID:
     """Queue a reply to a requester's reply-to queue (default exchange, routing key = queue)."""
     reply_id = uuid.uuid4()
-    written = _handler_writes.get()
-    if written is not None:
-        written.append(reply_to)
-        await conn.execute(
-            "INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
-            " VALUES ($1, '', $2, $3, $4, true)",
-            reply_id, reply_to, _payload(message), correlation_id,
-        )
-        return reply_id
     await conn.execute(
         "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
-        " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply",
-        reply_id, reply_to, _payload(message), correlation_id, NOTIFY_CHANNEL, _local_relay,
+        " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply"
+        " WHERE $6::text IS NOT NULL",
+        reply_id, reply_to, _payload(message), correlation_id, NOTIFY_CHANNEL, _notify_payload(reply_to),
     )
     return reply_id
+
+
+def event_in_statement(source: str, first_param: int) -> tuple[str, str]:
+    """SQL for a statement that writes its own state change and the event it causes, so that the
+    two commit together without a BEGIN/COMMIT round trip each way: a CTE `event` inserting one
+    outbox row per row of the CTE `source`, and a select-list expression that sends its NOTIFY.
+    Their parameters, from `$first_param` on, are `event_params(...)`."""
+    p = [f"${first_param + i}" for i in range(7)]
+    cte = (f"event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
+           f" SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::jsonb, {p[4]}::jsonb FROM {source}"
+           f" RETURNING id)")
+    notified = f"(SELECT count(pg_notify({p[5]}, {p[6]}::text)) FROM event WHERE {p[6]}::text IS NOT NULL)"
+    return cte, notified
+
+
+def event_params(routing_key: str, message: BaseModel | dict[str, Any], *, exchange: str = "events",
+                 headers: dict[str, Any] | None = None) -> list[Any]:
+    """The parameters of `event_in_statement`, for one event. Within a handler this enrols the row
+    with the handler's relay (a wake-up for nothing if the statement then writes no row)."""
+    return [uuid.uuid4(), exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
+            _notify_payload(routing_key)]
 
 
 async def add_delayed(

@@ -10,8 +10,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
+
+from shared.outbox import event_in_statement
 
 
 async def claim(conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID, account_id: str | None, *,
@@ -43,6 +46,31 @@ async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Rec
     )
 
 
+# The delivery log entry ($1-$9) and, when the buyer answered, the end of the account's
+# consecutive-failure count ($10): shared by the log alone and by the one-statement finish.
+_LOG_ATTEMPT = (
+    "logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
+    " status_code, response, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)),"
+    # Touches the row only when there is something to reset: a busy account's successes do
+    # not all queue on its row lock.
+    " reset AS (UPDATE delivery_account_state SET consecutive_failures = 0"
+    " WHERE $10::text IS NOT NULL AND delivery_account_id = $10 AND consecutive_failures <> 0 RETURNING 1)"
+)
+
+
+def _finish(first: int) -> str:
+    """UPDATE closing delivery $1 claimed as attempt $2: status, price, reason, posted from $first."""
+    status, price, reason, posted = (f"${first + i}" for i in range(4))
+    return (
+        f"UPDATE deliveries SET status = {status}::text,"
+        f" account_price = CASE WHEN {price}::numeric IS NOT NULL AND {price}::numeric <> price"
+        f"   THEN coalesce(account_price, price) ELSE account_price END,"
+        f" price = coalesce({price}::numeric, price), reason = {reason}::text, completed_at = now(),"
+        f" lease_until = NULL, attempts = attempts - CASE WHEN {posted}::boolean THEN 0 ELSE 1 END"
+        f" WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true"
+    )
+
+
 async def log_attempt(
     conn: asyncpg.Connection, *, delivery_id: uuid.UUID, attempt: int, started_at: datetime, duration_ms: int,
     request: str, status_code: int | None, response: str | None, outcome: str, error: str | None,
@@ -51,12 +79,7 @@ async def log_attempt(
     """Append to the delivery log. `reset_failures_of`: the account whose consecutive-failure
     count this attempt ends (an answer from the buyer), reset in the same round trip."""
     await conn.execute(
-        "WITH logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
-        " status_code, response, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9))"
-        # Touches the row only when there is something to reset: a busy account's successes do
-        # not all queue on its row lock.
-        " UPDATE delivery_account_state SET consecutive_failures = 0"
-        " WHERE $10::text IS NOT NULL AND delivery_account_id = $10 AND consecutive_failures <> 0",
+        f"WITH {_LOG_ATTEMPT} SELECT 1",
         delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error,
         reset_failures_of,
     )
@@ -67,16 +90,29 @@ async def finish(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int,
     """Close the delivery this consumer claimed as `attempt`; False when it is no longer ours (a
     takeover, or someone finished it). `posted=False`: failed before posting, the claim's attempt
     is not counted."""
-    done = await conn.fetchval(
-        "UPDATE deliveries SET status = $3,"
-        " account_price = CASE WHEN $4::numeric IS NOT NULL AND $4::numeric <> price"
-        "   THEN coalesce(account_price, price) ELSE account_price END,"
-        " price = coalesce($4, price), reason = $5, completed_at = now(), lease_until = NULL,"
-        " attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END"
-        " WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true",
-        delivery_id, attempt, status, price, reason, posted,
-    )
+    done = await conn.fetchval(_finish(3), delivery_id, attempt, status, price, reason, posted)
     return bool(done)
+
+
+async def log_and_finish(
+    conn: asyncpg.Connection | asyncpg.Pool, *, delivery_id: uuid.UUID, attempt: int, started_at: datetime,
+    duration_ms: int, request: str, status_code: int | None, response: str | None, outcome: str,
+    error: str | None, reset_failures_of: str | None, status: str, price: Decimal | None, reason: str | None,
+    event: list[Any],
+) -> bool:
+    """The buyer answered: log the attempt, end the account's failure count, close the delivery
+    and write its result event (`outbox.event_params`) — one statement, atomic on its own, so the
+    hot path commits without a BEGIN/COMMIT round trip each way. The event is written only when
+    the delivery was still ours to close; False when it was not (the attempt is logged either
+    way, as in the transaction this replaces)."""
+    event_cte, notified = event_in_statement("done", 15)
+    row = await conn.fetchrow(
+        f"WITH {_LOG_ATTEMPT}, done AS ({_finish(11)}), {event_cte}"
+        f" SELECT EXISTS (SELECT FROM done) AS finished, {notified} AS notified",
+        delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error,
+        reset_failures_of, status, price, reason, True, *event,
+    )
+    return bool(row["finished"])
 
 
 async def release_for_retry(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, reason: str,

@@ -33,7 +33,7 @@ from shared.contracts import (
     DeliverySucceeded,
     NotificationRequested,
 )
-from shared.outbox import add_delayed, add_event, claim_message
+from shared.outbox import add_delayed, add_event, claim_message, event_params
 from shared.portal_links import issue_link_token, portal_link
 from shared.service import TransientError
 from shared.settings import Settings
@@ -198,28 +198,38 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
         if note:
             log.info("delivery %s: %s", request.delivery_id, note)
 
+    log_entry = dict(
+        delivery_id=request.delivery_id, attempt=attempt, started_at=started_at, duration_ms=duration_ms,
+        request=posting.describe_request(buyer_request), status_code=status_code,
+        response=posting.masked(response_text, buyer_request.secrets, buyer_request.masked_names),
+        outcome=verdict.outcome, error=note,
+    )
+    if not rules.counts_as_failure(verdict.outcome):
+        # The buyer answered (the common case): it accepted or refused, nothing is retried or
+        # counted toward a pause, and the whole outcome is one statement.
+        if rules.next_step(verdict.outcome, attempt, config.retry.count, paused=False) == "succeed":
+            status, price, reason = "succeeded", final_price, None
+            event = event_params("delivery.succeeded", _succeeded(request, final_price, attempt))
+        else:
+            status, price = "failed", None
+            reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=False)
+            event = event_params("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
+        await store.log_and_finish(deps.pool, **log_entry, reset_failures_of=account.id, status=status,
+                                   price=price, reason=reason, event=event)
+        return
+
+    # No answer, or 5xx/429: counted toward a pause, retried while the account's budget lasts.
     async with deps.pool.acquire() as conn, conn.transaction():
-        answered = not rules.counts_as_failure(verdict.outcome)
-        await store.log_attempt(
-            conn, delivery_id=request.delivery_id, attempt=attempt, started_at=started_at,
-            duration_ms=duration_ms, request=posting.describe_request(buyer_request), status_code=status_code,
-            response=posting.masked(response_text, buyer_request.secrets, buyer_request.masked_names),
-            outcome=verdict.outcome, error=note, reset_failures_of=account.id if answered else None,
-        )
-        paused = not answered and await _count_for_pause(conn, deps.settings, account, config, verdict)
-        step = rules.next_step(verdict.outcome, attempt, config.retry.count, paused=paused)
-        if step == "succeed":
-            if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=final_price):
-                await add_event(conn, "delivery.succeeded", _succeeded(request, final_price, attempt))
-        elif step == "retry":
+        await store.log_attempt(conn, **log_entry)
+        paused = await _count_for_pause(conn, deps.settings, account, config, verdict)
+        if rules.next_step(verdict.outcome, attempt, config.retry.count, paused=paused) == "retry":
             reason = verdict.reason or "transient failure"
             if await store.release_for_retry(conn, request.delivery_id, attempt, reason, config.retry.delay_seconds):
                 await add_delayed(conn, deps.topology.delay_name(REQUESTS, config.retry.delay_seconds), request)
         else:
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=paused)
             if await store.finish(conn, request.delivery_id, attempt, "failed", reason=reason):
-                await add_event(conn, "delivery.failed",
-                                _failed(request, reason, attempt, by_buyer=verdict.outcome == "rejected"))
+                await add_event(conn, "delivery.failed", _failed(request, reason, attempt, by_buyer=False))
 
 
 async def _count_for_pause(conn: asyncpg.Connection, settings: Settings, account: DeliveryAccount,

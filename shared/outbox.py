@@ -137,6 +137,14 @@ async def add_delayed(
     return await add_event(conn, queue, message, exchange="", headers=headers)
 
 
+def claim_in_statement(first_param: int) -> str:
+    """SQL for a statement that claims its message in the inbox along with its first read: a CTE
+    `claim` returning true when `$first_param` (consumer) sees `$first_param+1` (message id) for
+    the first time. The same row `claim_message` writes."""
+    return (f"claim AS (INSERT INTO inbox (consumer, message_id) VALUES (${first_param}, ${first_param + 1})"
+            " ON CONFLICT DO NOTHING RETURNING true)")
+
+
 async def claim_message(conn: asyncpg.Connection, consumer: str, message_id: str) -> bool:
     """Inbox: True the first time `consumer` sees `message_id` (in this transaction), else False."""
     return bool(

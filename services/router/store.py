@@ -10,20 +10,27 @@ from typing import Any
 import asyncpg
 
 from services.router.rules import Attempt
+from shared.outbox import claim_in_statement, event_in_statement
 
 
 async def insert_lead(
     conn: asyncpg.Connection, *, lead_id: uuid.UUID, source_id: str, idempotency_key: str,
     lead_type_id: str, fields: dict[str, Any], force_id: str | None, reply_to: str | None,
-    correlation_id: str | None,
+    correlation_id: str | None, status: str, reason: str | None = None, errors: list[dict[str, str]] | None = None,
+    fingerprint: str | None = None, plan: list[dict[str, Any]] | None = None, max_sales: int = 1,
+    excluded_clients: list[str] | None = None, original_lead_id: uuid.UUID | None = None,
 ) -> bool:
-    """Store a new lead in status 'routing'. False when this source already sent this key: the
-    (source, idempotency key) unique constraint is router.leads' inbox."""
+    """Store a new lead as decided ('rejected', 'duplicate', 'unsold') or being routed ('routing',
+    with its plan). False when this source already sent this key: the (source, idempotency key)
+    unique constraint is router.leads' inbox."""
     inserted = await conn.fetchval(
-        "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, force_id, status,"
-        " reply_to, correlation_id) VALUES ($1, $2, $3, $4, $5, $6, 'routing', $7, $8)"
+        "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to,"
+        " correlation_id, reason, errors, fingerprint, plan, max_sales, excluded_clients, original_lead_id,"
+        " decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+        " CASE WHEN $7 = 'routing' THEN NULL ELSE now() END)"
         " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING true",
-        lead_id, source_id, idempotency_key, lead_type_id, fields, force_id, reply_to, correlation_id,
+        lead_id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to, correlation_id,
+        reason, errors, fingerprint, plan or [], max_sales, excluded_clients or [], original_lead_id,
     )
     return bool(inserted)
 
@@ -35,23 +42,23 @@ async def lock_fingerprint(conn: asyncpg.Connection, fingerprint: str) -> None:
 
 
 async def find_original(
-    conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime, exclude: uuid.UUID
+    conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT id FROM leads WHERE lead_type_id = $1 AND fingerprint = $2 AND received_at >= $3"
-        " AND id <> $4 AND status <> 'rejected' ORDER BY received_at LIMIT 1",
-        lead_type_id, fingerprint, since, exclude,
+        " AND status <> 'rejected' ORDER BY received_at LIMIT 1",
+        lead_type_id, fingerprint, since,
     )
 
 
 async def clients_with_fingerprint(conn: asyncpg.Connection, lead_type_id: str, fingerprint: str,
-                                   since: datetime, exclude: uuid.UUID) -> set[str]:
+                                   since: datetime) -> set[str]:
     """Clients that received (or are being sent) an earlier lead with this fingerprint."""
     rows = await conn.fetch(
         "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
-        " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3 AND l.id <> $4"
+        " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3"
         " AND d.status IN ('requested', 'posting', 'succeeded')",
-        lead_type_id, fingerprint, since, exclude,
+        lead_type_id, fingerprint, since,
     )
     return {r["client_id"] for r in rows}
 
@@ -72,39 +79,33 @@ async def pauses_and_turns(pool: asyncpg.Pool, rotating_groups: list[str]) -> tu
     return frozenset(row["paused"]), dict(zip(row["groups"], row["counters"], strict=True))
 
 
-async def start_routing(conn: asyncpg.Connection, lead_id: uuid.UUID, *, fields: dict[str, Any],
-                        fingerprint: str | None, plan: list[dict[str, Any]], max_sales: int,
-                        excluded_clients: list[str], original_lead_id: uuid.UUID | None) -> None:
-    await conn.execute(
-        "UPDATE leads SET fields = $2, fingerprint = $3, plan = $4, max_sales = $5, excluded_clients = $6,"
-        " original_lead_id = $7 WHERE id = $1",
-        lead_id, fields, fingerprint, plan, max_sales, excluded_clients, original_lead_id,
-    )
-
-
 async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: list[str]) -> None:
     await conn.execute("UPDATE leads SET skipped = $2 WHERE id = $1", lead_id, skipped)
 
 
-async def decide_lead(
-    conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, *, reason: str | None = None,
-    errors: list[dict[str, str]] | None = None, original_lead_id: uuid.UUID | None = None,
-    fingerprint: str | None = None,
-) -> datetime:
+async def decide_lead(conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, *,
+                      reason: str | None = None) -> datetime:
+    """The routed lead's outcome, once its deliveries are done."""
     return await conn.fetchval(
-        "UPDATE leads SET status = $2, reason = $3, errors = $4,"
-        " original_lead_id = coalesce($5, original_lead_id), fingerprint = coalesce($6, fingerprint),"
-        " decided_at = now() WHERE id = $1 RETURNING decided_at",
-        lead_id, status, reason, errors, original_lead_id, fingerprint,
+        "UPDATE leads SET status = $2, reason = $3, decided_at = now() WHERE id = $1 RETURNING decided_at",
+        lead_id, status, reason,
     )
 
 
-async def lock_lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, skipped, max_sales,"
-        " original_lead_id, reply_to, correlation_id FROM leads WHERE id = $1 FOR UPDATE",
-        lead_id,
+async def claim_and_lock_lead(conn: asyncpg.Connection, consumer: str, message_id: str,
+                              lead_id: uuid.UUID) -> tuple[bool, asyncpg.Record | None]:
+    """Claim a message in the inbox and, the first time only, lock its lead: (claimed, lead row or
+    None). One round trip. The lead's deliveries must be read by a later statement: one that
+    waited here for the lock would read them as of before the wait."""
+    row = await conn.fetchrow(
+        f"WITH {claim_in_statement(1)}"
+        " SELECT c.claimed, l.* FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
+        " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, skipped,"
+        "  max_sales, original_lead_id, reply_to, correlation_id FROM leads WHERE id = $3 AND c.claimed"
+        "  FOR UPDATE) l ON true",
+        consumer, message_id, lead_id,
     )
+    return row["claimed"], row if row["id"] is not None else None
 
 
 async def take_caps(conn: asyncpg.Connection, account_id: str,
@@ -142,13 +143,16 @@ async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None
     )
 
 
-async def insert_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
-                          client_id: str, account_id: str, price: Decimal, group_id: str,
-                          cap_keys: list[list[str]], order_id: str | None) -> None:
+async def request_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
+                           client_id: str, account_id: str, price: Decimal, group_id: str,
+                           cap_keys: list[list[str]], order_id: str | None, event: list[Any]) -> None:
+    """Insert the delivery and its `delivery.requested` event (`outbox.event_params`) in one round trip."""
+    event_cte, notified = event_in_statement("delivery", 9)
     await conn.execute(
-        "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, group_id, cap_keys,"
-        " order_id) VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $8)",
-        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys, order_id,
+        "WITH delivery AS (INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status,"
+        " group_id, cap_keys, order_id) VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $8) RETURNING id),"
+        f" {event_cte} SELECT {notified}",
+        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys, order_id, *event,
     )
 
 

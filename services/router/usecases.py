@@ -31,7 +31,7 @@ from shared.contracts import (
     LeadOutcome,
     SoldDelivery,
 )
-from shared.outbox import add_event, add_reply, claim_message
+from shared.outbox import add_event, add_reply, event_params
 
 RESULTS_CONSUMER = "router.delivery-results"
 
@@ -88,21 +88,25 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
         problems.append(rules.FieldProblem(
             "message_id", "an idempotency key is required: set the AMQP message_id property or an"
             " 'idempotency-key' header"))
-    if not await store.insert_lead(
-        conn, lead_id=lead_id, source_id=lead.source, idempotency_key=ctx.idempotency_key,
-        lead_type_id=lead.lead_type, fields=lead.fields, force_id=lead.force_id,
-        reply_to=ctx.reply_to, correlation_id=ctx.correlation_id,
-    ):
-        return None
+
+    async def store_lead(status: str, **decided: Any) -> bool:
+        """Insert the lead with what was decided of it; False when this source already sent this
+        key (a redelivery, or a re-send): then nothing of this decision stays."""
+        return await store.insert_lead(
+            conn, lead_id=lead_id, source_id=lead.source, idempotency_key=ctx.idempotency_key,
+            lead_type_id=lead.lead_type, force_id=lead.force_id, reply_to=ctx.reply_to,
+            correlation_id=ctx.correlation_id, status=status, **{"fields": lead.fields, **decided},
+        )
 
     def outcome(status: str, **kw: Any) -> LeadOutcome:
         return LeadOutcome(lead_id=lead_id, status=status, source=lead.source,
                            idempotency_key=ctx.idempotency_key, lead_type=lead.lead_type,
                            decided_at=now, **kw)
 
-    async def finish(status: str, reason: str, **kw: Any) -> uuid.UUID:
-        await store.decide_lead(conn, lead_id, status, reason=reason,
-                                original_lead_id=kw.get("original_lead_id"), fingerprint=kw.pop("fingerprint", None))
+    async def finish(status: str, reason: str, **kw: Any) -> uuid.UUID | None:
+        if not await store_lead(status, reason=reason, original_lead_id=kw.get("original_lead_id"),
+                                fingerprint=kw.pop("fingerprint", None)):
+            return None
         await _emit_outcome(conn, outcome(status, reason=reason, **kw), ctx.reply_to, ctx.correlation_id)
         return lead_id
 
@@ -118,28 +122,31 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
     problems += field_problems
     if problems:
         errors = [FieldError(field=p.field, message=p.message) for p in problems]
-        await store.decide_lead(conn, lead_id, "rejected", reason="invalid lead",
-                                errors=[e.model_dump() for e in errors])
+        if not await store_lead("rejected", reason="invalid lead", errors=[e.model_dump() for e in errors]):
+            return None
         await _emit_outcome(conn, outcome("rejected", reason="invalid lead", errors=errors),
                             ctx.reply_to, ctx.correlation_id)
         return lead_id
 
     # Duplicates: the fingerprint lock makes the check and the insert one atomic step across
-    # replicas; the lead row inserted above becomes visible to the next holder at commit.
+    # replicas; the lead row inserted below, under the lock, becomes visible to the next holder at
+    # commit. The lead is stored only once decided or planned (one row version, not two): a
+    # redelivered lead is recognised at that insert, after the lock, and what was decided for it
+    # is dropped.
     fp = rules.fingerprint(lead_type, fields)
     original_id: uuid.UUID | None = None
     excluded: set[str] = set()
     if fp is not None:
         await store.lock_fingerprint(conn, fp)
         since = now - timedelta(days=lead_type.duplicate_window_days)
-        original = await store.find_original(conn, lead_type.id, fp, since, lead_id)
+        original = await store.find_original(conn, lead_type.id, fp, since)
         if original is not None:
             original_id = original["id"]
             refusing = {c.id for c in catalog.clients if not catalog.option(c.id, "route_duplicate_leads")}
             if len(refusing) == len(catalog.clients):
                 return await finish("duplicate", "duplicate lead", original_lead_id=original_id, fingerprint=fp)
             # Route Duplicate Leads: only to clients that take duplicates and never had this person.
-            excluded = refusing | await store.clients_with_fingerprint(conn, lead_type.id, fp, since, lead_id)
+            excluded = refusing | await store.clients_with_fingerprint(conn, lead_type.id, fp, since)
 
     max_sales = rules.max_sales(catalog, lead_type.id, lead.source)
     if lead.force_id:
@@ -157,8 +164,9 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
         eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded))
         stages = rules.build_stages(catalog, eligible, turns)
 
-    await store.start_routing(conn, lead_id, fields=fields, fingerprint=fp, plan=[s.to_json() for s in stages],
-                              max_sales=max_sales, excluded_clients=sorted(excluded), original_lead_id=original_id)
+    if not await store_lead("routing", fields=fields, fingerprint=fp, plan=[s.to_json() for s in stages],
+                            max_sales=max_sales, excluded_clients=sorted(excluded), original_lead_id=original_id):
+        return None
     state = _LeadState(lead_id, lead.source, ctx.idempotency_key, lead_type.id, fields, stages, set(), max_sales,
                        original_id, ctx.reply_to, ctx.correlation_id)
     await _advance(conn, catalog, state, [], now)
@@ -220,26 +228,29 @@ async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead:
     if account is None or client is None or not account.active or not client.active:
         return None  # left the catalog, or was deactivated, since the plan was made
     delivery_id = uuid.uuid4()
+    # A savepoint, not compensation: rolling back to it also drops the row locks the failed
+    # attempt took (a full cap counter, an order without room), which would otherwise be held
+    # to commit while the lead tries other accounts, in an order other routers do not share.
+    # Never released: a release is a round trip, and what it guards commits with the lead anyway.
+    await conn.execute("SAVEPOINT reserve")
     try:
-        # A savepoint, not compensation: rolling back to it also drops the row locks the failed
-        # attempt took (a full cap counter, an order without room), which would otherwise be held
-        # to commit while the lead tries other accounts, in an order other routers do not share.
-        async with conn.transaction():
-            cap_keys = await store.take_caps(conn, account.id, rules.cap_windows(account.caps, client.time_zone, now))
-            if cap_keys is None:
-                raise _Unavailable
-            order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
-                                            price=account.price, now=now)
-            if account.require_order and order_id is None:
-                raise _Unavailable
-            await store.insert_delivery(conn, delivery_id, lead.lead_id, account.client, account.id,
-                                        account.price, group_id, cap_keys, order_id)
-            await add_event(conn, "delivery.requested", DeliveryRequested(
-                delivery_id=delivery_id, lead_id=lead.lead_id, lead_type=lead.lead_type, client_id=account.client,
-                delivery_account_id=account.id, price=account.price, fields=lead.fields,
-            ))
+        cap_keys = await store.take_caps(conn, account.id, rules.cap_windows(account.caps, client.time_zone, now))
+        if cap_keys is None:
+            raise _Unavailable
+        order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
+                                        price=account.price, now=now)
+        if account.require_order and order_id is None:
+            raise _Unavailable
     except _Unavailable:
+        await conn.execute("ROLLBACK TO SAVEPOINT reserve")
         return None
+    await store.request_delivery(
+        conn, delivery_id, lead.lead_id, account.client, account.id, account.price, group_id, cap_keys, order_id,
+        event_params("delivery.requested", DeliveryRequested(
+            delivery_id=delivery_id, lead_id=lead.lead_id, lead_type=lead.lead_type, client_id=account.client,
+            delivery_account_id=account.id, price=account.price, fields=lead.fields,
+        )),
+    )
     return delivery_id
 
 
@@ -274,9 +285,9 @@ async def record_delivery_result(
     """A delivery finished: settle what it reserved, then move the lead on."""
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        if not await claim_message(conn, RESULTS_CONSUMER, message_id):
+        claimed, row = await store.claim_and_lock_lead(conn, RESULTS_CONSUMER, message_id, result.lead_id)
+        if not claimed:
             return
-        row = await store.lock_lead(conn, result.lead_id)
         deliveries = await store.deliveries_of(conn, result.lead_id)
         this = next((d for d in deliveries if d["id"] == result.delivery_id), None)
         # Settle first, whatever the lead's state: another delivery's result may already have

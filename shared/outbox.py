@@ -198,16 +198,19 @@ class OutboxRelay:
 
     async def relay_batch(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
+            # Taken and deleted in one statement; a failed publish rolls the delete back.
             rows = await conn.fetch(
-                "SELECT id, exchange, routing_key, payload, headers, correlation_id, is_reply"
-                " FROM outbox ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED",
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY created_at LIMIT $1"
+                " FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, exchange, routing_key, payload, headers, correlation_id, is_reply, created_at",
                 self._batch_size,
             )
             if not rows:
                 return 0
-            # Confirms are awaited together: one round trip per batch, not per message.
+            # Published in the order written; confirms are awaited together: one round trip per
+            # batch, not per message.
+            rows = sorted(rows, key=lambda r: r["created_at"])
             await asyncio.gather(*(self._publish(r) for r in rows))
-            await conn.execute("DELETE FROM outbox WHERE id = ANY($1::uuid[])", [r["id"] for r in rows])
         self.published += len(rows)
         return len(rows)
 

@@ -83,12 +83,15 @@ async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: li
     await conn.execute("UPDATE leads SET skipped = $2 WHERE id = $1", lead_id, skipped)
 
 
-async def decide_lead(conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, *,
-                      reason: str | None = None) -> datetime:
-    """The routed lead's outcome, once its deliveries are done."""
-    return await conn.fetchval(
-        "UPDATE leads SET status = $2, reason = $3, decided_at = now() WHERE id = $1 RETURNING decided_at",
-        lead_id, status, reason,
+async def decide_lead(conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, reason: str | None,
+                      event: list[Any]) -> None:
+    """The routed lead's outcome, once its deliveries are done, with its `lead.<status>` event
+    (`outbox.event_params`) in one round trip."""
+    event_cte, notified = event_in_statement("decided", 4)
+    await conn.execute(
+        "WITH decided AS (UPDATE leads SET status = $2, reason = $3, decided_at = now() WHERE id = $1 RETURNING id),"
+        f" {event_cte} SELECT {notified}",
+        lead_id, status, reason, *event,
     )
 
 

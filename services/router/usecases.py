@@ -268,14 +268,15 @@ async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[a
         status, reason = "unsold", "every eligible delivery account is at its cap or has no order with room"
     else:
         status, reason = "unsold", "no eligible delivery account"
-    await store.decide_lead(conn, lead.lead_id, status, reason=reason)
     outcome = LeadOutcome(
         lead_id=lead.lead_id, status=status, source=lead.source, idempotency_key=lead.key,
         lead_type=lead.lead_type, decided_at=now, reason=reason, original_lead_id=lead.original_lead_id,
         deliveries=[SoldDelivery(delivery_id=d["id"], client_id=d["client_id"],
                                  delivery_account_id=d["delivery_account_id"], price=d["price"]) for d in sold],
     )
-    await _emit_outcome(conn, outcome, lead.reply_to, lead.correlation_id)
+    await store.decide_lead(conn, lead.lead_id, status, reason, event_params(f"lead.{status}", outcome))
+    if lead.reply_to:
+        await add_reply(conn, lead.reply_to, lead.correlation_id, outcome)
 
 
 async def record_delivery_result(

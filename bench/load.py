@@ -23,9 +23,11 @@ PHONE_BASE = 2_000_000_000
 HISTORY_PHONE_BASE = 3_000_000_000
 
 
-def make_leads(n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8) -> list[tuple[str, bytes]]:
+def make_leads(n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8,
+               first_phone: int = PHONE_BASE) -> list[tuple[str, bytes]]:
     """(idempotency key, JSON body) for n leads; about `duplicate_share` of them repeat the phone of
-    a recent lead (the same person sent again, under a new key)."""
+    a recent lead (the same person sent again, under a new key). Phones count up from
+    `first_phone`: a phase measured again over the leads of the last one needs new people."""
     rng = random.Random(seed)
     leads: list[tuple[str, bytes]] = []
     phones: list[int] = []
@@ -34,7 +36,7 @@ def make_leads(n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8
         if phones and rng.random() < duplicate_share:
             phone = rng.choice(phones[-500:])
         else:
-            phone = PHONE_BASE + i
+            phone = first_phone + i
             phones.append(phone)
         body = {"lead_type": "solar", "source": "web", "fields": {
             "ref": key, "first_name": rng.choice(FIRST_NAMES), "phone": str(phone),

@@ -54,6 +54,12 @@ def markdown(results: dict[str, Any]) -> str:
         notes = [f"outcome p50/p99 {_ms(outcome['p50'])}/{_ms(outcome['p99'])} ms", f"{p['buyer_posts']} posts"]
         if p.get("others_posts_per_second") is not None:
             notes.append(f"{p['others_posts_per_second']} posts/s to the other buyers")
+        if p.get("repeats"):
+            figures = [f"{', '.join(str(v) for v in p['repeats']['leads_per_second'])} leads/s"]
+            if "others_posts_per_second" in p["repeats"]:
+                figures.append(f"{', '.join(str(v) for v in p['repeats']['others_posts_per_second'])} posts/s"
+                               " to the others")
+            notes.append(f"the median of {len(p['repeats']['leads_per_second'])} runs ({'; '.join(figures)})")
         if not p["complete"]:
             notes.append("INCOMPLETE")
         if p.get("dead_letters"):

@@ -21,7 +21,8 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
     monkeypatch.setenv("DATABASE_URL", database_server_url)
     status = await bench.main([
         "--leads", "200", "--latency-leads", "100", "--rate", "100", "--low-rate", "50", "--low-rate-leads", "50", "--sub-leads", "100",
-        "--history", "2000", "--slow-seconds", "0.5", "--stall-seconds", "30", "--out", str(tmp_path), "--quiet",
+        "--history", "2000", "--slow-seconds", "0.5", "--stall-seconds", "30", "--repeat", "2",
+        "--out", str(tmp_path), "--quiet",
     ])
     assert status == 0
 
@@ -41,6 +42,12 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
         assert phase["dead_letters"] == 0, name
         latency = phase["latency_ms"]["publish_to_buyer"]
         assert latency["n"] == statuses["sold"] and latency["p50"] <= latency["p99"], name
+    # --repeat 2: the goals of these three phases are judged on the medians of two runs each.
+    for name in ("baseline", "slow-buyer", "history"):
+        phase = result["phases"][name]
+        assert len(phase["repeats"]["leads_per_second"]) == 2, name
+        assert min(phase["repeats"]["leads_per_second"]) <= phase["median_leads_per_second"] \
+            <= max(phase["repeats"]["leads_per_second"]), name
     slow = result["phases"]["slow-buyer"]
     assert slow["posts_to_slow_client"] > 0 and slow["posts_to_others"] > 0
     assert result["phases"]["history"]["history_leads"] == 2000

@@ -16,6 +16,7 @@ states the rules in prose.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -128,25 +129,38 @@ def _figures(row: asyncpg.Record) -> OrderFiguresView:
 # --- Sales ---------------------------------------------------------------------------------------
 
 
+def sale_lookup(client: int, today: int, account: int, delivery: int) -> str:
+    """The select-list `reserve` starts from — the repeat check (`existing`, `existing_status`)
+    and the candidate orders of a sale (`candidates`) — with its parameters' numbers, so a caller
+    can read it in a statement of its own (the router, with the cap counters) and pass the row."""
+    return (
+        f"(SELECT order_id FROM order_charges WHERE delivery_id = ${delivery}) AS existing,"
+        f" (SELECT status FROM order_charges WHERE delivery_id = ${delivery}) AS existing_status,"
+        f" array(SELECT id FROM orders WHERE client_id = ${client} AND status = 'open' AND start_date <= ${today}"
+        f"  AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= ${today})"
+        f"  AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? ${account})"
+        f"  ORDER BY start_date, id) AS candidates"
+    )
+
+
+def sale_day(catalog: Any, account: Any, now: datetime) -> date:
+    """The day of a sale in the account's client's time zone: what orders' dates are compared to."""
+    client = catalog.clients_by_id.get(account.client) if catalog is not None else None
+    return client_today(now, client.time_zone if client else "UTC")
+
+
 async def reserve(conn: asyncpg.Connection, *, catalog: Any, account: Any, delivery_id: uuid.UUID,
-                  price: Decimal, now: datetime) -> str | None:
+                  price: Decimal, now: datetime, found: Mapping[str, Any] | None = None) -> str | None:
     """Take one sale from the oldest open order of `account`'s client that covers the account and
     has room; returns its id, or None. Idempotent per delivery_id. Call inside a transaction.
+    `found`: the `sale_lookup` row, when the caller already read it.
 
     Orders past their end date (in the client's time zone) are not used from that day on; the
     returns service's sweep also closes them."""
-    client = catalog.clients_by_id.get(account.client) if catalog is not None else None
-    today = client_today(now, client.time_zone if client else "UTC")
-    # The repeat check and the candidate orders in one round trip: reserve runs for every sale.
-    found = await conn.fetchrow(
-        "SELECT c.order_id AS existing, c.status AS existing_status, array("
-        "  SELECT id FROM orders WHERE client_id = $1 AND status = 'open' AND start_date <= $2"
-        "  AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= $2)"
-        "  AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? $3)"
-        "  ORDER BY start_date, id) AS candidates"
-        " FROM (SELECT 1) AS one LEFT JOIN order_charges c ON c.delivery_id = $4",
-        account.client, today, account.id, delivery_id,
-    )
+    if found is None:
+        # The repeat check and the candidate orders in one round trip: reserve runs for every sale.
+        found = await conn.fetchrow(f"SELECT {sale_lookup(1, 2, 3, 4)}",
+                                    account.client, sale_day(catalog, account, now), account.id, delivery_id)
     if found["existing"] is not None:
         return found["existing"] if found["existing_status"] in ("reserved", "confirmed") else None
     for candidate in found["candidates"]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from services.router.rules import Attempt
+from shared.orders import sale_lookup
 from shared.outbox import claim_in_statement, event_in_statement
 
 
@@ -111,28 +112,32 @@ async def claim_and_lock_lead(conn: asyncpg.Connection, consumer: str, message_i
     return row["claimed"], row if row["id"] is not None else None
 
 
-async def take_caps(conn: asyncpg.Connection, account_id: str,
-                    windows: list[tuple[str, datetime, int]]) -> list[list[str]] | None:
-    """Count one sale in each of an account's cap windows. Returns the windows as [period, start]
-    keys, or None when one of them is full; then the caller rolls back what this statement took
-    (it runs in a savepoint). One statement for every window: each counter is updated under its
+async def take_caps(conn: asyncpg.Connection, account_id: str, windows: list[tuple[str, datetime, int]],
+                    sale: tuple[str, date, uuid.UUID]) -> tuple[list[list[str]] | None, asyncpg.Record | None]:
+    """Count one sale in each of an account's cap windows, and read the order lookup of the sale
+    (`orders.sale_lookup` for (client, day, delivery id)) in the same round trip. Returns the
+    windows as [period, start] keys, or None when one of them is full — then the caller rolls back
+    what this statement took (it runs in a savepoint) — and the lookup row (None without windows:
+    no statement is made). One statement for every window: each counter is updated under its
     row lock only while below its cap, so concurrent routers can never push a count past it, and
     every router locks an account's windows in the same order."""
     if not windows:
-        return []
-    taken = await conn.fetchval(
+        return [], None
+    client_id, day, delivery_id = sale
+    row = await conn.fetchrow(
         "WITH w AS (SELECT * FROM unnest($2::text[], $3::timestamp[], $4::int[]) AS w(period, period_start, cap)),"
         " taken AS (INSERT INTO cap_usage (delivery_account_id, period, period_start, used)"
         "  SELECT $1, period, period_start, 1 FROM w"
         "  ON CONFLICT (delivery_account_id, period, period_start) DO UPDATE SET used = cap_usage.used + 1"
         "  WHERE cap_usage.used < (SELECT w.cap FROM w WHERE w.period = excluded.period)"
         "  RETURNING 1)"
-        " SELECT count(*) FROM taken",
+        f" SELECT (SELECT count(*) FROM taken) AS taken, {sale_lookup(5, 6, 1, 7)}",
         account_id, [p for p, _, _ in windows], [s for _, s, _ in windows], [c for _, _, c in windows],
+        client_id, day, delivery_id,
     )
-    if taken < len(windows):
-        return None
-    return [[period, start.isoformat()] for period, start, _cap in windows]
+    if row["taken"] < len(windows):
+        return None, row
+    return [[period, start.isoformat()] for period, start, _cap in windows], row
 
 
 async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:

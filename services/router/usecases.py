@@ -234,11 +234,13 @@ async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead:
     # Never released: a release is a round trip, and what it guards commits with the lead anyway.
     await conn.execute("SAVEPOINT reserve")
     try:
-        cap_keys = await store.take_caps(conn, account.id, rules.cap_windows(account.caps, client.time_zone, now))
+        cap_keys, found = await store.take_caps(
+            conn, account.id, rules.cap_windows(account.caps, client.time_zone, now),
+            (account.client, orders.sale_day(catalog, account, now), delivery_id))
         if cap_keys is None:
             raise _Unavailable
         order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
-                                        price=account.price, now=now)
+                                        price=account.price, now=now, found=found)
         if account.require_order and order_id is None:
             raise _Unavailable
     except _Unavailable:

@@ -25,12 +25,12 @@ copy of `lead.sold` (a seventh hop, left out here).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 
 import aio_pika
 import aiohttp
 import asyncpg
+
+from bench.floor import no_reset, run, until_signalled
 
 SALES = 2
 
@@ -119,15 +119,11 @@ async def delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, qu
     await (await channel.get_queue(queues["requests"])).consume(on_request)
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    pass
-
-
 async def worker(role: str, amqp_url: str, database_url: str, namespace: str, buyer_url: str,
                  prefetch: int, pool_size: int) -> None:
     queues = queue_names(namespace)
     # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=_no_reset)
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=no_reset)
     async with pool.acquire() as conn, conn.transaction():
         # Both roles start together; IF NOT EXISTS alone races on the catalog.
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('design_floor_tables'))")
@@ -143,11 +139,7 @@ async def worker(role: str, amqp_url: str, database_url: str, namespace: str, bu
     else:
         await delivery(channel, pool, queues, http, buyer_url)
     print(f"design floor {role} ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     await connection.close()
     await http.close()
     await pool.close()
@@ -164,10 +156,4 @@ if __name__ == "__main__":
     parser.add_argument("--pool-size", type=int, default=20)
     a = parser.parse_args()
     prefetch = a.prefetch or (32 if a.role == "router" else 128)
-    try:
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(worker(a.role, a.amqp_url, a.database_url, a.namespace, a.buyer_url, prefetch, a.pool_size))
+    run(worker(a.role, a.amqp_url, a.database_url, a.namespace, a.buyer_url, prefetch, a.pool_size))

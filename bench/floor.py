@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -44,14 +46,34 @@ async def delete(amqp_url: str, namespace: str) -> None:
         await connection.close()
 
 
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    pass
+async def no_reset(conn: asyncpg.Connection) -> None:
+    """Pool release without asyncpg's reset query, as Leadwire's pool does (shared/db.py)."""
+
+
+async def until_signalled() -> None:
+    """Return on SIGTERM or SIGINT: the benchmark stops its workers with SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a worker on the event loop the services run on (faststream run picks uvloop)."""
+    try:
+        import uvloop
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(main)
 
 
 async def worker(amqp_url: str, database_url: str, namespace: str, prefetch: int, pool_size: int) -> None:
     inbound, outbound = queue_names(namespace)
     # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
-    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=_no_reset)
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=no_reset)
     async with pool.acquire() as conn:
         await conn.execute(TABLE)
     connection = await aio_pika.connect(amqp_url)
@@ -74,11 +96,7 @@ async def worker(amqp_url: str, database_url: str, namespace: str, prefetch: int
 
     await queue.consume(on_message)
     print("floor worker ready", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await until_signalled()
     await connection.close()
     await pool.close()
 
@@ -91,10 +109,4 @@ if __name__ == "__main__":
     parser.add_argument("--prefetch", type=int, default=32)
     parser.add_argument("--pool-size", type=int, default=20)
     a = parser.parse_args()
-    try:  # the event loop the services run on (faststream run picks uvloop when it is installed)
-        import uvloop
-        loop_factory = uvloop.new_event_loop
-    except ImportError:
-        loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(worker(a.amqp_url, a.database_url, a.namespace, a.prefetch, a.pool_size))
+    run(worker(a.amqp_url, a.database_url, a.namespace, a.prefetch, a.pool_size))

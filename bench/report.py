@@ -22,18 +22,14 @@ def markdown(results: dict[str, Any]) -> str:
         "| Measurement | Leads | Leads/s | p50 ms | p95 ms | p99 ms | Notes |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    floor = phases.get("floor")
-    if floor:
-        lat = floor["latency_ms"]["publish_to_out"]
-        lines.append(f"| Floor (aio-pika + asyncpg, full speed) | {floor['outcomes']}/{floor['leads']} |"
-                     f" {floor['leads_per_second']} | {_ms(lat['p50'])} | {_ms(lat['p95'])} | {_ms(lat['p99'])} |"
-                     f" publish → republished message consumed |")
-    design = phases.get("design-floor")
-    if design:
-        lat = design["latency_ms"]["publish_to_out"]
-        lines.append(f"| Design floor (the same, shaped like Leadwire: 6 hops, 5 transactions, 2 posts) |"
-                     f" {design['outcomes']}/{design['leads']} | {design['leads_per_second']} | {_ms(lat['p50'])} |"
-                     f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | publish → outcome consumed |")
+    floors = (("floor", "Floor (aio-pika + asyncpg, full speed)", "publish → republished message consumed"),
+              ("design-floor", "Design floor (the same, shaped like Leadwire: 6 hops, 5 transactions, 2 posts)",
+               "publish → outcome consumed"))
+    for name, label, note in floors:
+        if p := phases.get(name):
+            lat = p["latency_ms"]["publish_to_out"]
+            lines.append(f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(lat['p50'])} |"
+                         f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | {note} |")
     labels = {
         "throughput": "Leadwire, full speed",
         "latency": "Leadwire, fixed rate",

@@ -8,14 +8,17 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from services.delivery import store as delivery_store
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
 from shared.contracts import ConfirmPrice
+from shared.outbox import event_params
 from shared.portal_links import read_link_token
 from shared.service import Runtime
 from tests.delivery_support import IdempotentBuyer, account, catalog, publish_event, seed_delivery
@@ -255,6 +258,34 @@ async def test_a_live_posters_delivery_is_not_taken_over_but_a_dead_ones_is(sett
     keys = [r.headers["Idempotency-Key"] for r in buyer.received]
     assert keys == [str(stale.delivery_id), str(held.delivery_id)]
     assert [e["attempts"] for r in (stale, held) for e in finished(tap, r)] == [2, 2]
+
+
+async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(settings, buyer, conn):
+    # A poster that stalled past its lease finishes after another consumer took the delivery over
+    # (attempt 2): its answer is logged, but it neither closes the delivery nor writes an event.
+    await apply_yaml(settings.database_url, catalog(account("acme-post", "acme", buyer)))
+    request = await seed_delivery(conn, "acme-post", "acme", status="posting", attempts=2, lease_seconds=30)
+    await conn.execute("INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures)"
+                       " VALUES ('acme-post', 3)")
+    entry = dict(delivery_id=request.delivery_id, started_at=datetime.now(UTC), duration_ms=5, request="POST /",
+                 status_code=200, response="{}", outcome="accepted", error=None, reset_failures_of="acme-post",
+                 status="succeeded", price=Decimal("30.00"), reason=None)
+
+    def event() -> list:
+        return event_params("delivery.succeeded", {"delivery_id": str(request.delivery_id)})
+
+    assert not await delivery_store.log_and_finish(conn, attempt=1, event=event(), **entry)
+    row = await conn.fetchrow("SELECT status, price FROM deliveries WHERE id = $1", request.delivery_id)
+    assert (row["status"], row["price"]) == ("posting", Decimal("25.00"))
+    assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
+    assert [a["attempt"] for a in await attempts(conn, request)] == [1]
+
+    assert await delivery_store.log_and_finish(conn, attempt=2, event=event(), **entry)
+    row = await conn.fetchrow("SELECT status, price, account_price FROM deliveries WHERE id = $1", request.delivery_id)
+    assert (row["status"], row["price"], row["account_price"]) == ("succeeded", Decimal("30.00"), Decimal("25.00"))
+    assert await conn.fetchval("SELECT routing_key FROM outbox") == "delivery.succeeded"
+    assert await conn.fetchval("SELECT consecutive_failures FROM delivery_account_state") == 0
+    assert [a["attempt"] for a in await attempts(conn, request)] == [1, 2]
 
 
 def _service_env(settings, **extra: str) -> dict[str, str]:

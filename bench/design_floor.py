@@ -25,6 +25,11 @@ copy of `lead.sold` (a seventh hop, left out here).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
 import aiohttp
@@ -33,6 +38,7 @@ import asyncpg
 from bench.floor import no_reset, run, until_signalled
 
 SALES = 2
+BATCH_WAIT_SECONDS = 0.005  # --batch: how long a batch waits to fill
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS design_floor_leads (
@@ -119,8 +125,112 @@ async def delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, qu
     await (await channel.get_queue(queues["requests"])).consume(on_request)
 
 
+# --- batched: several leads per message and per transaction (--batch N) ------------------------
+
+
+class Batcher:
+    """Collects one consumer's messages and hands them on in batches: `size` at most, or what came
+    within `wait` seconds of the first. One batch at a time, so that acknowledging a batch's last
+    message with multiple=True (the consumer has a channel of its own) acknowledges exactly the
+    messages already handled."""
+
+    def __init__(self, size: int, wait: float,
+                 handle: Callable[[list[aio_pika.abc.AbstractIncomingMessage]], Awaitable[None]]) -> None:
+        self.size, self.wait, self.handle = size, wait, handle
+        self.pending: list[aio_pika.abc.AbstractIncomingMessage] = []
+        self.lock = asyncio.Lock()
+        self.timer: asyncio.TimerHandle | None = None
+
+    async def add(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        self.pending.append(message)
+        if len(self.pending) >= self.size:
+            await self.flush()
+        else:
+            self._arm()
+
+    def _arm(self) -> None:
+        if self.timer is None and self.pending:
+            self.timer = asyncio.get_running_loop().call_later(
+                self.wait, lambda: asyncio.ensure_future(self.flush()))
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            while self.pending:
+                batch, self.pending = self.pending[:self.size], self.pending[self.size:]
+                await self.handle(batch)
+                await batch[-1].ack(multiple=True)
+                if len(self.pending) < self.size:
+                    break
+            self._arm()
+
+
+def _batch_message(items: list[dict[str, Any]]) -> aio_pika.Message:
+    return aio_pika.Message(json.dumps(items).encode(), message_id=str(uuid.uuid4()), content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+
+
+async def batched_router(connection: aio_pika.abc.AbstractConnection, pool: asyncpg.Pool, queues: dict[str, str],
+                         size: int, prefetch: int) -> None:
+    publishing = await connection.channel(publisher_confirms=True)
+
+    async def publish(message: aio_pika.Message, queue: str) -> None:
+        await publishing.default_exchange.publish(message, routing_key=queue, timeout=30)
+
+    async def on_leads(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
+        keys, bodies = [str(m.message_id) for m in batch], [m.body.decode() for m in batch]
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO design_floor_leads (idempotency_key, body)"
+                               " SELECT k, b::jsonb FROM unnest($1::text[], $2::text[]) AS t(k, b)"
+                               " ON CONFLICT DO NOTHING", keys, bodies)
+        await publish(_batch_message([{"key": k, "sale": 1, "body": b} for k, b in zip(keys, bodies)]),
+                      queues["requests"])
+
+    async def on_results(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
+        items = {i["key"]: i for m in batch for i in json.loads(m.body)}
+        async with pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch("UPDATE design_floor_leads SET sales = sales + 1"
+                                    " WHERE idempotency_key = ANY($1::text[]) RETURNING idempotency_key, sales",
+                                    list(items))
+        again = [{**items[r["idempotency_key"]], "sale": r["sales"] + 1} for r in rows if r["sales"] < SALES]
+        done = [items[r["idempotency_key"]] for r in rows if r["sales"] >= SALES]
+        sends = [publish(_message(i["body"].encode(), i["key"], SALES), queues["out"]) for i in done]
+        if again:
+            sends.append(publish(_batch_message(again), queues["requests"]))
+        await asyncio.gather(*sends)
+
+    for queue, handle in ((queues["leads"], on_leads), (queues["results"], on_results)):
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=prefetch)
+        batcher = Batcher(size, BATCH_WAIT_SECONDS, handle)
+        await (await channel.get_queue(queue)).consume(batcher.add)
+
+
+async def batched_delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queues: dict[str, str],
+                           http: aiohttp.ClientSession, buyer_url: str) -> None:
+    async def post(item: dict[str, Any]) -> int:
+        async with http.post(f"{buyer_url}/buyers/design-floor", data=item["body"].encode(),
+                             headers={"content-type": "application/json"}) as answer:
+            await answer.read()
+            return answer.status
+
+    async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        items = json.loads(message.body)
+        statuses = await asyncio.gather(*(post(i) for i in items))
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("INSERT INTO design_floor_posts (idempotency_key, sale, status)"
+                               " SELECT * FROM unnest($1::text[], $2::int[], $3::int[])",
+                               [i["key"] for i in items], [i["sale"] for i in items], list(statuses))
+        await channel.default_exchange.publish(_batch_message(items), routing_key=queues["results"], timeout=30)
+        await message.ack()
+
+    await (await channel.get_queue(queues["requests"])).consume(on_request)
+
+
 async def worker(role: str, amqp_url: str, database_url: str, namespace: str, buyer_url: str,
-                 prefetch: int, pool_size: int) -> None:
+                 prefetch: int, pool_size: int, batch: int = 1) -> None:
     queues = queue_names(namespace)
     # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=no_reset)
@@ -133,8 +243,12 @@ async def worker(role: str, amqp_url: str, database_url: str, namespace: str, bu
     channel = await connection.channel(publisher_confirms=True)
     await channel.set_qos(prefetch_count=prefetch)
     await declare(channel, namespace)
-    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=prefetch))
-    if role == "router":
+    http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=prefetch * max(batch, 1)))
+    if batch > 1 and role == "router":
+        await batched_router(connection, pool, queues, batch, max(prefetch, 4 * batch))
+    elif batch > 1:
+        await batched_delivery(channel, pool, queues, http, buyer_url)
+    elif role == "router":
         await router(channel, pool, queues)
     else:
         await delivery(channel, pool, queues, http, buyer_url)
@@ -154,6 +268,8 @@ if __name__ == "__main__":
     parser.add_argument("--buyer-url", default="http://127.0.0.1:18199")
     parser.add_argument("--prefetch", type=int, default=None, help="default: Leadwire's (router 32, delivery 128)")
     parser.add_argument("--pool-size", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="leads per internal message and per transaction (1: the design as it is)")
     a = parser.parse_args()
     prefetch = a.prefetch or (32 if a.role == "router" else 128)
-    run(worker(a.role, a.amqp_url, a.database_url, a.namespace, a.buyer_url, prefetch, a.pool_size))
+    run(worker(a.role, a.amqp_url, a.database_url, a.namespace, a.buyer_url, prefetch, a.pool_size, a.batch))

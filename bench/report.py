@@ -27,6 +27,8 @@ def markdown(results: dict[str, Any]) -> str:
                "publish → outcome consumed"))
     for name, label, note in floors:
         if p := phases.get(name):
+            if p.get("batch", 1) > 1:
+                label += f", {p['batch']} leads per internal message and transaction"
             lat = p["latency_ms"]["publish_to_out"]
             lines.append(f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(lat['p50'])} |"
                          f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | {note} |")

@@ -90,6 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="LEADWIRE_PREFETCH of the delivery processes (default: delivery's own, 128)")
     p.add_argument("--router-prefetch", type=int, default=None,
                    help="LEADWIRE_PREFETCH of the router processes (default: router's own, 32)")
+    p.add_argument("--design-batch", type=int, default=1,
+                   help="leads per internal message and per transaction in the design floor (1: the design as it is;"
+                        " more: what batching the hops would allow)")
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
@@ -464,7 +467,8 @@ class Run:
         names = ["design-floor-router", "design-floor-delivery"]
         for name in names:
             self.spawn(name, [sys.executable, "-m", "bench.design_floor", "--role", name.rsplit("-", 1)[1], *common,
-                              "--buyer-url", f"http://127.0.0.1:{self.buyer_port}"])
+                              "--buyer-url", f"http://127.0.0.1:{self.buyer_port}",
+                              "--batch", str(self.args.design_batch)])
         return (names, list(queues.values()), queues["leads"], queues["out"],
                 [(queues["leads"], 1), (queues["results"], 1), (queues["requests"], 1)])
 
@@ -517,6 +521,7 @@ class Run:
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items()
                             if k in cpu_after and k in names},
             "db_transactions_per_lead": round(xacts / n, 1),
+            "batch": 1 if shape == "floor" else self.args.design_batch,
             "leads_per_second": round(len(listener.seen) / (last - first), 1) if last > first else None,
             "latency_ms": {"publish_to_out": percentiles([listener.seen[k] - sent[k] for k in listener.seen])},
         }

@@ -69,3 +69,15 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
     finally:
         await conn.close()
     assert left == 0
+
+
+async def test_design_floor_with_batched_hops_completes(amqp_url, database_server_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("AMQP_URL", amqp_url)
+    monkeypatch.setenv("DATABASE_URL", database_server_url)
+    status = await bench.main(["--leads", "120", "--phases", "design-floor", "--design-batch", "7",
+                               "--stall-seconds", "30", "--out", str(tmp_path), "--quiet"])
+    assert status == 0
+    phase = json.loads((tmp_path / "latest.json").read_text())["phases"]["design-floor"]
+    # 120 leads through batches of at most 7 (the last ones partly filled): every outcome arrives.
+    assert phase["complete"] and phase["outcomes"] == phase["leads"] == 120 and phase["batch"] == 7
+    assert "7 leads per internal message and transaction" in (tmp_path / "latest.md").read_text()

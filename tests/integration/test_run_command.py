@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -21,8 +22,9 @@ def _free_port() -> int:
 
 
 def test_run_command_shows_leads_being_sold(settings):
+    # The fixture's retry tiers, so that its teardown deletes every queue the demo declares.
     env = {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
-           "LEADWIRE_NAMESPACE": settings.namespace}
+           "LEADWIRE_NAMESPACE": settings.namespace, "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays))}
     result = subprocess.run(
         ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,

@@ -84,15 +84,11 @@ async def add_event(
     message_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Queue `message` for publishing when the surrounding transaction commits."""
-    event_id = message_id or uuid.uuid4()
     # Insert (and notify, outside a handler) in one statement: one round trip per event.
-    await conn.execute(
-        "WITH event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
-        " VALUES ($1, $2, $3, $4, $5) RETURNING id) SELECT pg_notify($6, $7) FROM event WHERE $7::text IS NOT NULL",
-        event_id, exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
-        _notify_payload(routing_key),
-    )
-    return event_id
+    params = event_params(routing_key, message, exchange=exchange, headers=headers, message_id=message_id)
+    event_cte, notified = event_in_statement("one", 1)
+    await conn.execute(f"WITH one AS (SELECT 1), {event_cte} SELECT {notified}", *params)
+    return params[0]
 
 
 async def add_reply(
@@ -123,10 +119,11 @@ def event_in_statement(source: str, first_param: int) -> tuple[str, str]:
 
 
 def event_params(routing_key: str, message: BaseModel | dict[str, Any], *, exchange: str = "events",
-                 headers: dict[str, Any] | None = None) -> list[Any]:
-    """The parameters of `event_in_statement`, for one event. Within a handler this enrols the row
-    with the handler's relay (a wake-up for nothing if the statement then writes no row)."""
-    return [uuid.uuid4(), exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
+                 headers: dict[str, Any] | None = None, message_id: uuid.UUID | None = None) -> list[Any]:
+    """The parameters of `event_in_statement`, for one event (the first is its message id). Within
+    a handler this enrols the row with the handler's relay (a wake-up for nothing if the statement
+    then writes no row)."""
+    return [message_id or uuid.uuid4(), exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
             _notify_payload(routing_key)]
 
 

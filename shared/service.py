@@ -106,7 +106,7 @@ class FailureRouting(BaseMiddleware):
             await self.runtime.route_failure(self.queue, msg, exc)
             return None
         finally:
-            if written and relay is not None:
+            if written:
                 relay.wake()
 
 

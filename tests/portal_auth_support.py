@@ -16,6 +16,7 @@ from faststream.rabbit import RabbitBroker
 
 from services.portal_auth import usecases
 from services.portal_auth.client import PortalAuthClient
+from shared.rpc import RequestReply
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from services.portal_auth.main import build
@@ -120,7 +121,7 @@ class Portal:
     async def raw_request(self, body: Any, *, routing_key: str = "portal_auth.login", timeout: float = 5.0,
                           **kwargs: Any) -> Any:
         """A request as any AMQP client could send it, bypassing PortalAuthClient."""
-        reply = await self.broker.request(body, exchange=self.client._exchange, routing_key=routing_key,
+        reply = await self.broker.request(body, exchange=self.runtime.topology.events, routing_key=routing_key,
                                           timeout=timeout, **kwargs)
         return await reply.decode()
 
@@ -135,8 +136,11 @@ async def running_portal(settings: Settings, *, catalog: str | None = None, cloc
     async with runtime.running():
         broker = RabbitBroker(settings.amqp_url)
         await broker.connect()
+        rpc = RequestReply(settings.amqp_url, name="tests", namespace=settings.namespace)
+        await rpc.start()
         try:
-            client = PortalAuthClient(broker, Topology(settings.namespace, settings.retry_delays), timeout=timeout)
+            client = PortalAuthClient(rpc, Topology(settings.namespace, settings.retry_delays), timeout=timeout)
             yield Portal(runtime, client, broker, clock, settings)
         finally:
+            await rpc.close()
             await broker.stop()

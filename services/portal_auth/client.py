@@ -1,9 +1,9 @@
 """The caller's side of portal_auth (the portal's web tier, other services, tests).
 
-Every call has a timeout that covers the whole call: FastStream serialises `broker.request` per
-broker behind a lock whose wait its own `timeout` does not cover, and waits forever without one.
-A call that gets no answer in time returns `Failure(error="unavailable")`; it never raises for
-an expected outcome.
+Calls go through the process's one multiplexed request-reply client (`shared/rpc.py`), so many
+calls are in flight together without waiting on each other. Every call has a timeout that covers
+the whole call; a call that gets no answer in time returns `Failure(error="unavailable")`; it never
+raises for an expected outcome.
 
 Each request carries its deadline (header `x-deadline-ms`, unix milliseconds): portal_auth refuses one
 that arrives after it instead of, say, creating a session nobody will receive. The reply must
@@ -13,13 +13,10 @@ this one's answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 import uuid
 from typing import Any, TypeVar
 
-from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from shared.contracts.portal_auth import (
@@ -42,7 +39,7 @@ from shared.contracts.portal_auth import (
     UserOk,
     Verify,
 )
-from services.portal_auth.usecases import DEADLINE_HEADER
+from shared.rpc import RequestFailed, RequestReply
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.portal_auth.client")
@@ -53,11 +50,11 @@ DEFAULT_TIMEOUT = 5.0
 
 
 class PortalAuthClient:
-    def __init__(self, broker: RabbitBroker, topology: Topology, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, rpc: RequestReply, topology: Topology, *, timeout: float = DEFAULT_TIMEOUT) -> None:
         if timeout <= 0:
             raise ValueError("a portal_auth call needs a positive timeout")
-        self._broker = broker
-        self._exchange = topology.events
+        self._rpc = rpc
+        self._exchange = topology.events.name
         self.timeout = timeout
 
     async def call(self, request: BaseModel, reply_type: type[T], *, timeout: float | None = None) -> T | Failure:
@@ -65,21 +62,22 @@ class PortalAuthClient:
         correlation_id = str(uuid.uuid4())
         op = request.op  # type: ignore[attr-defined]
         try:
-            async with asyncio.timeout(timeout):
-                reply = await self._broker.request(
-                    request.model_dump(mode="json"), exchange=self._exchange, routing_key=f"portal_auth.{op}",
-                    timeout=timeout, correlation_id=correlation_id, message_id=correlation_id,
-                    headers={DEADLINE_HEADER: int((time.time() + timeout) * 1000)},
-                )
-                body: Any = await reply.decode()
+            reply = await self._rpc.request(
+                self._exchange, f"portal_auth.{op}", request.model_dump(mode="json"), timeout=timeout,
+                correlation_id=correlation_id, message_id=correlation_id,
+            )
         except TimeoutError:
             return Failure(error="unavailable", message=f"portal_auth did not answer within {timeout:g} s")
-        except Exception as exc:  # noqa: BLE001 - broker away, unroutable: the caller gets a Failure
-            log.warning("portal_auth %s call failed: %s: %s", op, type(exc).__name__, exc)
+        except RequestFailed as exc:
+            log.warning("portal_auth %s call failed: %s", op, exc)
             return Failure(error="unavailable", message="portal_auth could not be reached")
         if reply.correlation_id != correlation_id:
             log.warning("portal_auth %s: ignoring a reply to another request", op)
             return Failure(error="unavailable", message="portal_auth answered another request")
+        try:
+            body: Any = reply.json()
+        except ValueError:
+            body = None
         if not isinstance(body, dict):
             return Failure(error="bad_request", message="portal_auth could not read the request")
         try:

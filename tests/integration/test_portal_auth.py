@@ -13,6 +13,7 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 from services.portal_auth.client import PortalAuthClient
+from shared.rpc import RequestReply
 from shared.contracts.portal_auth import Done, Failure, Identity, LinkGrant, LoginOk, UserList, UserOk
 from shared.portal_links import issue_link_token, read_link_token
 from tests.portal_auth_support import (
@@ -144,17 +145,9 @@ async def test_repeated_failures_slow_down_then_lock_for_known_and_unknown_email
 async def test_parallel_guesses_each_spend_an_attempt(settings):
     await seed_user(settings.database_url, "acme", "ann@acme.test")
     async with running_portal(settings, catalog=portal_catalog()) as portal:
-        # One broker per guess: FastStream serialises requests per broker, these must overlap.
-        brokers = [RabbitBroker(settings.amqp_url) for _ in range(6)]
-        for broker in brokers:
-            await broker.connect()
-        try:
-            replies = await asyncio.gather(*(
-                PortalAuthClient(broker, portal.runtime.topology).login("ann@acme.test", f"guess number {i}")
-                for i, broker in enumerate(brokers)))
-        finally:
-            for broker in brokers:
-                await broker.stop()
+        # One multiplexed client: the guesses are in flight together, as a web tier's would be.
+        replies = await asyncio.gather(*(
+            portal.client.login("ann@acme.test", f"guess number {i}") for i in range(6)))
     # The clock stands still: 2 free attempts, and every other guess waits for the first delay.
     assert sorted(r.error for r in replies) == ["invalid_credentials"] * 2 + ["throttled"] * 4
 
@@ -404,20 +397,12 @@ async def test_answers_a_burst_of_concurrent_requests_within_the_timeout(setting
         await seed_user(settings.database_url, "acme", f"user{i}@acme.test")
     async with running_portal(settings, catalog=portal_catalog(), timeout=10.0) as portal:
         token = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
-        # Four callers (think web workers), each with its own broker, so portal_auth sees the
-        # requests together; FastStream would queue them one at a time behind a single broker.
-        brokers = [RabbitBroker(settings.amqp_url) for _ in range(4)]
-        for broker in brokers:
-            await broker.connect()
-        try:
-            clients = [PortalAuthClient(b, portal.runtime.topology, timeout=10.0) for b in brokers]
-            calls = [clients[i % 4].verify(token) for i in range(160)]
-            calls += [clients[i % 4].login(f"user{i}@acme.test", PASSWORD) for i in range(5)]
-            calls += [clients[i % 4].check_link("tampered.token") for i in range(20)]
-            replies = await asyncio.gather(*calls)
-        finally:
-            for broker in brokers:
-                await broker.stop()
+        # One caller (think one web worker) with 185 calls in flight at once on one connection.
+        client = portal.client
+        calls = [client.verify(token) for _ in range(160)]
+        calls += [client.login(f"user{i}@acme.test", PASSWORD) for i in range(5)]
+        calls += [client.check_link("tampered.token") for _ in range(20)]
+        replies = await asyncio.gather(*calls)
     assert all(isinstance(r, Identity) and r.user_id == replies[0].user_id for r in replies[:160])
     assert [r.identity.email for r in replies[160:165]] == [f"user{i}@acme.test" for i in range(5)]
     assert all(isinstance(r, Failure) and r.error == "link_invalid" for r in replies[165:])
@@ -429,9 +414,12 @@ async def test_a_caller_gets_unavailable_not_a_hang_when_portal_auth_is_down(set
     topology = Topology(settings.namespace, settings.retry_delays)
     broker = RabbitBroker(settings.amqp_url)
     await broker.connect()
+    rpc = RequestReply(settings.amqp_url, name="tests", namespace=settings.namespace)
+    await rpc.start()
     try:
         await topology.declare(broker)     # the queue exists, nobody consumes it
-        reply = await PortalAuthClient(broker, topology, timeout=0.5).verify("whatever")
+        reply = await PortalAuthClient(rpc, topology, timeout=0.5).verify("whatever")
     finally:
+        await rpc.close()
         await broker.stop()
     refused(reply, "unavailable")

@@ -48,8 +48,10 @@ class Buyer:
                         length = int(line[15:].strip())
                 body = await reader.readexactly(length) if length else b""
                 status, payload = await self.answer(method, target, body, arrived)
-                writer.write(b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                             % (status, len(payload), payload))
+                writer.write(
+                    b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                    % (status, len(payload), payload)
+                )
                 await writer.drain()
         finally:
             writer.close()
@@ -100,8 +102,9 @@ async def control(port: int, path: str) -> Any:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\nContent-Length: 0\r\n\r\n".encode())
         await writer.drain()
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        length = next(int(line.split(":", 1)[1]) for line in head.split("\r\n")
-                      if line.lower().startswith("content-length:"))
+        length = next(
+            int(line.split(":", 1)[1]) for line in head.split("\r\n") if line.lower().startswith("content-length:")
+        )
         return json.loads(await reader.readexactly(length))
     finally:
         writer.close()

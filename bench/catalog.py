@@ -37,21 +37,28 @@ def build(buyer_url: str, clients: int = 50, caps: bool = True) -> dict[str, Any
     per_group = max(1, clients // len(GROUP_SHAPES))
     doc: dict[str, Any] = {
         "options": {"route_duplicate_leads": False},
-        "lead_types": [{
-            "id": "solar", "name": "Residential solar", "duplicate_fields": ["phone"],
-            "duplicate_window_days": 30, "max_sales": 2,
-            "fields": [
-                {"name": "ref", "type": "text"},
-                {"name": "first_name", "type": "text", "required": True},
-                {"name": "phone", "type": "phone", "required": True},
-                {"name": "email", "type": "email"},
-                {"name": "state", "type": "us_state", "required": True},
-                {"name": "homeowner", "type": "choice", "choices": ["yes", "no"], "required": True},
-                {"name": "monthly_bill", "type": "money"},
-            ],
-        }],
+        "lead_types": [
+            {
+                "id": "solar",
+                "name": "Residential solar",
+                "duplicate_fields": ["phone"],
+                "duplicate_window_days": 30,
+                "max_sales": 2,
+                "fields": [
+                    {"name": "ref", "type": "text"},
+                    {"name": "first_name", "type": "text", "required": True},
+                    {"name": "phone", "type": "phone", "required": True},
+                    {"name": "email", "type": "email"},
+                    {"name": "state", "type": "us_state", "required": True},
+                    {"name": "homeowner", "type": "choice", "choices": ["yes", "no"], "required": True},
+                    {"name": "monthly_bill", "type": "money"},
+                ],
+            }
+        ],
         "sources": [{"id": "web", "name": "Web forms"}],
-        "clients": [], "groups": [], "delivery_accounts": [],
+        "clients": [],
+        "groups": [],
+        "delivery_accounts": [],
     }
     n = 0
     for g, (group_id, exclusive, distribution) in enumerate(GROUP_SHAPES):
@@ -59,8 +66,9 @@ def build(buyer_url: str, clients: int = 50, caps: bool = True) -> dict[str, Any
         for k in range(per_group):
             cid = client_id(n)
             members.append(cid)
-            doc["clients"].append({"id": cid, "name": f"Buyer {n:02d}", "external_ref": f"B{n:02d}",
-                                   "time_zone": "America/New_York"})
+            doc["clients"].append(
+                {"id": cid, "name": f"Buyer {n:02d}", "external_ref": f"B{n:02d}", "time_zone": "America/New_York"}
+            )
             criteria: list[dict[str, Any]] = []
             if g == 0:
                 criteria = [{"field": "state", "op": "in", "value": [STATES[k % 5]]}]
@@ -69,18 +77,37 @@ def build(buyer_url: str, clients: int = 50, caps: bool = True) -> dict[str, Any
             elif g == 2:
                 criteria = [{"field": "monthly_bill", "op": "range", "min": 50 + 10 * k}]
             elif g == 3:
-                criteria = [{"field": "state", "op": "in", "value": list(STATES[k % 2::2])}]
-            doc["delivery_accounts"].append({
-                "id": f"{cid}-solar", "client": cid, "lead_type": "solar", "price": f"{20 + n % 17}.00",
-                "priority": k, "weight": k + 1, "criteria": criteria,
-                "caps": {"hourly": 10_000_000, "daily": 10_000_000} if caps else {},
-                "delivery": {"method": "http", "url": f"{buyer_url}/buyers/{cid}", "format": "json",
-                             "timeout_seconds": 10, "retry": {"count": 1, "delay_seconds": 1},
-                             "success": {"status_codes": [200], "json_path": "status", "json_equals": "accepted"}},
-            })
+                criteria = [{"field": "state", "op": "in", "value": list(STATES[k % 2 :: 2])}]
+            doc["delivery_accounts"].append(
+                {
+                    "id": f"{cid}-solar",
+                    "client": cid,
+                    "lead_type": "solar",
+                    "price": f"{20 + n % 17}.00",
+                    "priority": k,
+                    "weight": k + 1,
+                    "criteria": criteria,
+                    "caps": {"hourly": 10_000_000, "daily": 10_000_000} if caps else {},
+                    "delivery": {
+                        "method": "http",
+                        "url": f"{buyer_url}/buyers/{cid}",
+                        "format": "json",
+                        "timeout_seconds": 10,
+                        "retry": {"count": 1, "delay_seconds": 1},
+                        "success": {"status_codes": [200], "json_path": "status", "json_equals": "accepted"},
+                    },
+                }
+            )
             n += 1
-        doc["groups"].append({"id": group_id, "name": group_id, "apply_groups_as_criteria": exclusive,
-                              "distribution": distribution, "clients": members})
+        doc["groups"].append(
+            {
+                "id": group_id,
+                "name": group_id,
+                "apply_groups_as_criteria": exclusive,
+                "distribution": distribution,
+                "clients": members,
+            }
+        )
     return doc
 
 

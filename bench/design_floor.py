@@ -75,8 +75,13 @@ async def delete(amqp_url: str, namespace: str) -> None:
 
 
 def _message(body: bytes, key: str, sale: int) -> aio_pika.Message:
-    return aio_pika.Message(body, message_id=key, headers={"sale": sale}, content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+    return aio_pika.Message(
+        body,
+        message_id=key,
+        headers={"sale": sale},
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
 async def router(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queues: dict[str, str]) -> None:
@@ -86,16 +91,20 @@ async def router(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queu
     async def on_lead(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = str(message.message_id)
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO design_floor_leads (idempotency_key, body) VALUES ($1, $2::jsonb)"
-                               " ON CONFLICT DO NOTHING", key, message.body.decode())
+            await conn.execute(
+                "INSERT INTO design_floor_leads (idempotency_key, body) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING",
+                key,
+                message.body.decode(),
+            )
         await publish(message.body, key, 1, queues["requests"])
         await message.ack()
 
     async def on_result(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = str(message.message_id)
         async with pool.acquire() as conn, conn.transaction():
-            sales = await conn.fetchval("UPDATE design_floor_leads SET sales = sales + 1"
-                                        " WHERE idempotency_key = $1 RETURNING sales", key)
+            sales = await conn.fetchval(
+                "UPDATE design_floor_leads SET sales = sales + 1 WHERE idempotency_key = $1 RETURNING sales", key
+            )
         if sales < SALES:
             await publish(message.body, key, sales + 1, queues["requests"])
         else:
@@ -106,20 +115,28 @@ async def router(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queu
     await (await channel.get_queue(queues["results"])).consume(on_result)
 
 
-async def delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queues: dict[str, str],
-                   http: aiohttp.ClientSession, buyer_url: str) -> None:
+async def delivery(
+    channel: aio_pika.abc.AbstractChannel,
+    pool: asyncpg.Pool,
+    queues: dict[str, str],
+    http: aiohttp.ClientSession,
+    buyer_url: str,
+) -> None:
     async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = str(message.message_id)
         sale = int((message.headers or {}).get("sale", 1))
-        async with http.post(f"{buyer_url}/buyers/design-floor", data=message.body,
-                             headers={"content-type": "application/json"}) as answer:
+        async with http.post(
+            f"{buyer_url}/buyers/design-floor", data=message.body, headers={"content-type": "application/json"}
+        ) as answer:
             await answer.read()
             status = answer.status
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO design_floor_posts (idempotency_key, sale, status) VALUES ($1, $2, $3)",
-                               key, sale, status)
-        await channel.default_exchange.publish(_message(message.body, key, sale), routing_key=queues["results"],
-                                               timeout=30)
+            await conn.execute(
+                "INSERT INTO design_floor_posts (idempotency_key, sale, status) VALUES ($1, $2, $3)", key, sale, status
+            )
+        await channel.default_exchange.publish(
+            _message(message.body, key, sale), routing_key=queues["results"], timeout=30
+        )
         await message.ack()
 
     await (await channel.get_queue(queues["requests"])).consume(on_request)
@@ -134,8 +151,9 @@ class Batcher:
     message with multiple=True (the consumer has a channel of its own) acknowledges exactly the
     messages already handled."""
 
-    def __init__(self, size: int, wait: float,
-                 handle: Callable[[list[aio_pika.abc.AbstractIncomingMessage]], Awaitable[None]]) -> None:
+    def __init__(
+        self, size: int, wait: float, handle: Callable[[list[aio_pika.abc.AbstractIncomingMessage]], Awaitable[None]]
+    ) -> None:
         self.size, self.wait, self.handle = size, wait, handle
         self.pending: list[aio_pika.abc.AbstractIncomingMessage] = []
         self.lock = asyncio.Lock()
@@ -150,8 +168,7 @@ class Batcher:
 
     def _arm(self) -> None:
         if self.timer is None and self.pending:
-            self.timer = asyncio.get_running_loop().call_later(
-                self.wait, lambda: asyncio.ensure_future(self.flush()))
+            self.timer = asyncio.get_running_loop().call_later(self.wait, lambda: asyncio.ensure_future(self.flush()))
 
     async def flush(self) -> None:
         async with self.lock:
@@ -159,7 +176,7 @@ class Batcher:
                 self.timer.cancel()
                 self.timer = None
             while self.pending:
-                batch, self.pending = self.pending[:self.size], self.pending[self.size:]
+                batch, self.pending = self.pending[: self.size], self.pending[self.size :]
                 await self.handle(batch)
                 await batch[-1].ack(multiple=True)
                 if len(self.pending) < self.size:
@@ -168,12 +185,17 @@ class Batcher:
 
 
 def _batch_message(items: list[dict[str, Any]]) -> aio_pika.Message:
-    return aio_pika.Message(json.dumps(items).encode(), message_id=str(uuid.uuid4()), content_type="application/json",
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+    return aio_pika.Message(
+        json.dumps(items).encode(),
+        message_id=str(uuid.uuid4()),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
 
 
-async def batched_router(connection: aio_pika.abc.AbstractConnection, pool: asyncpg.Pool, queues: dict[str, str],
-                         size: int, prefetch: int) -> None:
+async def batched_router(
+    connection: aio_pika.abc.AbstractConnection, pool: asyncpg.Pool, queues: dict[str, str], size: int, prefetch: int
+) -> None:
     publishing = await connection.channel(publisher_confirms=True)
 
     async def publish(message: aio_pika.Message, queue: str) -> None:
@@ -182,18 +204,26 @@ async def batched_router(connection: aio_pika.abc.AbstractConnection, pool: asyn
     async def on_leads(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
         keys, bodies = [str(m.message_id) for m in batch], [m.body.decode() for m in batch]
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO design_floor_leads (idempotency_key, body)"
-                               " SELECT k, b::jsonb FROM unnest($1::text[], $2::text[]) AS t(k, b)"
-                               " ON CONFLICT DO NOTHING", keys, bodies)
-        await publish(_batch_message([{"key": k, "sale": 1, "body": b} for k, b in zip(keys, bodies)]),
-                      queues["requests"])
+            await conn.execute(
+                "INSERT INTO design_floor_leads (idempotency_key, body)"
+                " SELECT k, b::jsonb FROM unnest($1::text[], $2::text[]) AS t(k, b)"
+                " ON CONFLICT DO NOTHING",
+                keys,
+                bodies,
+            )
+        await publish(
+            _batch_message([{"key": k, "sale": 1, "body": b} for k, b in zip(keys, bodies, strict=True)]),
+            queues["requests"],
+        )
 
     async def on_results(batch: list[aio_pika.abc.AbstractIncomingMessage]) -> None:
         items = {i["key"]: i for m in batch for i in json.loads(m.body)}
         async with pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch("UPDATE design_floor_leads SET sales = sales + 1"
-                                    " WHERE idempotency_key = ANY($1::text[]) RETURNING idempotency_key, sales",
-                                    list(items))
+            rows = await conn.fetch(
+                "UPDATE design_floor_leads SET sales = sales + 1"
+                " WHERE idempotency_key = ANY($1::text[]) RETURNING idempotency_key, sales",
+                list(items),
+            )
         again = [{**items[r["idempotency_key"]], "sale": r["sales"] + 1} for r in rows if r["sales"] < SALES]
         done = [items[r["idempotency_key"]] for r in rows if r["sales"] >= SALES]
         sends = [publish(_message(i["body"].encode(), i["key"], SALES), queues["out"]) for i in done]
@@ -208,11 +238,17 @@ async def batched_router(connection: aio_pika.abc.AbstractConnection, pool: asyn
         await (await channel.get_queue(queue)).consume(batcher.add)
 
 
-async def batched_delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.Pool, queues: dict[str, str],
-                           http: aiohttp.ClientSession, buyer_url: str) -> None:
+async def batched_delivery(
+    channel: aio_pika.abc.AbstractChannel,
+    pool: asyncpg.Pool,
+    queues: dict[str, str],
+    http: aiohttp.ClientSession,
+    buyer_url: str,
+) -> None:
     async def post(item: dict[str, Any]) -> int:
-        async with http.post(f"{buyer_url}/buyers/design-floor", data=item["body"].encode(),
-                             headers={"content-type": "application/json"}) as answer:
+        async with http.post(
+            f"{buyer_url}/buyers/design-floor", data=item["body"].encode(), headers={"content-type": "application/json"}
+        ) as answer:
             await answer.read()
             return answer.status
 
@@ -220,17 +256,29 @@ async def batched_delivery(channel: aio_pika.abc.AbstractChannel, pool: asyncpg.
         items = json.loads(message.body)
         statuses = await asyncio.gather(*(post(i) for i in items))
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute("INSERT INTO design_floor_posts (idempotency_key, sale, status)"
-                               " SELECT * FROM unnest($1::text[], $2::int[], $3::int[])",
-                               [i["key"] for i in items], [i["sale"] for i in items], list(statuses))
+            await conn.execute(
+                "INSERT INTO design_floor_posts (idempotency_key, sale, status)"
+                " SELECT * FROM unnest($1::text[], $2::int[], $3::int[])",
+                [i["key"] for i in items],
+                [i["sale"] for i in items],
+                list(statuses),
+            )
         await channel.default_exchange.publish(_batch_message(items), routing_key=queues["results"], timeout=30)
         await message.ack()
 
     await (await channel.get_queue(queues["requests"])).consume(on_request)
 
 
-async def worker(role: str, amqp_url: str, database_url: str, namespace: str, buyer_url: str,
-                 prefetch: int, pool_size: int, batch: int = 1) -> None:
+async def worker(
+    role: str,
+    amqp_url: str,
+    database_url: str,
+    namespace: str,
+    buyer_url: str,
+    prefetch: int,
+    pool_size: int,
+    batch: int = 1,
+) -> None:
     queues = queue_names(namespace)
     # Released without asyncpg's reset query, as Leadwire's pool is (shared/db.py): the least I/O.
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=pool_size, reset=no_reset)
@@ -268,8 +316,9 @@ if __name__ == "__main__":
     parser.add_argument("--buyer-url", default="http://127.0.0.1:18199")
     parser.add_argument("--prefetch", type=int, default=None, help="default: Leadwire's (router 32, delivery 128)")
     parser.add_argument("--pool-size", type=int, default=20)
-    parser.add_argument("--batch", type=int, default=1,
-                        help="leads per internal message and per transaction (1: the design as it is)")
+    parser.add_argument(
+        "--batch", type=int, default=1, help="leads per internal message and per transaction (1: the design as it is)"
+    )
     a = parser.parse_args()
     prefetch = a.prefetch or (32 if a.role == "router" else 128)
     run(worker(a.role, a.amqp_url, a.database_url, a.namespace, a.buyer_url, prefetch, a.pool_size, a.batch))

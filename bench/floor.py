@@ -63,6 +63,7 @@ def run(main: Coroutine[Any, Any, None]) -> None:
     """Run a worker on the event loop the services run on (faststream run picks uvloop)."""
     try:
         import uvloop
+
         loop_factory = uvloop.new_event_loop
     except ImportError:
         loop_factory = None
@@ -85,12 +86,19 @@ async def worker(amqp_url: str, database_url: str, namespace: str, prefetch: int
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         async with pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO floor_leads (idempotency_key, body) VALUES ($1, $2::jsonb)"
-                " ON CONFLICT DO NOTHING", message.message_id, message.body.decode())
+                "INSERT INTO floor_leads (idempotency_key, body) VALUES ($1, $2::jsonb) ON CONFLICT DO NOTHING",
+                message.message_id,
+                message.body.decode(),
+            )
         await channel.default_exchange.publish(
-            aio_pika.Message(message.body, message_id=message.message_id, content_type="application/json",
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-            routing_key=outbound, timeout=30,
+            aio_pika.Message(
+                message.body,
+                message_id=message.message_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key=outbound,
+            timeout=30,
         )
         await message.ack()
 

@@ -23,8 +23,9 @@ PHONE_BASE = 2_000_000_000
 HISTORY_PHONE_BASE = 3_000_000_000
 
 
-def make_leads(n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8,
-               first_phone: int = PHONE_BASE) -> list[tuple[str, bytes]]:
+def make_leads(
+    n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8, first_phone: int = PHONE_BASE
+) -> list[tuple[str, bytes]]:
     """(idempotency key, JSON body) for n leads; about `duplicate_share` of them repeat the phone of
     a recent lead (the same person sent again, under a new key). Phones count up from
     `first_phone`: a phase measured again over the leads of the last one needs new people."""
@@ -38,12 +39,19 @@ def make_leads(n: int, tag: str, *, duplicate_share: float = 0.05, seed: int = 8
         else:
             phone = first_phone + i
             phones.append(phone)
-        body = {"lead_type": "solar", "source": "web", "fields": {
-            "ref": key, "first_name": rng.choice(FIRST_NAMES), "phone": str(phone),
-            "email": f"p{phone}@example.com", "state": rng.choice(STATES),
-            "homeowner": "yes" if rng.random() < 0.75 else "no",
-            "monthly_bill": str(rng.randint(40, 400)),
-        }}
+        body = {
+            "lead_type": "solar",
+            "source": "web",
+            "fields": {
+                "ref": key,
+                "first_name": rng.choice(FIRST_NAMES),
+                "phone": str(phone),
+                "email": f"p{phone}@example.com",
+                "state": rng.choice(STATES),
+                "homeowner": "yes" if rng.random() < 0.75 else "no",
+                "monthly_bill": str(rng.randint(40, 400)),
+            },
+        }
         leads.append((key, json.dumps(body).encode()))
     return leads
 
@@ -57,26 +65,35 @@ class Publisher:
     sent_at: dict[str, float] = field(default_factory=dict)
     errors: int = 0
 
-    async def run(self, exchange_name: str, routing_key: str, messages: list[tuple[str, bytes]],
-                  rate: float | None = None) -> None:
+    async def run(
+        self, exchange_name: str, routing_key: str, messages: list[tuple[str, bytes]], rate: float | None = None
+    ) -> None:
         """At full speed (rate None) or at a fixed offered rate in messages per second."""
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            exchange = (channel.default_exchange if exchange_name == ""
-                        else await channel.get_exchange(exchange_name, ensure=False))
+            exchange = (
+                channel.default_exchange
+                if exchange_name == ""
+                else await channel.get_exchange(exchange_name, ensure=False)
+            )
             slots = asyncio.Semaphore(self.window)
             tasks: set[asyncio.Task[None]] = set()
 
             async def one(key: str, body: bytes) -> None:
                 try:
                     await exchange.publish(
-                        aio_pika.Message(body, content_type="application/json", message_id=key,
-                                         headers={"idempotency-key": key},
-                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key=routing_key, timeout=30,
+                        aio_pika.Message(
+                            body,
+                            content_type="application/json",
+                            message_id=key,
+                            headers={"idempotency-key": key},
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=routing_key,
+                        timeout=30,
                     )
-                except Exception:  # counted and reported: a lost publish shows as a missing outcome
+                except Exception:  # noqa: BLE001 - counted and reported: a lost publish shows as a missing outcome
                     self.errors += 1
                 finally:
                     slots.release()
@@ -147,5 +164,10 @@ def percentiles(values: list[float]) -> dict[str, float | None]:
     def rank(p: float) -> float:
         return round(ordered[min(len(ordered) - 1, max(0, int(p * len(ordered) + 0.999999) - 1))] * 1000, 1)
 
-    return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": round(ordered[-1] * 1000, 1),
-            "n": len(ordered)}
+    return {
+        "p50": rank(0.50),
+        "p95": rank(0.95),
+        "p99": rank(0.99),
+        "max": round(ordered[-1] * 1000, 1),
+        "n": len(ordered),
+    }

@@ -22,16 +22,23 @@ def markdown(results: dict[str, Any]) -> str:
         "| Measurement | Leads | Leads/s | p50 ms | p95 ms | p99 ms | Notes |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
-    floors = (("floor", "Floor (aio-pika + asyncpg, full speed)", "publish → republished message consumed"),
-              ("design-floor", "Design floor (the same, shaped like Leadwire: 6 hops, 5 transactions, 2 posts)",
-               "publish → outcome consumed"))
+    floors = (
+        ("floor", "Floor (aio-pika + asyncpg, full speed)", "publish → republished message consumed"),
+        (
+            "design-floor",
+            "Design floor (the same, shaped like Leadwire: 6 hops, 5 transactions, 2 posts)",
+            "publish → outcome consumed",
+        ),
+    )
     for name, label, note in floors:
         if p := phases.get(name):
             if p.get("batch", 1) > 1:
                 label += f", {p['batch']} leads per internal message and transaction"
             lat = p["latency_ms"]["publish_to_out"]
-            lines.append(f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(lat['p50'])} |"
-                         f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | {note} |")
+            lines.append(
+                f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(lat['p50'])} |"
+                f" {_ms(lat['p95'])} | {_ms(lat['p99'])} | {note} |"
+            )
     labels = {
         "throughput": "Leadwire, full speed",
         "latency": "Leadwire, fixed rate",
@@ -55,15 +62,18 @@ def markdown(results: dict[str, Any]) -> str:
         if p.get("repeats"):
             figures = [f"{', '.join(str(v) for v in p['repeats']['leads_per_second'])} leads/s"]
             if "others_posts_per_second" in p["repeats"]:
-                figures.append(f"{', '.join(str(v) for v in p['repeats']['others_posts_per_second'])} posts/s"
-                               " to the others")
+                figures.append(
+                    f"{', '.join(str(v) for v in p['repeats']['others_posts_per_second'])} posts/s to the others"
+                )
             notes.append(f"the median of {len(p['repeats']['leads_per_second'])} runs ({'; '.join(figures)})")
         if not p["complete"]:
             notes.append("INCOMPLETE")
         if p.get("dead_letters"):
             notes.append(f"{p['dead_letters']} dead letters")
-        lines.append(f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(buyer['p50'])} |"
-                     f" {_ms(buyer['p95'])} | {_ms(buyer['p99'])} | {'; '.join(notes)} |")
+        lines.append(
+            f"| {label} | {p['outcomes']}/{p['leads']} | {p['leads_per_second']} | {_ms(buyer['p50'])} |"
+            f" {_ms(buyer['p95'])} | {_ms(buyer['p99'])} | {'; '.join(notes)} |"
+        )
     lines += ["", "Latency columns: publish → buyer endpoint received (Leadwire), publish → consumed (floor).", ""]
     goals = results.get("goals") or {}
     if goals:
@@ -75,12 +85,18 @@ def markdown(results: dict[str, Any]) -> str:
             "history_cost": "Throughput lost to the history",
         }
         for key, goal in goals.items():
-            lines.append(f"| {names.get(key, key)} | {goal['target']} | {goal['measured']} |"
-                         f" {'yes' if goal['met'] else 'no'} |")
+            lines.append(
+                f"| {names.get(key, key)} | {goal['target']} | {goal['measured']} | {'yes' if goal['met'] else 'no'} |"
+            )
         lines.append("")
-    shape = [f"{label} {results[key]}" for key, label in (
-        ("design_floor_vs_floor", "design floor / floor:"), ("pipeline_vs_design_floor", "Leadwire / design floor:"),
-    ) if results.get(key) is not None]
+    shape = [
+        f"{label} {results[key]}"
+        for key, label in (
+            ("design_floor_vs_floor", "design floor / floor:"),
+            ("pipeline_vs_design_floor", "Leadwire / design floor:"),
+        )
+        if results.get(key) is not None
+    ]
     if shape:
         lines += ["Not goals, for reading the first one: " + "; ".join(shape) + ".", ""]
     return "\n".join(lines)

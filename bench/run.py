@@ -62,8 +62,19 @@ from shared.topology import Topology  # noqa: E402
 PHASES = ("floor", "design-floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
 TERMINAL = ("sold", "unsold", "duplicate", "rejected")
 # Everything a run writes; truncated between phases so each starts from the same empty state.
-RUN_TABLES = ("leads", "deliveries", "delivery_attempts", "cap_usage", "group_rotation", "inbox", "outbox",
-              "dead_letters", "delivery_account_state", "notification_sends", "order_charges")
+RUN_TABLES = (
+    "leads",
+    "deliveries",
+    "delivery_attempts",
+    "cap_usage",
+    "group_rotation",
+    "inbox",
+    "outbox",
+    "dead_letters",
+    "delivery_account_state",
+    "notification_sends",
+    "order_charges",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,34 +82,59 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--leads", type=int, default=20_000, help="N: leads for the throughput and floor runs")
     p.add_argument("--latency-leads", type=int, default=2_000, help="leads offered at --rate")
     p.add_argument("--rate", type=float, default=200, help="offered rate of the latency run (leads/s)")
-    p.add_argument("--low-rate", type=float, default=20,
-                   help="offered rate of the latency-low run: latency when nothing queues (leads/s)")
+    p.add_argument(
+        "--low-rate",
+        type=float,
+        default=20,
+        help="offered rate of the latency-low run: latency when nothing queues (leads/s)",
+    )
     p.add_argument("--low-rate-leads", type=int, default=400)
     p.add_argument("--sub-leads", type=int, default=2_000, help="S: leads of the baseline, slow-buyer and history runs")
     p.add_argument("--history", type=int, default=1_000_000, help="H: earlier leads seeded for the history run")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="measure the baseline, slow-buyer and history phases this many times each"
-                        " (baseline and slow-buyer alternating) and judge their goals on the medians")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure the baseline, slow-buyer and history phases this many times each"
+        " (baseline and slow-buyer alternating) and judge their goals on the medians",
+    )
     p.add_argument("--slow-seconds", type=float, default=2.0, help="the slow buyer's answer time")
     p.add_argument("--clients", type=int, default=50)
-    p.add_argument("--no-caps", action="store_true",
-                   help="accounts without caps (shows what the per-account cap counters cost)")
+    p.add_argument(
+        "--no-caps", action="store_true", help="accounts without caps (shows what the per-account cap counters cost)"
+    )
     p.add_argument("--duplicates", type=float, default=0.05, help="share of leads repeating an earlier person")
     p.add_argument("--routers", type=int, default=1, help="router processes")
     p.add_argument("--deliveries", type=int, default=1, help="delivery processes")
-    p.add_argument("--delivery-prefetch", type=int, default=None,
-                   help="LEADWIRE_PREFETCH of the delivery processes (default: delivery's own, 128)")
-    p.add_argument("--router-prefetch", type=int, default=None,
-                   help="LEADWIRE_PREFETCH of the router processes (default: router's own, 32)")
-    p.add_argument("--design-batch", type=int, default=1,
-                   help="leads per internal message and per transaction in the design floor (1: the design as it is;"
-                        " more: what batching the hops would allow)")
+    p.add_argument(
+        "--delivery-prefetch",
+        type=int,
+        default=None,
+        help="LEADWIRE_PREFETCH of the delivery processes (default: delivery's own, 128)",
+    )
+    p.add_argument(
+        "--router-prefetch",
+        type=int,
+        default=None,
+        help="LEADWIRE_PREFETCH of the router processes (default: router's own, 32)",
+    )
+    p.add_argument(
+        "--design-batch",
+        type=int,
+        default=1,
+        help="leads per internal message and per transaction in the design floor (1: the design as it is;"
+        " more: what batching the hops would allow)",
+    )
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
     p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for latest.json/.md")
-    p.add_argument("--profile", type=Path, default=None,
-                   help="record py-spy flame graphs of router and delivery during the throughput run here")
+    p.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="record py-spy flame graphs of router and delivery during the throughput run here",
+    )
     p.add_argument("--attempts", type=int, default=3, help="measure a disturbed phase again, up to this many times")
     p.add_argument("--keep", action="store_true", help="keep the benchmark database (for inspection)")
     p.add_argument("--quiet", action="store_true")
@@ -125,8 +161,14 @@ def machine() -> dict[str, Any]:
         mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": mem_gb, "kernel": platform.release(),
-            "python": platform.python_version(), "hostname": socket.gethostname()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "hostname": socket.gethostname(),
+    }
 
 
 @dataclass
@@ -151,8 +193,7 @@ class Run:
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
         self.processes[name] = proc
         return proc
 
@@ -168,8 +209,9 @@ class Run:
             if service == "router" and self.args.router_prefetch:
                 env["LEADWIRE_PREFETCH"] = str(self.args.router_prefetch)
             for i in range(count):
-                self.spawn(f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"],
-                           env)
+                self.spawn(
+                    f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"], env
+                )
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time of each process so far (Linux /proc), to see who spends the machine."""
@@ -249,8 +291,7 @@ class Run:
         which lag by up to half a second: good enough per phase, not per lead)."""
         assert self.pool is not None
         await asyncio.sleep(0.6)
-        return await self.pool.fetchval(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        return await self.pool.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
 
     async def drain(self, timeout: float = 60) -> None:
         """Wait until no work is queued or in the outbox (a disturbed phase leaves some behind);
@@ -271,7 +312,9 @@ class Run:
                     except aio_pika.exceptions.ChannelClosed:
                         channel = await connection.channel()
                 queued += await self.pool.fetchval("SELECT count(*) FROM outbox")
-                queued += await self.pool.fetchval("SELECT count(*) FROM deliveries WHERE status IN ('requested', 'posting')")
+                queued += await self.pool.fetchval(
+                    "SELECT count(*) FROM deliveries WHERE status IN ('requested', 'posting')"
+                )
                 await channel.close()
                 quiet = quiet + 1 if queued == 0 else 0
                 if time.monotonic() > deadline:
@@ -303,16 +346,20 @@ class Run:
                 "  'sold', t, t, 2"
                 " FROM generate_series(1, $1::bigint) AS i,"
                 "  LATERAL (SELECT now() - interval '29 days' * (i::float8 / $1)) AS r(t)",
-                count, HISTORY_PHONE_BASE, timeout=3600,
+                count,
+                HISTORY_PHONE_BASE,
+                timeout=3600,
             )
             await conn.execute(
                 "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, attempts,"
                 " created_at, completed_at)"
-                " SELECT gen_random_uuid(), l.id, 'buyer' || lpad((abs(hashtext(l.idempotency_key)) % $1)::text, 2, '0'),"
+                " SELECT gen_random_uuid(), l.id,"
+                "  'buyer' || lpad((abs(hashtext(l.idempotency_key)) % $1)::text, 2, '0'),"
                 "  'buyer' || lpad((abs(hashtext(l.idempotency_key)) % $1)::text, 2, '0') || '-solar',"
                 "  25.00, 'succeeded', 1, l.received_at, l.received_at"
                 " FROM leads l WHERE l.idempotency_key LIKE 'history-%'",
-                self.args.clients, timeout=3600,
+                self.args.clients,
+                timeout=3600,
             )
             await conn.execute("VACUUM ANALYZE leads", timeout=3600)
             await conn.execute("VACUUM ANALYZE deliveries", timeout=3600)
@@ -328,11 +375,14 @@ class Run:
             except TimeoutError:
                 pass
             load = os.getloadavg()[0]
-            self.say(f"    [{phase}] {time.monotonic() - started:6.1f}s  published {len(publisher.sent_at):>6}/{total}"
-                     f"  finished {done():>6}/{total}  load {load:.2f}")
+            self.say(
+                f"    [{phase}] {time.monotonic() - started:6.1f}s  published {len(publisher.sent_at):>6}/{total}"
+                f"  finished {done():>6}/{total}  load {load:.2f}"
+            )
 
-    async def drive(self, phase: str, keys: list[str], publish: Any, done_keys: dict[str, float],
-                    publisher: Publisher) -> tuple[float, bool]:
+    async def drive(
+        self, phase: str, keys: list[str], publish: Any, done_keys: dict[str, float], publisher: Publisher
+    ) -> tuple[float, bool]:
         """Publish, and wait until every key is done or nothing moved for --stall-seconds."""
         wanted = set(keys)
         finished = lambda: sum(1 for k in wanted if k in done_keys)  # noqa: E731
@@ -355,8 +405,9 @@ class Run:
             stop.set()
             await reporter
 
-    async def leadwire_phase(self, phase: str, n: int, rate: float | None = None,
-                             slow: str | None = None) -> dict[str, Any]:
+    async def leadwire_phase(
+        self, phase: str, n: int, rate: float | None = None, slow: str | None = None
+    ) -> dict[str, Any]:
         """Measure once; measure again when the broker went away mid-run (another engineer's
         fault injection restarts RabbitMQ now and then) or the run did not complete."""
         for attempt in range(1, self.args.attempts + 1):
@@ -367,14 +418,17 @@ class Run:
             result["attempt"] = attempt
             if not disturbed and result["complete"]:
                 return result
-            self.say(f"    {phase}: disturbed (broker reconnects {self.outcomes.reconnects - reconnects},"
-                     f" publish errors {result['publish_errors']}, complete {result['complete']})"
-                     + ("; measuring again" if attempt < self.args.attempts else ""))
+            self.say(
+                f"    {phase}: disturbed (broker reconnects {self.outcomes.reconnects - reconnects},"
+                f" publish errors {result['publish_errors']}, complete {result['complete']})"
+                + ("; measuring again" if attempt < self.args.attempts else "")
+            )
             result["disturbed"] = disturbed
         return result
 
-    async def _leadwire_phase(self, phase: str, n: int, rate: float | None = None,
-                              slow: str | None = None) -> dict[str, Any]:
+    async def _leadwire_phase(
+        self, phase: str, n: int, rate: float | None = None, slow: str | None = None
+    ) -> dict[str, Any]:
         assert self.outcomes is not None and self.pool is not None
         await self.reset()
         await buyer_mod.control(self.buyer_port, "/_control/dump")
@@ -382,22 +436,33 @@ class Run:
             await buyer_mod.control(self.buyer_port, f"/_control/delay?client={slow}&seconds={self.args.slow_seconds}")
         tag = f"{phase}-{uuid.uuid4().hex[:6]}"
         self.runs_of[phase] += 1
-        leads = make_leads(n, tag, duplicate_share=self.args.duplicates,
-                           first_phone=PHONE_BASE + 10_000_000 * (self.runs_of[phase] - 1))
+        leads = make_leads(
+            n,
+            tag,
+            duplicate_share=self.args.duplicates,
+            first_phone=PHONE_BASE + 10_000_000 * (self.runs_of[phase] - 1),
+        )
         keys = [k for k, _ in leads]
         self.outcomes.seen.clear()
         self.outcomes.statuses.clear()
         publisher = Publisher(self.amqp_url)
         load_before = os.getloadavg()[0]
-        self.say(f"==> {phase}: {n} leads " + (f"at {rate:g}/s" if rate else "at full speed")
-                 + (f", buyer {slow} answering after {self.args.slow_seconds:g} s" if slow else ""))
+        self.say(
+            f"==> {phase}: {n} leads "
+            + (f"at {rate:g}/s" if rate else "at full speed")
+            + (f", buyer {slow} answering after {self.args.slow_seconds:g} s" if slow else "")
+        )
         profilers = self.start_profilers(phase) if phase == "throughput" and self.args.profile else []
         cpu_before = self.cpu_seconds()
         xacts_before = await self.transactions()
         try:
             _, complete = await self.drive(
-                phase, keys, publisher.run(f"{self.namespace}.inbound", "lead.solar", leads, rate),
-                self.outcomes.seen, publisher)
+                phase,
+                keys,
+                publisher.run(f"{self.namespace}.inbound", "lead.solar", leads, rate),
+                self.outcomes.seen,
+                publisher,
+            )
         finally:
             self.stop_profilers(profilers)
         cpu_after = self.cpu_seconds()
@@ -410,12 +475,17 @@ class Run:
         seen = {k: t for k, t in self.outcomes.seen.items() if k in sent}
         last = max(seen.values()) if seen else first
         result: dict[str, Any] = {
-            "leads": n, "offered_rate": rate, "complete": complete, "outcomes": len(seen),
-            "statuses": dict(self.outcomes.statuses), "publish_errors": publisher.errors,
+            "leads": n,
+            "offered_rate": rate,
+            "complete": complete,
+            "outcomes": len(seen),
+            "statuses": dict(self.outcomes.statuses),
+            "publish_errors": publisher.errors,
             "seconds": round(last - first, 3),
             "leads_per_second": round(len(seen) / (last - first), 1) if last > first else None,
             "publish_seconds": round(max(sent.values()) - first, 3),
-            "buyer_posts": len(posts), "load_before": round(load_before, 2),
+            "buyer_posts": len(posts),
+            "load_before": round(load_before, 2),
             "dead_letters": await self.pool.fetchval("SELECT count(*) FROM dead_letters"),
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items() if k in cpu_after},
             "db_transactions_per_lead": round(xacts / n, 1),
@@ -437,11 +507,14 @@ class Run:
             span = (max(others) - first) if others else 0
             result["others_posts_per_second"] = round(len(others) / span, 1) if span > 0 else None
         if os.environ.get("BENCH_DUMP_POSTS"):
-            Path(os.environ["BENCH_DUMP_POSTS"] + f".{phase}.json").write_text(json.dumps(
-                {"first": first, "slow": slow, "posts": posts, "sent": sent, "outcomes": seen}))
-        self.say(f"    {phase}: {result['outcomes']}/{n} outcomes in {result['seconds']} s"
-                 f" = {result['leads_per_second']} leads/s; buyer p99 {result['latency_ms']['publish_to_buyer']['p99']} ms"
-                 f"; dead letters {result['dead_letters']}")
+            Path(os.environ["BENCH_DUMP_POSTS"] + f".{phase}.json").write_text(
+                json.dumps({"first": first, "slow": slow, "posts": posts, "sent": sent, "outcomes": seen})
+            )
+        self.say(
+            f"    {phase}: {result['outcomes']}/{n} outcomes in {result['seconds']} s"
+            f" = {result['leads_per_second']} leads/s; buyer p99 {result['latency_ms']['publish_to_buyer']['p99']} ms"
+            f"; dead letters {result['dead_letters']}"
+        )
         return result
 
     async def floor_phase(self, n: int, shape: str = "floor") -> dict[str, Any]:
@@ -459,16 +532,33 @@ class Run:
         common = ["--amqp-url", self.amqp_url, "--database-url", self.database_url, "--namespace", self.namespace]
         if shape == "floor":
             inbound, outbound = floor_mod.queue_names(self.namespace)
-            workers = {f"floor-{i}": [sys.executable, "-m", "bench.floor", *common]
-                       for i in range(self.args.floor_workers)}
+            workers = {
+                f"floor-{i}": [sys.executable, "-m", "bench.floor", *common] for i in range(self.args.floor_workers)
+            }
             return workers, [inbound, outbound], inbound, outbound, [(inbound, len(workers))]
         queues = design_floor_mod.queue_names(self.namespace)
-        workers = {f"design-floor-{role}": [sys.executable, "-m", "bench.design_floor", "--role", role, *common,
-                                            "--buyer-url", f"http://127.0.0.1:{self.buyer_port}",
-                                            "--batch", str(self.args.design_batch)]
-                   for role in ("router", "delivery")}
-        return (workers, list(queues.values()), queues["leads"], queues["out"],
-                [(queues["leads"], 1), (queues["results"], 1), (queues["requests"], 1)])
+        workers = {
+            f"design-floor-{role}": [
+                sys.executable,
+                "-m",
+                "bench.design_floor",
+                "--role",
+                role,
+                *common,
+                "--buyer-url",
+                f"http://127.0.0.1:{self.buyer_port}",
+                "--batch",
+                str(self.args.design_batch),
+            ]
+            for role in ("router", "delivery")
+        }
+        return (
+            workers,
+            list(queues.values()),
+            queues["leads"],
+            queues["out"],
+            [(queues["leads"], 1), (queues["results"], 1), (queues["requests"], 1)],
+        )
 
     async def _floor_phase(self, n: int, shape: str) -> dict[str, Any]:
         workers, queues, inbound, outbound, consumers = self._floor_workers(shape)
@@ -496,10 +586,12 @@ class Run:
             load_before = os.getloadavg()[0]
             cpu_before = self.cpu_seconds()
             xacts_before = await self.transactions()
-            self.say(f"==> {shape}: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg"
-                     " worker process(es)")
-            _, complete = await self.drive(shape, [k for k, _ in leads],
-                                           publisher.run("", inbound, leads), listener.seen, publisher)
+            self.say(
+                f"==> {shape}: {n} leads at full speed through {len(names)} plain aio-pika + asyncpg worker process(es)"
+            )
+            _, complete = await self.drive(
+                shape, [k for k, _ in leads], publisher.run("", inbound, leads), listener.seen, publisher
+            )
             cpu_after = self.cpu_seconds()
             xacts = await self.transactions() - xacts_before
         finally:
@@ -511,17 +603,25 @@ class Run:
         first = min(sent.values())
         last = max(listener.seen.values()) if listener.seen else first
         result = {
-            "leads": n, "complete": complete, "outcomes": len(listener.seen), "publish_errors": publisher.errors,
-            "seconds": round(last - first, 3), "workers": len(names), "load_before": round(load_before, 2),
+            "leads": n,
+            "complete": complete,
+            "outcomes": len(listener.seen),
+            "publish_errors": publisher.errors,
+            "seconds": round(last - first, 3),
+            "workers": len(names),
+            "load_before": round(load_before, 2),
             "disturbed": listener.reconnects > 0,
-            "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items()
-                            if k in cpu_after and k in names},
+            "cpu_seconds": {
+                k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items() if k in cpu_after and k in names
+            },
             "db_transactions_per_lead": round(xacts / n, 1),
             "batch": 1 if shape == "floor" else self.args.design_batch,
             "leads_per_second": round(len(listener.seen) / (last - first), 1) if last > first else None,
             "latency_ms": {"publish_to_out": percentiles([listener.seen[k] - sent[k] for k in listener.seen])},
         }
-        self.say(f"    {shape}: {result['outcomes']}/{n} in {result['seconds']} s = {result['leads_per_second']} leads/s")
+        self.say(
+            f"    {shape}: {result['outcomes']}/{n} in {result['seconds']} s = {result['leads_per_second']} leads/s"
+        )
         return result
 
     def start_profilers(self, phase: str) -> list[subprocess.Popen]:
@@ -531,9 +631,26 @@ class Run:
             if name.startswith(("router", "delivery", "notifier")):
                 for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
                     out = self.args.profile / f"{phase}-{name}.{ext}"
-                    procs.append(subprocess.Popen(
-                        [shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"), "record", "--nonblocking", "-p", str(p.pid), "-o", str(out), "--rate", "100", "--gil",
-                         "-f", fmt], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                    procs.append(
+                        subprocess.Popen(
+                            [
+                                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                                "record",
+                                "--nonblocking",
+                                "-p",
+                                str(p.pid),
+                                "-o",
+                                str(out),
+                                "--rate",
+                                "100",
+                                "--gil",
+                                "-f",
+                                fmt,
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
+                    )
         return procs
 
     def stop_profilers(self, procs: list[subprocess.Popen]) -> None:
@@ -606,14 +723,24 @@ async def main(argv: list[str] | None = None) -> int:
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     run_id = uuid.uuid4().hex[:8]
     database_url = db.with_database(server_url, f"leadwire_bench_{run_id}")
-    run = Run(args, amqp_url, database_url, f"bench{run_id}", free_port(),
-              Path(tempfile.mkdtemp(prefix=f"leadwire-bench-{run_id}-")))
+    run = Run(
+        args,
+        amqp_url,
+        database_url,
+        f"bench{run_id}",
+        free_port(),
+        Path(tempfile.mkdtemp(prefix=f"leadwire-bench-{run_id}-")),
+    )
     started_at = datetime.now(UTC)
-    run.say(f"==> benchmark {run_id}: database {db.database_name(database_url)}, namespace {run.namespace},"
-            f" logs {run.log_dir}")
+    run.say(
+        f"==> benchmark {run_id}: database {db.database_name(database_url)}, namespace {run.namespace},"
+        f" logs {run.log_dir}"
+    )
     run.say(f"    machine: {machine()['cpu']}, {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}")
     results: dict[str, Any] = {
-        "run_id": run_id, "started_at": started_at.isoformat(), "machine": machine(),
+        "run_id": run_id,
+        "started_at": started_at.isoformat(),
+        "machine": machine(),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "phases": {},
     }
@@ -622,8 +749,12 @@ async def main(argv: list[str] | None = None) -> int:
         await db.migrate(database_url)
         conn = await db.connect(database_url)
         try:
-            await apply_catalog(conn, parse_catalog(bench_catalog.build_yaml(
-                f"http://127.0.0.1:{run.buyer_port}", args.clients, caps=not args.no_caps)))
+            await apply_catalog(
+                conn,
+                parse_catalog(
+                    bench_catalog.build_yaml(f"http://127.0.0.1:{run.buyer_port}", args.clients, caps=not args.no_caps)
+                ),
+            )
             results["machine"]["postgresql"] = await conn.fetchval("SHOW server_version")
         finally:
             await conn.close()
@@ -653,25 +784,34 @@ async def main(argv: list[str] | None = None) -> int:
                     await outcomes_queue.bind(events, f"lead.{status}")
             finally:
                 await connection.close()
-            run.outcomes = Listener(amqp_url, key_of=lambda m: json.loads(m.body).get("idempotency_key"),
-                                    status_of=lambda m: (m.routing_key or "").removeprefix("lead."))
+            run.outcomes = Listener(
+                amqp_url,
+                key_of=lambda m: json.loads(m.body).get("idempotency_key"),
+                status_of=lambda m: (m.routing_key or "").removeprefix("lead."),
+            )
             await run.outcomes.start(f"{run.namespace}.bench.outcomes")
             try:
                 if "throughput" in phases:
                     results["phases"]["throughput"] = await run.leadwire_phase("throughput", args.leads)
                 if "latency" in phases:
-                    results["phases"]["latency"] = await run.leadwire_phase("latency", args.latency_leads, rate=args.rate)
+                    results["phases"]["latency"] = await run.leadwire_phase(
+                        "latency", args.latency_leads, rate=args.rate
+                    )
                 if "latency-low" in phases:
                     results["phases"]["latency-low"] = await run.leadwire_phase(
-                        "latency-low", args.low_rate_leads, rate=args.low_rate)
+                        "latency-low", args.low_rate_leads, rate=args.low_rate
+                    )
                 if {"baseline", "slow-buyer", "history"} & set(phases):
                     # Alternating, so that a drift of the machine's pace weighs on both alike.
                     repeats: dict[str, list[dict[str, Any]]] = {"baseline": [], "slow-buyer": []}
                     for _ in range(max(args.repeat, 1)):
                         repeats["baseline"].append(await run.leadwire_phase("baseline", args.sub_leads))
                         if "slow-buyer" in phases:
-                            repeats["slow-buyer"].append(await run.leadwire_phase(
-                                "slow-buyer", args.sub_leads, slow=bench_catalog.slow_client(args.clients)))
+                            repeats["slow-buyer"].append(
+                                await run.leadwire_phase(
+                                    "slow-buyer", args.sub_leads, slow=bench_catalog.slow_client(args.clients)
+                                )
+                            )
                     for name, runs in repeats.items():
                         if runs:
                             results["phases"][name] = with_medians(runs)
@@ -684,7 +824,8 @@ async def main(argv: list[str] | None = None) -> int:
                     original_reset, run.reset = run.reset, _keep_history(run)
                     try:
                         results["phases"]["history"] = with_medians(
-                            [await run.leadwire_phase("history", args.sub_leads) for _ in range(max(args.repeat, 1))])
+                            [await run.leadwire_phase("history", args.sub_leads) for _ in range(max(args.repeat, 1))]
+                        )
                     finally:
                         run.reset = original_reset
                     results["phases"]["history"]["history_leads"] = args.history
@@ -711,6 +852,7 @@ def _keep_history(run: Run) -> Any:
     async def reset() -> None:
         assert run.pool is not None
         await run.pool.execute("TRUNCATE outbox, inbox, dead_letters, cap_usage, group_rotation")
+
     return reset
 
 

@@ -25,8 +25,8 @@ from aiosmtpd.controller import Controller
 
 @dataclass
 class Sale:
-    buyer: str           # the URL path, one per delivery account
-    key: str             # the Idempotency-Key (the delivery id)
+    buyer: str  # the URL path, one per delivery account
+    key: str  # the Idempotency-Key (the delivery id)
     lead_id: str
 
 
@@ -40,8 +40,8 @@ class FlakyBuyer:
     hang_seconds: float = 2.0
     seed: int | None = None
     port: int = 0
-    sales: dict[str, Sale] = field(default_factory=dict)        # by Idempotency-Key
-    repeats: Counter[str] = field(default_factory=Counter)       # accepted keys posted again
+    sales: dict[str, Sale] = field(default_factory=dict)  # by Idempotency-Key
+    repeats: Counter[str] = field(default_factory=Counter)  # accepted keys posted again
     posts: int = 0
     failed: int = 0
     hung: int = 0
@@ -81,7 +81,9 @@ class FlakyBuyer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status, text, delay = buyer.answer(self.path.split("?")[0], self.headers.get("Idempotency-Key", ""), body)
+                status, text, delay = buyer.answer(
+                    self.path.split("?")[0], self.headers.get("Idempotency-Key", ""), body
+                )
                 if delay:
                     time.sleep(delay)
                 data = text.encode()

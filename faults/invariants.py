@@ -90,16 +90,21 @@ async def _pending(run: FaultRun, conn: asyncpg.Connection) -> dict[str, int]:
     t = run.traffic
     reminders = [appointment_notification_id(uuid.UUID(a), "reminder", 0) for a in t.appointments]
     return {
-        "leads not terminal": len(t.lead_keys) - await conn.fetchval(
-            "SELECT count(*) FROM leads WHERE idempotency_key = ANY($1::text[]) AND status <> 'routing'", t.lead_keys),
+        "leads not terminal": len(t.lead_keys)
+        - await conn.fetchval(
+            "SELECT count(*) FROM leads WHERE idempotency_key = ANY($1::text[]) AND status <> 'routing'", t.lead_keys
+        ),
         "deliveries in flight": await conn.fetchval(
-            "SELECT count(*) FROM deliveries WHERE status IN ('requested', 'posting')"),
+            "SELECT count(*) FROM deliveries WHERE status IN ('requested', 'posting')"
+        ),
         "outbox rows": await conn.fetchval("SELECT count(*) FROM outbox"),
-        "returns not recorded": len(t.return_ids) - await conn.fetchval(
-            "SELECT count(*) FROM returns WHERE id = ANY($1::uuid[])", t.return_ids),
-        "reminders not sent": len(reminders) - await conn.fetchval(
+        "returns not recorded": len(t.return_ids)
+        - await conn.fetchval("SELECT count(*) FROM returns WHERE id = ANY($1::uuid[])", t.return_ids),
+        "reminders not sent": len(reminders)
+        - await conn.fetchval(
             "SELECT count(*) FROM notification_sends WHERE notification_id = ANY($1::uuid[]) AND status <> 'pending'",
-            reminders),
+            reminders,
+        ),
     }
 
 
@@ -150,49 +155,65 @@ async def check_all(run: FaultRun) -> Report:
         await _check_rules(conn, report)
         await _check_returns(run, conn, report)
         await _check_appointments(run, conn, report)
-        statuses = dict(await conn.fetch(
-            "SELECT status, count(*) FROM leads WHERE idempotency_key = ANY($1::text[]) GROUP BY status", t.lead_keys))
+        statuses = dict(
+            await conn.fetch(
+                "SELECT status, count(*) FROM leads WHERE idempotency_key = ANY($1::text[]) GROUP BY status",
+                t.lead_keys,
+            )
+        )
         dead_letter_rows = await conn.fetchval("SELECT count(*) FROM dead_letters")
     finally:
         await conn.close()
     await _check_queues(run, report)
     c = run.config
-    report.add("the faults asked for were injected",
-               (sum(f.kills.values()) > 0 or not c.kill_every) and f.rabbit_restarts == int(c.rabbit_restart)
-               and f.db_drops == int(c.db_drop) and (len(f.poison) == 6 or not c.poison),
-               f"kills {sum(f.kills.values())}, RabbitMQ restarts {f.rabbit_restarts}, drops {f.db_drops},"
-               f" poison {len(f.poison)}")
+    report.add(
+        "the faults asked for were injected",
+        (sum(f.kills.values()) > 0 or not c.kill_every)
+        and f.rabbit_restarts == int(c.rabbit_restart)
+        and f.db_drops == int(c.db_drop)
+        and (len(f.poison) == 6 or not c.poison),
+        f"kills {sum(f.kills.values())}, RabbitMQ restarts {f.rabbit_restarts}, drops {f.db_drops},"
+        f" poison {len(f.poison)}",
+    )
     report.add("no service process exited on its own", not run.unexpected_exits, ", ".join(run.unexpected_exits))
-    report.add("every process stopped within the grace period on SIGTERM", not run.hung_on_stop,
-               ", ".join(run.hung_on_stop))
-    report.figures.update({
-        "leads published (distinct keys)": len(t.lead_keys),
-        "  of which duplicates / invalid": f"{t.duplicates} / {t.invalid}",
-        "  re-sent with the same key": t.resent,
-        "lead outcomes": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
-        "return requests (distinct)": len(t.return_ids),
-        "appointments": len(t.appointments),
-        "buyer posts / failed / hung": f"{run.buyer.posts} / {run.buyer.failed} / {run.buyer.hung}",
-        "buyer sales / repeats of a sale": f"{len(run.buyer.sales)} / {sum(run.buyer.repeats.values())}",
-        "SIGKILLs": f"{sum(f.kills.values())} ({', '.join(f'{k} {v}' for k, v in sorted(f.kills.items()))})",
-        "RabbitMQ restarts": f.rabbit_restarts,
-        "database connection drops": f"{f.db_drops} ({f.connections_dropped} connections)",
-        "poison messages": len(f.poison),
-        "dead_letters rows": dead_letter_rows,
-        "source publish retries": t.publish_retries,
-        "duration": f"{time.monotonic() - run.started:.0f}s",
-    })
+    report.add(
+        "every process stopped within the grace period on SIGTERM", not run.hung_on_stop, ", ".join(run.hung_on_stop)
+    )
+    report.figures.update(
+        {
+            "leads published (distinct keys)": len(t.lead_keys),
+            "  of which duplicates / invalid": f"{t.duplicates} / {t.invalid}",
+            "  re-sent with the same key": t.resent,
+            "lead outcomes": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
+            "return requests (distinct)": len(t.return_ids),
+            "appointments": len(t.appointments),
+            "buyer posts / failed / hung": f"{run.buyer.posts} / {run.buyer.failed} / {run.buyer.hung}",
+            "buyer sales / repeats of a sale": f"{len(run.buyer.sales)} / {sum(run.buyer.repeats.values())}",
+            "SIGKILLs": f"{sum(f.kills.values())} ({', '.join(f'{k} {v}' for k, v in sorted(f.kills.items()))})",
+            "RabbitMQ restarts": f.rabbit_restarts,
+            "database connection drops": f"{f.db_drops} ({f.connections_dropped} connections)",
+            "poison messages": len(f.poison),
+            "dead_letters rows": dead_letter_rows,
+            "source publish retries": t.publish_retries,
+            "duration": f"{time.monotonic() - run.started:.0f}s",
+        }
+    )
     return report
 
 
 async def _check_leads(run: FaultRun, conn: asyncpg.Connection, report: Report) -> None:
     keys = run.traffic.lead_keys
-    rows = await conn.fetch("SELECT id, idempotency_key, status FROM leads WHERE idempotency_key = ANY($1::text[])", keys)
+    rows = await conn.fetch(
+        "SELECT id, idempotency_key, status FROM leads WHERE idempotency_key = ANY($1::text[])", keys
+    )
     per_key = Counter(r["idempotency_key"] for r in rows)
     missing = [k for k in keys if per_key[k] == 0]
     doubled = [k for k, n in per_key.items() if n > 1]
-    report.add("every published lead is recorded exactly once", not missing and not doubled,
-               f"{len(missing)} missing, {len(doubled)} doubled")
+    report.add(
+        "every published lead is recorded exactly once",
+        not missing and not doubled,
+        f"{len(missing)} missing, {len(doubled)} doubled",
+    )
     open_ = [r for r in rows if r["status"] == "routing"]
     report.add("every lead reached a terminal status", not open_, f"{len(open_)} still routing")
     stray = await conn.fetchval("SELECT count(*) FROM leads WHERE NOT (idempotency_key = ANY($1::text[]))", keys)
@@ -214,9 +235,12 @@ async def _check_leads(run: FaultRun, conn: asyncpg.Connection, report: Report) 
     without = [k for k in keys if not outcomes.get(k)]
     several = [k for k, v in outcomes.items() if len(v) > 1]
     disagree = [k for k, v in outcomes.items() if len(v) == 1 and next(iter(v))[1] != status_by_key.get(k)]
-    report.add("every lead has exactly one terminal outcome event", not without and not several and not disagree,
-               f"{len(without)} without, {len(several)} with several, {len(disagree)} disagreeing;"
-               f" {len(messages)} copies of {len(outcomes)} outcomes")
+    report.add(
+        "every lead has exactly one terminal outcome event",
+        not without and not several and not disagree,
+        f"{len(without)} without, {len(several)} with several, {len(disagree)} disagreeing;"
+        f" {len(messages)} copies of {len(outcomes)} outcomes",
+    )
 
 
 async def _check_sales(run: FaultRun, conn: asyncpg.Connection, report: Report) -> None:
@@ -226,7 +250,9 @@ async def _check_sales(run: FaultRun, conn: asyncpg.Connection, report: Report) 
     succeeded = [d for d in deliveries if d["status"] == "succeeded"]
     ours = {str(d["id"]) for d in succeeded}
     bought = set(run.buyer.sales)
-    report.add("every sale Leadwire recorded, the buyer made", ours <= bought, f"{len(ours - bought)} unknown to the buyer")
+    report.add(
+        "every sale Leadwire recorded, the buyer made", ours <= bought, f"{len(ours - bought)} unknown to the buyer"
+    )
     report.add("every sale the buyer made, Leadwire recorded", bought <= ours, f"{len(bought - ours)} lost")
     per_buyer_lead = Counter((s.buyer, s.lead_id) for s in run.buyer.sales.values())
     twice = [k for k, n in per_buyer_lead.items() if n > 1]
@@ -238,8 +264,7 @@ async def _check_sales(run: FaultRun, conn: asyncpg.Connection, report: Report) 
     per_lead = Counter(d["lead_id"] for d in succeeded)
     report.add("max sales per lead held (2)", max(per_lead.values(), default=0) <= 2)
     sold = {r["id"] for r in await conn.fetch("SELECT id FROM leads WHERE status = 'sold'")}
-    report.add("sold exactly when a delivery succeeded", sold == set(per_lead),
-               f"{len(sold ^ set(per_lead))} disagree")
+    report.add("sold exactly when a delivery succeeded", sold == set(per_lead), f"{len(sold ^ set(per_lead))} disagree")
 
 
 async def _check_rules(conn: asyncpg.Connection, report: Report) -> None:
@@ -247,18 +272,27 @@ async def _check_rules(conn: asyncpg.Connection, report: Report) -> None:
 
     per_day = await conn.fetch(
         "SELECT delivery_account_id, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM deliveries"
-        " WHERE status = 'succeeded' AND delivery_account_id IN ('a1', 'd1') GROUP BY 1, 2")
-    report.add(f"daily caps never exceeded ({CAP})", all(r["n"] <= CAP for r in per_day),
-               ", ".join(f"{r['delivery_account_id']} {r['n']}" for r in per_day))
+        " WHERE status = 'succeeded' AND delivery_account_id IN ('a1', 'd1') GROUP BY 1, 2"
+    )
+    report.add(
+        f"daily caps never exceeded ({CAP})",
+        all(r["n"] <= CAP for r in per_day),
+        ", ".join(f"{r['delivery_account_id']} {r['n']}" for r in per_day),
+    )
     usage = await conn.fetch("SELECT delivery_account_id, used FROM cap_usage")
     report.add("cap counters within the cap", all(0 <= r["used"] <= CAP for r in usage))
     orders = {r["id"]: r for r in await conn.fetch("SELECT id, total, received, reserved FROM orders")}
     balanced = all(0 <= o["received"] <= o["total"] and o["reserved"] == 0 for o in orders.values())
-    report.add("order balances never below zero nor past their total, nothing left reserved", balanced,
-               ", ".join(f"{k} {o['received']}/{o['total']} reserved {o['reserved']}" for k, o in orders.items()))
-    report.add("orders filled (the rules were exercised)",
-               orders["c-order"]["received"] >= 1 and orders["e-order"]["received"] >= 1,
-               f"c {orders['c-order']['received']}/{ORDER_TOTAL}, e {orders['e-order']['received']}/{ORDER_DOLLARS}")
+    report.add(
+        "order balances never below zero nor past their total, nothing left reserved",
+        balanced,
+        ", ".join(f"{k} {o['received']}/{o['total']} reserved {o['reserved']}" for k, o in orders.items()),
+    )
+    report.add(
+        "orders filled (the rules were exercised)",
+        orders["c-order"]["received"] >= 1 and orders["e-order"]["received"] >= 1,
+        f"c {orders['c-order']['received']}/{ORDER_TOTAL}, e {orders['e-order']['received']}/{ORDER_DOLLARS}",
+    )
 
 
 async def _check_returns(run: FaultRun, conn: asyncpg.Connection, report: Report) -> None:
@@ -267,18 +301,28 @@ async def _check_returns(run: FaultRun, conn: asyncpg.Connection, report: Report
     ids = run.traffic.return_ids
     rows = await conn.fetch("SELECT id, client_id, lead_id, delivery_account_id, status, holds_lead FROM returns")
     recorded = {str(r["id"]) for r in rows}
-    report.add("every return request recorded once", set(ids) <= recorded and len(rows) == len(recorded),
-               f"{len(set(ids) - recorded)} missing")
+    report.add(
+        "every return request recorded once",
+        set(ids) <= recorded and len(rows) == len(recorded),
+        f"{len(set(ids) - recorded)} missing",
+    )
     holding = Counter((r["client_id"], r["lead_id"]) for r in rows if r["holds_lead"])
     report.add("at most one return holds each sold lead", max(holding.values(), default=0) <= 1)
-    delivered = dict(await conn.fetch(
-        "SELECT delivery_account_id, count(*) FROM deliveries WHERE status = 'succeeded' GROUP BY 1"))
+    delivered = dict(
+        await conn.fetch("SELECT delivery_account_id, count(*) FROM deliveries WHERE status = 'succeeded' GROUP BY 1")
+    )
     counted = Counter(r["delivery_account_id"] for r in rows if r["holds_lead"])
-    over = {a: (n, delivered.get(a, 0)) for a, n in counted.items()
-            if n > int((Decimal(delivered.get(a, 0)) * RETURN_PCT / 100).to_integral_value(rounding=ROUND_FLOOR))}
-    report.add(f"return caps held ({RETURN_PCT}% of delivered per account)", not over,
-               ", ".join(f"{a} {n}/{d}" for a, (n, d) in over.items()) or
-               ", ".join(f"{a} {n}/{delivered.get(a, 0)}" for a, n in sorted(counted.items())))
+    over = {
+        a: (n, delivered.get(a, 0))
+        for a, n in counted.items()
+        if n > int((Decimal(delivered.get(a, 0)) * RETURN_PCT / 100).to_integral_value(rounding=ROUND_FLOOR))
+    }
+    report.add(
+        f"return caps held ({RETURN_PCT}% of delivered per account)",
+        not over,
+        ", ".join(f"{a} {n}/{d}" for a, (n, d) in over.items())
+        or ", ".join(f"{a} {n}/{delivered.get(a, 0)}" for a, n in sorted(counted.items())),
+    )
     statuses = Counter(r["status"] for r in rows)
     report.figures["returns"] = ", ".join(f"{k} {v}" for k, v in sorted(statuses.items()))
 
@@ -291,8 +335,11 @@ async def _check_appointments(run: FaultRun, conn: asyncpg.Connection, report: R
     expected = {reminder_message_id(a) for a in ids}
     missing = expected - set(reminders)
     strangers = set(reminders) - expected
-    report.add("each reminder sent, under one Message-ID", not missing and not strangers,
-               f"{len(missing)} missing, {len(strangers)} unexpected")
+    report.add(
+        "each reminder sent, under one Message-ID",
+        not missing and not strangers,
+        f"{len(missing)} missing, {len(strangers)} unexpected",
+    )
     repeats = sum(n - 1 for n in reminders.values())
     created = run.mail.message_ids("appointment_created")
     created_missing = {created_message_id(a) for a in ids} - set(created)
@@ -301,8 +348,11 @@ async def _check_appointments(run: FaultRun, conn: asyncpg.Connection, report: R
     # repeats that one email with the same Message-ID (docs/notifier.md). Repeats are allowed only
     # when notifiers were killed.
     notifier_kills = run.faults.kills.get("notifier", 0)
-    report.add("each reminder sent once (a same-Message-ID repeat only after a notifier SIGKILL)",
-               repeats <= notifier_kills, f"{repeats} repeats, {notifier_kills} notifier kills")
+    report.add(
+        "each reminder sent once (a same-Message-ID repeat only after a notifier SIGKILL)",
+        repeats <= notifier_kills,
+        f"{repeats} repeats, {notifier_kills} notifier kills",
+    )
     report.figures["emails (reminders / repeats)"] = f"{len(run.mail.received)} ({len(reminders)} / {repeats})"
 
 
@@ -324,8 +374,14 @@ async def _check_queues(run: FaultRun, report: Report) -> None:
     expected = run.faults.poison
     unexpected = {k: v for k, v in found.items() if k not in expected}
     misplaced = {k for k, v in expected.items() if found.get(k) != v}
-    report.add("dead-letter queues hold exactly the poison messages", not unexpected and not misplaced,
-               f"{len(unexpected)} unexpected ({'; '.join(reasons[k][:120] for k in list(unexpected)[:3])}),"
-               f" {len(misplaced)} poison missing")
-    report.add("every dead letter carries its reason (x-error)", all(reasons.values()),
-               "; ".join(f"{found[k]}: {r[:60]}" for k, r in list(reasons.items())[:6]))
+    report.add(
+        "dead-letter queues hold exactly the poison messages",
+        not unexpected and not misplaced,
+        f"{len(unexpected)} unexpected ({'; '.join(reasons[k][:120] for k in list(unexpected)[:3])}),"
+        f" {len(misplaced)} poison missing",
+    )
+    report.add(
+        "every dead letter carries its reason (x-error)",
+        all(reasons.values()),
+        "; ".join(f"{found[k]}: {r[:60]}" for k, r in list(reasons.items())[:6]),
+    )

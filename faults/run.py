@@ -48,22 +48,22 @@ from shared.topology import WORK_QUEUES, Topology  # noqa: E402
 
 OUTCOME_KEYS = ("lead.sold", "lead.unsold", "lead.duplicate", "lead.rejected")
 RETURN_PCT = 20
-CAP = 25                # daily cap of the capped accounts
-ORDER_TOTAL = 20        # leads in the lead-quantity order
+CAP = 25  # daily cap of the capped accounts
+ORDER_TOTAL = 20  # leads in the lead-quantity order
 ORDER_DOLLARS = "150.00"
-BUYER_TIMEOUT = 1.0     # seconds; the flaky buyer hangs past it
+BUYER_TIMEOUT = 1.0  # seconds; the flaky buyer hangs past it
 
 
 @dataclass
 class RunConfig:
     leads: int = 600
-    rate: float = 5.0                       # leads per second
+    rate: float = 5.0  # leads per second
     processes: dict[str, int] = field(default_factory=lambda: {"router": 3, "delivery": 2, "returns": 2, "notifier": 2})
-    kill_every: float = 4.0                 # seconds between SIGKILLs; 0 = no kills
+    kill_every: float = 4.0  # seconds between SIGKILLs; 0 = no kills
     rabbit_restart: bool = True
     db_drop: bool = True
     poison: bool = True
-    returns: int = 60                       # return requests (some repeated, some refused)
+    returns: int = 60  # return requests (some repeated, some refused)
     appointments: int = 15
     drain_timeout: float = 180.0
     seed: int | None = None
@@ -76,13 +76,13 @@ class Faults:
     rabbit_restarts: int = 0
     db_drops: int = 0
     connections_dropped: int = 0
-    poison: dict[str, str] = field(default_factory=dict)   # message_id -> logical queue expected to hold it
+    poison: dict[str, str] = field(default_factory=dict)  # message_id -> logical queue expected to hold it
 
 
 @dataclass
 class Traffic:
-    lead_keys: list[str] = field(default_factory=list)      # distinct idempotency keys confirmed published
-    resent: int = 0                                         # re-sends of a key by its source
+    lead_keys: list[str] = field(default_factory=list)  # distinct idempotency keys confirmed published
+    resent: int = 0  # re-sends of a key by its source
     invalid: int = 0
     duplicates: int = 0
     return_ids: list[str] = field(default_factory=list)
@@ -92,36 +92,78 @@ class Traffic:
 
 def fault_catalog(buyer: FlakyBuyer) -> str:
     def account(id: str, client: str, **extra: Any) -> dict[str, Any]:
-        return {"id": id, "client": client, "lead_type": "solar", "price": "10.00",
-                "delivery": {"method": "http", "url": buyer.url(f"/{id}"), "timeout_seconds": BUYER_TIMEOUT,
-                             "retry": {"count": 4, "delay_seconds": 1}}, **extra}
+        return {
+            "id": id,
+            "client": client,
+            "lead_type": "solar",
+            "price": "10.00",
+            "delivery": {
+                "method": "http",
+                "url": buyer.url(f"/{id}"),
+                "timeout_seconds": BUYER_TIMEOUT,
+                "retry": {"count": 4, "delay_seconds": 1},
+            },
+            **extra,
+        }
 
-    return yaml.safe_dump({
-        "options": {"route_duplicate_leads": False, "default_return_pct_delivery_accounts": RETURN_PCT,
-                    "default_return_pct_orders": RETURN_PCT},
-        "lead_types": [{"id": "solar", "name": "Solar", "duplicate_fields": ["phone"], "max_sales": 2,
-                        "return_reasons": ["wrong_number", "out_of_area"], "return_window_days": 14,
-                        "fields": [{"name": "first_name", "type": "text", "required": True},
-                                   {"name": "phone", "type": "phone", "required": True}]}],
-        "sources": [{"id": "web", "name": "Web"}],
-        "clients": [{"id": c, "name": c.upper(), "auto_approve_returns": c in "ad"} for c in "abcde"],
-        "groups": [
-            {"id": "exclusive", "name": "Exclusive", "apply_groups_as_criteria": True,
-             "distribution": "round_robin", "clients": ["a", "b", "c"]},
-            {"id": "shared", "name": "Shared", "apply_groups_as_criteria": False, "clients": ["d", "e"]},
-        ],
-        "delivery_accounts": [
-            account("a1", "a", caps={"daily": CAP}),
-            account("b1", "b"),
-            account("c1", "c", require_order=True),
-            account("d1", "d", caps={"daily": CAP}),
-            account("e1", "e", require_order=True),
-        ],
-        "orders": [
-            {"id": "c-order", "client": "c", "type": "lead_quantity", "total": ORDER_TOTAL, "start_date": "2020-01-01"},
-            {"id": "e-order", "client": "e", "type": "dollar_amount", "total": ORDER_DOLLARS, "start_date": "2020-01-01"},
-        ],
-    })
+    return yaml.safe_dump(
+        {
+            "options": {
+                "route_duplicate_leads": False,
+                "default_return_pct_delivery_accounts": RETURN_PCT,
+                "default_return_pct_orders": RETURN_PCT,
+            },
+            "lead_types": [
+                {
+                    "id": "solar",
+                    "name": "Solar",
+                    "duplicate_fields": ["phone"],
+                    "max_sales": 2,
+                    "return_reasons": ["wrong_number", "out_of_area"],
+                    "return_window_days": 14,
+                    "fields": [
+                        {"name": "first_name", "type": "text", "required": True},
+                        {"name": "phone", "type": "phone", "required": True},
+                    ],
+                }
+            ],
+            "sources": [{"id": "web", "name": "Web"}],
+            "clients": [{"id": c, "name": c.upper(), "auto_approve_returns": c in "ad"} for c in "abcde"],
+            "groups": [
+                {
+                    "id": "exclusive",
+                    "name": "Exclusive",
+                    "apply_groups_as_criteria": True,
+                    "distribution": "round_robin",
+                    "clients": ["a", "b", "c"],
+                },
+                {"id": "shared", "name": "Shared", "apply_groups_as_criteria": False, "clients": ["d", "e"]},
+            ],
+            "delivery_accounts": [
+                account("a1", "a", caps={"daily": CAP}),
+                account("b1", "b"),
+                account("c1", "c", require_order=True),
+                account("d1", "d", caps={"daily": CAP}),
+                account("e1", "e", require_order=True),
+            ],
+            "orders": [
+                {
+                    "id": "c-order",
+                    "client": "c",
+                    "type": "lead_quantity",
+                    "total": ORDER_TOTAL,
+                    "start_date": "2020-01-01",
+                },
+                {
+                    "id": "e-order",
+                    "client": "e",
+                    "type": "dollar_amount",
+                    "total": ORDER_DOLLARS,
+                    "start_date": "2020-01-01",
+                },
+            ],
+        }
+    )
 
 
 class Services:
@@ -138,8 +180,13 @@ class Services:
         out: Any = subprocess.DEVNULL
         if self.log_dir is not None:
             out = open(self.log_dir / f"{slot.replace('#', '-')}.log", "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen([sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"],
-                                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
     def start(self) -> None:
         for name, n in self.counts.items():
@@ -216,12 +263,17 @@ class FaultRun:
                 await conn.execute(
                     "INSERT INTO portal_users (id, client_id, email, name, enabled, notify_new_leads)"
                     " VALUES ($1, $2, $3, $4, true, false)",
-                    user_id, client, f"agent-{client}-{user_id.hex[:6]}@example.com", f"Agent {client}")
+                    user_id,
+                    client,
+                    f"agent-{client}-{user_id.hex[:6]}@example.com",
+                    f"Agent {client}",
+                )
                 self.users[client] = user_id
         finally:
             await conn.close()
         # The topology and an outcome tap exist before any lead is published.
         from faststream.rabbit import RabbitBroker
+
         broker = RabbitBroker(self.settings.amqp_url)
         await broker.connect()
         try:
@@ -240,14 +292,24 @@ class FaultRun:
 
     def service_env(self) -> dict[str, str]:
         s = self.settings
-        return {**os.environ, "AMQP_URL": s.amqp_url, "DATABASE_URL": s.database_url,
-                "LEADWIRE_NAMESPACE": s.namespace, "LEADWIRE_POLL_INTERVAL": "0.2",
-                "LEADWIRE_RETRY_DELAYS": json.dumps(list(s.retry_delays)),
-                # Small pools: nine processes share the server with everything else on it.
-                "LEADWIRE_DB_POOL_MAX": "3", "LEADWIRE_DB_POOL_MIN": "1", "LEADWIRE_PREFETCH": "4",
-                "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(self.mail.port),
-                "SMTP_FROM": "leadwire@faults.example.com", "ADMIN_EMAIL": "ops@faults.example.com",
-                "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-faults-{s.namespace}-health", "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "AMQP_URL": s.amqp_url,
+            "DATABASE_URL": s.database_url,
+            "LEADWIRE_NAMESPACE": s.namespace,
+            "LEADWIRE_POLL_INTERVAL": "0.2",
+            "LEADWIRE_RETRY_DELAYS": json.dumps(list(s.retry_delays)),
+            # Small pools: nine processes share the server with everything else on it.
+            "LEADWIRE_DB_POOL_MAX": "3",
+            "LEADWIRE_DB_POOL_MIN": "1",
+            "LEADWIRE_PREFETCH": "4",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(self.mail.port),
+            "SMTP_FROM": "leadwire@faults.example.com",
+            "ADMIN_EMAIL": "ops@faults.example.com",
+            "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-faults-{s.namespace}-health",
+            "PYTHONUNBUFFERED": "1",
+        }
 
     async def consumers(self) -> dict[str, int]:
         connection = await aio_pika.connect(self.settings.amqp_url)
@@ -262,8 +324,12 @@ class FaultRun:
             await connection.close()
 
     async def wait_consuming(self, timeout: float = 90.0) -> None:
-        want = {"router.leads": "router", "delivery.requests": "delivery", "returns.commands": "returns",
-                "notifier.requests": "notifier"}
+        want = {
+            "router.leads": "router",
+            "delivery.requests": "delivery",
+            "returns.commands": "returns",
+            "notifier.requests": "notifier",
+        }
         deadline = time.monotonic() + timeout
         while True:
             found = await self.consumers()
@@ -275,8 +341,9 @@ class FaultRun:
 
     # --- traffic ---------------------------------------------------------------------------------
 
-    async def _publish(self, exchange_name: str, routing_key: str, body: bytes, message_id: str,
-                       headers: dict[str, Any] | None = None) -> None:
+    async def _publish(
+        self, exchange_name: str, routing_key: str, body: bytes, message_id: str, headers: dict[str, Any] | None = None
+    ) -> None:
         """Publish with confirms until the broker confirms once; a lost confirm means a re-send
         with the same message id, as any careful source does."""
         while True:
@@ -286,14 +353,20 @@ class FaultRun:
                     channel = await connection.channel(publisher_confirms=True)
                     exchange = await channel.get_exchange(exchange_name, ensure=False)
                     await exchange.publish(
-                        aio_pika.Message(body, message_id=message_id, headers=headers,
-                                         content_type="application/json",
-                                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
-                        routing_key=routing_key, timeout=10)
+                        aio_pika.Message(
+                            body,
+                            message_id=message_id,
+                            headers=headers,
+                            content_type="application/json",
+                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        ),
+                        routing_key=routing_key,
+                        timeout=10,
+                    )
                     return
                 finally:
                     await connection.close()
-            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError, asyncio.TimeoutError):
+            except (aio_pika.exceptions.AMQPError, ConnectionError, OSError, TimeoutError):
                 self.traffic.publish_retries += 1
                 await asyncio.sleep(0.5)
 
@@ -310,17 +383,18 @@ class FaultRun:
                 await asyncio.sleep(interval)
                 continue
             if phones and roll < 0.10:
-                phone = self.rng.choice(phones)      # the same person, as a new lead
+                phone = self.rng.choice(phones)  # the same person, as a new lead
                 self.traffic.duplicates += 1
             elif roll < 0.14:
-                phone = "555"                        # invalid: rejected with the reason
+                phone = "555"  # invalid: rejected with the reason
                 self.traffic.invalid += 1
             else:
                 phone = f"415{2000000 + n:07d}"
                 phones.append(phone)
             key = f"fault-{uuid.uuid4()}"
-            body = json.dumps({"lead_type": "solar", "source": "web",
-                               "fields": {"first_name": f"Lead{n}", "phone": phone}}).encode()
+            body = json.dumps(
+                {"lead_type": "solar", "source": "web", "fields": {"first_name": f"Lead{n}", "phone": phone}}
+            ).encode()
             await self._publish(self.topology.inbound.name, "lead.solar", body, key)
             self.traffic.lead_keys.append(key)
             sent.append((key, body))
@@ -331,7 +405,9 @@ class FaultRun:
         try:
             return await conn.fetch(
                 "SELECT lead_id, client_id FROM deliveries WHERE status = 'succeeded'"
-                " AND ($1::text IS NULL OR client_id = ANY(string_to_array($1, ',')))", clients)
+                " AND ($1::text IS NULL OR client_id = ANY(string_to_array($1, ',')))",
+                clients,
+            )
         finally:
             await conn.close()
 
@@ -361,7 +437,7 @@ class FaultRun:
                 returns_left -= 1
                 batch -= 1
                 roll = self.rng.random()
-                if roll < 0.15 and returns_left > 0:   # the same request again (same return id)
+                if roll < 0.15 and returns_left > 0:  # the same request again (same return id)
                     await self._return(row["lead_id"], row["client_id"], again=True)
                     returns_left -= 1
                 elif roll < 0.25 and returns_left > 0:  # a second request for the same lead
@@ -375,15 +451,22 @@ class FaultRun:
                 booked.add(str(row["lead_id"]))
                 await self._appointment(row["lead_id"], row["client_id"])
                 appointments_left -= 1
-                break   # one per round: spread them over the run
+                break  # one per round: spread them over the run
             if done and (returns_left, appointments_left) == before:
-                break   # the leads are all out and no sold lead is left to ask about
+                break  # the leads are all out and no sold lead is left to ask about
 
     async def _return(self, lead_id: uuid.UUID, client_id: str, *, again: bool = False) -> None:
         return_id = self.traffic.return_ids[-1] if again else str(uuid.uuid4())
         reason = "not_a_reason" if self.rng.random() < 0.1 else "wrong_number"
-        body = json.dumps({"return_id": return_id, "client_id": client_id, "lead_id": str(lead_id),
-                           "reason": reason, "requested_by": "faults"}).encode()
+        body = json.dumps(
+            {
+                "return_id": return_id,
+                "client_id": client_id,
+                "lead_id": str(lead_id),
+                "reason": reason,
+                "requested_by": "faults",
+            }
+        ).encode()
         await self._publish(self.topology.events.name, "return.request", body, f"ret-{uuid.uuid4()}")
         if not again:
             self.traffic.return_ids.append(return_id)
@@ -392,10 +475,18 @@ class FaultRun:
         now = datetime.now(UTC)
         appointment_id = str(uuid.uuid4())
         # Starts soon, reminder due at once: every reminder is exercised within the run.
-        body = json.dumps({"appointment_id": appointment_id, "client_id": client_id, "lead_id": str(lead_id),
-                           "assigned_user_id": str(self.users[client_id]),
-                           "starts_at": (now + timedelta(minutes=30)).isoformat(), "reminder_minutes_before": 45,
-                           "title": "Site visit", "requested_at": now.isoformat()}).encode()
+        body = json.dumps(
+            {
+                "appointment_id": appointment_id,
+                "client_id": client_id,
+                "lead_id": str(lead_id),
+                "assigned_user_id": str(self.users[client_id]),
+                "starts_at": (now + timedelta(minutes=30)).isoformat(),
+                "reminder_minutes_before": 45,
+                "title": "Site visit",
+                "requested_at": now.isoformat(),
+            }
+        ).encode()
         await self._publish(self.topology.events.name, "appointment.create", body, f"apt-{uuid.uuid4()}")
         self.traffic.appointments.append(appointment_id)
 
@@ -403,11 +494,21 @@ class FaultRun:
         big = json.dumps({"garbage": "x" * (2 * 1024 * 1024)}).encode()
         cases = [
             (self.topology.inbound.name, "lead.solar", b"\x00\xffthis is not json", "router.leads"),
-            (self.topology.inbound.name, "lead.solar", json.dumps({"lead_type": 5, "fields": []}).encode(), "router.leads"),
+            (
+                self.topology.inbound.name,
+                "lead.solar",
+                json.dumps({"lead_type": 5, "fields": []}).encode(),
+                "router.leads",
+            ),
             (self.topology.inbound.name, "lead.solar", big, "router.leads"),
             (self.topology.events.name, "return.request", json.dumps({"lead_id": "nope"}).encode(), "returns.commands"),
             (self.topology.events.name, "appointment.create", b"{not json", "notifier.requests"),
-            (self.topology.events.name, "delivery.requested", json.dumps({"hello": "world"}).encode(), "delivery.requests"),
+            (
+                self.topology.events.name,
+                "delivery.requested",
+                json.dumps({"hello": "world"}).encode(),
+                "delivery.requests",
+            ),
         ]
         for exchange, key, body, queue in cases:
             message_id = f"poison-{uuid.uuid4()}"
@@ -453,7 +554,7 @@ class FaultRun:
                     raise OSError("rabbitmqctl stop_app failed")
                 await asyncio.sleep(3)
             finally:
-                await _run("rabbitmqctl", "start_app")   # always, even when the stop failed
+                await _run("rabbitmqctl", "start_app")  # always, even when the stop failed
                 await _run("rabbitmqctl", "await_startup")
         except OSError as exc:  # not installed or not allowed: the report shows no restart
             self.say(f"RabbitMQ: could not restart ({exc})")
@@ -467,7 +568,8 @@ class FaultRun:
             # Only this run's own database: other work on the same server is left alone.
             dropped = await conn.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid()) t")
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()) t"
+            )
         finally:
             await conn.close()
         self.faults.db_drops += 1
@@ -489,11 +591,13 @@ class FaultRun:
             await self.wait_consuming()
             self.say("every service is consuming; publishing")
             expected = self.config.leads / self.config.rate
-            chaos = asyncio.create_task(self.chaos(
-                stop_chaos,
-                expected * 0.45 if self.config.rabbit_restart else None,
-                expected * 0.25 if self.config.db_drop else None,
-            ))
+            chaos = asyncio.create_task(
+                self.chaos(
+                    stop_chaos,
+                    expected * 0.45 if self.config.rabbit_restart else None,
+                    expected * 0.25 if self.config.db_drop else None,
+                )
+            )
             publishing = asyncio.create_task(self.publish_leads())
             if self.config.poison:
                 await self.inject_poison()
@@ -502,8 +606,10 @@ class FaultRun:
             stop_chaos.set()
             await chaos
             chaos = None
-            self.say(f"published {len(self.traffic.lead_keys)} leads, {len(self.traffic.return_ids)} returns,"
-                     f" {len(self.traffic.appointments)} appointments; chaos over, waiting for the work to drain")
+            self.say(
+                f"published {len(self.traffic.lead_keys)} leads, {len(self.traffic.return_ids)} returns,"
+                f" {len(self.traffic.appointments)} appointments; chaos over, waiting for the work to drain"
+            )
             ok = await drained(self, self.config.drain_timeout)
             self.say("drained" if ok else "NOT drained within the timeout")
         finally:
@@ -547,12 +653,22 @@ async def main(argv: list[str] | None = None) -> int:
 
     base = Settings()
     name = f"leadwire_faults_{uuid.uuid4().hex[:8]}"
-    settings = base.model_copy(update={
-        "database_url": db.with_database(base.database_url, name), "namespace": f"faults{uuid.uuid4().hex[:6]}",
-        "retry_delays": (0.5, 1.0, 2.0, 5.0, 10.0),
-    })
-    config = RunConfig(leads=args.leads, rate=args.rate, kill_every=args.kill_every, returns=args.returns,
-                       appointments=args.appointments, rabbit_restart=not args.no_rabbit_restart, seed=args.seed)
+    settings = base.model_copy(
+        update={
+            "database_url": db.with_database(base.database_url, name),
+            "namespace": f"faults{uuid.uuid4().hex[:6]}",
+            "retry_delays": (0.5, 1.0, 2.0, 5.0, 10.0),
+        }
+    )
+    config = RunConfig(
+        leads=args.leads,
+        rate=args.rate,
+        kill_every=args.kill_every,
+        returns=args.returns,
+        appointments=args.appointments,
+        rabbit_restart=not args.no_rabbit_restart,
+        seed=args.seed,
+    )
     if args.logs:
         args.logs.mkdir(parents=True, exist_ok=True)
     print(f"==> fault run: database {name}, namespace {settings.namespace}")

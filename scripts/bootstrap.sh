@@ -44,6 +44,8 @@ ensure_services() {
     fi
     # amqp-publish: the tests publish leads with it, as a source without FastStream would.
     command -v amqp-publish >/dev/null || apt_install amqp-tools
+    # chromium: the browser tests drive Debian's build through Playwright (no browser download).
+    command -v chromium >/dev/null || apt_install chromium
 }
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"

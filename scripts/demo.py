@@ -52,8 +52,11 @@ def start_demo_buyer(port: int) -> ThreadingHTTPServer:
             buyer = self.path.split("?")[0].rsplit("/", 1)[-1]
             roll = random.random()
             if buyer == "sunrise":
-                body = (json.dumps({"status": "accepted", "price": round(random.uniform(40, 55), 2)})
-                        if roll > 0.15 else json.dumps({"status": "rejected", "reason": "zip not served"}))
+                body = (
+                    json.dumps({"status": "accepted", "price": round(random.uniform(40, 55), 2)})
+                    if roll > 0.15
+                    else json.dumps({"status": "rejected", "reason": "zip not served"})
+                )
                 status = 200
             elif buyer == "brightpath":
                 status, body = (200, "OK") if roll > 0.2 else (200, "DENIED")
@@ -80,20 +83,33 @@ def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
     if recent and random.random() < 0.05:
         return random.choice(recent)  # a duplicate: same person, sent again
     if random.random() < 0.8:
-        lead = {"lead_type": "solar", "source": random.choice(["web", "partner-a"]), "fields": {
-            "first_name": random.choice(FIRST_NAMES), "last_name": f"Demo{n}",
-            "email": f"person{n}-{uuid.uuid4().hex[:6]}@example.com",
-            "phone": f"415{random.randint(2000000, 9999999)}", "state": random.choice(STATES),
-            "zip": f"9{random.randint(1000, 9999)}", "monthly_bill": str(random.randint(60, 400)),
-            "homeowner": random.choice(["yes", "yes", "yes", "no"]),
-        }}
+        lead = {
+            "lead_type": "solar",
+            "source": random.choice(["web", "partner-a"]),
+            "fields": {
+                "first_name": random.choice(FIRST_NAMES),
+                "last_name": f"Demo{n}",
+                "email": f"person{n}-{uuid.uuid4().hex[:6]}@example.com",
+                "phone": f"415{random.randint(2000000, 9999999)}",
+                "state": random.choice(STATES),
+                "zip": f"9{random.randint(1000, 9999)}",
+                "monthly_bill": str(random.randint(60, 400)),
+                "homeowner": random.choice(["yes", "yes", "yes", "no"]),
+            },
+        }
         if random.random() < 0.04:
             lead["fields"]["phone"] = "555"  # invalid: rejected with the reason
     else:
-        lead = {"lead_type": "auto_insurance", "source": "web", "fields": {
-            "first_name": random.choice(FIRST_NAMES), "phone": f"212{random.randint(2000000, 9999999)}",
-            "state": random.choice(STATES), "vehicles": random.randint(1, 3),
-        }}
+        lead = {
+            "lead_type": "auto_insurance",
+            "source": "web",
+            "fields": {
+                "first_name": random.choice(FIRST_NAMES),
+                "phone": f"212{random.randint(2000000, 9999999)}",
+                "state": random.choice(STATES),
+                "vehicles": random.randint(1, 3),
+            },
+        }
     recent.append(lead)
     del recent[:-50]
     return lead
@@ -108,9 +124,12 @@ async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, co
         while not stop.is_set():
             lead = sample_lead(counter[0], recent)
             await exchange.publish(
-                aio_pika.Message(json.dumps(lead).encode(), content_type="application/json",
-                                 headers={"idempotency-key": f"demo-{uuid.uuid4()}"},
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                aio_pika.Message(
+                    json.dumps(lead).encode(),
+                    content_type="application/json",
+                    headers={"idempotency-key": f"demo-{uuid.uuid4()}"},
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
                 routing_key=f"lead.{lead['lead_type']}",
             )
             counter[0] += 1
@@ -126,7 +145,8 @@ async def summary(pool: Any, published: int, started: float) -> str:
     statuses = dict(await pool.fetch("SELECT status, count(*) FROM leads GROUP BY status"))
     sold = await pool.fetch(
         "SELECT d.client_id, count(*) AS leads, sum(d.price) AS revenue FROM deliveries d"
-        " WHERE d.status = 'succeeded' GROUP BY d.client_id ORDER BY revenue DESC")
+        " WHERE d.status = 'succeeded' GROUP BY d.client_id ORDER BY revenue DESC"
+    )
     lines = [
         f"--- {time.monotonic() - started:5.0f}s  published {published}  leads in database: "
         + "  ".join(f"{s}: {statuses.get(s, 0)}" for s in ("sold", "unsold", "duplicate", "rejected", "routing")),
@@ -159,11 +179,16 @@ async def main() -> int:
     buyer = start_demo_buyer(args.buyer_port)
     print(f"==> demo buyer endpoint on http://127.0.0.1:{args.buyer_port}/buyers/<client>")
 
-    env = {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
-           "LEADWIRE_NAMESPACE": settings.namespace}
+    env = {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "DATABASE_URL": settings.database_url,
+        "LEADWIRE_NAMESPACE": settings.namespace,
+    }
     processes = {
-        name: subprocess.Popen([sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"],
-                               cwd=ROOT, env=env)
+        name: subprocess.Popen(
+            [sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"], cwd=ROOT, env=env
+        )
         for name in SERVICES
     }
     print(f"==> started {', '.join(f'{n} (pid {p.pid})' for n, p in processes.items())}")

@@ -57,9 +57,11 @@ async def _apply(args: argparse.Namespace, settings: Settings) -> int:
     if version is None:
         print("catalog unchanged")
     else:
-        print(f"catalog version {version} applied: {len(catalog.lead_types)} lead types, "
-              f"{len(catalog.clients)} clients, {len(catalog.groups)} groups, "
-              f"{len(catalog.delivery_accounts)} delivery accounts, {len(catalog.orders)} orders")
+        print(
+            f"catalog version {version} applied: {len(catalog.lead_types)} lead types, "
+            f"{len(catalog.clients)} clients, {len(catalog.groups)} groups, "
+            f"{len(catalog.delivery_accounts)} delivery accounts, {len(catalog.orders)} orders"
+        )
     return 0
 
 
@@ -80,7 +82,9 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadwire", description="Leadwire administration")
     sub = parser.add_subparsers(dest="command", required=True)
-    catalog = sub.add_parser("catalog", help="configuration-as-code catalog").add_subparsers(dest="action", required=True)
+    catalog = sub.add_parser("catalog", help="configuration-as-code catalog").add_subparsers(
+        dest="action", required=True
+    )
     apply_p = catalog.add_parser("apply", help="validate and apply a catalog file atomically")
     apply_p.add_argument("file", type=Path)
     apply_p.set_defaults(handler=_apply, dry_run=False)

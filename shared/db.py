@@ -22,9 +22,7 @@ MIGRATION_LOCK_KEY = 0x1EAD_317E
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Without these codecs jsonb comes back as str and would be re-published as text/plain.
     for typename in ("json", "jsonb"):
-        await conn.set_type_codec(
-            typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-        )
+        await conn.set_type_codec(typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -36,7 +34,11 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     return await asyncpg.create_pool(
-        database_url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_keep_session,
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
         # Bound every statement so a handler never outlives the broker's graceful timeout.
         command_timeout=10,
     )

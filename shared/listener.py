@@ -40,7 +40,7 @@ class PgListener:
                 await self._sleep(1.0)
                 continue
             try:
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 for channel, callback in self._callbacks.items():
                     # The payload goes to the callback: the outbox relay wakes only for its own rows.
                     await conn.add_listener(channel, lambda _c, _pid, _ch, payload, cb=callback: cb(payload))

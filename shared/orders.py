@@ -44,8 +44,9 @@ def room(total: Decimal, received: Decimal, reserved: Decimal) -> Decimal:
     return max(total - received - reserved, ZERO)
 
 
-def take_for_sale(order_type: OrderType, total: Decimal, received: Decimal, reserved: Decimal,
-                  price: Decimal) -> Decimal | None:
+def take_for_sale(
+    order_type: OrderType, total: Decimal, received: Decimal, reserved: Decimal, price: Decimal
+) -> Decimal | None:
     """What a new sale takes from the order, or None when the order has no room for it.
 
     A lead-quantity order needs room for a whole lead. A dollar order takes the sale price, or
@@ -59,8 +60,9 @@ def take_for_sale(order_type: OrderType, total: Decimal, received: Decimal, rese
     return min(price, left)
 
 
-def charge_on_success(order_type: OrderType, total: Decimal, received: Decimal, reserved: Decimal,
-                      taken: Decimal, final_price: Decimal) -> Decimal:
+def charge_on_success(
+    order_type: OrderType, total: Decimal, received: Decimal, reserved: Decimal, taken: Decimal, final_price: Decimal
+) -> Decimal:
     """What a confirmed sale adds to `received`. `reserved` still includes this sale's `taken`.
 
     Dollar orders are charged the final price (a buyer-confirmed price may differ from the
@@ -116,12 +118,20 @@ ORDER_COLUMNS = (
 
 def _figures(row: asyncpg.Record) -> OrderFiguresView:
     return OrderFiguresView(
-        order_id=row["id"], client_id=row["client_id"], order_type=row["order_type"], status=row["status"],
-        renewal=row["renewal"], auto_charge=row["auto_charge"],
+        order_id=row["id"],
+        client_id=row["client_id"],
+        order_type=row["order_type"],
+        status=row["status"],
+        renewal=row["renewal"],
+        auto_charge=row["auto_charge"],
         start_date=row["period_start"] or row["start_date"],
         end_date=row["period_end"] if row["period_start"] is not None else row["end_date"],
-        period=row["period"], total=row["total"], received=row["received"],
-        remaining=row["total"] - row["received"], in_flight=row["reserved"], cost=row["cost"],
+        period=row["period"],
+        total=row["total"],
+        received=row["received"],
+        remaining=row["total"] - row["received"],
+        in_flight=row["reserved"],
+        cost=row["cost"],
         amount_paid=row["amount_paid"],
     )
 
@@ -149,8 +159,16 @@ def sale_day(catalog: Any, account: Any, now: datetime) -> date:
     return client_today(now, client.time_zone if client else "UTC")
 
 
-async def reserve(conn: asyncpg.Connection, *, catalog: Any, account: Any, delivery_id: uuid.UUID,
-                  price: Decimal, now: datetime, found: Mapping[str, Any] | None = None) -> str | None:
+async def reserve(
+    conn: asyncpg.Connection,
+    *,
+    catalog: Any,
+    account: Any,
+    delivery_id: uuid.UUID,
+    price: Decimal,
+    now: datetime,
+    found: Mapping[str, Any] | None = None,
+) -> str | None:
     """Take one sale from the oldest open order of `account`'s client that covers the account and
     has room; returns its id, or None. Idempotent per delivery_id. Call inside a transaction.
     `found`: the `sale_lookup` row, when the caller already read it.
@@ -159,8 +177,13 @@ async def reserve(conn: asyncpg.Connection, *, catalog: Any, account: Any, deliv
     returns service's sweep also closes them."""
     if found is None:
         # The repeat check and the candidate orders in one round trip: reserve runs for every sale.
-        found = await conn.fetchrow(f"SELECT {sale_lookup(1, 2, 3, 4)}",
-                                    account.client, sale_day(catalog, account, now), account.id, delivery_id)
+        found = await conn.fetchrow(
+            f"SELECT {sale_lookup(1, 2, 3, 4)}",
+            account.client,
+            sale_day(catalog, account, now),
+            account.id,
+            delivery_id,
+        )
     if found["existing"] is not None:
         return found["existing"] if found["existing_status"] in ("reserved", "confirmed") else None
     for candidate in found["candidates"]:
@@ -178,19 +201,33 @@ async def reserve(conn: asyncpg.Connection, *, catalog: Any, account: Any, deliv
         await conn.execute(
             "INSERT INTO order_charges (delivery_id, order_id, client_id, period, amount, price, status, reserved_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, 'reserved', $7)",
-            delivery_id, candidate, account.client, order["period"], taken, price, now,
+            delivery_id,
+            candidate,
+            account.client,
+            order["period"],
+            taken,
+            price,
+            now,
         )
         return candidate
     return None
 
 
-async def settle(conn: asyncpg.Connection, *, delivery_id: uuid.UUID, succeeded: bool, final_price: Decimal,
-                 now: datetime, notify_to: list[str] | None = None) -> None:
+async def settle(
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: uuid.UUID,
+    succeeded: bool,
+    final_price: Decimal,
+    now: datetime,
+    notify_to: list[str] | None = None,
+) -> None:
     """Confirm (succeeded) or release a reservation; fill, close or renew the order. Idempotent per
     delivery_id: only a charge still 'reserved' changes anything. Call inside a transaction.
     `notify_to`: who gets the order_filled email (default: ADMIN_EMAIL)."""
     charge = await conn.fetchrow(
-        "SELECT order_id, amount, status FROM order_charges WHERE delivery_id = $1 FOR UPDATE", delivery_id)
+        "SELECT order_id, amount, status FROM order_charges WHERE delivery_id = $1 FOR UPDATE", delivery_id
+    )
     if charge is None or charge["status"] != "reserved":
         return
     order = await conn.fetchrow(f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE", charge["order_id"])
@@ -198,29 +235,45 @@ async def settle(conn: asyncpg.Connection, *, delivery_id: uuid.UUID, succeeded:
     if not succeeded:
         await conn.execute("UPDATE orders SET reserved = greatest(reserved - $2, 0) WHERE id = $1", order["id"], taken)
         await conn.execute(
-            "UPDATE order_charges SET status = 'released', settled_at = $2 WHERE delivery_id = $1", delivery_id, now)
+            "UPDATE order_charges SET status = 'released', settled_at = $2 WHERE delivery_id = $1", delivery_id, now
+        )
         return
-    charged = charge_on_success(order["order_type"], order["total"], order["received"], order["reserved"],
-                                taken, final_price)
+    charged = charge_on_success(
+        order["order_type"], order["total"], order["received"], order["reserved"], taken, final_price
+    )
     was_filled = is_filled(order["order_type"], order["total"], order["received"])
     received = order["received"] + charged
     cost = order["cost"] + final_price
     await conn.execute(
         "UPDATE orders SET received = $2, cost = $3, reserved = greatest(reserved - $4, 0) WHERE id = $1",
-        order["id"], received, cost, taken,
+        order["id"],
+        received,
+        cost,
+        taken,
     )
     await conn.execute(
         "UPDATE order_charges SET status = 'confirmed', amount = $2, price = $3, period = $4, settled_at = $5"
         " WHERE delivery_id = $1",
-        delivery_id, charged, final_price, order["period"], now,
+        delivery_id,
+        charged,
+        final_price,
+        order["period"],
+        now,
     )
     if was_filled or not is_filled(order["order_type"], order["total"], received):
         return
     await _fill(conn, order, received, cost, delivery_id, now, notify_to)
 
 
-async def _fill(conn: asyncpg.Connection, order: asyncpg.Record, received: Decimal, cost: Decimal,
-                delivery_id: uuid.UUID, now: datetime, notify_to: list[str] | None) -> None:
+async def _fill(
+    conn: asyncpg.Connection,
+    order: asyncpg.Record,
+    received: Decimal,
+    cost: Decimal,
+    delivery_id: uuid.UUID,
+    now: datetime,
+    notify_to: list[str] | None,
+) -> None:
     from shared.contracts.notifier import NotificationRequested
     from shared.contracts.returns import OrderFilled, OrderStatusChanged
 
@@ -234,46 +287,85 @@ async def _fill(conn: asyncpg.Connection, order: asyncpg.Record, received: Decim
         await conn.execute(
             "INSERT INTO order_periods (order_id, period, started_on, ended_on, total, received, cost,"
             " amount_paid, filled_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            order["id"], order["period"], start, end, order["total"], received, cost, order["amount_paid"], now,
+            order["id"],
+            order["period"],
+            start,
+            end,
+            order["total"],
+            received,
+            cost,
+            order["amount_paid"],
+            now,
         )
         await conn.execute(
             "UPDATE orders SET period = period + 1, period_start = $2, period_end = $3, received = 0, cost = 0,"
             " amount_paid = 0, filled_at = $4 WHERE id = $1",
-            order["id"], new_start, new_end, now,
+            order["id"],
+            new_start,
+            new_end,
+            now,
         )
     elif next_step == "close":
         await conn.execute(
             "UPDATE orders SET status = 'closed', closed_reason = 'filled', filled_at = $2 WHERE id = $1",
-            order["id"], now)
+            order["id"],
+            now,
+        )
     else:
         await conn.execute("UPDATE orders SET filled_at = $2 WHERE id = $1", order["id"], now)
 
     filled = OrderFilled(
-        order_id=order["id"], client_id=order["client_id"], order_type=order["order_type"], total=order["total"],
-        received=received, cost=cost, period=order["period"], renewal=order["renewal"], status=status,
-        renewed=next_step == "renew", filled_at=now,
+        order_id=order["id"],
+        client_id=order["client_id"],
+        order_type=order["order_type"],
+        total=order["total"],
+        received=received,
+        cost=cost,
+        period=order["period"],
+        renewal=order["renewal"],
+        status=status,
+        renewed=next_step == "renew",
+        filled_at=now,
     )
     await add_event(conn, "order.filled", filled)
     if next_step == "close":
-        await add_event(conn, "order.closed", OrderStatusChanged(
-            order_id=order["id"], client_id=order["client_id"], status="closed", previous_status="open",
-            reason="filled", changed_at=now))
+        await add_event(
+            conn,
+            "order.closed",
+            OrderStatusChanged(
+                order_id=order["id"],
+                client_id=order["client_id"],
+                status="closed",
+                previous_status="open",
+                reason="filled",
+                changed_at=now,
+            ),
+        )
     if notify_to is None:
         from shared.settings import Settings
 
         notify_to = [Settings().admin_email]
     unit = "leads" if order["order_type"] == "lead_quantity" else "dollars"
-    outcome = {"renew": "It renews now for a new period.", "stay_open": "It stays open until its end date.",
-               "close": "It is now closed."}[next_step]
-    await add_event(conn, "notify.order_filled", NotificationRequested(
-        # One email per fill: the delivery that filled the order names it.
-        notification_id=uuid.uuid5(uuid.NAMESPACE_URL, f"leadwire:order_filled:{delivery_id}"),
-        kind="order_filled", to=notify_to, client_id=order["client_id"],
-        subject=f"Order {order['id']} filled",
-        message=f"Order {order['id']} of client {order['client_id']} received {received} of {order['total']}"
-                f" {unit} (cost {cost}). {outcome}",
-        data=filled.model_dump(mode="json"),
-    ))
+    outcome = {
+        "renew": "It renews now for a new period.",
+        "stay_open": "It stays open until its end date.",
+        "close": "It is now closed.",
+    }[next_step]
+    await add_event(
+        conn,
+        "notify.order_filled",
+        NotificationRequested(
+            # One email per fill: the delivery that filled the order names it.
+            notification_id=uuid.uuid5(uuid.NAMESPACE_URL, f"leadwire:order_filled:{delivery_id}"),
+            kind="order_filled",
+            to=notify_to,
+            client_id=order["client_id"],
+            subject=f"Order {order['id']} filled",
+            message=f"Order {order['id']} of client {order['client_id']} received {received} of {order['total']}"
+            f" {unit} (cost {cost}). {outcome}",
+            data=filled.model_dump(mode="json"),
+        ),
+    )
 
 
 async def credit_sale(conn: asyncpg.Connection, *, delivery_id: uuid.UUID, now: datetime) -> tuple[str, Decimal] | None:
@@ -282,28 +374,39 @@ async def credit_sale(conn: asyncpg.Connection, *, delivery_id: uuid.UUID, now: 
     or None when no confirmed charge exists. Call inside a transaction."""
     charge = await conn.fetchrow(
         "SELECT order_id, amount, price, period, status FROM order_charges WHERE delivery_id = $1 FOR UPDATE",
-        delivery_id)
+        delivery_id,
+    )
     if charge is None or charge["status"] != "confirmed":
         return None
     order = await conn.fetchrow("SELECT period FROM orders WHERE id = $1 FOR UPDATE", charge["order_id"])
     if order["period"] == charge["period"]:
         await conn.execute(
             "UPDATE orders SET received = greatest(received - $2, 0), cost = greatest(cost - $3, 0) WHERE id = $1",
-            charge["order_id"], charge["amount"], charge["price"])
+            charge["order_id"],
+            charge["amount"],
+            charge["price"],
+        )
     else:
         await conn.execute(
             "UPDATE order_periods SET received = greatest(received - $3, 0), cost = greatest(cost - $4, 0)"
             " WHERE order_id = $1 AND period = $2",
-            charge["order_id"], charge["period"], charge["amount"], charge["price"])
+            charge["order_id"],
+            charge["period"],
+            charge["amount"],
+            charge["price"],
+        )
     await conn.execute(
-        "UPDATE order_charges SET status = 'credited', credited_at = $2 WHERE delivery_id = $1", delivery_id, now)
+        "UPDATE order_charges SET status = 'credited', credited_at = $2 WHERE delivery_id = $1", delivery_id, now
+    )
     return charge["order_id"], charge["amount"]
 
 
 async def charge_of(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "SELECT delivery_id, order_id, client_id, period, amount, price, status FROM order_charges"
-        " WHERE delivery_id = $1", delivery_id)
+        " WHERE delivery_id = $1",
+        delivery_id,
+    )
 
 
 # --- Commands and figures ------------------------------------------------------------------------
@@ -324,8 +427,15 @@ def transition(action: Action, current: str) -> str | None:
     return target if current in allowed_from else None
 
 
-async def change_status(conn: asyncpg.Connection, *, order_id: str, action: Action, now: datetime,
-                        client_id: str | None = None, requested_by: str | None = None) -> StatusChange:
+async def change_status(
+    conn: asyncpg.Connection,
+    *,
+    order_id: str,
+    action: Action,
+    now: datetime,
+    client_id: str | None = None,
+    requested_by: str | None = None,
+) -> StatusChange:
     """Pause, resume or close an order, with its event, in the caller's transaction. With
     `client_id` (the portal), an order of another client is reported as not found."""
     from shared.contracts.returns import OrderStatusChanged
@@ -335,16 +445,33 @@ async def change_status(conn: asyncpg.Connection, *, order_id: str, action: Acti
         return StatusChange(order_id, ok=False, status=None, error="order not found")
     target = transition(action, row["status"])
     if target is None:
-        return StatusChange(order_id, ok=False, status=row["status"], previous=row["status"],
-                            error=f"cannot {action} an order that is {row['status']}")
+        return StatusChange(
+            order_id,
+            ok=False,
+            status=row["status"],
+            previous=row["status"],
+            error=f"cannot {action} an order that is {row['status']}",
+        )
     if target == row["status"]:
         return StatusChange(order_id, ok=True, status=target, previous=row["status"])
     await conn.execute(
         "UPDATE orders SET status = $2, closed_reason = CASE WHEN $2 = 'closed' THEN 'command' END WHERE id = $1",
-        order_id, target)
-    await add_event(conn, f"order.{target if target != 'open' else 'resumed'}", OrderStatusChanged(
-        order_id=order_id, client_id=row["client_id"], status=target, previous_status=row["status"],
-        reason=action, requested_by=requested_by, changed_at=now))
+        order_id,
+        target,
+    )
+    await add_event(
+        conn,
+        f"order.{target if target != 'open' else 'resumed'}",
+        OrderStatusChanged(
+            order_id=order_id,
+            client_id=row["client_id"],
+            status=target,
+            previous_status=row["status"],
+            reason=action,
+            requested_by=requested_by,
+            changed_at=now,
+        ),
+    )
     return StatusChange(order_id, ok=True, status=target, previous=row["status"])
 
 
@@ -362,38 +489,70 @@ async def close_expired(conn: asyncpg.Connection, now: datetime) -> list[str]:
     )
     for row in rows:
         await conn.execute("UPDATE orders SET status = 'closed', closed_reason = 'ended' WHERE id = $1", row["id"])
-        await add_event(conn, "order.closed", OrderStatusChanged(
-            order_id=row["id"], client_id=row["client_id"], status="closed", previous_status=row["status"],
-            reason="ended", changed_at=now))
+        await add_event(
+            conn,
+            "order.closed",
+            OrderStatusChanged(
+                order_id=row["id"],
+                client_id=row["client_id"],
+                status="closed",
+                previous_status=row["status"],
+                reason="ended",
+                changed_at=now,
+            ),
+        )
     return [r["id"] for r in rows]
 
 
-async def record_payment(conn: asyncpg.Connection, *, order_id: str, amount: Decimal,
-                         note: str | None = None) -> Decimal | None:
+async def record_payment(
+    conn: asyncpg.Connection, *, order_id: str, amount: Decimal, note: str | None = None
+) -> Decimal | None:
     """Add a payment to the order's current period; returns the new amount paid (None: no order)."""
     period = await conn.fetchval("SELECT period FROM orders WHERE id = $1 FOR UPDATE", order_id)
     if period is None:
         return None
-    await conn.execute("INSERT INTO order_payments (order_id, period, amount, note) VALUES ($1, $2, $3, $4)",
-                       order_id, period, amount, note)
+    await conn.execute(
+        "INSERT INTO order_payments (order_id, period, amount, note) VALUES ($1, $2, $3, $4)",
+        order_id,
+        period,
+        amount,
+        note,
+    )
     return await conn.fetchval(
-        "UPDATE orders SET amount_paid = amount_paid + $2 WHERE id = $1 RETURNING amount_paid", order_id, amount)
+        "UPDATE orders SET amount_paid = amount_paid + $2 WHERE id = $1 RETURNING amount_paid", order_id, amount
+    )
 
 
-async def order_figures(conn: asyncpg.Connection | asyncpg.Pool, *, client_id: str | None = None,
-                        order_id: str | None = None) -> list[OrderFiguresView]:
+async def order_figures(
+    conn: asyncpg.Connection | asyncpg.Pool, *, client_id: str | None = None, order_id: str | None = None
+) -> list[OrderFiguresView]:
     """The Order Manager's figures, for one client (the portal: always pass client_id), one
     order, or every order (admin)."""
     rows = await conn.fetch(
         f"SELECT {ORDER_COLUMNS} FROM orders WHERE ($1::text IS NULL OR client_id = $1)"
         " AND ($2::text IS NULL OR id = $2) ORDER BY start_date, id",
-        client_id, order_id,
+        client_id,
+        order_id,
     )
     return [_figures(r) for r in rows]
 
 
 __all__ = [
-    "StatusChange", "after_fill", "change_status", "charge_of", "charge_on_success",
-    "client_today", "close_expired", "credit_sale", "is_filled", "order_figures",
-    "record_payment", "renewed_period", "reserve", "room", "settle", "take_for_sale", "transition",
+    "StatusChange",
+    "after_fill",
+    "change_status",
+    "charge_of",
+    "charge_on_success",
+    "client_today",
+    "close_expired",
+    "credit_sale",
+    "is_filled",
+    "order_figures",
+    "record_payment",
+    "renewed_period",
+    "reserve",
+    "room",
+    "settle",
+    "take_for_sale",
+    "transition",
 ]

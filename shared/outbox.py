@@ -100,7 +100,12 @@ async def add_reply(
         "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
         " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply"
         " WHERE $6::text IS NOT NULL",
-        reply_id, reply_to, _payload(message), correlation_id, NOTIFY_CHANNEL, _notify_payload(reply_to),
+        reply_id,
+        reply_to,
+        _payload(message),
+        correlation_id,
+        NOTIFY_CHANNEL,
+        _notify_payload(reply_to),
     )
     return reply_id
 
@@ -111,20 +116,35 @@ def event_in_statement(source: str, first_param: int) -> tuple[str, str]:
     outbox row per row of the CTE `source`, and a select-list expression that sends its NOTIFY.
     Their parameters, from `$first_param` on, are `event_params(...)`."""
     p = [f"${first_param + i}" for i in range(7)]
-    cte = (f"event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
-           f" SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::jsonb, {p[4]}::jsonb FROM {source}"
-           f" RETURNING id)")
+    cte = (
+        f"event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
+        f" SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::jsonb, {p[4]}::jsonb FROM {source}"
+        f" RETURNING id)"
+    )
     notified = f"(SELECT count(pg_notify({p[5]}, {p[6]}::text)) FROM event WHERE {p[6]}::text IS NOT NULL)"
     return cte, notified
 
 
-def event_params(routing_key: str, message: BaseModel | dict[str, Any], *, exchange: str = "events",
-                 headers: dict[str, Any] | None = None, message_id: uuid.UUID | None = None) -> list[Any]:
+def event_params(
+    routing_key: str,
+    message: BaseModel | dict[str, Any],
+    *,
+    exchange: str = "events",
+    headers: dict[str, Any] | None = None,
+    message_id: uuid.UUID | None = None,
+) -> list[Any]:
     """The parameters of `event_in_statement`, for one event (the first is its message id). Within
     a handler this enrols the row with the handler's relay (a wake-up for nothing if the statement
     then writes no row)."""
-    return [message_id or uuid.uuid4(), exchange, routing_key, _payload(message), headers or {}, NOTIFY_CHANNEL,
-            _notify_payload(routing_key)]
+    return [
+        message_id or uuid.uuid4(),
+        exchange,
+        routing_key,
+        _payload(message),
+        headers or {},
+        NOTIFY_CHANNEL,
+        _notify_payload(routing_key),
+    ]
 
 
 async def add_delayed(
@@ -138,17 +158,19 @@ def claim_in_statement(first_param: int) -> str:
     """SQL for a statement that claims its message in the inbox along with its first read: a CTE
     `claim` returning true when `$first_param` (consumer) sees `$first_param+1` (message id) for
     the first time. The same row `claim_message` writes."""
-    return (f"claim AS (INSERT INTO inbox (consumer, message_id) VALUES (${first_param}, ${first_param + 1})"
-            " ON CONFLICT DO NOTHING RETURNING true)")
+    return (
+        f"claim AS (INSERT INTO inbox (consumer, message_id) VALUES (${first_param}, ${first_param + 1})"
+        " ON CONFLICT DO NOTHING RETURNING true)"
+    )
 
 
 async def claim_message(conn: asyncpg.Connection, consumer: str, message_id: str) -> bool:
     """Inbox: True the first time `consumer` sees `message_id` (in this transaction), else False."""
     return bool(
         await conn.fetchval(
-            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2)"
-            " ON CONFLICT DO NOTHING RETURNING true",
-            consumer, message_id,
+            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
+            consumer,
+            message_id,
         )
     )
 
@@ -157,8 +179,13 @@ class OutboxRelay:
     """Publishes outbox rows. Several relays (one per process) share the table via SKIP LOCKED."""
 
     def __init__(
-        self, pool: asyncpg.Pool, broker: RabbitBroker, topology: Topology, *,
-        poll_interval: float = 0.5, batch_size: int = 200,
+        self,
+        pool: asyncpg.Pool,
+        broker: RabbitBroker,
+        topology: Topology,
+        *,
+        poll_interval: float = 0.5,
+        batch_size: int = 200,
     ) -> None:
         self._pool = pool
         self._broker = broker
@@ -215,9 +242,14 @@ class OutboxRelay:
         if row["exchange"] == "":
             # Straight to a queue: a requester's reply-to, or one of our delay queues.
             await self._broker.publish(
-                row["payload"], queue=row["routing_key"], correlation_id=row["correlation_id"],
-                headers=row["headers"] or None, message_id=str(row["id"]), persist=True,
-                mandatory=not row["is_reply"], timeout=10,
+                row["payload"],
+                queue=row["routing_key"],
+                correlation_id=row["correlation_id"],
+                headers=row["headers"] or None,
+                message_id=str(row["id"]),
+                persist=True,
+                mandatory=not row["is_reply"],
+                timeout=10,
             )
             return
         await self._broker.publish(

@@ -74,7 +74,9 @@ class RequestReply:
         return len(self._waiting)
 
     async def start(self) -> None:
-        self._connection = await aio_pika.connect_robust(self._url, client_properties={"connection_name": self._reply_queue_name})
+        self._connection = await aio_pika.connect_robust(
+            self._url, client_properties={"connection_name": self._reply_queue_name}
+        )
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)  # type: ignore[assignment]
         assert self._channel is not None
         self._queue = await self._channel.declare_queue(self._reply_queue_name, exclusive=True, auto_delete=True)
@@ -94,12 +96,20 @@ class RequestReply:
         if future is None or future.done():
             log.debug("dropping a reply nobody waits for (correlation id %s)", message.correlation_id)
             return
-        future.set_result(Reply(message.body, message.correlation_id or "", dict(message.headers or {}),
-                                message.content_type))
+        future.set_result(
+            Reply(message.body, message.correlation_id or "", dict(message.headers or {}), message.content_type)
+        )
 
     async def request(
-        self, exchange: str, routing_key: str, body: BaseModel | dict[str, Any] | bytes, *, timeout: float,
-        headers: dict[str, Any] | None = None, message_id: str | None = None, correlation_id: str | None = None,
+        self,
+        exchange: str,
+        routing_key: str,
+        body: BaseModel | dict[str, Any] | bytes,
+        *,
+        timeout: float,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
     ) -> Reply:
         """Publish a request and wait for its reply. Raises TimeoutError when no reply comes within
         `timeout` seconds (publish included), RequestFailed when the request could not be sent."""
@@ -119,19 +129,27 @@ class RequestReply:
         try:
             async with asyncio.timeout(timeout):
                 try:
-                    target = await self._channel.get_exchange(exchange, ensure=False) if exchange else self._channel.default_exchange
+                    target = (
+                        await self._channel.get_exchange(exchange, ensure=False)
+                        if exchange
+                        else self._channel.default_exchange
+                    )
                     await target.publish(
                         aio_pika.Message(
-                            payload, content_type="application/json", correlation_id=correlation_id,
-                            message_id=message_id or correlation_id, reply_to=self._reply_queue_name,
+                            payload,
+                            content_type="application/json",
+                            correlation_id=correlation_id,
+                            message_id=message_id or correlation_id,
+                            reply_to=self._reply_queue_name,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                             headers={**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)},
                         ),
-                        routing_key=routing_key, mandatory=True,
+                        routing_key=routing_key,
+                        mandatory=True,
                     )
                 except (asyncio.CancelledError, TimeoutError):
                     raise
-                except Exception as exc:  # noqa: BLE001 - unroutable, channel closed, broker away
+                except Exception as exc:  # unroutable, channel closed, broker away
                     raise RequestFailed(f"{type(exc).__name__}: {exc}") from exc
                 return await future
         finally:

@@ -15,12 +15,12 @@ subscriber-level middlewares):
 from __future__ import annotations
 
 import asyncio
-from contextvars import ContextVar
 import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -147,7 +147,9 @@ class Runtime:
         # RPC handler (portal_auth) passes no_reply=False to answer with its return value.
         kwargs.setdefault("no_reply", True)
         decorator = router.subscriber(
-            self.topology.queue(logical_queue), self.topology.exchange_for(logical_queue), **kwargs,
+            self.topology.queue(logical_queue),
+            self.topology.exchange_for(logical_queue),
+            **kwargs,
         )
 
         def register(handler: Callable[..., Any]) -> Any:
@@ -160,8 +162,12 @@ class Runtime:
     def publishes(self, routing_key: str, schema: type, description: str = "") -> None:
         """Document an event this service emits (through the outbox) in its AsyncAPI schema."""
         self.broker.publisher(
-            exchange=self.topology.events, routing_key=routing_key, schema=schema, persist=True,
-            title=f"{self.name}: {routing_key}", description=description,
+            exchange=self.topology.events,
+            routing_key=routing_key,
+            schema=schema,
+            persist=True,
+            title=f"{self.name}: {routing_key}",
+            description=description,
         )
 
     @property
@@ -180,8 +186,12 @@ class Runtime:
         headers = dict(raw.headers or {})
         retries = int(headers.get("x-retry-count", 0) or 0)
         common = dict(
-            message_id=raw.message_id, correlation_id=raw.correlation_id, reply_to=raw.reply_to,
-            content_type=raw.content_type, persist=True, timeout=10,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            reply_to=raw.reply_to,
+            content_type=raw.content_type,
+            persist=True,
+            timeout=10,
         )
         # Parked messages come back through the default exchange under the queue's name; keep the
         # key they were published with for handlers that dispatch on it.
@@ -189,22 +199,29 @@ class Runtime:
         if isinstance(exc, TRANSIENT) and retries < len(self.topology.retry_delays):
             headers.update({"x-retry-count": retries + 1, "x-last-error": describe(exc)})
             log.warning("%s: transient failure, retry %d: %s", queue, retries + 1, describe(exc))
-            await self.broker.publish(raw.body, queue=self.topology.retry_name(queue, retries), headers=headers, **common)
+            await self.broker.publish(
+                raw.body, queue=self.topology.retry_name(queue, retries), headers=headers, **common
+            )
             return
-        headers.update({
-            "x-error": describe(exc),
-            "x-error-type": type(exc).__name__,
-            "x-original-queue": self.topology.queue_name(queue),
-            "x-dead-lettered-at": datetime.now(UTC).isoformat(),
-            "x-dead-lettered-by": self.consumer_id,
-        })
+        headers.update(
+            {
+                "x-error": describe(exc),
+                "x-error-type": type(exc).__name__,
+                "x-original-queue": self.topology.queue_name(queue),
+                "x-dead-lettered-at": datetime.now(UTC).isoformat(),
+                "x-dead-lettered-by": self.consumer_id,
+            }
+        )
         log.error("%s: dead-lettering message %s: %s", queue, raw.message_id, describe(exc))
         await self.broker.publish(raw.body, queue=self.topology.dlq_name(queue), headers=headers, **common)
         self.dead_lettered += 1
         try:
             await self.pool.execute(
                 "INSERT INTO dead_letters (queue, message_id, error, body, headers) VALUES ($1, $2, $3, $4, $5)",
-                self.topology.queue_name(queue), raw.message_id, describe(exc), raw.body[:65536],
+                self.topology.queue_name(queue),
+                raw.message_id,
+                describe(exc),
+                raw.body[:65536],
                 {k: str(v) for k, v in headers.items()},
             )
         except Exception:  # the DLQ holds the message and its error even when the database is away
@@ -230,8 +247,12 @@ class Runtime:
             {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: lambda *_payload: self.catalog_cache.wake()},
         )
         self._stop_heartbeat = asyncio.Event()
-        for coro in (self.relay.run(), self.catalog_cache.run(), self._listener.run(),
-                     health.heartbeat(self.broker, self.pool, self._stop_heartbeat)):
+        for coro in (
+            self.relay.run(),
+            self.catalog_cache.run(),
+            self._listener.run(),
+            health.heartbeat(self.broker, self.pool, self._stop_heartbeat),
+        ):
             self._tasks.append(asyncio.create_task(coro))
         for factory in self._background:
             self._own_tasks.append(asyncio.create_task(factory()))

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 DEFAULT_PREFETCH = 32
 SERVICE_PREFETCH = {"delivery": 128}
 

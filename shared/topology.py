@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import aio_pika
-
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
 
 # Quorum queues count deliveries; past this a message that keeps killing its consumer is
@@ -28,8 +27,8 @@ DELIVERY_LIMIT = 10
 
 @dataclass(frozen=True)
 class WorkQueue:
-    name: str                 # logical name, e.g. "router.leads"; the broker name adds the namespace
-    exchange: str             # "inbound" or "events"
+    name: str  # logical name, e.g. "router.leads"; the broker name adds the namespace
+    exchange: str  # "inbound" or "events"
     bindings: tuple[str, ...]
 
 

@@ -34,7 +34,7 @@ def _docker_ok() -> bool:
 
         docker.from_env().ping()
         return True
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means no usable Docker engine
         return False
 
 
@@ -120,8 +120,12 @@ def namespace() -> str:
 @pytest_asyncio.fixture
 async def settings(amqp_url: str, database_url: str, namespace: str) -> AsyncIterator[Settings]:
     s = Settings(
-        AMQP_URL=amqp_url, DATABASE_URL=database_url, LEADWIRE_NAMESPACE=namespace,
-        LEADWIRE_POLL_INTERVAL=0.1, LEADWIRE_RETRY_DELAYS=(0.2, 0.5), LEADWIRE_DB_POOL_MAX=10,
+        AMQP_URL=amqp_url,
+        DATABASE_URL=database_url,
+        LEADWIRE_NAMESPACE=namespace,
+        LEADWIRE_POLL_INTERVAL=0.1,
+        LEADWIRE_RETRY_DELAYS=(0.2, 0.5),
+        LEADWIRE_DB_POOL_MAX=10,
     )
     yield s
     await Topology(namespace, s.retry_delays).delete(amqp_url)

@@ -20,27 +20,51 @@ from tests.support import BuyerEndpoint, ReceivedRequest
 FIELDS = {"first_name": "Ada", "phone": "4155550100", "state": "CA"}
 
 
-def account(account_id: str, client: str, buyer: BuyerEndpoint | None, *, amount: str = "25.00",
-            priority: int = 0, **delivery: Any) -> dict[str, Any]:
+def account(
+    account_id: str,
+    client: str,
+    buyer: BuyerEndpoint | None,
+    *,
+    amount: str = "25.00",
+    priority: int = 0,
+    **delivery: Any,
+) -> dict[str, Any]:
     """A delivery account; `delivery` holds the delivery settings (`price` there is the buyer's
     price rule, `amount` the account's price)."""
     if buyer is None:
         spec = delivery
     else:
-        spec = {"method": "http", "url": buyer.url(f"/{account_id}"), "timeout_seconds": 5,
-                "retry": {"count": 0, "delay_seconds": 1}, **delivery}
-    return {"id": account_id, "client": client, "lead_type": "solar", "price": amount, "priority": priority,
-            "delivery": spec}
+        spec = {
+            "method": "http",
+            "url": buyer.url(f"/{account_id}"),
+            "timeout_seconds": 5,
+            "retry": {"count": 0, "delay_seconds": 1},
+            **delivery,
+        }
+    return {
+        "id": account_id,
+        "client": client,
+        "lead_type": "solar",
+        "price": amount,
+        "priority": priority,
+        "delivery": spec,
+    }
 
 
 def catalog(*accounts: dict[str, Any], clients: list[dict[str, Any]] | None = None, **extra: Any) -> str:
     client_ids = sorted({a["client"] for a in accounts})
     doc: dict[str, Any] = {
-        "lead_types": [{"id": "solar", "name": "Solar", "fields": [
-            {"name": "first_name", "type": "text", "required": True},
-            {"name": "phone", "type": "phone", "required": True},
-            {"name": "state", "type": "us_state", "required": True},
-        ]}],
+        "lead_types": [
+            {
+                "id": "solar",
+                "name": "Solar",
+                "fields": [
+                    {"name": "first_name", "type": "text", "required": True},
+                    {"name": "phone", "type": "phone", "required": True},
+                    {"name": "state", "type": "us_state", "required": True},
+                ],
+            }
+        ],
         "sources": [{"id": "web", "name": "Web"}],
         "clients": clients or [{"id": c, "name": c.title()} for c in client_ids],
         "delivery_accounts": list(accounts),
@@ -49,27 +73,52 @@ def catalog(*accounts: dict[str, Any], clients: list[dict[str, Any]] | None = No
     return yaml.safe_dump(doc)
 
 
-async def seed_delivery(conn: asyncpg.Connection, account_id: str, client_id: str, *, price: str = "25.00",
-                        status: str = "requested", attempts: int = 0, lease_seconds: float | None = None,
-                        fields: dict[str, Any] | None = None) -> DeliveryRequested:
+async def seed_delivery(
+    conn: asyncpg.Connection,
+    account_id: str,
+    client_id: str,
+    *,
+    price: str = "25.00",
+    status: str = "requested",
+    attempts: int = 0,
+    lease_seconds: float | None = None,
+    fields: dict[str, Any] | None = None,
+) -> DeliveryRequested:
     """A lead and one delivery row, as router would have stored them; returns the request."""
     lead_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     await conn.execute(
         "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, status)"
         " VALUES ($1, 'web', $2, 'solar', $3, 'routing')",
-        lead_id, str(lead_id), fields or FIELDS,
+        lead_id,
+        str(lead_id),
+        fields or FIELDS,
     )
     await conn.execute(
         "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status, attempts, lease_until)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
-        delivery_id, lead_id, client_id, account_id, Decimal(price), status, attempts, lease_seconds,
+        delivery_id,
+        lead_id,
+        client_id,
+        account_id,
+        Decimal(price),
+        status,
+        attempts,
+        lease_seconds,
     )
-    return DeliveryRequested(delivery_id=delivery_id, lead_id=lead_id, lead_type="solar", client_id=client_id,
-                             delivery_account_id=account_id, price=Decimal(price), fields=fields or FIELDS)
+    return DeliveryRequested(
+        delivery_id=delivery_id,
+        lead_id=lead_id,
+        lead_type="solar",
+        client_id=client_id,
+        delivery_account_id=account_id,
+        price=Decimal(price),
+        fields=fields or FIELDS,
+    )
 
 
-async def publish_event(settings: Settings, routing_key: str, body: Any, *, message_id: str | None = None,
-                        copies: int = 1) -> str:
+async def publish_event(
+    settings: Settings, routing_key: str, body: Any, *, message_id: str | None = None, copies: int = 1
+) -> str:
     """Publish to the events exchange as another service or a buyer's system would."""
     if hasattr(body, "model_dump"):
         body = body.model_dump(mode="json")
@@ -80,8 +129,12 @@ async def publish_event(settings: Settings, routing_key: str, body: Any, *, mess
         exchange = await channel.get_exchange(f"{settings.namespace}.events", ensure=True)
         for _ in range(copies):
             await exchange.publish(
-                aio_pika.Message(json.dumps(body).encode(), message_id=message_id, content_type="application/json",
-                                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                aio_pika.Message(
+                    json.dumps(body).encode(),
+                    message_id=message_id,
+                    content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                ),
                 routing_key=routing_key,
             )
     finally:

@@ -89,12 +89,14 @@ def free_port() -> int:
 
 
 def with_smtp(settings: Settings, port: int, **extra: Any) -> Settings:
-    return settings.model_copy(update={"smtp_port": port, "smtp_from": "leadwire@mail.example.com",
-                                       "admin_email": "ops@example.com", **extra})
+    return settings.model_copy(
+        update={"smtp_port": port, "smtp_from": "leadwire@mail.example.com", "admin_email": "ops@example.com", **extra}
+    )
 
 
-async def publish_event(settings: Settings, routing_key: str, body: dict[str, Any], *,
-                        message_id: str | None = None) -> str:
+async def publish_event(
+    settings: Settings, routing_key: str, body: dict[str, Any], *, message_id: str | None = None
+) -> str:
     """Publish to the events exchange as another service's outbox relay would."""
     message_id = message_id or str(uuid.uuid4())
     connection = await aio_pika.connect(settings.amqp_url)
@@ -102,8 +104,12 @@ async def publish_event(settings: Settings, routing_key: str, body: dict[str, An
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(f"{settings.namespace}.events", ensure=True)
         await exchange.publish(
-            aio_pika.Message(json.dumps(body, default=str).encode(), message_id=message_id,
-                             content_type="application/json", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                json.dumps(body, default=str).encode(),
+                message_id=message_id,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             routing_key=routing_key,
         )
     finally:
@@ -111,29 +117,48 @@ async def publish_event(settings: Settings, routing_key: str, body: dict[str, An
     return message_id
 
 
-async def add_portal_user(conn: asyncpg.Connection, client_id: str, email_address: str, *, name: str = "",
-                          enabled: bool = True, notify_new_leads: bool = False) -> uuid.UUID:
+async def add_portal_user(
+    conn: asyncpg.Connection,
+    client_id: str,
+    email_address: str,
+    *,
+    name: str = "",
+    enabled: bool = True,
+    notify_new_leads: bool = False,
+) -> uuid.UUID:
     user_id = uuid.uuid4()
     await conn.execute(
         "INSERT INTO portal_users (id, client_id, email, name, enabled, notify_new_leads)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
-        user_id, client_id, email_address, name, enabled, notify_new_leads,
+        user_id,
+        client_id,
+        email_address,
+        name,
+        enabled,
+        notify_new_leads,
     )
     return user_id
 
 
-async def add_sold_lead(conn: asyncpg.Connection, client_id: str, fields: dict[str, Any],
-                        lead_type: str = "solar") -> tuple[uuid.UUID, uuid.UUID]:
+async def add_sold_lead(
+    conn: asyncpg.Connection, client_id: str, fields: dict[str, Any], lead_type: str = "solar"
+) -> tuple[uuid.UUID, uuid.UUID]:
     """A lead router sold to `client_id`: (lead id, delivery id)."""
     lead_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     await conn.execute(
         "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, status)"
         " VALUES ($1, 'web', $2, $3, $4, 'sold')",
-        lead_id, str(lead_id), lead_type, fields,
+        lead_id,
+        str(lead_id),
+        lead_type,
+        fields,
     )
     await conn.execute(
         "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status)"
         " VALUES ($1, $2, $3, $4, 25, 'succeeded')",
-        delivery_id, lead_id, client_id, f"{client_id}-post",
+        delivery_id,
+        lead_id,
+        client_id,
+        f"{client_id}-post",
     )
     return lead_id, delivery_id

@@ -16,12 +16,12 @@ from faststream.rabbit import RabbitBroker
 
 from services.portal_auth import usecases
 from services.portal_auth.client import PortalAuthClient
-from shared.rpc import RequestReply
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from services.portal_auth.main import build
 from shared import db
 from shared.catalog.model import Catalog
+from shared.rpc import RequestReply
 from shared.service import Runtime
 from shared.settings import Settings
 from shared.topology import Topology
@@ -47,22 +47,33 @@ class Clock:
 
 def fast_config(**overrides: Any) -> PortalAuthConfig:
     """Cheap argon2id (still argon2id) so tests spend their time on behaviour, not hashing."""
-    values: dict[str, Any] = dict(argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1,
-                                  login_free_attempts=2, login_base_delay_seconds=1, login_max_delay_seconds=4,
-                                  login_lock_after=4, login_lock_minutes=15)
+    values: dict[str, Any] = dict(
+        argon2_time_cost=1,
+        argon2_memory_kib=8192,
+        argon2_parallelism=1,
+        login_free_attempts=2,
+        login_base_delay_seconds=1,
+        login_max_delay_seconds=4,
+        login_lock_after=4,
+        login_lock_minutes=15,
+    )
     values.update(overrides)
     return PortalAuthConfig(**values)
 
 
 def portal_catalog(*, acme_active: bool = True, lock_inactive: bool = True, link_days: int = 7) -> str:
-    return yaml.safe_dump({
-        "options": {"disable_portal_for_inactive_clients": lock_inactive,
-                    "expire_portal_email_link_days": link_days},
-        "clients": [
-            {"id": "acme", "name": "Acme", "active": acme_active},
-            {"id": "bolt", "name": "Bolt"},
-        ],
-    })
+    return yaml.safe_dump(
+        {
+            "options": {
+                "disable_portal_for_inactive_clients": lock_inactive,
+                "expire_portal_email_link_days": link_days,
+            },
+            "clients": [
+                {"id": "acme", "name": "Acme", "active": acme_active},
+                {"id": "bolt", "name": "Bolt"},
+            ],
+        }
+    )
 
 
 async def apply_catalog_and_wait(settings: Settings, runtime: Runtime, text: str) -> None:
@@ -72,22 +83,46 @@ async def apply_catalog_and_wait(settings: Settings, runtime: Runtime, text: str
         await wait_for(lambda: runtime.catalog_cache is not None and runtime.catalog_cache.version >= version)
 
 
-async def seed_user(database_url: str, client_id: str, email: str, *, password: str | None = PASSWORD,
-                    is_admin: bool = False, view_downline: bool = False, parent: uuid.UUID | None = None,
-                    enabled: bool = True, config: PortalAuthConfig | None = None) -> uuid.UUID:
+async def seed_user(
+    database_url: str,
+    client_id: str,
+    email: str,
+    *,
+    password: str | None = PASSWORD,
+    is_admin: bool = False,
+    view_downline: bool = False,
+    parent: uuid.UUID | None = None,
+    enabled: bool = True,
+    config: PortalAuthConfig | None = None,
+) -> uuid.UUID:
     """A user written the way the CLI does it (first user of a client: admin)."""
     config = config or fast_config()
-    passwords = Passwords(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,
-                          parallelism=config.argon2_parallelism)
-    deps = usecases.Deps(get_pool=lambda: None, get_catalog=Catalog, config=config,  # type: ignore[arg-type,return-value]
-                         passwords=passwords, settings=Settings(), clock=lambda: T0)
+    passwords = Passwords(
+        time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib, parallelism=config.argon2_parallelism
+    )
+    deps = usecases.Deps(
+        get_pool=lambda: None,
+        get_catalog=Catalog,
+        config=config,  # type: ignore[arg-type,return-value]
+        passwords=passwords,
+        settings=Settings(),
+        clock=lambda: T0,
+    )
     conn = await db.connect(database_url)
     try:
         async with conn.transaction():
             user = await usecases.add_user(
-                conn, deps, client_id=client_id, email=email, name=email.split("@")[0],
-                password_hash=await passwords.hash(password) if password else None, is_admin=is_admin,
-                view_downline=view_downline, enabled=enabled, parent_user_id=parent, now=T0,
+                conn,
+                deps,
+                client_id=client_id,
+                email=email,
+                name=email.split("@")[0],
+                password_hash=await passwords.hash(password) if password else None,
+                is_admin=is_admin,
+                view_downline=view_downline,
+                enabled=enabled,
+                parent_user_id=parent,
+                now=T0,
             )
     finally:
         await conn.close()
@@ -100,12 +135,16 @@ async def sell_lead(conn: asyncpg.Connection, client_id: str) -> uuid.UUID:
     await conn.execute(
         "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, status)"
         " VALUES ($1, 'web', $2, 'solar', '{}'::jsonb, 'sold')",
-        lead_id, str(lead_id),
+        lead_id,
+        str(lead_id),
     )
     await conn.execute(
         "INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status)"
         " VALUES ($1, $2, $3, $4, 10, 'succeeded')",
-        uuid.uuid4(), lead_id, client_id, f"{client_id}-email",
+        uuid.uuid4(),
+        lead_id,
+        client_id,
+        f"{client_id}-email",
     )
     return lead_id
 
@@ -118,17 +157,25 @@ class Portal:
     clock: Clock
     settings: Settings
 
-    async def raw_request(self, body: Any, *, routing_key: str = "portal_auth.login", timeout: float = 5.0,
-                          **kwargs: Any) -> Any:
+    async def raw_request(
+        self, body: Any, *, routing_key: str = "portal_auth.login", timeout: float = 5.0, **kwargs: Any
+    ) -> Any:
         """A request as any AMQP client could send it, bypassing PortalAuthClient."""
-        reply = await self.broker.request(body, exchange=self.runtime.topology.events, routing_key=routing_key,
-                                          timeout=timeout, **kwargs)
+        reply = await self.broker.request(
+            body, exchange=self.runtime.topology.events, routing_key=routing_key, timeout=timeout, **kwargs
+        )
         return await reply.decode()
 
 
 @asynccontextmanager
-async def running_portal(settings: Settings, *, catalog: str | None = None, clock: Clock | None = None,
-                         config: PortalAuthConfig | None = None, timeout: float = 5.0) -> AsyncIterator[Portal]:
+async def running_portal(
+    settings: Settings,
+    *,
+    catalog: str | None = None,
+    clock: Clock | None = None,
+    config: PortalAuthConfig | None = None,
+    timeout: float = 5.0,
+) -> AsyncIterator[Portal]:
     clock = clock or Clock()
     if catalog is not None:
         await apply_yaml(settings.database_url, catalog)

@@ -101,27 +101,51 @@ def catalog_yaml(buyer: BuyerEndpoint, **overrides: Any) -> str:
     """A small catalog: one solar lead type, one source, two clients with one account each."""
     doc: dict[str, Any] = {
         "options": {"route_duplicate_leads": False},
-        "lead_types": [{
-            "id": "solar", "name": "Solar", "duplicate_fields": ["phone"],
-            "fields": [
-                {"name": "first_name", "type": "text", "required": True},
-                {"name": "phone", "type": "phone", "required": True},
-                {"name": "state", "type": "us_state", "required": True},
-                {"name": "email", "type": "email"},
-            ],
-        }],
+        "lead_types": [
+            {
+                "id": "solar",
+                "name": "Solar",
+                "duplicate_fields": ["phone"],
+                "fields": [
+                    {"name": "first_name", "type": "text", "required": True},
+                    {"name": "phone", "type": "phone", "required": True},
+                    {"name": "state", "type": "us_state", "required": True},
+                    {"name": "email", "type": "email"},
+                ],
+            }
+        ],
         "sources": [{"id": "web", "name": "Web"}],
         "clients": [
             {"id": "acme", "name": "Acme", "external_ref": "ACME"},
             {"id": "bolt", "name": "Bolt", "external_ref": "BOLT"},
         ],
         "delivery_accounts": [
-            {"id": "acme-post", "client": "acme", "lead_type": "solar", "price": "25.00", "priority": 0,
-             "delivery": {"method": "http", "url": buyer.url("/acme"), "timeout_seconds": 5,
-                          "retry": {"count": 1, "delay_seconds": 1}}},
-            {"id": "bolt-post", "client": "bolt", "lead_type": "solar", "price": "20.00", "priority": 1,
-             "delivery": {"method": "http", "url": buyer.url("/bolt"), "timeout_seconds": 5,
-                          "retry": {"count": 1, "delay_seconds": 1}}},
+            {
+                "id": "acme-post",
+                "client": "acme",
+                "lead_type": "solar",
+                "price": "25.00",
+                "priority": 0,
+                "delivery": {
+                    "method": "http",
+                    "url": buyer.url("/acme"),
+                    "timeout_seconds": 5,
+                    "retry": {"count": 1, "delay_seconds": 1},
+                },
+            },
+            {
+                "id": "bolt-post",
+                "client": "bolt",
+                "lead_type": "solar",
+                "price": "20.00",
+                "priority": 1,
+                "delivery": {
+                    "method": "http",
+                    "url": buyer.url("/bolt"),
+                    "timeout_seconds": 5,
+                    "retry": {"count": 1, "delay_seconds": 1},
+                },
+            },
         ],
     }
     doc.update(overrides)
@@ -129,14 +153,24 @@ def catalog_yaml(buyer: BuyerEndpoint, **overrides: Any) -> str:
 
 
 def lead_body(phone: str = "415-555-0100", **fields: Any) -> dict[str, Any]:
-    return {"lead_type": "solar", "source": "web",
-            "fields": {"first_name": "Ada", "phone": phone, "state": "CA", **fields}}
+    return {
+        "lead_type": "solar",
+        "source": "web",
+        "fields": {"first_name": "Ada", "phone": phone, "state": "CA", **fields},
+    }
 
 
-async def publish_raw(settings: Settings, body: bytes | dict[str, Any], *, routing_key: str = "lead.solar",
-                      message_id: str | None = None, headers: dict[str, Any] | None = None,
-                      reply_to: str | None = None, correlation_id: str | None = None,
-                      content_type: str | None = "application/json") -> None:
+async def publish_raw(
+    settings: Settings,
+    body: bytes | dict[str, Any],
+    *,
+    routing_key: str = "lead.solar",
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    content_type: str | None = "application/json",
+) -> None:
     """Publish as a lead source would, with plain aio-pika (no FastStream)."""
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     connection = await aio_pika.connect(settings.amqp_url)
@@ -144,9 +178,15 @@ async def publish_raw(settings: Settings, body: bytes | dict[str, Any], *, routi
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(f"{settings.namespace}.inbound", ensure=True)
         await exchange.publish(
-            aio_pika.Message(data, message_id=message_id, headers=headers, reply_to=reply_to,
-                             correlation_id=correlation_id, content_type=content_type,
-                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+            aio_pika.Message(
+                data,
+                message_id=message_id,
+                headers=headers,
+                reply_to=reply_to,
+                correlation_id=correlation_id,
+                content_type=content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
             routing_key=routing_key,
         )
     finally:
@@ -165,8 +205,9 @@ class EventTap:
     async def __aenter__(self) -> EventTap:
         self._connection = await aio_pika.connect_robust(self.settings.amqp_url)
         channel = await self._connection.channel()
-        exchange = await channel.declare_exchange(f"{self.settings.namespace}.events", aio_pika.ExchangeType.TOPIC,
-                                                  durable=True)
+        exchange = await channel.declare_exchange(
+            f"{self.settings.namespace}.events", aio_pika.ExchangeType.TOPIC, durable=True
+        )
         queue = await channel.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(exchange, self.binding)
 
@@ -185,7 +226,9 @@ class EventTap:
         return [b for k, b, _ in self.messages if routing_key is None or k == routing_key]
 
 
-async def wait_for(predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, interval: float = 0.05) -> None:
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, interval: float = 0.05
+) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = predicate()

@@ -36,11 +36,24 @@ class BuyerClients:
             )
         return session
 
-    async def post(self, account_id: str, method: str, url: str, *, headers: dict[str, str], body: bytes | None,
-                   params: dict[str, str] | None) -> Answer:
+    async def post(
+        self,
+        account_id: str,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None,
+        params: dict[str, str] | None,
+    ) -> Answer:
         """Send one request and read the whole answer. Redirects are answers, not followed."""
         async with self.for_account(account_id).request(
-            method, url, headers=headers, data=body, params=params or None, allow_redirects=False,
+            method,
+            url,
+            headers=headers,
+            data=body,
+            params=params or None,
+            allow_redirects=False,
         ) as response:
             raw = await response.read()
             return Answer(response.status, raw.decode(_charset(response.charset), errors="replace"))

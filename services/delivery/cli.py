@@ -1,7 +1,7 @@
 """`leadwire delivery ...`: operate delivery accounts.
 
-  leadwire delivery resume ACCOUNT_ID    unpause an auto-paused account (resets its failure count)
-  leadwire delivery paused               list paused accounts and why
+leadwire delivery resume ACCOUNT_ID    unpause an auto-paused account (resets its failure count)
+leadwire delivery paused               list paused accounts and why
 """
 
 from __future__ import annotations

@@ -21,7 +21,10 @@ def build(settings: Settings | None = None) -> Runtime:
     http = BuyerClients()
     runtime.on_close(http.aclose)
     deps = usecases.Deps(
-        get_pool=lambda: runtime.pool, http=http, topology=runtime.topology, settings=runtime.settings,
+        get_pool=lambda: runtime.pool,
+        http=http,
+        topology=runtime.topology,
+        settings=runtime.settings,
         after_post=lambda: runtime.crash_point("delivery.after_post"),
     )
 

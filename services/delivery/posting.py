@@ -22,7 +22,7 @@ from shared.catalog.model import HttpDelivery, PriceRule
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 LOG_LIMIT = 4000
-MAX_PRICE = Decimal("9999999999.99")   # numeric(12, 2)
+MAX_PRICE = Decimal("9999999999.99")  # numeric(12, 2)
 # Field and header names whose values never reach the delivery log.
 SENSITIVE_NAME = re.compile(
     r"pass(word|wd|phrase)?|secret|token|(^|[-_])key$|api[-_]?key|auth|signature|credential|cookie|session",
@@ -40,16 +40,16 @@ class BuyerRequest:
     headers: dict[str, str]
     body: bytes | None = None
     params: dict[str, str] = field(default_factory=dict)
-    secrets: tuple[str, ...] = ()   # values to mask in the delivery log
-    masked_names: tuple[str, ...] = ()   # extra field names whose values the log masks
+    secrets: tuple[str, ...] = ()  # values to mask in the delivery log
+    masked_names: tuple[str, ...] = ()  # extra field names whose values the log masks
 
 
 @dataclass(frozen=True)
 class Verdict:
     outcome: Literal["accepted", "rejected", "transient"]
     reason: str | None = None
-    price: Decimal | None = None          # a price the buyer confirmed, valid and non-negative
-    price_problem: str | None = None      # why a price found in the answer was refused
+    price: Decimal | None = None  # a price the buyer confirmed, valid and non-negative
+    price_problem: str | None = None  # why a price found in the answer was refused
 
 
 def payload_fields(config: HttpDelivery, fields: dict[str, Any], lead_id: str, price: Decimal) -> dict[str, Any]:
@@ -60,9 +60,7 @@ def payload_fields(config: HttpDelivery, fields: dict[str, Any], lead_id: str, p
 
 
 def _to_xml(values: dict[str, Any]) -> str:
-    items = "".join(
-        f"<{k}>{xml_escape('' if v is None else str(v))}</{k}>" for k, v in values.items()
-    )
+    items = "".join(f"<{k}>{xml_escape('' if v is None else str(v))}</{k}>" for k, v in values.items())
     return f'<?xml version="1.0" encoding="UTF-8"?><lead>{items}</lead>'
 
 
@@ -78,8 +76,9 @@ def _render_template(template: str, values: dict[str, Any], fmt: str) -> str:
     return Template(template).safe_substitute({k: escape(v) for k, v in values.items()})
 
 
-def build_request(config: HttpDelivery, fields: dict[str, Any], *, lead_id: str, delivery_id: str,
-                  price: Decimal) -> BuyerRequest:
+def build_request(
+    config: HttpDelivery, fields: dict[str, Any], *, lead_id: str, delivery_id: str, price: Decimal
+) -> BuyerRequest:
     values = payload_fields(config, fields, lead_id, price)
     headers = {IDEMPOTENCY_HEADER: delivery_id, **config.headers}
     secrets: list[str] = [v for k, v in config.headers.items() if is_sensitive(k, config.mask_fields)]
@@ -104,9 +103,14 @@ def build_request(config: HttpDelivery, fields: dict[str, Any], *, lead_id: str,
         body = urlencode({k: "" if v is None else str(v) for k, v in values.items()})
     else:
         body = _to_xml(values)
-    headers.setdefault("Content-Type", {
-        "json": "application/json", "form": "application/x-www-form-urlencoded", "xml": "application/xml",
-    }[config.format])
+    headers.setdefault(
+        "Content-Type",
+        {
+            "json": "application/json",
+            "form": "application/x-www-form-urlencoded",
+            "xml": "application/xml",
+        }[config.format],
+    )
     return BuyerRequest(config.http_method, config.url, headers, body.encode(), {}, kept, config.mask_fields)
 
 
@@ -173,7 +177,9 @@ def judge_response(config: HttpDelivery, status_code: int, text: str) -> Verdict
         reasons.append(f"{rule.json_path} is not {rule.json_equals!r}")
     if reasons:
         buyer_reason = _find(config.rejection_reason, text, document) if config.rejection_reason else None
-        reason = f"buyer rejected: {buyer_reason}" if buyer_reason is not None else "buyer rejected: " + "; ".join(reasons)
+        reason = (
+            f"buyer rejected: {buyer_reason}" if buyer_reason is not None else "buyer rejected: " + "; ".join(reasons)
+        )
         return Verdict("rejected", reason=reason)
 
     if config.price is None:
@@ -225,5 +231,7 @@ def describe_request(request: BuyerRequest) -> str:
     headers = "\n".join(f"{k}: {v}" for k, v in request.headers.items())
     query = f"?{urlencode(request.params)}" if request.params else ""
     body = request.body.decode("utf-8", "replace") if request.body else ""
-    return masked(f"{request.method} {request.url}{query}\n{headers}\n\n{body}", request.secrets,
-                  request.masked_names) or ""
+    return (
+        masked(f"{request.method} {request.url}{query}\n{headers}\n\n{body}", request.secrets, request.masked_names)
+        or ""
+    )

@@ -66,8 +66,9 @@ class InFlight:
     def observe(self, account_id: str, seconds: float) -> None:
         """A post to the account took `seconds` (answered or timed out)."""
         typical = self._answer_seconds.get(account_id)
-        self._answer_seconds[account_id] = seconds if typical is None else (
-            typical + ANSWER_TIME_WEIGHT * (seconds - typical))
+        self._answer_seconds[account_id] = (
+            seconds if typical is None else (typical + ANSWER_TIME_WEIGHT * (seconds - typical))
+        )
 
     def typical_answer(self, account_id: str) -> float | None:
         return self._answer_seconds.get(account_id)
@@ -123,8 +124,9 @@ class Missed:
     why: str = ""
 
 
-def after_missed_claim(status: str | None, now: datetime, *, not_before: datetime | None,
-                       lease_until: datetime | None) -> Missed:
+def after_missed_claim(
+    status: str | None, now: datetime, *, not_before: datetime | None, lease_until: datetime | None
+) -> Missed:
     if status is None:
         return Missed("drop", why="no such delivery")
     if status in ("succeeded", "failed"):
@@ -138,8 +140,15 @@ def after_missed_claim(status: str | None, now: datetime, *, not_before: datetim
     return Missed("park", DELAY_TIERS[0], "delivery changed while claiming")
 
 
-def refusal_before_post(*, account_known: bool, account_active: bool, paused: bool,
-                        paused_reason: str | None, attempt: int, retry_count: int) -> str | None:
+def refusal_before_post(
+    *,
+    account_known: bool,
+    account_active: bool,
+    paused: bool,
+    paused_reason: str | None,
+    attempt: int,
+    retry_count: int,
+) -> str | None:
     """Why a claimed delivery must fail without posting, or None to post."""
     if not account_known:
         return "delivery account no longer in the catalog"
@@ -186,8 +195,9 @@ def should_pause(consecutive_failures: int, threshold: int) -> bool:
 # --- prices --------------------------------------------------------------------------------------
 
 
-def settle_price(allow_confirm_price: bool, account_price: Decimal, offered: Decimal | None,
-                 problem: str | None) -> tuple[Decimal, str | None]:
+def settle_price(
+    allow_confirm_price: bool, account_price: Decimal, offered: Decimal | None, problem: str | None
+) -> tuple[Decimal, str | None]:
     """The delivery's final price after the buyer's answer, and what the log should say."""
     if offered is None and problem is None:
         return account_price, None

@@ -17,8 +17,9 @@ import asyncpg
 from shared.outbox import event_in_statement
 
 
-async def claim(conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID, account_id: str | None, *,
-                lease_seconds: float) -> asyncpg.Record | None:
+async def claim(
+    conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID, account_id: str | None, *, lease_seconds: float
+) -> asyncpg.Record | None:
     """Move a delivery to 'posting' under a lease and count the attempt. Only one consumer wins:
     a 'requested' delivery whose retry is due, or a 'posting' one whose holder's lease ran out
     (that consumer died mid-post). Returns the attempt number with the account's pause state, or
@@ -36,13 +37,16 @@ async def claim(conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID,
         " RETURNING attempts)"
         " SELECT claimed.attempts AS attempt, coalesce(s.paused, false) AS paused, s.paused_reason"
         " FROM claimed LEFT JOIN delivery_account_state s ON s.delivery_account_id = $3",
-        delivery_id, lease_seconds, account_id,
+        delivery_id,
+        lease_seconds,
+        account_id,
     )
 
 
 async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT status, not_before, lease_until, now() AS now FROM deliveries WHERE id = $1", delivery_id,
+        "SELECT status, not_before, lease_until, now() AS now FROM deliveries WHERE id = $1",
+        delivery_id,
     )
 
 
@@ -72,21 +76,46 @@ def _finish(first: int) -> str:
 
 
 async def log_attempt(
-    conn: asyncpg.Connection, *, delivery_id: uuid.UUID, attempt: int, started_at: datetime, duration_ms: int,
-    request: str, status_code: int | None, response: str | None, outcome: str, error: str | None,
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    started_at: datetime,
+    duration_ms: int,
+    request: str,
+    status_code: int | None,
+    response: str | None,
+    outcome: str,
+    error: str | None,
     reset_failures_of: str | None = None,
 ) -> None:
     """Append to the delivery log. `reset_failures_of`: the account whose consecutive-failure
     count this attempt ends (an answer from the buyer), reset in the same round trip."""
     await conn.execute(
         f"WITH {_LOG_ATTEMPT} SELECT 1",
-        delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error,
+        delivery_id,
+        attempt,
+        started_at,
+        duration_ms,
+        request,
+        status_code,
+        response,
+        outcome,
+        error,
         reset_failures_of,
     )
 
 
-async def finish(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, status: str, *,
-                 price: Decimal | None = None, reason: str | None = None, posted: bool = True) -> bool:
+async def finish(
+    conn: asyncpg.Connection,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    status: str,
+    *,
+    price: Decimal | None = None,
+    reason: str | None = None,
+    posted: bool = True,
+) -> bool:
     """Close the delivery this consumer claimed as `attempt`; False when it is no longer ours (a
     takeover, or someone finished it). `posted=False`: failed before posting, the claim's attempt
     is not counted."""
@@ -95,9 +124,21 @@ async def finish(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int,
 
 
 async def log_and_finish(
-    conn: asyncpg.Connection | asyncpg.Pool, *, delivery_id: uuid.UUID, attempt: int, started_at: datetime,
-    duration_ms: int, request: str, status_code: int | None, response: str | None, outcome: str,
-    error: str | None, reset_failures_of: str | None, status: str, price: Decimal | None, reason: str | None,
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    delivery_id: uuid.UUID,
+    attempt: int,
+    started_at: datetime,
+    duration_ms: int,
+    request: str,
+    status_code: int | None,
+    response: str | None,
+    outcome: str,
+    error: str | None,
+    reset_failures_of: str | None,
+    status: str,
+    price: Decimal | None,
+    reason: str | None,
     event: list[Any],
 ) -> bool:
     """The buyer answered: log the attempt, end the account's failure count, close the delivery
@@ -109,19 +150,36 @@ async def log_and_finish(
     row = await conn.fetchrow(
         f"WITH {_LOG_ATTEMPT}, done AS ({_finish(11)}), {event_cte}"
         f" SELECT EXISTS (SELECT FROM done) AS finished, {notified} AS notified",
-        delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error,
-        reset_failures_of, status, price, reason, True, *event,
+        delivery_id,
+        attempt,
+        started_at,
+        duration_ms,
+        request,
+        status_code,
+        response,
+        outcome,
+        error,
+        reset_failures_of,
+        status,
+        price,
+        reason,
+        True,
+        *event,
     )
     return bool(row["finished"])
 
 
-async def release_for_retry(conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, reason: str,
-                            delay_seconds: float) -> bool:
+async def release_for_retry(
+    conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, reason: str, delay_seconds: float
+) -> bool:
     done = await conn.fetchval(
         "UPDATE deliveries SET status = 'requested', reason = $3, lease_until = NULL,"
         " not_before = now() + make_interval(secs => $4)"
         " WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true",
-        delivery_id, attempt, reason, delay_seconds,
+        delivery_id,
+        attempt,
+        reason,
+        delay_seconds,
     )
     return bool(done)
 
@@ -144,7 +202,8 @@ async def pause(conn: asyncpg.Connection, account_id: str, reason: str) -> bool:
     done = await conn.fetchval(
         "UPDATE delivery_account_state SET paused = true, paused_at = now(), paused_reason = $2"
         " WHERE delivery_account_id = $1 AND NOT paused RETURNING true",
-        account_id, reason,
+        account_id,
+        reason,
     )
     return bool(done)
 
@@ -170,8 +229,7 @@ async def paused_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 async def lock_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, lead_id, client_id, delivery_account_id, price, status FROM deliveries"
-        " WHERE id = $1 FOR UPDATE",
+        "SELECT id, lead_id, client_id, delivery_account_id, price, status FROM deliveries WHERE id = $1 FOR UPDATE",
         delivery_id,
     )
 
@@ -179,16 +237,30 @@ async def lock_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asy
 async def set_confirmed_price(conn: asyncpg.Connection, delivery_id: uuid.UUID, price: Decimal) -> None:
     await conn.execute(
         "UPDATE deliveries SET account_price = coalesce(account_price, price), price = $2 WHERE id = $1",
-        delivery_id, price,
+        delivery_id,
+        price,
     )
 
 
 async def log_price_confirmation(
-    conn: asyncpg.Connection, *, delivery_id: uuid.UUID, message_id: str | None, offered: str,
-    outcome: str, price_before: Decimal, price_after: Decimal | None, reason: str | None,
+    conn: asyncpg.Connection,
+    *,
+    delivery_id: uuid.UUID,
+    message_id: str | None,
+    offered: str,
+    outcome: str,
+    price_before: Decimal,
+    price_after: Decimal | None,
+    reason: str | None,
 ) -> None:
     await conn.execute(
         "INSERT INTO delivery_price_confirmations (delivery_id, message_id, offered, outcome, price_before,"
         " price_after, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        delivery_id, message_id, offered, outcome, price_before, price_after, reason,
+        delivery_id,
+        message_id,
+        offered,
+        outcome,
+        price_before,
+        price_after,
+        reason,
     )

@@ -53,12 +53,12 @@ class UnknownDelivery(Exception):
 class Deps:
     """What the delivery use cases need from the process."""
 
-    get_pool: Callable[[], asyncpg.Pool]           # the pool exists only once the process started
+    get_pool: Callable[[], asyncpg.Pool]  # the pool exists only once the process started
     http: BuyerClients
     topology: Topology
     settings: Settings
     in_flight: rules.InFlight = field(default_factory=rules.InFlight)
-    after_post: Callable[[], None] | None = None   # fault injection: right after the buyer answered
+    after_post: Callable[[], None] | None = None  # fault injection: right after the buyer answered
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -76,8 +76,9 @@ async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> N
             # Waiting here would hold a consumer slot other buyers need: wait in the broker instead,
             # for about as long as the leads ahead of this one will take at this buyer's pace.
             now = time.monotonic()
-            seconds = rules.busy_park_seconds(deps.in_flight.typical_answer(http_account.id),
-                                              deps.in_flight.waiting(http_account.id, now), limit)
+            seconds = rules.busy_park_seconds(
+                deps.in_flight.typical_answer(http_account.id), deps.in_flight.waiting(http_account.id, now), limit
+            )
             tier = await _park(deps, request, seconds, f"{http_account.id} has {limit} posts in flight")
             deps.in_flight.parked(http_account.id, now + tier)
             return
@@ -101,16 +102,20 @@ async def _park(deps: Deps, request: DeliveryRequested, seconds: float, why: str
 async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount | None) -> None:
     config = account.delivery if account is not None else None
     lease = (config.timeout_seconds if isinstance(config, HttpDelivery) else 0) + rules.LEASE_GRACE_SECONDS
-    claimed = await store.claim(deps.pool, request.delivery_id, account.id if account is not None else None,
-                                lease_seconds=lease)
+    claimed = await store.claim(
+        deps.pool, request.delivery_id, account.id if account is not None else None, lease_seconds=lease
+    )
     if claimed is None:
         await _missed_claim(deps, request)
         return
     attempt = claimed["attempt"]
     refusal = rules.refusal_before_post(
-        account_known=account is not None, account_active=account is not None and account.active,
-        paused=claimed["paused"], paused_reason=claimed["paused_reason"],
-        attempt=attempt, retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
+        account_known=account is not None,
+        account_active=account is not None and account.active,
+        paused=claimed["paused"],
+        paused_reason=claimed["paused_reason"],
+        attempt=attempt,
+        retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
     )
     if refusal is not None:
         async with deps.pool.acquire() as conn, conn.transaction():
@@ -131,8 +136,10 @@ async def _missed_claim(deps: Deps, request: DeliveryRequested) -> None:
     async with deps.pool.acquire() as conn, conn.transaction():
         row = await store.state(conn, request.delivery_id)
         missed = rules.after_missed_claim(
-            row["status"] if row else None, row["now"] if row else datetime.now(UTC),
-            not_before=row["not_before"] if row else None, lease_until=row["lease_until"] if row else None,
+            row["status"] if row else None,
+            row["now"] if row else datetime.now(UTC),
+            not_before=row["not_before"] if row else None,
+            lease_until=row["lease_until"] if row else None,
         )
         if missed.action == "park":
             tier = rules.park_tier(missed.seconds)
@@ -140,32 +147,58 @@ async def _missed_claim(deps: Deps, request: DeliveryRequested) -> None:
     log.debug("delivery %s not claimed (%s): %s", request.delivery_id, missed.why, missed.action)
 
 
-async def _send_by_email(conn: asyncpg.Connection, settings: Settings, request: DeliveryRequested,
-                         config: EmailDelivery, attempt: int) -> None:
+async def _send_by_email(
+    conn: asyncpg.Connection, settings: Settings, request: DeliveryRequested, config: EmailDelivery, attempt: int
+) -> None:
     """Hand the lead to notifier; the delivery succeeds once the request is committed. The
     notification id is the delivery id, so notifier sends it at most once."""
     started_at = datetime.now(UTC)
-    token = issue_link_token(settings.portal_link_secret, client_id=request.client_id, lead_id=request.lead_id,
-                             issued_at=started_at)
-    await add_event(conn, "notify.lead_delivery", NotificationRequested(
-        notification_id=request.delivery_id, kind="lead_delivery", to=list(config.to),
-        client_id=request.client_id, lead_id=request.lead_id, lead_fields=request.fields,
-        portal_link=portal_link(settings.portal_base_url, token),
-        data={"delivery_id": str(request.delivery_id), "delivery_account_id": request.delivery_account_id},
-    ))
+    token = issue_link_token(
+        settings.portal_link_secret, client_id=request.client_id, lead_id=request.lead_id, issued_at=started_at
+    )
+    await add_event(
+        conn,
+        "notify.lead_delivery",
+        NotificationRequested(
+            notification_id=request.delivery_id,
+            kind="lead_delivery",
+            to=list(config.to),
+            client_id=request.client_id,
+            lead_id=request.lead_id,
+            lead_fields=request.fields,
+            portal_link=portal_link(settings.portal_base_url, token),
+            data={"delivery_id": str(request.delivery_id), "delivery_account_id": request.delivery_account_id},
+        ),
+    )
     await store.log_attempt(
-        conn, delivery_id=request.delivery_id, attempt=attempt, started_at=started_at, duration_ms=0,
+        conn,
+        delivery_id=request.delivery_id,
+        attempt=attempt,
+        started_at=started_at,
+        duration_ms=0,
         request=f"EMAIL to {', '.join(config.to)} (lead_delivery notification {request.delivery_id})",
-        status_code=None, response=None, outcome="accepted", error=None,
+        status_code=None,
+        response=None,
+        outcome="accepted",
+        error=None,
     )
     if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=request.price):
         await add_event(conn, "delivery.succeeded", _succeeded(request, request.price, attempt))
 
 
-async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount,
-                config: HttpDelivery, attempt: int) -> None:
+async def _post(
+    deps: Deps,
+    catalog: Catalog,
+    request: DeliveryRequested,
+    account: DeliveryAccount,
+    config: HttpDelivery,
+    attempt: int,
+) -> None:
     buyer_request = posting.build_request(
-        config, request.fields, lead_id=str(request.lead_id), delivery_id=str(request.delivery_id),
+        config,
+        request.fields,
+        lead_id=str(request.lead_id),
+        delivery_id=str(request.delivery_id),
         price=request.price,
     )
     started_at = datetime.now(UTC)
@@ -176,8 +209,12 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
         # One deadline over the whole exchange, so a buyer trickling bytes cannot outlive the lease.
         async with asyncio.timeout(config.timeout_seconds):
             answer = await deps.http.post(
-                account.id, buyer_request.method, buyer_request.url, headers=buyer_request.headers,
-                body=buyer_request.body, params=buyer_request.params,
+                account.id,
+                buyer_request.method,
+                buyer_request.url,
+                headers=buyer_request.headers,
+                body=buyer_request.body,
+                params=buyer_request.params,
             )
         status_code, response_text = answer.status, answer.text
         verdict = posting.judge_response(config, status_code, response_text)
@@ -193,16 +230,24 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
     final_price, note = request.price, verdict.reason
     if verdict.outcome == "accepted":
         final_price, note = rules.settle_price(
-            catalog.option(account.client, "allow_confirm_price"), request.price, verdict.price, verdict.price_problem,
+            catalog.option(account.client, "allow_confirm_price"),
+            request.price,
+            verdict.price,
+            verdict.price_problem,
         )
         if note:
             log.info("delivery %s: %s", request.delivery_id, note)
 
     log_entry = dict(
-        delivery_id=request.delivery_id, attempt=attempt, started_at=started_at, duration_ms=duration_ms,
-        request=posting.describe_request(buyer_request), status_code=status_code,
+        delivery_id=request.delivery_id,
+        attempt=attempt,
+        started_at=started_at,
+        duration_ms=duration_ms,
+        request=posting.describe_request(buyer_request),
+        status_code=status_code,
         response=posting.masked(response_text, buyer_request.secrets, buyer_request.masked_names),
-        outcome=verdict.outcome, error=note,
+        outcome=verdict.outcome,
+        error=note,
     )
     if not rules.counts_as_failure(verdict.outcome):
         # The buyer answered (the common case): it accepted or refused, nothing is retried or
@@ -214,8 +259,9 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
             status, price = "failed", None
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=False)
             event = event_params("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
-        await store.log_and_finish(deps.pool, **log_entry, reset_failures_of=account.id, status=status,
-                                   price=price, reason=reason, event=event)
+        await store.log_and_finish(
+            deps.pool, **log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=event
+        )
         return
 
     # No answer, or 5xx/429: counted toward a pause, retried while the account's budget lasts.
@@ -232,8 +278,13 @@ async def _post(deps: Deps, catalog: Catalog, request: DeliveryRequested, accoun
                 await add_event(conn, "delivery.failed", _failed(request, reason, attempt, by_buyer=False))
 
 
-async def _count_for_pause(conn: asyncpg.Connection, settings: Settings, account: DeliveryAccount,
-                           config: HttpDelivery, verdict: posting.Verdict) -> bool:
+async def _count_for_pause(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    account: DeliveryAccount,
+    config: HttpDelivery,
+    verdict: posting.Verdict,
+) -> bool:
     """Count a technical failure (an answer resets the count, with the attempt's log entry); pause
     the account (once, with an alert) at the threshold. True when the account is paused now."""
     failures = await store.count_failure(conn, account.id)
@@ -242,14 +293,26 @@ async def _count_for_pause(conn: asyncpg.Connection, settings: Settings, account
     reason = f"{failures} consecutive failed attempts; last: {verdict.reason}"
     if await store.pause(conn, account.id, reason):
         log.warning("delivery account %s paused: %s", account.id, reason)
-        await add_event(conn, "notify.account_paused", NotificationRequested(
-            notification_id=uuid.uuid4(), kind="account_paused", to=[settings.admin_email],
-            client_id=account.client, subject=f"Delivery account {account.id} paused",
-            message=(f"Leadwire paused delivery account {account.id} (client {account.client}) after {reason}. "
-                     f"Resume it with: leadwire delivery resume {account.id}"),
-            data={"delivery_account_id": account.id, "consecutive_failures": failures,
-                  "last_error": verdict.reason},
-        ))
+        await add_event(
+            conn,
+            "notify.account_paused",
+            NotificationRequested(
+                notification_id=uuid.uuid4(),
+                kind="account_paused",
+                to=[settings.admin_email],
+                client_id=account.client,
+                subject=f"Delivery account {account.id} paused",
+                message=(
+                    f"Leadwire paused delivery account {account.id} (client {account.client}) after {reason}. "
+                    f"Resume it with: leadwire delivery resume {account.id}"
+                ),
+                data={
+                    "delivery_account_id": account.id,
+                    "consecutive_failures": failures,
+                    "last_error": verdict.reason,
+                },
+            ),
+        )
     return True
 
 
@@ -265,39 +328,62 @@ async def confirm_price(pool: asyncpg.Pool, catalog: Catalog, message: ConfirmPr
         row = await store.lock_delivery(conn, message.delivery_id)
         if row is None:
             raise UnknownDelivery(f"no delivery {message.delivery_id}")
-        decision = rules.confirm_price(catalog.option(row["client_id"], "allow_confirm_price"), row["status"],
-                                       message.price, row["price"])
+        decision = rules.confirm_price(
+            catalog.option(row["client_id"], "allow_confirm_price"), row["status"], message.price, row["price"]
+        )
         if decision.outcome == "wait":
             # Rolls back the inbox claim too: the retried message is processed afresh.
             raise TransientError(f"confirm-price for delivery {message.delivery_id}: {decision.reason}")
         await store.log_price_confirmation(
-            conn, delivery_id=row["id"], message_id=message_id, offered=offered[:200], outcome=decision.outcome,
-            price_before=row["price"], price_after=decision.price, reason=decision.reason,
+            conn,
+            delivery_id=row["id"],
+            message_id=message_id,
+            offered=offered[:200],
+            outcome=decision.outcome,
+            price_before=row["price"],
+            price_after=decision.price,
+            reason=decision.reason,
         )
         if decision.outcome != "applied":
             log.warning("confirm-price for delivery %s %s: %s", row["id"], decision.outcome, decision.reason)
             return decision.outcome
         assert decision.price is not None
         await store.set_confirmed_price(conn, row["id"], decision.price)
-        await add_event(conn, "delivery.price-confirmed", DeliveryPriceConfirmed(
-            delivery_id=row["id"], lead_id=row["lead_id"], client_id=row["client_id"],
-            delivery_account_id=row["delivery_account_id"], previous_price=row["price"], price=decision.price,
-            confirmed_by=message.confirmed_by,
-        ))
+        await add_event(
+            conn,
+            "delivery.price-confirmed",
+            DeliveryPriceConfirmed(
+                delivery_id=row["id"],
+                lead_id=row["lead_id"],
+                client_id=row["client_id"],
+                delivery_account_id=row["delivery_account_id"],
+                previous_price=row["price"],
+                price=decision.price,
+                confirmed_by=message.confirmed_by,
+            ),
+        )
         log.info("delivery %s price confirmed: %s (was %s)", row["id"], decision.price, row["price"])
         return "applied"
 
 
 def _succeeded(request: DeliveryRequested, price, attempts: int) -> DeliverySucceeded:
     return DeliverySucceeded(
-        delivery_id=request.delivery_id, lead_id=request.lead_id, client_id=request.client_id,
-        delivery_account_id=request.delivery_account_id, price=price, attempts=attempts,
+        delivery_id=request.delivery_id,
+        lead_id=request.lead_id,
+        client_id=request.client_id,
+        delivery_account_id=request.delivery_account_id,
+        price=price,
+        attempts=attempts,
     )
 
 
 def _failed(request: DeliveryRequested, reason: str, attempts: int, *, by_buyer: bool) -> DeliveryFailed:
     return DeliveryFailed(
-        delivery_id=request.delivery_id, lead_id=request.lead_id, client_id=request.client_id,
-        delivery_account_id=request.delivery_account_id, reason=reason, attempts=attempts,
+        delivery_id=request.delivery_id,
+        lead_id=request.lead_id,
+        client_id=request.client_id,
+        delivery_account_id=request.delivery_account_id,
+        reason=reason,
+        attempts=attempts,
         rejected_by_buyer=by_buyer,
     )

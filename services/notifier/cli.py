@@ -1,8 +1,8 @@
 """`leadwire notifier ...`: check the SMTP set-up and look at what notifier holds.
 
-  leadwire notifier test-email ADDRESS         send one email straight to the SMTP server (no queue)
-  leadwire notifier unsent                     notifications not sent yet, with their last error
-  leadwire notifier appointments CLIENT_ID     a client's upcoming appointments and their reminders
+leadwire notifier test-email ADDRESS         send one email straight to the SMTP server (no queue)
+leadwire notifier unsent                     notifications not sent yet, with their last error
+leadwire notifier appointments CLIENT_ID     a client's upcoming appointments and their reminders
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ async def _test_email(args: argparse.Namespace, settings: Settings) -> int:
     message["Subject"] = "Leadwire test email"
     message["Message-ID"] = rules.message_id_header(uuid.uuid4(), settings.smtp_from)
     message["Auto-Submitted"] = "auto-generated"
-    message.set_content(f"notifier can send through {settings.smtp_host}:{settings.smtp_port}"
-                        f" ({datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC).\n")
+    message.set_content(
+        f"notifier can send through {settings.smtp_host}:{settings.smtp_port}"
+        f" ({datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC).\n"
+    )
     try:
         refused = await Mailer(settings).send(message, [args.address])
     except (TransientError, EmailRefused) as exc:
@@ -48,8 +50,10 @@ async def _unsent(args: argparse.Namespace, settings: Settings) -> int:
     async with db.connection(settings.database_url) as conn:
         rows = await store.unsent(conn, args.limit)
     for r in rows:
-        print(f"{r['notification_id']}\t{r['kind']}\t{','.join(r['recipients'])}\t{r['attempts']}\t"
-              f"{r['created_at']:%Y-%m-%d %H:%M:%S%z}\t{r['last_error'] or ''}")
+        print(
+            f"{r['notification_id']}\t{r['kind']}\t{','.join(r['recipients'])}\t{r['attempts']}\t"
+            f"{r['created_at']:%Y-%m-%d %H:%M:%S%z}\t{r['last_error'] or ''}"
+        )
     if not rows:
         print("every notification has been sent")
     return 0
@@ -59,11 +63,16 @@ async def _appointments(args: argparse.Namespace, settings: Settings) -> int:
     async with db.connection(settings.database_url) as conn:
         rows = await store.appointments_of(conn, args.client_id, since=None if args.all else datetime.now(UTC))
     for r in rows:
-        reminder = ("none" if r["reminder_due_at"] is None else
-                    f"{'queued' if r['reminder_queued_at'] else 'due'} {r['reminder_due_at']:%Y-%m-%d %H:%M%z}"
-                    + (" (late)" if r["reminder_late"] else ""))
-        print(f"{r['id']}\t{r['starts_at']:%Y-%m-%d %H:%M%z}\t{r['status']}\t{r['assigned_user_id']}\t"
-              f"reminder {reminder}\t{r['title']}")
+        reminder = (
+            "none"
+            if r["reminder_due_at"] is None
+            else f"{'queued' if r['reminder_queued_at'] else 'due'} {r['reminder_due_at']:%Y-%m-%d %H:%M%z}"
+            + (" (late)" if r["reminder_late"] else "")
+        )
+        print(
+            f"{r['id']}\t{r['starts_at']:%Y-%m-%d %H:%M%z}\t{r['status']}\t{r['assigned_user_id']}\t"
+            f"reminder {reminder}\t{r['title']}"
+        )
     if not rows:
         print(f"no appointments for client {args.client_id!r}")
     return 0
@@ -71,7 +80,8 @@ async def _appointments(args: argparse.Namespace, settings: Settings) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     notifier = subparsers.add_parser("notifier", help="emails and appointments").add_subparsers(
-        dest="action", required=True)
+        dest="action", required=True
+    )
     test = notifier.add_parser("test-email", help="send a test email through the configured SMTP server")
     test.add_argument("address")
     test.set_defaults(handler=_test_email)

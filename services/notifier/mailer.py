@@ -52,8 +52,12 @@ class Mailer:
             if smtp_code_is_transient(exc.code):
                 raise TransientError(text) from exc
             raise EmailRefused(text) from exc
-        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError,
-                OSError) as exc:
+        except (
+            aiosmtplib.SMTPServerDisconnected,
+            aiosmtplib.SMTPConnectError,
+            aiosmtplib.SMTPTimeoutError,
+            OSError,
+        ) as exc:
             raise TransientError(
                 f"SMTP server {s.smtp_host}:{s.smtp_port} unreachable: {type(exc).__name__}: {exc}"
             ) from exc

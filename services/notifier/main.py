@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from services.notifier import usecases
 from services.notifier.mailer import Mailer
 from shared.contracts import AppointmentCancel, AppointmentCreate, AppointmentUpdate, LeadOutcome, NotificationRequested
@@ -32,7 +31,10 @@ def build(settings: Settings | None = None) -> Runtime:
         pool, catalog, s = runtime.pool, runtime.catalog, runtime.settings
         if key.startswith("notify."):
             await usecases.send_notification(
-                pool, mailer, s, NotificationRequested.model_validate(body),
+                pool,
+                mailer,
+                s,
+                NotificationRequested.model_validate(body),
                 after_send=lambda: runtime.crash_point("notifier.after_send"),
             )
         elif key == "lead.sold":

@@ -135,18 +135,26 @@ class Appointment:
 @dataclass(frozen=True)
 class UpdatePlan:
     appointment: Appointment
-    changed: tuple[str, ...]     # names of the fields that changed, for the email and the log
-    replanned: bool              # the reminder was moved (and will be sent again if it was sent)
+    changed: tuple[str, ...]  # names of the fields that changed, for the email and the log
+    replanned: bool  # the reminder was moved (and will be sent again if it was sent)
 
 
 def plan_update(
-    current: Appointment, now: datetime, *, assigned_user_id: uuid.UUID | None = None,
-    starts_at: datetime | None = None, reminder_minutes: int | None = None, title: str | None = None,
+    current: Appointment,
+    now: datetime,
+    *,
+    assigned_user_id: uuid.UUID | None = None,
+    starts_at: datetime | None = None,
+    reminder_minutes: int | None = None,
+    title: str | None = None,
     notes: str | None = None,
 ) -> UpdatePlan:
     wanted = {
-        "assigned_user_id": assigned_user_id, "starts_at": starts_at, "reminder_minutes": reminder_minutes,
-        "title": title, "notes": notes,
+        "assigned_user_id": assigned_user_id,
+        "starts_at": starts_at,
+        "reminder_minutes": reminder_minutes,
+        "title": title,
+        "notes": notes,
     }
     changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(current, k)}
     updated = replace(current, **changes)

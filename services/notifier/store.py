@@ -12,12 +12,22 @@ import asyncpg
 # --- send records ----------------------------------------------------------------------------------
 
 
-async def ensure_send_record(conn: asyncpg.Connection, notification_id: uuid.UUID, kind: str,
-                             recipients: list[str], subject: str, message_id: str) -> None:
+async def ensure_send_record(
+    conn: asyncpg.Connection,
+    notification_id: uuid.UUID,
+    kind: str,
+    recipients: list[str],
+    subject: str,
+    message_id: str,
+) -> None:
     await conn.execute(
         "INSERT INTO notification_sends (notification_id, kind, recipients, subject, message_id, status)"
         " VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (notification_id) DO NOTHING",
-        notification_id, kind, recipients, subject, message_id,
+        notification_id,
+        kind,
+        recipients,
+        subject,
+        message_id,
     )
 
 
@@ -33,14 +43,16 @@ async def mark_sent(conn: asyncpg.Connection, notification_id: uuid.UUID, refuse
     await conn.execute(
         "UPDATE notification_sends SET status = 'sent', sent_at = now(), attempts = attempts + 1,"
         " refused = $2, last_error = NULL WHERE notification_id = $1",
-        notification_id, refused or None,
+        notification_id,
+        refused or None,
     )
 
 
 async def mark_skipped(conn: asyncpg.Connection, notification_id: uuid.UUID, reason: str) -> None:
     await conn.execute(
         "UPDATE notification_sends SET status = 'skipped', last_error = $2 WHERE notification_id = $1",
-        notification_id, reason,
+        notification_id,
+        reason,
     )
 
 
@@ -48,7 +60,8 @@ async def note_failure(conn: asyncpg.Connection, notification_id: uuid.UUID, err
     await conn.execute(
         "UPDATE notification_sends SET attempts = attempts + 1, last_error = $2"
         " WHERE notification_id = $1 AND status = 'pending'",
-        notification_id, error,
+        notification_id,
+        error,
     )
 
 
@@ -57,7 +70,8 @@ async def note_failure(conn: asyncpg.Connection, notification_id: uuid.UUID, err
 
 async def portal_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT id, client_id, email, name, enabled FROM portal_users WHERE id = $1", user_id,
+        "SELECT id, client_id, email, name, enabled FROM portal_users WHERE id = $1",
+        user_id,
     )
 
 
@@ -70,11 +84,13 @@ async def new_lead_subscribers(conn: asyncpg.Connection, client_id: str) -> list
 
 
 async def any_new_lead_subscribers(conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str]) -> bool:
-    return bool(client_ids) and bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM portal_users WHERE client_id = ANY($1::text[]) AND enabled"
-        " AND notify_new_leads)",
-        client_ids,
-    ))
+    return bool(client_ids) and bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM portal_users WHERE client_id = ANY($1::text[]) AND enabled"
+            " AND notify_new_leads)",
+            client_ids,
+        )
+    )
 
 
 async def lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record | None:
@@ -82,10 +98,13 @@ async def lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record |
 
 
 async def lead_delivered_to(conn: asyncpg.Connection, lead_id: uuid.UUID, client_id: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM deliveries WHERE lead_id = $1 AND client_id = $2 AND status = 'succeeded')",
-        lead_id, client_id,
-    ))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM deliveries WHERE lead_id = $1 AND client_id = $2 AND status = 'succeeded')",
+            lead_id,
+            client_id,
+        )
+    )
 
 
 # --- appointments ----------------------------------------------------------------------------------
@@ -96,53 +115,96 @@ APPOINTMENT_COLUMNS = (
 )
 
 
-async def insert_appointment(conn: asyncpg.Connection, *, appointment_id: uuid.UUID, client_id: str,
-                             lead_id: uuid.UUID, assigned_user_id: uuid.UUID,
-                             created_by_user_id: uuid.UUID | None, title: str, notes: str,
-                             starts_at: datetime, reminder_minutes: int, reminder_due_at: datetime | None,
-                             requested_at: datetime) -> bool:
+async def insert_appointment(
+    conn: asyncpg.Connection,
+    *,
+    appointment_id: uuid.UUID,
+    client_id: str,
+    lead_id: uuid.UUID,
+    assigned_user_id: uuid.UUID,
+    created_by_user_id: uuid.UUID | None,
+    title: str,
+    notes: str,
+    starts_at: datetime,
+    reminder_minutes: int,
+    reminder_due_at: datetime | None,
+    requested_at: datetime,
+) -> bool:
     """False when this appointment exists already: its id is the create command's inbox."""
-    return bool(await conn.fetchval(
-        "INSERT INTO appointments (id, client_id, lead_id, assigned_user_id, created_by_user_id, title, notes,"
-        " starts_at, reminder_minutes, status, reminder_due_at, last_requested_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11)"
-        " ON CONFLICT (id) DO NOTHING RETURNING true",
-        appointment_id, client_id, lead_id, assigned_user_id, created_by_user_id, title, notes, starts_at,
-        reminder_minutes, reminder_due_at, requested_at,
-    ))
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO appointments (id, client_id, lead_id, assigned_user_id, created_by_user_id, title, notes,"
+            " starts_at, reminder_minutes, status, reminder_due_at, last_requested_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'scheduled', $10, $11)"
+            " ON CONFLICT (id) DO NOTHING RETURNING true",
+            appointment_id,
+            client_id,
+            lead_id,
+            assigned_user_id,
+            created_by_user_id,
+            title,
+            notes,
+            starts_at,
+            reminder_minutes,
+            reminder_due_at,
+            requested_at,
+        )
+    )
 
 
 async def lock_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1 FOR UPDATE", appointment_id,
+        f"SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1 FOR UPDATE",
+        appointment_id,
     )
 
 
-async def update_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID, *, assigned_user_id: uuid.UUID,
-                             title: str, notes: str, starts_at: datetime, reminder_minutes: int,
-                             reminder_due_at: datetime | None, reminder_queued: bool, reminder_revision: int,
-                             requested_at: datetime) -> None:
+async def update_appointment(
+    conn: asyncpg.Connection,
+    appointment_id: uuid.UUID,
+    *,
+    assigned_user_id: uuid.UUID,
+    title: str,
+    notes: str,
+    starts_at: datetime,
+    reminder_minutes: int,
+    reminder_due_at: datetime | None,
+    reminder_queued: bool,
+    reminder_revision: int,
+    requested_at: datetime,
+) -> None:
     await conn.execute(
         "UPDATE appointments SET assigned_user_id = $2, title = $3, notes = $4, starts_at = $5,"
         " reminder_minutes = $6, reminder_due_at = $7,"
         " reminder_queued_at = CASE WHEN $8 THEN reminder_queued_at END,"
         " reminder_late = CASE WHEN $8 THEN reminder_late END,"
         " reminder_revision = $9, last_requested_at = $10, updated_at = now() WHERE id = $1",
-        appointment_id, assigned_user_id, title, notes, starts_at, reminder_minutes, reminder_due_at,
-        reminder_queued, reminder_revision, requested_at,
+        appointment_id,
+        assigned_user_id,
+        title,
+        notes,
+        starts_at,
+        reminder_minutes,
+        reminder_due_at,
+        reminder_queued,
+        reminder_revision,
+        requested_at,
     )
 
 
 async def cancel_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID, requested_at: datetime) -> None:
     await conn.execute(
         "UPDATE appointments SET status = 'cancelled', last_requested_at = $2, updated_at = now() WHERE id = $1",
-        appointment_id, requested_at,
+        appointment_id,
+        requested_at,
     )
 
 
 async def touch_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID, requested_at: datetime) -> None:
     await conn.execute(
-        "UPDATE appointments SET last_requested_at = $2 WHERE id = $1", appointment_id, requested_at,
+        "UPDATE appointments SET last_requested_at = $2 WHERE id = $1",
+        appointment_id,
+        requested_at,
     )
 
 
@@ -157,8 +219,10 @@ async def claim_due_reminders(conn: asyncpg.Connection, now: datetime, limit: in
         "    AND reminder_due_at <= $1"
         "  ORDER BY reminder_due_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
         " UPDATE appointments a SET reminder_queued_at = $1"
-        f" FROM due WHERE a.id = due.id RETURNING {', '.join('a.' + c.strip() for c in APPOINTMENT_COLUMNS.split(','))}",
-        now, limit,
+        " FROM due WHERE a.id = due.id"
+        f" RETURNING {', '.join('a.' + c.strip() for c in APPOINTMENT_COLUMNS.split(','))}",
+        now,
+        limit,
     )
 
 
@@ -168,20 +232,26 @@ async def set_reminder_late(conn: asyncpg.Connection, appointment_id: uuid.UUID,
 
 async def reminder_current(conn: asyncpg.Connection, appointment_id: uuid.UUID, revision: int) -> bool:
     """Is this reminder still wanted: not cancelled, not moved since it was queued."""
-    return bool(await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM appointments WHERE id = $1 AND status = 'scheduled'"
-        " AND reminder_revision = $2)",
-        appointment_id, revision,
-    ))
+    return bool(
+        await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM appointments WHERE id = $1 AND status = 'scheduled'"
+            " AND reminder_revision = $2)",
+            appointment_id,
+            revision,
+        )
+    )
 
 
-async def appointments_of(conn: asyncpg.Connection, client_id: str, *, user_id: uuid.UUID | None = None,
-                          since: datetime | None = None) -> list[dict[str, Any]]:
+async def appointments_of(
+    conn: asyncpg.Connection, client_id: str, *, user_id: uuid.UUID | None = None, since: datetime | None = None
+) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE client_id = $1"
         " AND ($2::uuid IS NULL OR assigned_user_id = $2) AND ($3::timestamptz IS NULL OR starts_at >= $3)"
         " ORDER BY starts_at",
-        client_id, user_id, since,
+        client_id,
+        user_id,
+        since,
     )
     return [dict(r) for r in rows]
 

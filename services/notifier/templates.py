@@ -120,7 +120,9 @@ def _new_lead(n: NotificationRequested) -> tuple[str, list[Block]]:
     greeting = f"Hello {_text(n.data['user_name'])}," if n.data.get("user_name") else "Hello,"
     client = _text(n.data.get("client_name") or n.client_id or "your account")
     blocks: list[Block] = [
-        Paragraph(greeting), Paragraph(f"A new {what} was delivered to {client}."), lead_table(n.lead_fields),
+        Paragraph(greeting),
+        Paragraph(f"A new {what} was delivered to {client}."),
+        lead_table(n.lead_fields),
     ]
     _link(blocks, "Open the lead in the portal", n.portal_link)
     _expiry(blocks, n.data)
@@ -210,8 +212,12 @@ def _appointment(n: NotificationRequested) -> tuple[str, list[Block]]:
         subject = f"Appointment: {name}, {when}"
     elif n.kind == "appointment_updated":
         changed = n.data.get("changed") or []
-        blocks.append(Paragraph("An appointment assigned to you was changed"
-                                + (f" ({', '.join(label(c).lower() for c in changed)})." if changed else ".")))
+        blocks.append(
+            Paragraph(
+                "An appointment assigned to you was changed"
+                + (f" ({', '.join(label(c).lower() for c in changed)})." if changed else ".")
+            )
+        )
         subject = f"Appointment changed: {name}, {when}"
     elif n.kind == "appointment_cancelled":
         blocks.append(Paragraph("This appointment was cancelled; there will be no reminder."))
@@ -288,7 +294,13 @@ def render(notification: NotificationRequested) -> RenderedEmail:
 
 
 def compose(
-    email: RenderedEmail, *, kind: str, sender: str, recipients: list[str], message_id: str, date: datetime,
+    email: RenderedEmail,
+    *,
+    kind: str,
+    sender: str,
+    recipients: list[str],
+    message_id: str,
+    date: datetime,
     reply_to: str | None = None,
 ) -> EmailMessage:
     message = EmailMessage()

@@ -47,8 +47,13 @@ class AppointmentRefused(ValueError):
 
 
 async def send_notification(
-    pool: asyncpg.Pool, mailer: Mailer, settings: Settings, request: NotificationRequested, *,
-    now: datetime | None = None, after_send: Callable[[], None] | None = None,
+    pool: asyncpg.Pool,
+    mailer: Mailer,
+    settings: Settings,
+    request: NotificationRequested,
+    *,
+    now: datetime | None = None,
+    after_send: Callable[[], None] | None = None,
 ) -> bool:
     """Send the email unless its send record says it went out already. True when sent now.
 
@@ -69,8 +74,13 @@ async def send_notification(
                     await store.mark_skipped(conn, request.notification_id, "appointment cancelled or moved")
                     return False
                 message = templates.compose(
-                    email, kind=request.kind, sender=settings.smtp_from, recipients=to, message_id=message_id,
-                    date=now or datetime.now(UTC), reply_to=request.data.get("reply_to"),
+                    email,
+                    kind=request.kind,
+                    sender=settings.smtp_from,
+                    recipients=to,
+                    message_id=message_id,
+                    date=now or datetime.now(UTC),
+                    reply_to=request.data.get("reply_to"),
                 )
                 refused = await mailer.send(message, to)
                 if after_send is not None:
@@ -106,7 +116,11 @@ def _lead_type_name(catalog: Catalog, lead_type_id: str | None) -> str:
 
 
 async def notify_new_lead(
-    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, outcome: LeadOutcome, message_id: str,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    outcome: LeadOutcome,
+    message_id: str,
     now: datetime | None = None,
 ) -> int:
     """A lead was sold: queue a new-lead email for each enabled portal user of each buying client
@@ -126,17 +140,27 @@ async def notify_new_lead(
         for delivery in outcome.deliveries:
             client = catalog.clients_by_id.get(delivery.client_id)
             for user in await store.new_lead_subscribers(conn, delivery.client_id):
-                await add_event(conn, "notify.new_lead", NotificationRequested(
-                    notification_id=rules.new_lead_notification_id(delivery.delivery_id, user["id"]),
-                    kind="new_lead", to=[user["email"]], client_id=delivery.client_id, lead_id=outcome.lead_id,
-                    lead_fields=fields, portal_link=_link(settings, delivery.client_id, outcome.lead_id, now),
-                    data={
-                        "user_name": user["name"], "client_name": client.name if client else delivery.client_id,
-                        "lead_type": lead_type_id, "lead_type_name": _lead_type_name(catalog, lead_type_id),
-                        "expires_in_days": catalog.options.expire_portal_email_link_days,
-                        "delivery_id": str(delivery.delivery_id),
-                    },
-                ))
+                await add_event(
+                    conn,
+                    "notify.new_lead",
+                    NotificationRequested(
+                        notification_id=rules.new_lead_notification_id(delivery.delivery_id, user["id"]),
+                        kind="new_lead",
+                        to=[user["email"]],
+                        client_id=delivery.client_id,
+                        lead_id=outcome.lead_id,
+                        lead_fields=fields,
+                        portal_link=_link(settings, delivery.client_id, outcome.lead_id, now),
+                        data={
+                            "user_name": user["name"],
+                            "client_name": client.name if client else delivery.client_id,
+                            "lead_type": lead_type_id,
+                            "lead_type_name": _lead_type_name(catalog, lead_type_id),
+                            "expires_in_days": catalog.options.expire_portal_email_link_days,
+                            "delivery_id": str(delivery.delivery_id),
+                        },
+                    ),
+                )
                 queued += 1
     return queued
 
@@ -150,8 +174,14 @@ def _time_zone(catalog: Catalog, client_id: str) -> str:
 
 
 async def _appointment_email(
-    conn: asyncpg.Connection, catalog: Catalog, settings: Settings, row: dict[str, Any], kind: str,
-    notification_id: uuid.UUID, now: datetime, extra: dict[str, Any] | None = None,
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    settings: Settings,
+    row: dict[str, Any],
+    kind: str,
+    notification_id: uuid.UUID,
+    now: datetime,
+    extra: dict[str, Any] | None = None,
 ) -> bool:
     """Queue one email about an appointment to its assigned user; False when that user can no
     longer receive it (removed or disabled)."""
@@ -161,17 +191,30 @@ async def _appointment_email(
     lead = await store.lead(conn, row["lead_id"])
     creator = await store.portal_user(conn, row["created_by_user_id"]) if row.get("created_by_user_id") else None
     data = {
-        "appointment_id": str(row["id"]), "title": row["title"], "notes": row["notes"],
-        "starts_at": row["starts_at"].isoformat(), "time_zone": _time_zone(catalog, row["client_id"]),
-        "reminder_minutes": row["reminder_minutes"], "assigned_name": user["name"],
+        "appointment_id": str(row["id"]),
+        "title": row["title"],
+        "notes": row["notes"],
+        "starts_at": row["starts_at"].isoformat(),
+        "time_zone": _time_zone(catalog, row["client_id"]),
+        "reminder_minutes": row["reminder_minutes"],
+        "assigned_name": user["name"],
         "created_by_name": creator["name"] if creator is not None and creator["client_id"] == row["client_id"] else "",
         **(extra or {}),
     }
-    await add_event(conn, f"notify.{kind}", NotificationRequested(
-        notification_id=notification_id, kind=kind, to=[user["email"]], client_id=row["client_id"],
-        lead_id=row["lead_id"], lead_fields=dict(lead["fields"]) if lead is not None else {},
-        portal_link=_link(settings, row["client_id"], row["lead_id"], now), data=data,
-    ))
+    await add_event(
+        conn,
+        f"notify.{kind}",
+        NotificationRequested(
+            notification_id=notification_id,
+            kind=kind,
+            to=[user["email"]],
+            client_id=row["client_id"],
+            lead_id=row["lead_id"],
+            lead_fields=dict(lead["fields"]) if lead is not None else {},
+            portal_link=_link(settings, row["client_id"], row["lead_id"], now),
+            data=data,
+        ),
+    )
     return True
 
 
@@ -184,7 +227,11 @@ async def _check_assignee(conn: asyncpg.Connection, user_id: uuid.UUID, client_i
 
 
 async def create_appointment(
-    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentCreate, now: datetime | None = None,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    command: AppointmentCreate,
+    now: datetime | None = None,
 ) -> bool:
     """Store the appointment and queue the assigned user's email. False for one that exists."""
     now = now or datetime.now(UTC)
@@ -194,20 +241,39 @@ async def create_appointment(
             raise AppointmentRefused(f"lead {command.lead_id} was not delivered to client {command.client_id!r}")
         due = rules.plan_reminder(command.starts_at, command.reminder_minutes_before, now)
         if not await store.insert_appointment(
-            conn, appointment_id=command.appointment_id, client_id=command.client_id, lead_id=command.lead_id,
-            assigned_user_id=command.assigned_user_id, created_by_user_id=command.created_by_user_id,
-            title=command.title, notes=command.notes, starts_at=command.starts_at,
-            reminder_minutes=command.reminder_minutes_before, reminder_due_at=due, requested_at=command.requested_at,
+            conn,
+            appointment_id=command.appointment_id,
+            client_id=command.client_id,
+            lead_id=command.lead_id,
+            assigned_user_id=command.assigned_user_id,
+            created_by_user_id=command.created_by_user_id,
+            title=command.title,
+            notes=command.notes,
+            starts_at=command.starts_at,
+            reminder_minutes=command.reminder_minutes_before,
+            reminder_due_at=due,
+            requested_at=command.requested_at,
         ):
             return False
         row = dict(await store.lock_appointment(conn, command.appointment_id))
-        await _appointment_email(conn, catalog, settings, row, "appointment_created",
-                                 rules.appointment_notification_id(row["id"], "created", 0), now)
+        await _appointment_email(
+            conn,
+            catalog,
+            settings,
+            row,
+            "appointment_created",
+            rules.appointment_notification_id(row["id"], "created", 0),
+            now,
+        )
     return True
 
 
 async def update_appointment(
-    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentUpdate, message_id: str,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    command: AppointmentUpdate,
+    message_id: str,
     now: datetime | None = None,
 ) -> tuple[str, ...]:
     """Apply the changes, re-plan the reminder if the time moved, and tell the assigned user.
@@ -223,33 +289,65 @@ async def update_appointment(
             await _check_assignee(conn, command.assigned_user_id, command.client_id)
         plan = rules.plan_update(
             rules.Appointment(
-                assigned_user_id=current["assigned_user_id"], starts_at=current["starts_at"],
-                reminder_minutes=current["reminder_minutes"], title=current["title"], notes=current["notes"],
-                reminder_due_at=current["reminder_due_at"], reminder_queued=current["reminder_queued_at"] is not None,
+                assigned_user_id=current["assigned_user_id"],
+                starts_at=current["starts_at"],
+                reminder_minutes=current["reminder_minutes"],
+                title=current["title"],
+                notes=current["notes"],
+                reminder_due_at=current["reminder_due_at"],
+                reminder_queued=current["reminder_queued_at"] is not None,
                 reminder_revision=current["reminder_revision"],
             ),
-            now, assigned_user_id=command.assigned_user_id, starts_at=command.starts_at,
-            reminder_minutes=command.reminder_minutes_before, title=command.title, notes=command.notes,
+            now,
+            assigned_user_id=command.assigned_user_id,
+            starts_at=command.starts_at,
+            reminder_minutes=command.reminder_minutes_before,
+            title=command.title,
+            notes=command.notes,
         )
         a = plan.appointment
         await store.update_appointment(
-            conn, command.appointment_id, assigned_user_id=a.assigned_user_id, title=a.title, notes=a.notes,
-            starts_at=a.starts_at, reminder_minutes=a.reminder_minutes, reminder_due_at=a.reminder_due_at,
-            reminder_queued=a.reminder_queued, reminder_revision=a.reminder_revision,
+            conn,
+            command.appointment_id,
+            assigned_user_id=a.assigned_user_id,
+            title=a.title,
+            notes=a.notes,
+            starts_at=a.starts_at,
+            reminder_minutes=a.reminder_minutes,
+            reminder_due_at=a.reminder_due_at,
+            reminder_queued=a.reminder_queued,
+            reminder_revision=a.reminder_revision,
             requested_at=command.requested_at,
         )
         if plan.changed:
-            row = {**dict(current), "assigned_user_id": a.assigned_user_id, "title": a.title, "notes": a.notes,
-                   "starts_at": a.starts_at, "reminder_minutes": a.reminder_minutes}
+            row = {
+                **dict(current),
+                "assigned_user_id": a.assigned_user_id,
+                "title": a.title,
+                "notes": a.notes,
+                "starts_at": a.starts_at,
+                "reminder_minutes": a.reminder_minutes,
+            }
             marker = command.requested_at.isoformat()
-            await _appointment_email(conn, catalog, settings, row, "appointment_updated",
-                                     rules.appointment_notification_id(row["id"], "updated", marker), now,
-                                     {"changed": list(plan.changed)})
+            await _appointment_email(
+                conn,
+                catalog,
+                settings,
+                row,
+                "appointment_updated",
+                rules.appointment_notification_id(row["id"], "updated", marker),
+                now,
+                {"changed": list(plan.changed)},
+            )
     return plan.changed
 
 
 async def cancel_appointment(
-    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, command: AppointmentCancel, message_id: str,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    command: AppointmentCancel,
+    message_id: str,
     now: datetime | None = None,
 ) -> bool:
     """Cancel the appointment (and so its reminder) and tell the assigned user. True if cancelled now."""
@@ -261,8 +359,15 @@ async def cancel_appointment(
         if current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
             return False
         await store.cancel_appointment(conn, command.appointment_id, command.requested_at)
-        await _appointment_email(conn, catalog, settings, dict(current), "appointment_cancelled",
-                                 rules.appointment_notification_id(current["id"], "cancelled", 0), now)
+        await _appointment_email(
+            conn,
+            catalog,
+            settings,
+            dict(current),
+            "appointment_cancelled",
+            rules.appointment_notification_id(current["id"], "cancelled", 0),
+            now,
+        )
     return True
 
 
@@ -281,7 +386,10 @@ async def _locked(conn: asyncpg.Connection, appointment_id: uuid.UUID, client_id
 
 
 async def queue_due_reminders(
-    pool: asyncpg.Pool, catalog: Catalog, settings: Settings, now: datetime | None = None,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    now: datetime | None = None,
     limit: int = REMINDER_BATCH,
 ) -> int:
     """Claim the reminders that are due and queue their emails, in one transaction. Any number of
@@ -294,10 +402,18 @@ async def queue_due_reminders(
             if late:
                 await store.set_reminder_late(conn, row["id"], True)
             await _appointment_email(
-                conn, catalog, settings, dict(row), "appointment_reminder",
-                rules.appointment_notification_id(row["id"], "reminder", row["reminder_revision"]), now,
-                {"late": late, "revision": row["reminder_revision"],
-                 "reminder_due_at": row["reminder_due_at"].isoformat()},
+                conn,
+                catalog,
+                settings,
+                dict(row),
+                "appointment_reminder",
+                rules.appointment_notification_id(row["id"], "reminder", row["reminder_revision"]),
+                now,
+                {
+                    "late": late,
+                    "revision": row["reminder_revision"],
+                    "reminder_due_at": row["reminder_due_at"].isoformat(),
+                },
             )
     return len(claimed)
 
@@ -314,8 +430,9 @@ class ReminderScheduler:
     async def run(self) -> None:
         while True:
             try:
-                while (n := await queue_due_reminders(self.runtime.pool, self.runtime.catalog,
-                                                      self.runtime.settings)) > 0:
+                while (
+                    n := await queue_due_reminders(self.runtime.pool, self.runtime.catalog, self.runtime.settings)
+                ) > 0:
                     self.queued += n
                     if n < REMINDER_BATCH:
                         break

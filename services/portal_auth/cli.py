@@ -33,8 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--name", default="")
     create.add_argument("--admin", action="store_true", help="Admin Access: every area, manages users")
     create.add_argument("--view-downline", action="store_true", help="sees the leads of the users below them")
-    create.add_argument("--invite", action="store_true",
-                        help=f"email a link to set the password instead of reading it from {PASSWORD_ENV} or a prompt")
+    create.add_argument(
+        "--invite",
+        action="store_true",
+        help=f"email a link to set the password instead of reading it from {PASSWORD_ENV} or a prompt",
+    )
     create.set_defaults(handler=_create_user)
 
 
@@ -58,8 +61,9 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
     if password is None and not args.invite:
         return 1
     config = PortalAuthConfig()
-    passwords = Passwords(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,
-                          parallelism=config.argon2_parallelism)
+    passwords = Passwords(
+        time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib, parallelism=config.argon2_parallelism
+    )
     password_hash = await passwords.hash(password) if password is not None else None
     await db.ensure_database(settings.database_url)
     await db.migrate(settings.database_url)
@@ -69,13 +73,25 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
         if args.client not in catalog.clients_by_id:
             print(f"no client {args.client!r} in the catalog (apply it first: leadwire catalog apply)", file=sys.stderr)
             return 1
-        deps = usecases.Deps(get_pool=lambda: None, get_catalog=lambda: catalog, config=config,  # type: ignore[arg-type,return-value]
-                             passwords=passwords, settings=settings, clock=lambda: datetime.now(UTC))
+        deps = usecases.Deps(
+            get_pool=lambda: None,
+            get_catalog=lambda: catalog,
+            config=config,  # type: ignore[arg-type,return-value]
+            passwords=passwords,
+            settings=settings,
+            clock=lambda: datetime.now(UTC),
+        )
         try:
             async with conn.transaction():
                 user = await usecases.add_user(
-                    conn, deps, client_id=args.client, email=args.email, name=args.name,
-                    password_hash=password_hash, is_admin=args.admin, view_downline=args.view_downline,
+                    conn,
+                    deps,
+                    client_id=args.client,
+                    email=args.email,
+                    name=args.name,
+                    password_hash=password_hash,
+                    is_admin=args.admin,
+                    view_downline=args.view_downline,
                     now=datetime.now(UTC),
                 )
         except usecases.Refused as refused:

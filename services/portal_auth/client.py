@@ -63,8 +63,12 @@ class PortalAuthClient:
         op = request.op  # type: ignore[attr-defined]
         try:
             reply = await self._rpc.request(
-                self._exchange, f"portal_auth.{op}", request.model_dump(mode="json"), timeout=timeout,
-                correlation_id=correlation_id, message_id=correlation_id,
+                self._exchange,
+                f"portal_auth.{op}",
+                request.model_dump(mode="json"),
+                timeout=timeout,
+                correlation_id=correlation_id,
+                message_id=correlation_id,
             )
         except TimeoutError:
             return Failure(error="unavailable", message=f"portal_auth did not answer within {timeout:g} s")
@@ -102,28 +106,32 @@ class PortalAuthClient:
         return await self.call(RevokeAll(token=token), Done, **kw)
 
     async def change_password(self, token: str, current: str, new: str, **kw: Any) -> Done | Failure:
-        return await self.call(ChangePassword(token=token, current_password=SecretStr(current),
-                                              new_password=SecretStr(new)), Done, **kw)
+        return await self.call(
+            ChangePassword(token=token, current_password=SecretStr(current), new_password=SecretStr(new)), Done, **kw
+        )
 
     async def request_password_reset(self, email: str, **kw: Any) -> Done | Failure:
         return await self.call(RequestPasswordReset(email=email), Done, **kw)
 
     async def reset_password(self, reset_token: str, new_password: str, **kw: Any) -> Done | Failure:
-        return await self.call(ResetPassword(reset_token=reset_token, new_password=SecretStr(new_password)),
-                               Done, **kw)
+        return await self.call(ResetPassword(reset_token=reset_token, new_password=SecretStr(new_password)), Done, **kw)
 
-    async def check_link(self, link_token: str, *, lead_id: uuid.UUID | None = None, client_id: str | None = None,
-                         **kw: Any) -> LinkGrant | Failure:
+    async def check_link(
+        self, link_token: str, *, lead_id: uuid.UUID | None = None, client_id: str | None = None, **kw: Any
+    ) -> LinkGrant | Failure:
         return await self.call(CheckLink(link_token=link_token, lead_id=lead_id, client_id=client_id), LinkGrant, **kw)
 
-    async def create_user(self, token: str, email: str, *, password: str | None = None, timeout: float | None = None,
-                          **fields: Any) -> UserOk | Failure:
-        request = CreateUser(token=token, email=email,
-                             password=SecretStr(password) if password is not None else None, **fields)
+    async def create_user(
+        self, token: str, email: str, *, password: str | None = None, timeout: float | None = None, **fields: Any
+    ) -> UserOk | Failure:
+        request = CreateUser(
+            token=token, email=email, password=SecretStr(password) if password is not None else None, **fields
+        )
         return await self.call(request, UserOk, timeout=timeout)
 
-    async def update_user(self, token: str, user_id: uuid.UUID, *, timeout: float | None = None,
-                          **changes: Any) -> UserOk | Failure:
+    async def update_user(
+        self, token: str, user_id: uuid.UUID, *, timeout: float | None = None, **changes: Any
+    ) -> UserOk | Failure:
         return await self.call(UpdateUser(token=token, user_id=user_id, **changes), UserOk, timeout=timeout)
 
     async def list_users(self, token: str, **kw: Any) -> UserList | Failure:

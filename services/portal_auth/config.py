@@ -15,8 +15,8 @@ class PortalAuthConfig(BaseSettings):
 
     session_hours: float = Field(12, gt=0)
     session_idle_minutes: float = Field(30, gt=0)
-    reset_minutes: float = Field(60, gt=0)             # password reset links
-    invite_hours: float = Field(72, gt=0)              # first-password links for new users
+    reset_minutes: float = Field(60, gt=0)  # password reset links
+    invite_hours: float = Field(72, gt=0)  # first-password links for new users
     login_free_attempts: int = Field(5, ge=1)
     login_base_delay_seconds: float = Field(1, gt=0)
     login_max_delay_seconds: float = Field(60, gt=0)
@@ -39,5 +39,6 @@ class PortalAuthConfig(BaseSettings):
         )
 
     def session_policy(self) -> SessionPolicy:
-        return SessionPolicy(lifetime=timedelta(hours=self.session_hours),
-                             idle=timedelta(minutes=self.session_idle_minutes))
+        return SessionPolicy(
+            lifetime=timedelta(hours=self.session_hours), idle=timedelta(minutes=self.session_idle_minutes)
+        )

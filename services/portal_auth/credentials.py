@@ -46,10 +46,12 @@ class Passwords:
     """argon2id hashing off the event loop (argon2-cffi releases the GIL), at most `concurrency`
     hashes at once so a burst of logins cannot take all the memory (64 MiB each by default)."""
 
-    def __init__(self, *, time_cost: int = 3, memory_cost: int = 65536, parallelism: int = 4,
-                 concurrency: int = 4) -> None:
-        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost,
-                                      parallelism=parallelism, type=Type.ID)
+    def __init__(
+        self, *, time_cost: int = 3, memory_cost: int = 65536, parallelism: int = 4, concurrency: int = 4
+    ) -> None:
+        self._hasher = PasswordHasher(
+            time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID
+        )
         self._slots = asyncio.Semaphore(concurrency)
         self._dummy: str | None = None
 

@@ -24,16 +24,27 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def build(settings: Settings | None = None, *, config: PortalAuthConfig | None = None,
-          clock: Callable[[], datetime] | None = None) -> Runtime:
+def build(
+    settings: Settings | None = None,
+    *,
+    config: PortalAuthConfig | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Runtime:
     """`clock` lets tests decide what time it is for expiries and lockouts."""
     runtime = Runtime("portal_auth", settings)
     config = config or PortalAuthConfig()
     deps = usecases.Deps(
-        get_pool=lambda: runtime.pool, get_catalog=lambda: runtime.catalog, config=config,
-        passwords=Passwords(time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib,
-                            parallelism=config.argon2_parallelism, concurrency=config.hash_concurrency),
-        settings=runtime.settings, clock=clock or _utcnow,
+        get_pool=lambda: runtime.pool,
+        get_catalog=lambda: runtime.catalog,
+        config=config,
+        passwords=Passwords(
+            time_cost=config.argon2_time_cost,
+            memory_cost=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            concurrency=config.hash_concurrency,
+        ),
+        settings=runtime.settings,
+        clock=clock or _utcnow,
     )
 
     # A body that is not a JSON object fails FastStream's own validation and is dead-lettered

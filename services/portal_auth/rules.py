@@ -16,10 +16,10 @@ from shared.portal_links import LinkClaims
 
 @dataclass(frozen=True)
 class LoginPolicy:
-    free_attempts: int = 5                  # failures before any delay
+    free_attempts: int = 5  # failures before any delay
     base_delay: timedelta = timedelta(seconds=1)
     max_delay: timedelta = timedelta(seconds=60)
-    lock_after: int = 10                    # failures that lock the account
+    lock_after: int = 10  # failures that lock the account
     lock_for: timedelta = timedelta(minutes=15)
 
 
@@ -68,15 +68,16 @@ def email_key(email: str) -> str:
 
 @dataclass(frozen=True)
 class SessionPolicy:
-    lifetime: timedelta = timedelta(hours=12)     # absolute: from login
-    idle: timedelta = timedelta(minutes=30)       # from the last verify
+    lifetime: timedelta = timedelta(hours=12)  # absolute: from login
+    idle: timedelta = timedelta(minutes=30)  # from the last verify
 
 
 SessionState = Literal["live", "revoked", "expired", "idle"]
 
 
-def session_state(*, last_seen_at: datetime, expires_at: datetime, revoked_at: datetime | None,
-                  now: datetime, policy: SessionPolicy) -> SessionState:
+def session_state(
+    *, last_seen_at: datetime, expires_at: datetime, revoked_at: datetime | None, now: datetime, policy: SessionPolicy
+) -> SessionState:
     if revoked_at is not None:
         return "revoked"
     if now >= expires_at:
@@ -95,8 +96,9 @@ def idle_expires_at(last_seen_at: datetime, expires_at: datetime, policy: Sessio
 AccessRefusal = Literal["account_disabled", "client_inactive"]
 
 
-def portal_access(*, user_enabled: bool, client_known: bool, client_active: bool,
-                  lock_inactive_clients: bool) -> AccessRefusal | None:
+def portal_access(
+    *, user_enabled: bool, client_known: bool, client_active: bool, lock_inactive_clients: bool
+) -> AccessRefusal | None:
     """Why a user may not use the portal right now, or None. A client that is no longer in the
     catalog is treated as inactive whatever the option says: there is nothing left to show."""
     if not user_enabled:
@@ -132,9 +134,16 @@ def link_expires_at(issued_at: datetime, expire_days: int) -> datetime | None:
 LinkRefusal = Literal["link_invalid", "link_expired", "link_wrong_client", "link_wrong_lead", "client_inactive"]
 
 
-def link_refusal(claims: LinkClaims | None, *, now: datetime, expire_days: int,
-                 wanted_lead: uuid.UUID | None, wanted_client: str | None, sold_to_client: bool,
-                 client_refusal: AccessRefusal | None) -> LinkRefusal | None:
+def link_refusal(
+    claims: LinkClaims | None,
+    *,
+    now: datetime,
+    expire_days: int,
+    wanted_lead: uuid.UUID | None,
+    wanted_client: str | None,
+    sold_to_client: bool,
+    client_refusal: AccessRefusal | None,
+) -> LinkRefusal | None:
     """Why an emailed link may not open its lead, or None.
 
     `claims` is None for a tampered or malformed token. `sold_to_client`: the lead really was
@@ -198,8 +207,14 @@ def may_change(actor: Actor, *, target_id: uuid.UUID, target_client_id: str, fie
     return target_id == actor.user_id and fields <= SELF_SERVICE_FIELDS
 
 
-def parent_problem(*, user_id: uuid.UUID | None, parent_id: uuid.UUID, parent_client_id: str | None,
-                   client_id: str, parent_ancestors: list[uuid.UUID]) -> str | None:
+def parent_problem(
+    *,
+    user_id: uuid.UUID | None,
+    parent_id: uuid.UUID,
+    parent_client_id: str | None,
+    client_id: str,
+    parent_ancestors: list[uuid.UUID],
+) -> str | None:
     """Whether `parent_id` can be the user above `user_id` (None: a user being created).
     `parent_ancestors`: the parent's own chain upwards."""
     if parent_client_id != client_id:
@@ -209,7 +224,8 @@ def parent_problem(*, user_id: uuid.UUID | None, parent_id: uuid.UUID, parent_cl
     return None
 
 
-def leaves_client_without_admin(*, enabled_admins: int, target_is_enabled_admin: bool,
-                                 stays_enabled_admin: bool) -> bool:
+def leaves_client_without_admin(
+    *, enabled_admins: int, target_is_enabled_admin: bool, stays_enabled_admin: bool
+) -> bool:
     """A client always keeps one enabled admin, or nobody could manage its users again."""
     return target_is_enabled_admin and not stays_enabled_admin and enabled_admins <= 1

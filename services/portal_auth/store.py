@@ -24,7 +24,9 @@ async def user_by_email(conn: asyncpg.Connection, email_key: str) -> asyncpg.Rec
     return await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM portal_users WHERE lower(email) = $1", email_key)
 
 
-async def user_by_id(conn: asyncpg.Connection, user_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+async def user_by_id(
+    conn: asyncpg.Connection, user_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(f"SELECT {USER_COLUMNS} FROM portal_users WHERE id = $1{lock}", user_id)
 
@@ -45,9 +47,20 @@ async def count_enabled_admins(conn: asyncpg.Connection, client_id: str) -> int:
 
 
 async def insert_user(
-    conn: asyncpg.Connection, *, user_id: uuid.UUID, client_id: str, email: str, name: str,
-    password_hash: str | None, is_admin: bool, view_downline: bool, enabled: bool, notify_new_leads: bool,
-    parent_user_id: uuid.UUID | None, phone: str | None, now: datetime,
+    conn: asyncpg.Connection,
+    *,
+    user_id: uuid.UUID,
+    client_id: str,
+    email: str,
+    name: str,
+    password_hash: str | None,
+    is_admin: bool,
+    view_downline: bool,
+    enabled: bool,
+    notify_new_leads: bool,
+    parent_user_id: uuid.UUID | None,
+    phone: str | None,
+    now: datetime,
 ) -> asyncpg.Record:
     """Raises asyncpg.UniqueViolationError when the email is taken (by any client's user)."""
     return await conn.fetchrow(
@@ -56,26 +69,41 @@ async def insert_user(
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::timestamptz, $12::timestamptz,"
         " CASE WHEN $5::text IS NULL THEN NULL ELSE $12::timestamptz END)"
         f" RETURNING {USER_COLUMNS}",
-        user_id, client_id, email, name, password_hash, is_admin, view_downline, enabled, notify_new_leads,
-        parent_user_id, phone, now,
+        user_id,
+        client_id,
+        email,
+        name,
+        password_hash,
+        is_admin,
+        view_downline,
+        enabled,
+        notify_new_leads,
+        parent_user_id,
+        phone,
+        now,
     )
 
 
-async def update_user(conn: asyncpg.Connection, user_id: uuid.UUID, changes: dict[str, Any],
-                      now: datetime) -> asyncpg.Record:
+async def update_user(
+    conn: asyncpg.Connection, user_id: uuid.UUID, changes: dict[str, Any], now: datetime
+) -> asyncpg.Record:
     columns = [c for c in UPDATABLE if c in changes]
     assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
     return await conn.fetchrow(
         f"UPDATE portal_users SET updated_at = $2{', ' if columns else ''}{assignments} WHERE id = $1"
         f" RETURNING {USER_COLUMNS}",
-        user_id, now, *(changes[c] for c in columns),
+        user_id,
+        now,
+        *(changes[c] for c in columns),
     )
 
 
 async def set_password(conn: asyncpg.Connection, user_id: uuid.UUID, password_hash: str, now: datetime) -> None:
     await conn.execute(
         "UPDATE portal_users SET password_hash = $2, password_changed_at = $3, updated_at = $3 WHERE id = $1",
-        user_id, password_hash, now,
+        user_id,
+        password_hash,
+        now,
     )
 
 
@@ -87,9 +115,9 @@ async def client_users(conn: asyncpg.Connection, client_id: str) -> list[asyncpg
 
 async def users_by_ids(conn: asyncpg.Connection, client_id: str, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
     return await conn.fetch(
-        f"SELECT {USER_COLUMNS} FROM portal_users WHERE client_id = $1 AND id = ANY($2::uuid[])"
-        " ORDER BY lower(email)",
-        client_id, ids,
+        f"SELECT {USER_COLUMNS} FROM portal_users WHERE client_id = $1 AND id = ANY($2::uuid[]) ORDER BY lower(email)",
+        client_id,
+        ids,
     )
 
 
@@ -102,7 +130,8 @@ async def downline(conn: asyncpg.Connection, user_id: uuid.UUID, client_id: str)
         "  UNION SELECT u.id FROM portal_users u JOIN below b ON u.parent_user_id = b.id"
         "  WHERE u.client_id = $2"
         ") SELECT id FROM below",
-        user_id, client_id,
+        user_id,
+        client_id,
     )
     return [r["id"] for r in rows]
 
@@ -124,9 +153,7 @@ async def ancestors(conn: asyncpg.Connection, user_id: uuid.UUID) -> list[uuid.U
 
 async def lock_failures(conn: asyncpg.Connection, email_key: str) -> asyncpg.Record:
     """The failure counter of an email, locked until commit so that parallel guesses queue."""
-    await conn.execute(
-        "INSERT INTO portal_login_failures (email_key) VALUES ($1) ON CONFLICT DO NOTHING", email_key
-    )
+    await conn.execute("INSERT INTO portal_login_failures (email_key) VALUES ($1) ON CONFLICT DO NOTHING", email_key)
     return await conn.fetchrow(
         "SELECT failed_count, last_failed_at FROM portal_login_failures WHERE email_key = $1 FOR UPDATE",
         email_key,
@@ -136,7 +163,9 @@ async def lock_failures(conn: asyncpg.Connection, email_key: str) -> asyncpg.Rec
 async def record_failure(conn: asyncpg.Connection, email_key: str, failed_count: int, now: datetime) -> None:
     await conn.execute(
         "UPDATE portal_login_failures SET failed_count = $2, last_failed_at = $3 WHERE email_key = $1",
-        email_key, failed_count, now,
+        email_key,
+        failed_count,
+        now,
     )
 
 
@@ -147,12 +176,25 @@ async def clear_failures(conn: asyncpg.Connection, email_key: str) -> None:
 # --- Sessions ------------------------------------------------------------------------------------
 
 
-async def insert_session(conn: asyncpg.Connection, *, session_id: uuid.UUID, user_id: uuid.UUID, client_id: str,
-                         secret_hash: bytes, now: datetime, expires_at: datetime) -> None:
+async def insert_session(
+    conn: asyncpg.Connection,
+    *,
+    session_id: uuid.UUID,
+    user_id: uuid.UUID,
+    client_id: str,
+    secret_hash: bytes,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
     await conn.execute(
         "INSERT INTO portal_sessions (id, user_id, client_id, secret_hash, created_at, last_seen_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $5, $6)",
-        session_id, user_id, client_id, secret_hash, now, expires_at,
+        session_id,
+        user_id,
+        client_id,
+        secret_hash,
+        now,
+        expires_at,
     )
 
 
@@ -173,19 +215,27 @@ async def touch_session(conn: asyncpg.Connection, session_id: uuid.UUID, now: da
 
 
 async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, reason: str, now: datetime) -> bool:
-    return bool(await conn.fetchval(
-        "UPDATE portal_sessions SET revoked_at = $3, revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL"
-        " RETURNING true",
-        session_id, reason, now,
-    ))
+    return bool(
+        await conn.fetchval(
+            "UPDATE portal_sessions SET revoked_at = $3, revoked_reason = $2 WHERE id = $1 AND revoked_at IS NULL"
+            " RETURNING true",
+            session_id,
+            reason,
+            now,
+        )
+    )
 
 
-async def revoke_user_sessions(conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, now: datetime,
-                               *, keep: uuid.UUID | None = None) -> int:
+async def revoke_user_sessions(
+    conn: asyncpg.Connection, user_id: uuid.UUID, reason: str, now: datetime, *, keep: uuid.UUID | None = None
+) -> int:
     rows = await conn.fetch(
         "UPDATE portal_sessions SET revoked_at = $3, revoked_reason = $2"
         " WHERE user_id = $1 AND revoked_at IS NULL AND ($4::uuid IS NULL OR id <> $4) RETURNING id",
-        user_id, reason, now, keep,
+        user_id,
+        reason,
+        now,
+        keep,
     )
     return len(rows)
 
@@ -202,16 +252,31 @@ async def prune(conn: asyncpg.Connection, now: datetime, failures_before: dateti
 # --- Password resets -----------------------------------------------------------------------------
 
 
-async def insert_reset(conn: asyncpg.Connection, *, reset_id: uuid.UUID, user_id: uuid.UUID, secret_hash: bytes,
-                       purpose: str, now: datetime, expires_at: datetime) -> None:
+async def insert_reset(
+    conn: asyncpg.Connection,
+    *,
+    reset_id: uuid.UUID,
+    user_id: uuid.UUID,
+    secret_hash: bytes,
+    purpose: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
     await conn.execute(
         "INSERT INTO portal_password_resets (id, user_id, secret_hash, purpose, created_at, expires_at)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
-        reset_id, user_id, secret_hash, purpose, now, expires_at,
+        reset_id,
+        user_id,
+        secret_hash,
+        purpose,
+        now,
+        expires_at,
     )
 
 
-async def reset_by_id(conn: asyncpg.Connection, reset_id: uuid.UUID, *, for_update: bool = False) -> asyncpg.Record | None:
+async def reset_by_id(
+    conn: asyncpg.Connection, reset_id: uuid.UUID, *, for_update: bool = False
+) -> asyncpg.Record | None:
     lock = " FOR UPDATE" if for_update else ""
     return await conn.fetchrow(
         f"SELECT id, user_id, secret_hash, expires_at, used_at FROM portal_password_resets WHERE id = $1{lock}",
@@ -220,11 +285,14 @@ async def reset_by_id(conn: asyncpg.Connection, reset_id: uuid.UUID, *, for_upda
 
 
 async def recent_reset(conn: asyncpg.Connection, user_id: uuid.UUID, since: datetime) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT true FROM portal_password_resets WHERE user_id = $1 AND used_at IS NULL AND created_at >= $2"
-        " LIMIT 1",
-        user_id, since,
-    ))
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM portal_password_resets WHERE user_id = $1 AND used_at IS NULL AND created_at >= $2"
+            " LIMIT 1",
+            user_id,
+            since,
+        )
+    )
 
 
 async def spend_resets(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> None:
@@ -238,7 +306,10 @@ async def spend_resets(conn: asyncpg.Connection, user_id: uuid.UUID, now: dateti
 
 
 async def lead_sold_to(conn: asyncpg.Connection, lead_id: uuid.UUID, client_id: str) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT true FROM deliveries WHERE lead_id = $1 AND client_id = $2 AND status = 'succeeded' LIMIT 1",
-        lead_id, client_id,
-    ))
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM deliveries WHERE lead_id = $1 AND client_id = $2 AND status = 'succeeded' LIMIT 1",
+            lead_id,
+            client_id,
+        )
+    )

@@ -114,7 +114,7 @@ class Deps:
 @dataclass(frozen=True)
 class RequestMeta:
     message_id: str | None = None
-    deadline: float | None = None        # unix seconds: the caller stops waiting then
+    deadline: float | None = None  # unix seconds: the caller stops waiting then
 
     @classmethod
     def from_message(cls, message_id: str | None, headers: dict[str, Any] | None) -> RequestMeta:
@@ -146,7 +146,7 @@ async def answer(deps: Deps, body: Any, meta: RequestMeta) -> PortalAuthReply:
         return await HANDLERS[request.op](deps, request, meta, deps.clock())
     except Refused as refused:
         return refused.failure
-    except Exception as exc:  # noqa: BLE001 - the caller gets an answer whatever happens
+    except Exception as exc:  # the caller gets an answer whatever happens
         log.error("portal_auth %s failed: %s", request.op, describe(exc), exc_info=not isinstance(exc, OSError))
         return fail("unavailable")
 
@@ -162,7 +162,8 @@ async def _claim(conn: asyncpg.Connection, meta: RequestMeta) -> None:
 def _access(catalog: Catalog, *, client_id: str, user_enabled: bool = True) -> rules.AccessRefusal | None:
     client = catalog.clients_by_id.get(client_id)
     return rules.portal_access(
-        user_enabled=user_enabled, client_known=client is not None,
+        user_enabled=user_enabled,
+        client_known=client is not None,
         client_active=client is not None and client.active,
         lock_inactive_clients=bool(catalog.option(client_id, "disable_portal_for_inactive_clients")),
     )
@@ -170,15 +171,29 @@ def _access(catalog: Catalog, *, client_id: str, user_enabled: bool = True) -> r
 
 def _portal_user(row: asyncpg.Record) -> PortalUser:
     return PortalUser(
-        id=row["id"], client_id=row["client_id"], email=row["email"], name=row["name"],
-        is_admin=row["is_admin"], view_downline=row["view_downline"], enabled=row["enabled"],
-        notify_new_leads=row["notify_new_leads"], parent_user_id=row["parent_user_id"], phone=row["phone"],
+        id=row["id"],
+        client_id=row["client_id"],
+        email=row["email"],
+        name=row["name"],
+        is_admin=row["is_admin"],
+        view_downline=row["view_downline"],
+        enabled=row["enabled"],
+        notify_new_leads=row["notify_new_leads"],
+        parent_user_id=row["parent_user_id"],
+        phone=row["phone"],
         has_password=row["password_hash"] is not None,
     )
 
 
-async def _identity(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record, *, session_id: uuid.UUID,
-                    last_seen_at: datetime, expires_at: datetime) -> Identity:
+async def _identity(
+    conn: asyncpg.Connection,
+    deps: Deps,
+    user: asyncpg.Record,
+    *,
+    session_id: uuid.UUID,
+    last_seen_at: datetime,
+    expires_at: datetime,
+) -> Identity:
     scope = rules.visibility(is_admin=user["is_admin"], view_downline=user["view_downline"])
     visible: list[uuid.UUID] | None
     if scope == "all":
@@ -188,9 +203,16 @@ async def _identity(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record, 
     else:
         visible = [user["id"]]
     return Identity(
-        session_id=session_id, user_id=user["id"], client_id=user["client_id"], email=user["email"],
-        name=user["name"], is_admin=user["is_admin"], view_downline=user["view_downline"], scope=scope,
-        visible_user_ids=visible, session_expires_at=expires_at,
+        session_id=session_id,
+        user_id=user["id"],
+        client_id=user["client_id"],
+        email=user["email"],
+        name=user["name"],
+        is_admin=user["is_admin"],
+        view_downline=user["view_downline"],
+        scope=scope,
+        visible_user_ids=visible,
+        session_expires_at=expires_at,
         idle_expires_at=rules.idle_expires_at(last_seen_at, expires_at, deps.config.session_policy()),
     )
 
@@ -216,8 +238,13 @@ async def _authenticate(conn: asyncpg.Connection, deps: Deps, token: str, now: d
     row = await store.session_with_user(conn, parts[0])
     if row is None or not credentials.secret_matches(parts[1], row["secret_hash"]):
         raise Refused(fail("session_invalid"))
-    state = rules.session_state(last_seen_at=row["last_seen_at"], expires_at=row["expires_at"],
-                                revoked_at=row["revoked_at"], now=now, policy=deps.config.session_policy())
+    state = rules.session_state(
+        last_seen_at=row["last_seen_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+        now=now,
+        policy=deps.config.session_policy(),
+    )
     if state == "revoked":
         raise Refused(fail("session_invalid"))
     if state != "live":
@@ -238,28 +265,52 @@ async def _start_attempt(conn: asyncpg.Connection, deps: Deps, key: str, now: da
     throttle = rules.login_throttle(counter["failed_count"], counter["last_failed_at"], now, policy)
     if not throttle.allowed:
         assert throttle.retry_after is not None
-        raise Refused(fail("throttled", f"too many failed attempts; try again after "
-                                        f"{throttle.retry_after.isoformat(timespec='seconds')}",
-                           throttle.retry_after))
+        raise Refused(
+            fail(
+                "throttled",
+                f"too many failed attempts; try again after {throttle.retry_after.isoformat(timespec='seconds')}",
+                throttle.retry_after,
+            )
+        )
     failures = rules.current_failures(counter["failed_count"], counter["last_failed_at"], now, policy)
     await store.record_failure(conn, key, failures + 1, now)
 
 
-async def _send_reset(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record, purpose: str,
-                      now: datetime) -> None:
-    ttl = (timedelta(hours=deps.config.invite_hours) if purpose == "invite"
-           else timedelta(minutes=deps.config.reset_minutes))
+async def _send_reset(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record, purpose: str, now: datetime) -> None:
+    ttl = (
+        timedelta(hours=deps.config.invite_hours)
+        if purpose == "invite"
+        else timedelta(minutes=deps.config.reset_minutes)
+    )
     reset_id, token, secret_hash = credentials.new_token()
-    await store.insert_reset(conn, reset_id=reset_id, user_id=user["id"], secret_hash=secret_hash,
-                             purpose=purpose, now=now, expires_at=now + ttl)
+    await store.insert_reset(
+        conn,
+        reset_id=reset_id,
+        user_id=user["id"],
+        secret_hash=secret_hash,
+        purpose=purpose,
+        now=now,
+        expires_at=now + ttl,
+    )
     base = deps.settings.portal_base_url.rstrip("/")
-    await add_event(conn, "notify.password_reset", NotificationRequested(
-        notification_id=reset_id, kind="password_reset", to=[user["email"]], client_id=user["client_id"],
-        portal_link=f"{base}/reset/{token}",
-        subject="Set your Client Portal password" if purpose == "invite" else "Reset your Client Portal password",
-        data={"purpose": purpose, "user_id": str(user["id"]), "user_name": user["name"],
-              "expires_at": (now + ttl).isoformat()},
-    ))
+    await add_event(
+        conn,
+        "notify.password_reset",
+        NotificationRequested(
+            notification_id=reset_id,
+            kind="password_reset",
+            to=[user["email"]],
+            client_id=user["client_id"],
+            portal_link=f"{base}/reset/{token}",
+            subject="Set your Client Portal password" if purpose == "invite" else "Reset your Client Portal password",
+            data={
+                "purpose": purpose,
+                "user_id": str(user["id"]),
+                "user_name": user["name"],
+                "expires_at": (now + ttl).isoformat(),
+            },
+        ),
+    )
 
 
 # --- Login and sessions --------------------------------------------------------------------------
@@ -288,8 +339,15 @@ async def login(deps: Deps, req: Login, meta: RequestMeta, now: datetime) -> Por
             await store.set_password(conn, user["id"], rehash, now)
         session_id, token, secret_hash = credentials.new_token()
         expires_at = now + policy.lifetime
-        await store.insert_session(conn, session_id=session_id, user_id=user["id"], client_id=user["client_id"],
-                                   secret_hash=secret_hash, now=now, expires_at=expires_at)
+        await store.insert_session(
+            conn,
+            session_id=session_id,
+            user_id=user["id"],
+            client_id=user["client_id"],
+            secret_hash=secret_hash,
+            now=now,
+            expires_at=expires_at,
+        )
         identity = await _identity(conn, deps, user, session_id=session_id, last_seen_at=now, expires_at=expires_at)
     log.info("portal user %s of client %s logged in", user["id"], user["client_id"])
     return LoginOk(session_token=token, identity=identity)
@@ -298,8 +356,9 @@ async def login(deps: Deps, req: Login, meta: RequestMeta, now: datetime) -> Por
 async def verify(deps: Deps, req: Verify, meta: RequestMeta, now: datetime) -> PortalAuthReply:
     async with deps.get_pool().acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
-        return await _identity(conn, deps, session.user, session_id=session.session_id, last_seen_at=now,
-                               expires_at=session.expires_at)
+        return await _identity(
+            conn, deps, session.user, session_id=session.session_id, last_seen_at=now, expires_at=session.expires_at
+        )
 
 
 async def logout(deps: Deps, req: Logout, meta: RequestMeta, now: datetime) -> PortalAuthReply:
@@ -349,15 +408,18 @@ async def change_password(deps: Deps, req: ChangePassword, meta: RequestMeta, no
     return Done(count=count)
 
 
-async def request_password_reset(deps: Deps, req: RequestPasswordReset, meta: RequestMeta,
-                                 now: datetime) -> PortalAuthReply:
+async def request_password_reset(
+    deps: Deps, req: RequestPasswordReset, meta: RequestMeta, now: datetime
+) -> PortalAuthReply:
     """Always `Done`: the answer never tells whether the email belongs to a user. A reset email
     goes out only to an enabled user who could use the portal, at most once a minute."""
     async with deps.get_pool().acquire() as conn, conn.transaction():
         await _claim(conn, meta)
         user = await store.user_by_email(conn, rules.email_key(req.email))
-        if user is None or _access(deps.get_catalog(), client_id=user["client_id"],
-                                   user_enabled=user["enabled"]) is not None:
+        if (
+            user is None
+            or _access(deps.get_catalog(), client_id=user["client_id"], user_enabled=user["enabled"]) is not None
+        ):
             return Done()
         if await store.recent_reset(conn, user["id"], now - RESET_COOLDOWN):
             return Done()
@@ -375,8 +437,12 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
     pool = deps.get_pool()
 
     def usable(reset: asyncpg.Record | None) -> bool:
-        return (reset is not None and reset["used_at"] is None and now < reset["expires_at"]
-                and credentials.secret_matches(secret, reset["secret_hash"]))
+        return (
+            reset is not None
+            and reset["used_at"] is None
+            and now < reset["expires_at"]
+            and credentials.secret_matches(secret, reset["secret_hash"])
+        )
 
     async with pool.acquire() as conn:
         reset = await store.reset_by_id(conn, reset_id)
@@ -389,7 +455,7 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
     new_hash = await deps.passwords.hash(new_password)
     async with pool.acquire() as conn, conn.transaction():
         await _claim(conn, meta)
-        if not usable(await store.reset_by_id(conn, reset_id, for_update=True)):   # spent while hashing
+        if not usable(await store.reset_by_id(conn, reset_id, for_update=True)):  # spent while hashing
             return fail("reset_invalid")
         await store.set_password(conn, user["id"], new_hash, now)
         await store.spend_resets(conn, user["id"], now)
@@ -410,23 +476,43 @@ async def check_link(deps: Deps, req: CheckLink, meta: RequestMeta, now: datetim
             sold = await store.lead_sold_to(conn, claims.lead_id, claims.client_id)
     expire_days = int(catalog.option(claims.client_id, "expire_portal_email_link_days")) if claims else 0
     refusal = rules.link_refusal(
-        claims, now=now, expire_days=expire_days, wanted_lead=req.lead_id, wanted_client=req.client_id,
-        sold_to_client=sold, client_refusal=_access(catalog, client_id=claims.client_id) if claims else None,
+        claims,
+        now=now,
+        expire_days=expire_days,
+        wanted_lead=req.lead_id,
+        wanted_client=req.client_id,
+        sold_to_client=sold,
+        client_refusal=_access(catalog, client_id=claims.client_id) if claims else None,
     )
     if refusal is not None:
         return fail(refusal)
     assert claims is not None
-    return LinkGrant(client_id=claims.client_id, lead_id=claims.lead_id, issued_at=claims.issued_at,
-                     expires_at=rules.link_expires_at(claims.issued_at, expire_days))
+    return LinkGrant(
+        client_id=claims.client_id,
+        lead_id=claims.lead_id,
+        issued_at=claims.issued_at,
+        expires_at=rules.link_expires_at(claims.issued_at, expire_days),
+    )
 
 
 # --- Users ---------------------------------------------------------------------------------------
 
 
 async def add_user(
-    conn: asyncpg.Connection, deps: Deps, *, client_id: str, email: str, name: str, password_hash: str | None,
-    is_admin: bool, view_downline: bool = False, enabled: bool = True, notify_new_leads: bool = False,
-    parent_user_id: uuid.UUID | None = None, phone: str | None = None, now: datetime,
+    conn: asyncpg.Connection,
+    deps: Deps,
+    *,
+    client_id: str,
+    email: str,
+    name: str,
+    password_hash: str | None,
+    is_admin: bool,
+    view_downline: bool = False,
+    enabled: bool = True,
+    notify_new_leads: bool = False,
+    parent_user_id: uuid.UUID | None = None,
+    phone: str | None = None,
+    now: datetime,
 ) -> asyncpg.Record:
     """Insert a user of `client_id` (call inside a transaction). The first user of a client is
     an enabled admin whatever was asked: someone must be able to manage the others."""
@@ -435,17 +521,31 @@ async def add_user(
         is_admin, enabled = True, True
     if parent_user_id is not None:
         parent = await store.user_by_id(conn, parent_user_id)
-        problem = rules.parent_problem(user_id=None, parent_id=parent_user_id,
-                                       parent_client_id=parent["client_id"] if parent else None,
-                                       client_id=client_id, parent_ancestors=[])
+        problem = rules.parent_problem(
+            user_id=None,
+            parent_id=parent_user_id,
+            parent_client_id=parent["client_id"] if parent else None,
+            client_id=client_id,
+            parent_ancestors=[],
+        )
         if problem is not None:
             raise Refused(fail("bad_request", problem))
     try:
-        async with conn.transaction():   # a savepoint, so a taken email leaves the caller's transaction usable
+        async with conn.transaction():  # a savepoint, so a taken email leaves the caller's transaction usable
             user = await store.insert_user(
-                conn, user_id=uuid.uuid4(), client_id=client_id, email=email.strip(), name=name,
-                password_hash=password_hash, is_admin=is_admin, view_downline=view_downline, enabled=enabled,
-                notify_new_leads=notify_new_leads, parent_user_id=parent_user_id, phone=phone, now=now,
+                conn,
+                user_id=uuid.uuid4(),
+                client_id=client_id,
+                email=email.strip(),
+                name=name,
+                password_hash=password_hash,
+                is_admin=is_admin,
+                view_downline=view_downline,
+                enabled=enabled,
+                notify_new_leads=notify_new_leads,
+                parent_user_id=parent_user_id,
+                phone=phone,
+                now=now,
             )
     except asyncpg.UniqueViolationError:
         raise Refused(fail("conflict")) from None
@@ -469,10 +569,19 @@ async def create_user(deps: Deps, req: CreateUser, meta: RequestMeta, now: datet
             await _claim(conn, meta)
             # The client is always the admin's own: a request cannot name another.
             user = await add_user(
-                conn, deps, client_id=session.user["client_id"], email=req.email, name=req.name,
-                password_hash=password_hash, is_admin=req.is_admin, view_downline=req.view_downline,
-                enabled=req.enabled, notify_new_leads=req.notify_new_leads, parent_user_id=req.parent_user_id,
-                phone=req.phone, now=now,
+                conn,
+                deps,
+                client_id=session.user["client_id"],
+                email=req.email,
+                name=req.name,
+                password_hash=password_hash,
+                is_admin=req.is_admin,
+                view_downline=req.view_downline,
+                enabled=req.enabled,
+                notify_new_leads=req.notify_new_leads,
+                parent_user_id=req.parent_user_id,
+                phone=req.phone,
+                now=now,
             )
     log.info("portal user %s created in client %s by %s", user["id"], user["client_id"], session.user["id"])
     return UserOk(user=_portal_user(user))
@@ -496,14 +605,17 @@ async def update_user(deps: Deps, req: UpdateUser, meta: RequestMeta, now: datet
             # Another client's user is reported as missing: its existence is none of the caller's business.
             if target is None or target["client_id"] != actor.client_id:
                 raise Refused(fail("not_found"))
-            if not rules.may_change(actor, target_id=target["id"], target_client_id=target["client_id"],
-                                    fields=frozenset(changes)):
+            if not rules.may_change(
+                actor, target_id=target["id"], target_client_id=target["client_id"], fields=frozenset(changes)
+            ):
                 raise Refused(fail("forbidden", "only an admin user may change this"))
             if changes.get("parent_user_id") is not None:
                 parent = await store.user_by_id(conn, changes["parent_user_id"])
                 problem = rules.parent_problem(
-                    user_id=target["id"], parent_id=changes["parent_user_id"],
-                    parent_client_id=parent["client_id"] if parent else None, client_id=actor.client_id,
+                    user_id=target["id"],
+                    parent_id=changes["parent_user_id"],
+                    parent_client_id=parent["client_id"] if parent else None,
+                    client_id=actor.client_id,
                     parent_ancestors=await store.ancestors(conn, changes["parent_user_id"]) if parent else [],
                 )
                 if problem is not None:
@@ -511,7 +623,8 @@ async def update_user(deps: Deps, req: UpdateUser, meta: RequestMeta, now: datet
             if rules.leaves_client_without_admin(
                 enabled_admins=await store.count_enabled_admins(conn, actor.client_id),
                 target_is_enabled_admin=target["is_admin"] and target["enabled"],
-                stays_enabled_admin=changes.get("is_admin", target["is_admin"]) and changes.get("enabled", target["enabled"]),
+                stays_enabled_admin=changes.get("is_admin", target["is_admin"])
+                and changes.get("enabled", target["enabled"]),
             ):
                 raise Refused(fail("forbidden", "a client needs at least one enabled admin user"))
             user = await store.update_user(conn, target["id"], changes, now)
@@ -528,8 +641,7 @@ async def list_users(deps: Deps, req: ListUsers, meta: RequestMeta, now: datetim
         if user["is_admin"]:
             rows = await store.client_users(conn, user["client_id"])
         else:
-            ids = (await store.downline(conn, user["id"], user["client_id"]) if user["view_downline"]
-                   else [user["id"]])
+            ids = await store.downline(conn, user["id"], user["client_id"]) if user["view_downline"] else [user["id"]]
             rows = await store.users_by_ids(conn, user["client_id"], ids)
     return UserList(users=[_portal_user(r) for r in rows])
 
@@ -559,5 +671,5 @@ async def prune_forever(deps: Deps, interval: float = 300.0) -> None:
                 await store.prune(conn, now, now - deps.config.login_policy().lock_for)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - housekeeping waits for the next round
+        except Exception:  # housekeeping waits for the next round
             log.warning("portal_auth pruning failed", exc_info=True)

@@ -47,8 +47,10 @@ def _admin(args: argparse.Namespace) -> str:
 
 async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
-        result = await usecases.decide_return(pool, ReturnDecide(
-            return_id=args.return_id, decision=args.decision, note=args.note, decided_by=_admin(args)))
+        result = await usecases.decide_return(
+            pool,
+            ReturnDecide(return_id=args.return_id, decision=args.decision, note=args.note, decided_by=_admin(args)),
+        )
     print(result.message, file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1
 
@@ -56,11 +58,22 @@ async def _decide(args: argparse.Namespace, settings: Settings) -> int:
 async def _request(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         _, catalog = await load_latest(pool)
-        outcome = await usecases.request_return(pool, catalog, ReturnRequest(
-            return_id=uuid.uuid4(), client_id=args.client_id, lead_id=args.lead_id, reason=args.reason,
-            comment=args.comment, requested_by=f"cli:{getpass.getuser()}"))
-    print(f"return {outcome.return_id}: {outcome.status}"
-          + (f" ({outcome.decision_reason}: {outcome.detail})" if outcome.decision_reason else ""))
+        outcome = await usecases.request_return(
+            pool,
+            catalog,
+            ReturnRequest(
+                return_id=uuid.uuid4(),
+                client_id=args.client_id,
+                lead_id=args.lead_id,
+                reason=args.reason,
+                comment=args.comment,
+                requested_by=f"cli:{getpass.getuser()}",
+            ),
+        )
+    print(
+        f"return {outcome.return_id}: {outcome.status}"
+        + (f" ({outcome.decision_reason}: {outcome.detail})" if outcome.decision_reason else "")
+    )
     return 0 if outcome.status != "denied" else 1
 
 
@@ -68,15 +81,18 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         rows = await store.list_returns(pool, client_id=args.client, status=args.status, limit=args.limit)
     for r in rows:
-        print(f"{r['id']}  {r['requested_at']:%Y-%m-%d %H:%M}  {r['client_id']:<16} {r['status']:<8}"
-              f" {r['decision_reason'] or '':<16} lead {r['lead_id']}  {r['reason']}")
+        print(
+            f"{r['id']}  {r['requested_at']:%Y-%m-%d %H:%M}  {r['client_id']:<16} {r['status']:<8}"
+            f" {r['decision_reason'] or '':<16} lead {r['lead_id']}  {r['reason']}"
+        )
     return 0
 
 
 async def _order_status(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
-        change = await usecases.order_command(pool, OrderCommand(
-            order_id=args.order_id, action=args.action, requested_by=f"cli:{getpass.getuser()}"))
+        change = await usecases.order_command(
+            pool, OrderCommand(order_id=args.order_id, action=args.action, requested_by=f"cli:{getpass.getuser()}")
+        )
     if not change.ok:
         print(f"order {args.order_id}: {change.error}", file=sys.stderr)
         return 1
@@ -87,11 +103,15 @@ async def _order_status(args: argparse.Namespace, settings: Settings) -> int:
 async def _show(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         figures = await orders.order_figures(pool, client_id=args.client)
-    print(f"{'order':<20} {'client':<14} {'type':<14} {'status':<7} {'total':>10} {'received':>10}"
-          f" {'remaining':>10} {'in flight':>10} {'cost':>10} {'paid':>10}")
+    print(
+        f"{'order':<20} {'client':<14} {'type':<14} {'status':<7} {'total':>10} {'received':>10}"
+        f" {'remaining':>10} {'in flight':>10} {'cost':>10} {'paid':>10}"
+    )
     for f in figures:
-        print(f"{f.order_id:<20} {f.client_id:<14} {f.order_type:<14} {f.status:<7} {f.total:>10} {f.received:>10}"
-              f" {f.remaining:>10} {f.in_flight:>10} {f.cost:>10} {f.amount_paid:>10}")
+        print(
+            f"{f.order_id:<20} {f.client_id:<14} {f.order_type:<14} {f.status:<7} {f.total:>10} {f.received:>10}"
+            f" {f.remaining:>10} {f.in_flight:>10} {f.cost:>10} {f.amount_paid:>10}"
+        )
     return 0
 
 

@@ -59,13 +59,23 @@ def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INT
         raw = incoming()
         key = original_routing_key(raw)
         if key == "return.request":
-            await usecases.request_return(runtime.pool, runtime.catalog, ReturnRequest.model_validate(body),
-                                          reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+            await usecases.request_return(
+                runtime.pool,
+                runtime.catalog,
+                ReturnRequest.model_validate(body),
+                reply_to=raw.reply_to,
+                correlation_id=raw.correlation_id,
+            )
         elif key == "return.decide":
             await usecases.decide_return(runtime.pool, ReturnDecide.model_validate(body), message_id=raw.message_id)
         elif key == "order.command":
-            await usecases.order_command(runtime.pool, OrderCommand.model_validate(body), message_id=raw.message_id,
-                                         reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+            await usecases.order_command(
+                runtime.pool,
+                OrderCommand.model_validate(body),
+                message_id=raw.message_id,
+                reply_to=raw.reply_to,
+                correlation_id=raw.correlation_id,
+            )
         else:
             raise ValueError(f"returns.commands has no handler for routing key {key!r}")
 

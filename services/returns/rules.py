@@ -39,14 +39,16 @@ class Cap:
         return self.counted + 1 <= self.allowed
 
     def describe(self) -> str:
-        return (f"{self.scope} cap {self.pct}%: {self.counted} returned of {self.delivered} delivered this month,"
-                f" {self.allowed} allowed")
+        return (
+            f"{self.scope} cap {self.pct}%: {self.counted} returned of {self.delivered} delivered this month,"
+            f" {self.allowed} allowed"
+        )
 
 
 @dataclass(frozen=True)
 class Decision:
     status: Literal["pending", "approved", "denied"]
-    reason: str | None          # a DecisionReason, None while pending
+    reason: str | None  # a DecisionReason, None while pending
     detail: str | None = None
 
     @property
@@ -87,8 +89,9 @@ def month_bounds(at: datetime, time_zone: str) -> tuple[datetime, datetime]:
     return datetime(year, month, 1, tzinfo=zone), datetime(next_year, next_month, 1, tzinfo=zone)
 
 
-def check_request(*, delivered_at: datetime | None, already_returned: bool, lead_type: LeadType | None,
-                  reason: str, now: datetime) -> Decision | None:
+def check_request(
+    *, delivered_at: datetime | None, already_returned: bool, lead_type: LeadType | None, reason: str, now: datetime
+) -> Decision | None:
     """A denial for a request no cap needs to look at, or None when the request is admissible.
     A lead type without return reasons accepts any reason."""
     if delivered_at is None:
@@ -100,8 +103,9 @@ def check_request(*, delivered_at: datetime | None, already_returned: bool, lead
         return Decision("denied", "invalid_reason", f"reason must be one of: {', '.join(reasons)}")
     window = lead_type.return_window_days if lead_type is not None else DEFAULT_WINDOW_DAYS
     if now - delivered_at > timedelta(days=window):
-        return Decision("denied", "window_expired",
-                        f"delivered {delivered_at.isoformat()}, return window is {window} days")
+        return Decision(
+            "denied", "window_expired", f"delivered {delivered_at.isoformat()}, return window is {window} days"
+        )
     return None
 
 

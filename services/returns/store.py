@@ -22,7 +22,8 @@ async def lock_client(conn: asyncpg.Connection, client_id: str) -> None:
 
 async def find_return(conn: asyncpg.Connection, return_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1" + (" FOR UPDATE" if lock else ""), return_id)
+        f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1" + (" FOR UPDATE" if lock else ""), return_id
+    )
 
 
 async def delivered_lead(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> asyncpg.Record | None:
@@ -32,13 +33,17 @@ async def delivered_lead(conn: asyncpg.Connection, client_id: str, lead_id: uuid
         " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
         " WHERE d.lead_id = $1 AND d.client_id = $2 AND d.status = 'succeeded'"
         " ORDER BY d.completed_at DESC LIMIT 1",
-        lead_id, client_id,
+        lead_id,
+        client_id,
     )
 
 
 async def lead_is_held(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> bool:
-    return bool(await conn.fetchval(
-        "SELECT true FROM returns WHERE client_id = $1 AND lead_id = $2 AND holds_lead", client_id, lead_id))
+    return bool(
+        await conn.fetchval(
+            "SELECT true FROM returns WHERE client_id = $1 AND lead_id = $2 AND holds_lead", client_id, lead_id
+        )
+    )
 
 
 async def account_month(conn: asyncpg.Connection, account_id: str, start: datetime, end: datetime) -> tuple[int, int]:
@@ -48,7 +53,9 @@ async def account_month(conn: asyncpg.Connection, account_id: str, start: dateti
         "        AND completed_at >= $2 AND completed_at < $3) AS delivered,"
         "       (SELECT count(*) FROM returns WHERE delivery_account_id = $1 AND holds_lead"
         "        AND status IN ('pending', 'approved') AND delivered_at >= $2 AND delivered_at < $3) AS counted",
-        account_id, start, end,
+        account_id,
+        start,
+        end,
     )
     return row["delivered"], row["counted"]
 
@@ -61,7 +68,9 @@ async def order_month(conn: asyncpg.Connection, order_id: str, start: datetime, 
         "        AND d.completed_at >= $2 AND d.completed_at < $3) AS delivered,"
         "       (SELECT count(*) FROM returns WHERE order_id = $1 AND holds_lead"
         "        AND status IN ('pending', 'approved') AND delivered_at >= $2 AND delivered_at < $3) AS counted",
-        order_id, start, end,
+        order_id,
+        start,
+        end,
     )
     return row["delivered"], row["counted"]
 
@@ -75,28 +84,72 @@ async def client_time_zone(conn: asyncpg.Connection, client_id: str) -> str:
 
 
 async def insert_return(
-    conn: asyncpg.Connection, *, return_id: uuid.UUID, client_id: str, lead_id: uuid.UUID,
-    delivery_id: uuid.UUID | None, delivery_account_id: str | None, order_id: str | None, reason: str,
-    comment: str | None, status: str, decision_reason: str | None, note: str | None, requested_by: str | None,
-    holds_lead: bool, delivered_at: datetime | None, now: datetime,
+    conn: asyncpg.Connection,
+    *,
+    return_id: uuid.UUID,
+    client_id: str,
+    lead_id: uuid.UUID,
+    delivery_id: uuid.UUID | None,
+    delivery_account_id: str | None,
+    order_id: str | None,
+    reason: str,
+    comment: str | None,
+    status: str,
+    decision_reason: str | None,
+    note: str | None,
+    requested_by: str | None,
+    holds_lead: bool,
+    delivered_at: datetime | None,
+    now: datetime,
 ) -> bool:
     """False when this return id exists already (a repeated request)."""
-    return bool(await conn.fetchval(
-        "INSERT INTO returns (id, client_id, lead_id, delivery_id, delivery_account_id, order_id, reason, comment,"
-        " status, decision_reason, note, requested_by, holds_lead, delivered_at, requested_at, decided_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        " ON CONFLICT (id) DO NOTHING RETURNING true",
-        return_id, client_id, lead_id, delivery_id, delivery_account_id, order_id, reason, comment, status,
-        decision_reason, note, requested_by, holds_lead, delivered_at, now, None if status == "pending" else now,
-    ))
+    return bool(
+        await conn.fetchval(
+            "INSERT INTO returns (id, client_id, lead_id, delivery_id, delivery_account_id, order_id, reason, comment,"
+            " status, decision_reason, note, requested_by, holds_lead, delivered_at, requested_at, decided_at)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            " ON CONFLICT (id) DO NOTHING RETURNING true",
+            return_id,
+            client_id,
+            lead_id,
+            delivery_id,
+            delivery_account_id,
+            order_id,
+            reason,
+            comment,
+            status,
+            decision_reason,
+            note,
+            requested_by,
+            holds_lead,
+            delivered_at,
+            now,
+            None if status == "pending" else now,
+        )
+    )
 
 
-async def decide(conn: asyncpg.Connection, return_id: uuid.UUID, *, status: str, decision_reason: str,
-                 note: str | None, decided_by: str | None, credit: Decimal, now: datetime) -> None:
+async def decide(
+    conn: asyncpg.Connection,
+    return_id: uuid.UUID,
+    *,
+    status: str,
+    decision_reason: str,
+    note: str | None,
+    decided_by: str | None,
+    credit: Decimal,
+    now: datetime,
+) -> None:
     await conn.execute(
         "UPDATE returns SET status = $2, decision_reason = $3, note = $4, decided_by = $5, credit = $6,"
         " decided_at = $7 WHERE id = $1",
-        return_id, status, decision_reason, note, decided_by, credit, now,
+        return_id,
+        status,
+        decision_reason,
+        note,
+        decided_by,
+        credit,
+        now,
     )
 
 
@@ -109,28 +162,39 @@ async def credit_balance(conn: asyncpg.Connection, client_id: str, amount: Decim
     if not await conn.fetchval(
         "INSERT INTO client_balance_entries (client_id, amount, kind, return_id) VALUES ($1, $2, 'return_credit', $3)"
         " ON CONFLICT (return_id) DO NOTHING RETURNING true",
-        client_id, amount, return_id,
+        client_id,
+        amount,
+        return_id,
     ):
         return False
     await conn.execute(
         "INSERT INTO client_balances (client_id, balance) VALUES ($1, $2)"
         " ON CONFLICT (client_id) DO UPDATE SET balance = client_balances.balance + excluded.balance,"
         " updated_at = now()",
-        client_id, amount,
+        client_id,
+        amount,
     )
     return True
 
 
 async def balance(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Decimal:
     return await conn.fetchval(
-        "SELECT coalesce((SELECT balance FROM client_balances WHERE client_id = $1), 0)", client_id)
+        "SELECT coalesce((SELECT balance FROM client_balances WHERE client_id = $1), 0)", client_id
+    )
 
 
-async def list_returns(conn: asyncpg.Connection | asyncpg.Pool, *, client_id: str | None = None,
-                       status: str | None = None, limit: int = 100) -> list[asyncpg.Record]:
+async def list_returns(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    client_id: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+) -> list[asyncpg.Record]:
     """Newest first; pass client_id for anything a client sees."""
     return await conn.fetch(
         f"SELECT {RETURN_COLUMNS} FROM returns WHERE ($1::text IS NULL OR client_id = $1)"
         " AND ($2::text IS NULL OR status = $2) ORDER BY requested_at DESC LIMIT $3",
-        client_id, status, limit,
+        client_id,
+        status,
+        limit,
     )

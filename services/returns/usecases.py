@@ -36,16 +36,30 @@ ORDER_CONSUMER = "returns.order-command"
 
 def _requested(row: asyncpg.Record, detail: str | None = None) -> ReturnRequested:
     return ReturnRequested(
-        return_id=row["id"], client_id=row["client_id"], lead_id=row["lead_id"], delivery_id=row["delivery_id"],
-        delivery_account_id=row["delivery_account_id"], order_id=row["order_id"], reason=row["reason"],
-        comment=row["comment"], status=row["status"], decision_reason=row["decision_reason"],
-        detail=detail or row["note"], requested_at=row["requested_at"],
+        return_id=row["id"],
+        client_id=row["client_id"],
+        lead_id=row["lead_id"],
+        delivery_id=row["delivery_id"],
+        delivery_account_id=row["delivery_account_id"],
+        order_id=row["order_id"],
+        reason=row["reason"],
+        comment=row["comment"],
+        status=row["status"],
+        decision_reason=row["decision_reason"],
+        detail=detail or row["note"],
+        requested_at=row["requested_at"],
     )
 
 
-async def request_return(pool: asyncpg.Pool, catalog: Catalog, request: ReturnRequest, *,
-                         reply_to: str | None = None, correlation_id: str | None = None,
-                         now: datetime | None = None) -> ReturnRequested:
+async def request_return(
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    request: ReturnRequest,
+    *,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+) -> ReturnRequested:
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
         existing = await store.find_return(conn, request.return_id)
@@ -66,14 +80,21 @@ async def request_return(pool: asyncpg.Pool, catalog: Catalog, request: ReturnRe
         decision = rules.check_request(
             delivered_at=delivered_at,
             already_returned=await store.lead_is_held(conn, request.client_id, request.lead_id),
-            lead_type=lead_type, reason=request.reason, now=now,
+            lead_type=lead_type,
+            reason=request.reason,
+            now=now,
         )
         if decision is None:
             time_zone = await store.client_time_zone(conn, request.client_id)
             start, end = rules.month_bounds(delivered_at, time_zone)
             account_id = delivery["delivery_account_id"]
-            caps = [rules.Cap("delivery_account", rules.account_pct(catalog, request.client_id, account_id),
-                              *await store.account_month(conn, account_id, start, end))]
+            caps = [
+                rules.Cap(
+                    "delivery_account",
+                    rules.account_pct(catalog, request.client_id, account_id),
+                    *await store.account_month(conn, account_id, start, end),
+                )
+            ]
             if order_id is not None:
                 pct = rules.order_pct(catalog, request.client_id, await store.order_return_pct(conn, order_id))
                 caps.append(rules.Cap("order", pct, *await store.order_month(conn, order_id, start, end)))
@@ -81,34 +102,55 @@ async def request_return(pool: asyncpg.Pool, catalog: Catalog, request: ReturnRe
             decision = rules.decide(caps, auto_approve=bool(client and client.auto_approve_returns))
 
         await store.insert_return(
-            conn, return_id=request.return_id, client_id=request.client_id, lead_id=request.lead_id,
+            conn,
+            return_id=request.return_id,
+            client_id=request.client_id,
+            lead_id=request.lead_id,
             delivery_id=delivery["id"] if delivery else None,
-            delivery_account_id=delivery["delivery_account_id"] if delivery else None, order_id=order_id,
-            reason=request.reason, comment=request.comment, status=decision.status,
-            decision_reason=decision.reason, note=decision.detail, requested_by=request.requested_by,
-            holds_lead=decision.holds_lead, delivered_at=delivered_at, now=now,
+            delivery_account_id=delivery["delivery_account_id"] if delivery else None,
+            order_id=order_id,
+            reason=request.reason,
+            comment=request.comment,
+            status=decision.status,
+            decision_reason=decision.reason,
+            note=decision.detail,
+            requested_by=request.requested_by,
+            holds_lead=decision.holds_lead,
+            delivered_at=delivered_at,
+            now=now,
         )
         credit = order_credit = Decimal("0")
         if decision.status == "approved":
-            credit, order_credit = await _credit(conn, request.return_id, request.client_id,
-                                                 delivery["id"], now)
+            credit, order_credit = await _credit(conn, request.return_id, request.client_id, delivery["id"], now)
         row = await store.find_return(conn, request.return_id)
         outcome = _requested(row)
         await add_event(conn, "return.requested", outcome)
         if decision.status != "pending":
-            await add_event(conn, "return.decided", ReturnDecided(
-                return_id=row["id"], client_id=row["client_id"], lead_id=row["lead_id"],
-                delivery_id=row["delivery_id"], order_id=order_id, status=decision.status,
-                decision_reason=decision.reason, note=decision.detail, credit=credit, order_credit=order_credit,
-                decided_at=now,
-            ))
+            await add_event(
+                conn,
+                "return.decided",
+                ReturnDecided(
+                    return_id=row["id"],
+                    client_id=row["client_id"],
+                    lead_id=row["lead_id"],
+                    delivery_id=row["delivery_id"],
+                    order_id=order_id,
+                    status=decision.status,
+                    decision_reason=decision.reason,
+                    note=decision.detail,
+                    credit=credit,
+                    order_credit=order_credit,
+                    decided_at=now,
+                ),
+            )
         if reply_to:
             await add_reply(conn, reply_to, correlation_id, outcome)
         return outcome
 
 
-async def _credit(conn: asyncpg.Connection, return_id, client_id: str, delivery_id, now: datetime
-                  ) -> tuple[Decimal, Decimal]:
+async def _credit(
+    conn: asyncpg.Connection, return_id, client_id: str, delivery_id, now: datetime
+) -> tuple[Decimal, Decimal]:
     """Approval's money: the sale price back to the client's balance, the sale back to its order."""
     price = await store.delivery_price(conn, delivery_id)
     await store.credit_balance(conn, client_id, price, return_id)
@@ -124,8 +166,9 @@ class DecideResult:
     message: str
 
 
-async def decide_return(pool: asyncpg.Pool, command: ReturnDecide, *, message_id: str | None = None,
-                        now: datetime | None = None) -> DecideResult:
+async def decide_return(
+    pool: asyncpg.Pool, command: ReturnDecide, *, message_id: str | None = None, now: datetime | None = None
+) -> DecideResult:
     now = now or datetime.now(UTC)
     target = "approved" if command.decision == "approve" else "denied"
     async with pool.acquire() as conn, conn.transaction():
@@ -141,30 +184,70 @@ async def decide_return(pool: asyncpg.Pool, command: ReturnDecide, *, message_id
         if target == "approved":
             credit, order_credit = await _credit(conn, row["id"], row["client_id"], row["delivery_id"], now)
         # A denied return keeps holding its lead: an admin's denial is final for that lead.
-        await store.decide(conn, row["id"], status=target, decision_reason="admin", note=command.note or None,
-                           decided_by=command.decided_by, credit=credit, now=now)
-        await add_event(conn, "return.decided", ReturnDecided(
-            return_id=row["id"], client_id=row["client_id"], lead_id=row["lead_id"], delivery_id=row["delivery_id"],
-            order_id=row["order_id"], status=target, decision_reason="admin", note=command.note or None,
-            decided_by=command.decided_by, credit=credit, order_credit=order_credit, decided_at=now,
-        ))
-        return DecideResult(True, target, f"return {row['id']} {target}" +
-                            (f"; {credit} credited to {row['client_id']}" if target == "approved" else ""))
+        await store.decide(
+            conn,
+            row["id"],
+            status=target,
+            decision_reason="admin",
+            note=command.note or None,
+            decided_by=command.decided_by,
+            credit=credit,
+            now=now,
+        )
+        await add_event(
+            conn,
+            "return.decided",
+            ReturnDecided(
+                return_id=row["id"],
+                client_id=row["client_id"],
+                lead_id=row["lead_id"],
+                delivery_id=row["delivery_id"],
+                order_id=row["order_id"],
+                status=target,
+                decision_reason="admin",
+                note=command.note or None,
+                decided_by=command.decided_by,
+                credit=credit,
+                order_credit=order_credit,
+                decided_at=now,
+            ),
+        )
+        return DecideResult(
+            True,
+            target,
+            f"return {row['id']} {target}"
+            + (f"; {credit} credited to {row['client_id']}" if target == "approved" else ""),
+        )
 
 
-async def order_command(pool: asyncpg.Pool, command: OrderCommand, *, message_id: str | None = None,
-                        reply_to: str | None = None, correlation_id: str | None = None,
-                        now: datetime | None = None) -> orders.StatusChange:
+async def order_command(
+    pool: asyncpg.Pool,
+    command: OrderCommand,
+    *,
+    message_id: str | None = None,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+    now: datetime | None = None,
+) -> orders.StatusChange:
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
         if message_id is not None and not await claim_message(conn, ORDER_CONSUMER, message_id):
             return orders.StatusChange(command.order_id, ok=True, status=None, error="repeated message")
         change = await orders.change_status(
-            conn, order_id=command.order_id, action=command.action, now=now, client_id=command.client_id,
-            requested_by=command.requested_by)
+            conn,
+            order_id=command.order_id,
+            action=command.action,
+            now=now,
+            client_id=command.client_id,
+            requested_by=command.requested_by,
+        )
         if reply_to:
-            await add_reply(conn, reply_to, correlation_id, OrderCommandResult(
-                order_id=change.order_id, ok=change.ok, status=change.status, error=change.error))
+            await add_reply(
+                conn,
+                reply_to,
+                correlation_id,
+                OrderCommandResult(order_id=change.order_id, ok=change.ok, status=change.status, error=change.error),
+            )
         return change
 
 

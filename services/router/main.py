@@ -24,7 +24,10 @@ def build(settings: Settings | None = None) -> Runtime:
         key = str((raw.headers or {}).get(IDEMPOTENCY_HEADER) or raw.message_id or "")
         ctx = usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
         await usecases.receive_lead(
-            runtime.pool, runtime.catalog, lead, ctx,
+            runtime.pool,
+            runtime.catalog,
+            lead,
+            ctx,
             after_commit=lambda: runtime.crash_point("router.after_commit"),
         )
 

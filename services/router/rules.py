@@ -24,10 +24,14 @@ from shared.catalog.model import (
     Schedule,
 )
 
-US_STATES = frozenset(
-    "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM "
-    "NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR VI GU AS MP".split()
-)
+# fmt: off
+US_STATES = frozenset([
+    "AL", "AK", "AZ", "AR", "CA", "CO", "CT", "DE", "DC", "FL", "GA", "HI", "ID", "IL", "IN", "IA", "KS",
+    "KY", "LA", "ME", "MD", "MA", "MI", "MN", "MS", "MO", "MT", "NE", "NV", "NH", "NJ", "NM", "NY", "NC",
+    "ND", "OH", "OK", "OR", "PA", "RI", "SC", "SD", "TN", "TX", "UT", "VT", "VA", "WA", "WV", "WI", "WY",
+    "PR", "VI", "GU", "AS", "MP",
+])
+# fmt: on
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ZIP = re.compile(r"^(\d{5})(?:-?(\d{4}))?$")
 MONEY = re.compile(r"^\$?\s*(-?[\d,]*\.?\d*)$")
@@ -180,9 +184,16 @@ def in_schedule(schedule: Schedule, time_zone: str, now: datetime) -> bool:
     return schedule.start <= local.time().replace(tzinfo=None) <= schedule.end
 
 
-def eligible_accounts(catalog: Catalog, lead_type_id: str, fields: dict[str, Any], now: datetime,
-                      *, paused: frozenset[str] = frozenset(), excluded_clients: frozenset[str] = frozenset(),
-                      only_client: str | None = None) -> list[DeliveryAccount]:
+def eligible_accounts(
+    catalog: Catalog,
+    lead_type_id: str,
+    fields: dict[str, Any],
+    now: datetime,
+    *,
+    paused: frozenset[str] = frozenset(),
+    excluded_clients: frozenset[str] = frozenset(),
+    only_client: str | None = None,
+) -> list[DeliveryAccount]:
     """Accounts that may take this lead before counting caps and orders: active account and client,
     not auto-paused, same lead type, every criterion met, inside the schedule in the client's time
     zone, no cap of 0."""
@@ -203,17 +214,26 @@ def eligible_accounts(catalog: Catalog, lead_type_id: str, fields: dict[str, Any
     return result
 
 
-def narrow(accounts: list[DeliveryAccount], *, paused: frozenset[str] = frozenset(),
-           excluded_clients: frozenset[str] = frozenset(), only_client: str | None = None) -> list[DeliveryAccount]:
+def narrow(
+    accounts: list[DeliveryAccount],
+    *,
+    paused: frozenset[str] = frozenset(),
+    excluded_clients: frozenset[str] = frozenset(),
+    only_client: str | None = None,
+) -> list[DeliveryAccount]:
     """`eligible_accounts` with pauses, exclusions and a forced client applied afterwards: the
     same accounts as passing them to `eligible_accounts`, without checking criteria again."""
     return [a for a in accounts if _wanted(a, paused, excluded_clients, only_client)]
 
 
-def _wanted(account: DeliveryAccount, paused: frozenset[str], excluded_clients: frozenset[str],
-            only_client: str | None) -> bool:
-    return (account.id not in paused and account.client not in excluded_clients
-            and (only_client is None or account.client == only_client))
+def _wanted(
+    account: DeliveryAccount, paused: frozenset[str], excluded_clients: frozenset[str], only_client: str | None
+) -> bool:
+    return (
+        account.id not in paused
+        and account.client not in excluded_clients
+        and (only_client is None or account.client == only_client)
+    )
 
 
 # --- Groups, stages and the next step -------------------------------------------------------------
@@ -248,8 +268,9 @@ def max_sales(catalog: Catalog, lead_type_id: str, source_id: str) -> int:
 
 def force_target(catalog: Catalog, force_id: str) -> str | None:
     """The client a force id names, through the Delivery Force ID Mapping option."""
-    field = {"client_id": "id"}.get(catalog.options.delivery_force_id_mapping.value,
-                                     catalog.options.delivery_force_id_mapping.value)
+    field = {"client_id": "id"}.get(
+        catalog.options.delivery_force_id_mapping.value, catalog.options.delivery_force_id_mapping.value
+    )
     wanted = force_id.strip().casefold()
     for client in catalog.clients:
         value = getattr(client, field)
@@ -258,8 +279,9 @@ def force_target(catalog: Catalog, force_id: str) -> str | None:
     return None
 
 
-def order_accounts(method: Distribution, accounts: list[DeliveryAccount], position: dict[str, int],
-                   turn: int) -> list[DeliveryAccount]:
+def order_accounts(
+    method: Distribution, accounts: list[DeliveryAccount], position: dict[str, int], turn: int
+) -> list[DeliveryAccount]:
     """The order in which an exclusive group offers a lead to its eligible accounts.
 
     priority: 0 first (negatives before it), ties by catalog order; highest_price: price, then
@@ -295,8 +317,11 @@ def group_layout(catalog: Catalog) -> list[tuple[str, bool, Distribution, tuple[
     layout = []
     grouped: set[str] = set()
     for group in catalog.groups:
-        exclusive = (group.apply_groups_as_criteria if group.apply_groups_as_criteria is not None
-                     else catalog.options.apply_groups_as_criteria)
+        exclusive = (
+            group.apply_groups_as_criteria
+            if group.apply_groups_as_criteria is not None
+            else catalog.options.apply_groups_as_criteria
+        )
         layout.append((group.id, exclusive, group.distribution, group.clients))
         grouped.update(group.clients)
     rest = tuple(c.id for c in catalog.clients if c.id not in grouped)
@@ -311,9 +336,9 @@ def rotating_groups(catalog: Catalog, accounts: list[DeliveryAccount]) -> list[s
     clients = {a.client for a in accounts}
     result = []
     for group_id, exclusive, method, members in group_layout(catalog):
-        if exclusive and method in (Distribution.round_robin, Distribution.weighted):
-            if sum(1 for a in accounts if a.client in members) > 1 and clients & set(members):
-                result.append(group_id)
+        rotating = exclusive and method in (Distribution.round_robin, Distribution.weighted)
+        if rotating and sum(1 for a in accounts if a.client in members) > 1 and clients & set(members):
+            result.append(group_id)
     return result
 
 
@@ -345,21 +370,22 @@ class Attempt:
 
     account: str
     client: str
-    status: str   # requested | posting | succeeded | failed
+    status: str  # requested | posting | succeeded | failed
 
 
 @dataclass(frozen=True)
 class NextStep:
-    request: tuple[tuple[str, str], ...] = ()   # (group, account) to reserve and send now
-    done: bool = False                          # nothing in flight and nothing left to try
+    request: tuple[tuple[str, str], ...] = ()  # (group, account) to reserve and send now
+    done: bool = False  # nothing in flight and nothing left to try
     sold: bool = False
 
 
 IN_FLIGHT = frozenset({"requested", "posting"})
 
 
-def next_step(stages: list[Stage], attempts: list[Attempt], skipped: set[str], max_sales: int,
-              client_of: dict[str, str]) -> NextStep:
+def next_step(
+    stages: list[Stage], attempts: list[Attempt], skipped: set[str], max_sales: int, client_of: dict[str, str]
+) -> NextStep:
     """Where a lead stands and what to send next. Groups are served in order: a group's turn ends
     when it sold (exclusive), or when everything it could try has finished; a client never gets
     the same lead twice; sales never exceed max_sales, counting deliveries still in flight."""
@@ -372,8 +398,7 @@ def next_step(stages: list[Stage], attempts: list[Attempt], skipped: set[str], m
         mine = [a for a in attempts if a.account in stage.accounts]
         waiting = any(a.status in IN_FLIGHT for a in mine)
         room = max_sales - sold - in_flight
-        candidates = [acc for acc in stage.accounts
-                      if acc not in tried and client_of.get(acc) not in taken_clients]
+        candidates = [acc for acc in stage.accounts if acc not in tried and client_of.get(acc) not in taken_clients]
         if stage.exclusive:
             if any(a.status == "succeeded" for a in mine):
                 continue  # this group has sold: on to the next group

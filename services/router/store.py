@@ -15,11 +15,24 @@ from shared.outbox import claim_in_statement, event_in_statement
 
 
 async def insert_lead(
-    conn: asyncpg.Connection, *, lead_id: uuid.UUID, source_id: str, idempotency_key: str,
-    lead_type_id: str, fields: dict[str, Any], force_id: str | None, reply_to: str | None,
-    correlation_id: str | None, status: str, reason: str | None = None, errors: list[dict[str, str]] | None = None,
-    fingerprint: str | None = None, plan: list[dict[str, Any]] | None = None, max_sales: int = 1,
-    excluded_clients: list[str] | None = None, original_lead_id: uuid.UUID | None = None,
+    conn: asyncpg.Connection,
+    *,
+    lead_id: uuid.UUID,
+    source_id: str,
+    idempotency_key: str,
+    lead_type_id: str,
+    fields: dict[str, Any],
+    force_id: str | None,
+    reply_to: str | None,
+    correlation_id: str | None,
+    status: str,
+    reason: str | None = None,
+    errors: list[dict[str, str]] | None = None,
+    fingerprint: str | None = None,
+    plan: list[dict[str, Any]] | None = None,
+    max_sales: int = 1,
+    excluded_clients: list[str] | None = None,
+    original_lead_id: uuid.UUID | None = None,
 ) -> bool:
     """Store a new lead as decided ('rejected', 'duplicate', 'unsold') or being routed ('routing',
     with its plan). False when this source already sent this key: the (source, idempotency key)
@@ -30,8 +43,22 @@ async def insert_lead(
         " decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
         " CASE WHEN $7 = 'routing' THEN NULL ELSE now() END)"
         " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING true",
-        lead_id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to, correlation_id,
-        reason, errors, fingerprint, plan or [], max_sales, excluded_clients or [], original_lead_id,
+        lead_id,
+        source_id,
+        idempotency_key,
+        lead_type_id,
+        fields,
+        force_id,
+        status,
+        reply_to,
+        correlation_id,
+        reason,
+        errors,
+        fingerprint,
+        plan or [],
+        max_sales,
+        excluded_clients or [],
+        original_lead_id,
     )
     return bool(inserted)
 
@@ -48,18 +75,23 @@ async def find_original(
     return await conn.fetchrow(
         "SELECT id FROM leads WHERE lead_type_id = $1 AND fingerprint = $2 AND received_at >= $3"
         " AND status <> 'rejected' ORDER BY received_at LIMIT 1",
-        lead_type_id, fingerprint, since,
+        lead_type_id,
+        fingerprint,
+        since,
     )
 
 
-async def clients_with_fingerprint(conn: asyncpg.Connection, lead_type_id: str, fingerprint: str,
-                                   since: datetime) -> set[str]:
+async def clients_with_fingerprint(
+    conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime
+) -> set[str]:
     """Clients that received (or are being sent) an earlier lead with this fingerprint."""
     rows = await conn.fetch(
         "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
         " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3"
         " AND d.status IN ('requested', 'posting', 'succeeded')",
-        lead_type_id, fingerprint, since,
+        lead_type_id,
+        fingerprint,
+        since,
     )
     return {r["client_id"] for r in rows}
 
@@ -84,20 +116,25 @@ async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: li
     await conn.execute("UPDATE leads SET skipped = $2 WHERE id = $1", lead_id, skipped)
 
 
-async def decide_lead(conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, reason: str | None,
-                      event: list[Any]) -> None:
+async def decide_lead(
+    conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, reason: str | None, event: list[Any]
+) -> None:
     """The routed lead's outcome, once its deliveries are done, with its `lead.<status>` event
     (`outbox.event_params`) in one round trip."""
     event_cte, notified = event_in_statement("decided", 4)
     await conn.execute(
         "WITH decided AS (UPDATE leads SET status = $2, reason = $3, decided_at = now() WHERE id = $1 RETURNING id),"
         f" {event_cte} SELECT {notified}",
-        lead_id, status, reason, *event,
+        lead_id,
+        status,
+        reason,
+        *event,
     )
 
 
-async def claim_and_lock_lead(conn: asyncpg.Connection, consumer: str, message_id: str,
-                              lead_id: uuid.UUID) -> tuple[bool, asyncpg.Record | None]:
+async def claim_and_lock_lead(
+    conn: asyncpg.Connection, consumer: str, message_id: str, lead_id: uuid.UUID
+) -> tuple[bool, asyncpg.Record | None]:
     """Claim a message in the inbox and, the first time only, lock its lead: (claimed, lead row or
     None). One round trip. The lead's deliveries must be read by a later statement: one that
     waited here for the lock would read them as of before the wait."""
@@ -107,13 +144,19 @@ async def claim_and_lock_lead(conn: asyncpg.Connection, consumer: str, message_i
         " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, skipped,"
         "  max_sales, original_lead_id, reply_to, correlation_id FROM leads WHERE id = $3 AND c.claimed"
         "  FOR UPDATE) l ON true",
-        consumer, message_id, lead_id,
+        consumer,
+        message_id,
+        lead_id,
     )
     return row["claimed"], row if row["id"] is not None else None
 
 
-async def take_caps(conn: asyncpg.Connection, account_id: str, windows: list[tuple[str, datetime, int]],
-                    sale: tuple[str, date, uuid.UUID]) -> tuple[list[list[str]] | None, asyncpg.Record | None]:
+async def take_caps(
+    conn: asyncpg.Connection,
+    account_id: str,
+    windows: list[tuple[str, datetime, int]],
+    sale: tuple[str, date, uuid.UUID],
+) -> tuple[list[list[str]] | None, asyncpg.Record | None]:
     """Count one sale in each of an account's cap windows, and read the order lookup of the sale
     (`orders.sale_lookup` for (client, day, delivery id)) in the same round trip. Returns the
     windows as [period, start] keys, or None when one of them is full — then the caller rolls back
@@ -132,8 +175,13 @@ async def take_caps(conn: asyncpg.Connection, account_id: str, windows: list[tup
         "  WHERE cap_usage.used < (SELECT w.cap FROM w WHERE w.period = excluded.period)"
         "  RETURNING 1)"
         f" SELECT (SELECT count(*) FROM taken) AS taken, {sale_lookup(5, 6, 1, 7)}",
-        account_id, [p for p, _, _ in windows], [s for _, s, _ in windows], [c for _, _, c in windows],
-        client_id, day, delivery_id,
+        account_id,
+        [p for p, _, _ in windows],
+        [s for _, s, _ in windows],
+        [c for _, _, c in windows],
+        client_id,
+        day,
+        delivery_id,
     )
     if row["taken"] < len(windows):
         return None, row
@@ -151,16 +199,33 @@ async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None
     )
 
 
-async def request_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID, lead_id: uuid.UUID,
-                           client_id: str, account_id: str, price: Decimal, group_id: str,
-                           cap_keys: list[list[str]], order_id: str | None, event: list[Any]) -> None:
+async def request_delivery(
+    conn: asyncpg.Connection,
+    delivery_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    client_id: str,
+    account_id: str,
+    price: Decimal,
+    group_id: str,
+    cap_keys: list[list[str]],
+    order_id: str | None,
+    event: list[Any],
+) -> None:
     """Insert the delivery and its `delivery.requested` event (`outbox.event_params`) in one round trip."""
     event_cte, notified = event_in_statement("delivery", 9)
     await conn.execute(
         "WITH delivery AS (INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status,"
         " group_id, cap_keys, order_id) VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $8) RETURNING id),"
         f" {event_cte} SELECT {notified}",
-        delivery_id, lead_id, client_id, account_id, price, group_id, cap_keys, order_id, *event,
+        delivery_id,
+        lead_id,
+        client_id,
+        account_id,
+        price,
+        group_id,
+        cap_keys,
+        order_id,
+        *event,
     )
 
 

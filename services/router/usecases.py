@@ -50,7 +50,11 @@ class LeadContext:
 
 
 async def receive_lead(
-    pool: asyncpg.Pool, catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime | None = None,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    lead: InboundLead,
+    ctx: LeadContext,
+    now: datetime | None = None,
     after_commit: Callable[[], None] | None = None,
 ) -> uuid.UUID | None:
     """Validate and store a lead, then reject it, mark it duplicate, or start offering it to the
@@ -75,37 +79,61 @@ async def receive_lead(
     return lead_id
 
 
-async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead, ctx: LeadContext,
-                   now: datetime, validated: tuple[dict[str, Any], list[rules.FieldProblem]],
-                   turns: dict[str, int], paused: frozenset[str],
-                   candidates: list[DeliveryAccount]) -> uuid.UUID | None:
+async def _receive(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    lead: InboundLead,
+    ctx: LeadContext,
+    now: datetime,
+    validated: tuple[dict[str, Any], list[rules.FieldProblem]],
+    turns: dict[str, int],
+    paused: frozenset[str],
+    candidates: list[DeliveryAccount],
+) -> uuid.UUID | None:
     lead_id = uuid.uuid4()
     problems: list[rules.FieldProblem] = []
     if not ctx.idempotency_key:
         # Kept and answered like any invalid lead, under a key of its own: without a key from
         # the source a re-send cannot be recognised.
         ctx.idempotency_key = f"missing:{lead_id}"
-        problems.append(rules.FieldProblem(
-            "message_id", "an idempotency key is required: set the AMQP message_id property or an"
-            " 'idempotency-key' header"))
+        problems.append(
+            rules.FieldProblem(
+                "message_id",
+                "an idempotency key is required: set the AMQP message_id property or an 'idempotency-key' header",
+            )
+        )
 
     async def store_lead(status: str, **decided: Any) -> bool:
         """Insert the lead with what was decided of it; False when this source already sent this
         key (a redelivery, or a re-send): then nothing of this decision stays."""
         return await store.insert_lead(
-            conn, lead_id=lead_id, source_id=lead.source, idempotency_key=ctx.idempotency_key,
-            lead_type_id=lead.lead_type, force_id=lead.force_id, reply_to=ctx.reply_to,
-            correlation_id=ctx.correlation_id, status=status, **{"fields": lead.fields, **decided},
+            conn,
+            lead_id=lead_id,
+            source_id=lead.source,
+            idempotency_key=ctx.idempotency_key,
+            lead_type_id=lead.lead_type,
+            force_id=lead.force_id,
+            reply_to=ctx.reply_to,
+            correlation_id=ctx.correlation_id,
+            status=status,
+            **{"fields": lead.fields, **decided},
         )
 
     def outcome(status: str, **kw: Any) -> LeadOutcome:
-        return LeadOutcome(lead_id=lead_id, status=status, source=lead.source,
-                           idempotency_key=ctx.idempotency_key, lead_type=lead.lead_type,
-                           decided_at=now, **kw)
+        return LeadOutcome(
+            lead_id=lead_id,
+            status=status,
+            source=lead.source,
+            idempotency_key=ctx.idempotency_key,
+            lead_type=lead.lead_type,
+            decided_at=now,
+            **kw,
+        )
 
     async def finish(status: str, reason: str, **kw: Any) -> uuid.UUID | None:
-        if not await store_lead(status, reason=reason, original_lead_id=kw.get("original_lead_id"),
-                                fingerprint=kw.pop("fingerprint", None)):
+        if not await store_lead(
+            status, reason=reason, original_lead_id=kw.get("original_lead_id"), fingerprint=kw.pop("fingerprint", None)
+        ):
             return None
         await _emit_outcome(conn, outcome(status, reason=reason, **kw), ctx.reply_to, ctx.correlation_id)
         return lead_id
@@ -124,8 +152,9 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
         errors = [FieldError(field=p.field, message=p.message) for p in problems]
         if not await store_lead("rejected", reason="invalid lead", errors=[e.model_dump() for e in errors]):
             return None
-        await _emit_outcome(conn, outcome("rejected", reason="invalid lead", errors=errors),
-                            ctx.reply_to, ctx.correlation_id)
+        await _emit_outcome(
+            conn, outcome("rejected", reason="invalid lead", errors=errors), ctx.reply_to, ctx.correlation_id
+        )
         return lead_id
 
     # Duplicates: the fingerprint lock makes the check and the insert one atomic step across
@@ -153,54 +182,104 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, lead: InboundLead
         target = rules.force_target(catalog, lead.force_id)
         if target is None:
             mapping = catalog.options.delivery_force_id_mapping.value
-            return await finish("unsold", f"force id {lead.force_id!r} matches no client ({mapping})",
-                                original_lead_id=original_id, fingerprint=fp)
+            return await finish(
+                "unsold",
+                f"force id {lead.force_id!r} matches no client ({mapping})",
+                original_lead_id=original_id,
+                fingerprint=fp,
+            )
         eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded), only_client=target)
         stages = rules.forced_stages(catalog, eligible, target)
         if not stages:
-            return await finish("unsold", f"no eligible delivery account of forced client {target!r}",
-                                original_lead_id=original_id, fingerprint=fp)
+            return await finish(
+                "unsold",
+                f"no eligible delivery account of forced client {target!r}",
+                original_lead_id=original_id,
+                fingerprint=fp,
+            )
     else:
         eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded))
         stages = rules.build_stages(catalog, eligible, turns)
 
-    if not await store_lead("routing", fields=fields, fingerprint=fp, plan=[s.to_json() for s in stages],
-                            max_sales=max_sales, excluded_clients=sorted(excluded), original_lead_id=original_id):
+    if not await store_lead(
+        "routing",
+        fields=fields,
+        fingerprint=fp,
+        plan=[s.to_json() for s in stages],
+        max_sales=max_sales,
+        excluded_clients=sorted(excluded),
+        original_lead_id=original_id,
+    ):
         return None
-    state = _LeadState(lead_id, lead.source, ctx.idempotency_key, lead_type.id, fields, stages, set(), max_sales,
-                       original_id, ctx.reply_to, ctx.correlation_id)
+    state = _LeadState(
+        lead_id,
+        lead.source,
+        ctx.idempotency_key,
+        lead_type.id,
+        fields,
+        stages,
+        set(),
+        max_sales,
+        original_id,
+        ctx.reply_to,
+        ctx.correlation_id,
+    )
     await _advance(conn, catalog, state, [], now)
     return lead_id
 
 
 class _LeadState:
-    def __init__(self, lead_id: uuid.UUID, source: str, key: str, lead_type: str, fields: dict[str, Any],
-                 stages: list[rules.Stage], skipped: set[str], max_sales: int, original_lead_id: uuid.UUID | None,
-                 reply_to: str | None, correlation_id: str | None) -> None:
+    def __init__(
+        self,
+        lead_id: uuid.UUID,
+        source: str,
+        key: str,
+        lead_type: str,
+        fields: dict[str, Any],
+        stages: list[rules.Stage],
+        skipped: set[str],
+        max_sales: int,
+        original_lead_id: uuid.UUID | None,
+        reply_to: str | None,
+        correlation_id: str | None,
+    ) -> None:
         self.lead_id, self.source, self.key, self.lead_type, self.fields = lead_id, source, key, lead_type, fields
         self.stages, self.skipped, self.max_sales = stages, skipped, max_sales
         self.original_lead_id, self.reply_to, self.correlation_id = original_lead_id, reply_to, correlation_id
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> _LeadState:
-        return cls(row["id"], row["source_id"], row["idempotency_key"], row["lead_type_id"], row["fields"],
-                   [rules.Stage.from_json(s) for s in row["plan"]], set(row["skipped"]), row["max_sales"],
-                   row["original_lead_id"], row["reply_to"], row["correlation_id"])
+        return cls(
+            row["id"],
+            row["source_id"],
+            row["idempotency_key"],
+            row["lead_type_id"],
+            row["fields"],
+            [rules.Stage.from_json(s) for s in row["plan"]],
+            set(row["skipped"]),
+            row["max_sales"],
+            row["original_lead_id"],
+            row["reply_to"],
+            row["correlation_id"],
+        )
 
 
-async def _emit_outcome(conn: asyncpg.Connection, outcome: LeadOutcome, reply_to: str | None,
-                        correlation_id: str | None) -> None:
+async def _emit_outcome(
+    conn: asyncpg.Connection, outcome: LeadOutcome, reply_to: str | None, correlation_id: str | None
+) -> None:
     await add_event(conn, f"lead.{outcome.status}", outcome)
     if reply_to:
         await add_reply(conn, reply_to, correlation_id, outcome)
 
 
-async def _advance(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState,
-                   deliveries: list[asyncpg.Record], now: datetime) -> None:
+async def _advance(
+    conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, deliveries: list[asyncpg.Record], now: datetime
+) -> None:
     """Send the lead to whatever its plan says comes next, or decide its outcome."""
     attempts = store.as_attempts(deliveries)
-    client_of = {a: catalog.accounts_by_id[a].client for s in lead.stages for a in s.accounts
-                 if a in catalog.accounts_by_id}
+    client_of = {
+        a: catalog.accounts_by_id[a].client for s in lead.stages for a in s.accounts if a in catalog.accounts_by_id
+    }
     skipped_before = len(lead.skipped)
     while True:
         step = rules.next_step(lead.stages, attempts, lead.skipped, lead.max_sales, client_of)
@@ -219,8 +298,9 @@ async def _advance(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState,
         await store.save_skipped(conn, lead.lead_id, sorted(lead.skipped))
 
 
-async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, group_id: str,
-                               account_id: str, now: datetime) -> uuid.UUID | None:
+async def _reserve_and_request(
+    conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, group_id: str, account_id: str, now: datetime
+) -> uuid.UUID | None:
     """Take the account's cap units and order share, then ask delivery to post. All or nothing
     (a savepoint): an account that cannot take the lead keeps nothing reserved."""
     account = catalog.accounts_by_id.get(account_id)
@@ -235,29 +315,48 @@ async def _reserve_and_request(conn: asyncpg.Connection, catalog: Catalog, lead:
     await conn.execute("SAVEPOINT reserve")
     try:
         cap_keys, found = await store.take_caps(
-            conn, account.id, rules.cap_windows(account.caps, client.time_zone, now),
-            (account.client, orders.sale_day(catalog, account, now), delivery_id))
+            conn,
+            account.id,
+            rules.cap_windows(account.caps, client.time_zone, now),
+            (account.client, orders.sale_day(catalog, account, now), delivery_id),
+        )
         if cap_keys is None:
             raise _Unavailable
-        order_id = await orders.reserve(conn, catalog=catalog, account=account, delivery_id=delivery_id,
-                                        price=account.price, now=now, found=found)
+        order_id = await orders.reserve(
+            conn, catalog=catalog, account=account, delivery_id=delivery_id, price=account.price, now=now, found=found
+        )
         if account.require_order and order_id is None:
             raise _Unavailable
     except _Unavailable:
         await conn.execute("ROLLBACK TO SAVEPOINT reserve")
         return None
     await store.request_delivery(
-        conn, delivery_id, lead.lead_id, account.client, account.id, account.price, group_id, cap_keys, order_id,
-        event_params("delivery.requested", DeliveryRequested(
-            delivery_id=delivery_id, lead_id=lead.lead_id, lead_type=lead.lead_type, client_id=account.client,
-            delivery_account_id=account.id, price=account.price, fields=lead.fields,
-        )),
+        conn,
+        delivery_id,
+        lead.lead_id,
+        account.client,
+        account.id,
+        account.price,
+        group_id,
+        cap_keys,
+        order_id,
+        event_params(
+            "delivery.requested",
+            DeliveryRequested(
+                delivery_id=delivery_id,
+                lead_id=lead.lead_id,
+                lead_type=lead.lead_type,
+                client_id=account.client,
+                delivery_account_id=account.id,
+                price=account.price,
+                fields=lead.fields,
+            ),
+        ),
     )
     return delivery_id
 
 
-async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[asyncpg.Record],
-                  now: datetime) -> None:
+async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[asyncpg.Record], now: datetime) -> None:
     sold = [d for d in deliveries if d["status"] == "succeeded"]
     if sold:
         status, reason = "sold", None
@@ -271,10 +370,23 @@ async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[a
     else:
         status, reason = "unsold", "no eligible delivery account"
     outcome = LeadOutcome(
-        lead_id=lead.lead_id, status=status, source=lead.source, idempotency_key=lead.key,
-        lead_type=lead.lead_type, decided_at=now, reason=reason, original_lead_id=lead.original_lead_id,
-        deliveries=[SoldDelivery(delivery_id=d["id"], client_id=d["client_id"],
-                                 delivery_account_id=d["delivery_account_id"], price=d["price"]) for d in sold],
+        lead_id=lead.lead_id,
+        status=status,
+        source=lead.source,
+        idempotency_key=lead.key,
+        lead_type=lead.lead_type,
+        decided_at=now,
+        reason=reason,
+        original_lead_id=lead.original_lead_id,
+        deliveries=[
+            SoldDelivery(
+                delivery_id=d["id"],
+                client_id=d["client_id"],
+                delivery_account_id=d["delivery_account_id"],
+                price=d["price"],
+            )
+            for d in sold
+        ],
     )
     await store.decide_lead(conn, lead.lead_id, status, reason, event_params(f"lead.{status}", outcome))
     if lead.reply_to:
@@ -282,7 +394,10 @@ async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[a
 
 
 async def record_delivery_result(
-    pool: asyncpg.Pool, catalog: Catalog, result: DeliverySucceeded | DeliveryFailed, message_id: str,
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    result: DeliverySucceeded | DeliveryFailed,
+    message_id: str,
     now: datetime | None = None,
 ) -> None:
     """A delivery finished: settle what it reserved, then move the lead on."""
@@ -300,8 +415,13 @@ async def record_delivery_result(
         if not succeeded:
             await store.release_caps(conn, result.delivery_id)
         if this is None or this["order_id"] is not None:
-            await orders.settle(conn, delivery_id=result.delivery_id, succeeded=succeeded,
-                                final_price=result.price if succeeded else 0, now=now)
+            await orders.settle(
+                conn,
+                delivery_id=result.delivery_id,
+                succeeded=succeeded,
+                final_price=result.price if succeeded else 0,
+                now=now,
+            )
         if row is None or row["status"] != "routing":
             return  # already decided: nothing more to send
         await _advance(conn, catalog, _LeadState.from_row(row), deliveries, now)

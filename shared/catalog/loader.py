@@ -13,8 +13,8 @@ from shared.catalog.model import Catalog, Location, cross_check
 
 @dataclass(frozen=True)
 class CatalogError:
-    location: str      # e.g. "delivery_accounts[2] (acme-post).criteria[0].field"
-    line: int | None   # 1-based line in the file, when known
+    location: str  # e.g. "delivery_accounts[2] (acme-post).criteria[0].field"
+    line: int | None  # 1-based line in the file, when known
     message: str
 
     def __str__(self) -> str:
@@ -74,7 +74,9 @@ def parse_catalog(text: str) -> Catalog:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise CatalogInvalid([CatalogError("(file)", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]) from exc
+        raise CatalogInvalid(
+            [CatalogError("(file)", mark.line + 1 if mark else None, f"not valid YAML: {exc}")]
+        ) from exc
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -92,7 +94,8 @@ def parse_catalog(text: str) -> Catalog:
         # reports every error in the file, not just the first layer of them.
         partial, positions, invalid_ids = _valid_entries(raw)
         errors += [
-            error(_remap(loc, positions), msg) for loc, msg in cross_check(partial)
+            error(_remap(loc, positions), msg)
+            for loc, msg in cross_check(partial)
             # A reference to an entry that is itself in error is not a second error.
             if not (msg.startswith("unknown ") and msg.split()[-1].strip("'") in invalid_ids)
         ]

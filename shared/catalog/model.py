@@ -44,14 +44,14 @@ class Options(Strict):
 
     # Default for groups that do not set their own apply_groups_as_criteria.
     apply_groups_as_criteria: bool = True
-    allow_confirm_price: bool = False                       # per-client override
+    allow_confirm_price: bool = False  # per-client override
     disable_portal_for_inactive_clients: bool = True
     # Days an emailed portal link keeps working; 0 means links never expire.
     expire_portal_email_link_days: int = Field(7, ge=0, le=3650)
     delivery_force_id_mapping: ForceIdMapping = ForceIdMapping.client_id
-    route_duplicate_leads: bool = False                     # per-client override
-    default_return_pct_delivery_accounts: Percent = Decimal("10")   # per-client override
-    default_return_pct_orders: Percent = Decimal("10")              # per-client override
+    route_duplicate_leads: bool = False  # per-client override
+    default_return_pct_delivery_accounts: Percent = Decimal("10")  # per-client override
+    default_return_pct_orders: Percent = Decimal("10")  # per-client override
 
 
 class ClientOptionOverrides(Strict):
@@ -274,13 +274,13 @@ class DeliveryAccount(Strict):
     lead_type: Id
     active: bool = True
     price: Money
-    priority: int = 0                 # 0 is highest; negatives allowed
+    priority: int = 0  # 0 is highest; negatives allowed
     weight: int = Field(1, ge=0, le=10_000)
     criteria: tuple[Criterion, ...] = ()
     schedule: Schedule = Schedule()
     caps: Caps = Caps()
     require_order: bool = False
-    max_return_pct: Percent | None = None      # None: client's, then the global default
+    max_return_pct: Percent | None = None  # None: client's, then the global default
     delivery: Annotated[HttpDelivery | EmailDelivery, Field(discriminator="method")]
 
 
@@ -349,10 +349,13 @@ class Catalog(Strict):
         override = getattr(client.options, name, None) if client else None
         if override is not None:
             return override
-        return getattr(self.options, {
-            "return_pct_delivery_accounts": "default_return_pct_delivery_accounts",
-            "return_pct_orders": "default_return_pct_orders",
-        }.get(name, name))
+        return getattr(
+            self.options,
+            {
+                "return_pct_delivery_accounts": "default_return_pct_delivery_accounts",
+                "return_pct_orders": "default_return_pct_orders",
+            }.get(name, name),
+        )
 
 
 Location = tuple[str | int, ...]
@@ -393,8 +396,9 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
             if client_id not in clients:
                 errors.append((("groups", i, "clients", j), f"unknown client {client_id!r}"))
             elif client_id in grouped:
-                errors.append((("groups", i, "clients", j),
-                               f"client {client_id!r} is already in group {grouped[client_id]!r}"))
+                errors.append(
+                    (("groups", i, "clients", j), f"client {client_id!r} is already in group {grouped[client_id]!r}")
+                )
             else:
                 grouped[client_id] = group.id
 
@@ -406,9 +410,13 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
             if value is None:
                 continue
             if value in seen_values:
-                errors.append((("clients", i, force_field.value),
-                               f"{force_field.value} {value!r} is also used by client {seen_values[value]!r};"
-                               " force ids must name one client"))
+                errors.append(
+                    (
+                        ("clients", i, force_field.value),
+                        f"{force_field.value} {value!r} is also used by client {seen_values[value]!r};"
+                        " force ids must name one client",
+                    )
+                )
             seen_values[value] = client.id
 
     for i, account in enumerate(catalog.delivery_accounts):
@@ -420,14 +428,22 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
             continue
         for j, criterion in enumerate(account.criteria):
             if criterion.field not in lead_type.field_names:
-                errors.append((("delivery_accounts", i, "criteria", j, "field"),
-                               f"no field {criterion.field!r} in lead type {lead_type.id!r}"))
+                errors.append(
+                    (
+                        ("delivery_accounts", i, "criteria", j, "field"),
+                        f"no field {criterion.field!r} in lead type {lead_type.id!r}",
+                    )
+                )
         delivery = account.delivery
         if isinstance(delivery, HttpDelivery):
             for buyer_field, lead_field in delivery.field_map.items():
                 if lead_field not in lead_type.field_names and lead_field not in ("lead_id", "price"):
-                    errors.append((("delivery_accounts", i, "delivery", "field_map", buyer_field),
-                                   f"no field {lead_field!r} in lead type {lead_type.id!r}"))
+                    errors.append(
+                        (
+                            ("delivery_accounts", i, "delivery", "field_map", buyer_field),
+                            f"no field {lead_field!r} in lead type {lead_type.id!r}",
+                        )
+                    )
 
     account_clients = {a.id: a.client for a in catalog.delivery_accounts}
     for i, order in enumerate(catalog.orders):
@@ -438,7 +454,11 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
                 if account_id not in accounts:
                     errors.append((("orders", i, "accounts", j), f"unknown delivery account {account_id!r}"))
                 elif account_clients[account_id] != order.client:
-                    errors.append((("orders", i, "accounts", j),
-                                   f"delivery account {account_id!r} belongs to client "
-                                   f"{account_clients[account_id]!r}, not {order.client!r}"))
+                    errors.append(
+                        (
+                            ("orders", i, "accounts", j),
+                            f"delivery account {account_id!r} belongs to client "
+                            f"{account_clients[account_id]!r}, not {order.client!r}",
+                        )
+                    )
     return errors

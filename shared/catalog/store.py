@@ -42,9 +42,13 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
         file_orders = {o.id for o in catalog.orders}
         kept = await conn.fetch("SELECT id, client_id FROM orders WHERE NOT (id = ANY($1::text[]))", list(file_orders))
         errors = [
-            CatalogError(f"clients ({r['client_id']})", None,
-                         f"cannot remove client {r['client_id']!r}: order {r['id']!r} in the database belongs to it")
-            for r in kept if r["client_id"] not in file_clients
+            CatalogError(
+                f"clients ({r['client_id']})",
+                None,
+                f"cannot remove client {r['client_id']!r}: order {r['id']!r} in the database belongs to it",
+            )
+            for r in kept
+            if r["client_id"] not in file_clients
         ]
         if errors:
             raise CatalogInvalid(errors)
@@ -70,8 +74,10 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
             " ON CONFLICT (id) DO UPDATE SET name = excluded.name, active = excluded.active,"
             " time_zone = excluded.time_zone, email = excluded.email,"
             " external_ref = excluded.external_ref, spec = excluded.spec",
-            [(c.id, c.name, c.active, c.time_zone, c.email, c.external_ref, c.model_dump(mode="json"))
-             for c in catalog.clients],
+            [
+                (c.id, c.name, c.active, c.time_zone, c.email, c.external_ref, c.model_dump(mode="json"))
+                for c in catalog.clients
+            ],
         )
         await conn.executemany(
             "INSERT INTO client_groups (id, name, position, spec) VALUES ($1, $2, $3, $4)",
@@ -80,8 +86,10 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
         await conn.executemany(
             "INSERT INTO delivery_accounts (id, client_id, lead_type_id, active, price, spec)"
             " VALUES ($1, $2, $3, $4, $5, $6)",
-            [(a.id, a.client, a.lead_type, a.active, a.price, a.model_dump(mode="json"))
-             for a in catalog.delivery_accounts],
+            [
+                (a.id, a.client, a.lead_type, a.active, a.price, a.model_dump(mode="json"))
+                for a in catalog.delivery_accounts
+            ],
         )
         # An apply sets an order's definition; its live figures (received, cost, paid) stay.
         await conn.executemany(
@@ -92,13 +100,24 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
             " status = CASE WHEN $11 THEN excluded.status ELSE orders.status END,"
             " start_date = excluded.start_date, end_date = excluded.end_date,"
             " renewal = excluded.renewal, auto_charge = excluded.auto_charge, spec = excluded.spec",
-            [(o.id, o.client, o.type, o.total, o.status, o.start_date, o.end_date, o.renewal,
-              o.auto_charge, o.model_dump(mode="json"), applied_status.get(o.id) != o.status)
-             for o in catalog.orders],
+            [
+                (
+                    o.id,
+                    o.client,
+                    o.type,
+                    o.total,
+                    o.status,
+                    o.start_date,
+                    o.end_date,
+                    o.renewal,
+                    o.auto_charge,
+                    o.model_dump(mode="json"),
+                    applied_status.get(o.id) != o.status,
+                )
+                for o in catalog.orders
+            ],
         )
-        await conn.execute(
-            "DELETE FROM clients c WHERE NOT (c.id = ANY($1::text[]))", list(file_clients)
-        )
+        await conn.execute("DELETE FROM clients c WHERE NOT (c.id = ANY($1::text[]))", list(file_clients))
         await conn.execute(
             "DELETE FROM lead_types t WHERE NOT (t.id = ANY($1::text[]))", [t.id for t in catalog.lead_types]
         )

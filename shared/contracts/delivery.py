@@ -30,7 +30,7 @@ class DeliverySucceeded(Contract):
     lead_id: uuid.UUID
     client_id: str
     delivery_account_id: str
-    price: Decimal          # the final price: the account's, or the buyer's confirmed price
+    price: Decimal  # the final price: the account's, or the buyer's confirmed price
     attempts: int
 
 
@@ -57,7 +57,7 @@ class ConfirmPrice(Contract):
     version: Literal[1] = 1
     delivery_id: uuid.UUID
     price: Any
-    confirmed_by: str | None = None     # who confirmed (a buyer's user, an admin), for the log
+    confirmed_by: str | None = None  # who confirmed (a buyer's user, an admin), for the log
 
 
 class DeliveryPriceConfirmed(Contract):

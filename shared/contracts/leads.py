@@ -11,7 +11,6 @@ from pydantic import Field
 
 from shared.contracts.base import Contract
 
-
 # --- Inbound: lead sources -> router -------------------------------------------------------------
 
 
@@ -52,8 +51,8 @@ class LeadOutcome(Contract):
     source: str
     idempotency_key: str
     lead_type: str
-    deliveries: list[SoldDelivery] = []
+    deliveries: list[SoldDelivery] = Field(default_factory=list)
     reason: str | None = None
     original_lead_id: uuid.UUID | None = None
-    errors: list[FieldError] = []
+    errors: list[FieldError] = Field(default_factory=list)
     decided_at: datetime

@@ -11,13 +11,13 @@ from pydantic import AwareDatetime, Field
 from shared.contracts.base import Contract
 
 NotificationKind = Literal[
-    "lead_delivery",     # the email delivery method: lead details and an expiring portal link
-    "new_lead",          # a portal user's new-lead notification
-    "lead_forward",      # a portal user forwards a lead to an address
-    "lead_contact",      # a portal user emails the lead's contact
-    "password_reset",    # portal_auth: a single-use reset link
-    "account_paused",    # admin alert: a delivery account was auto-paused
-    "order_filled",      # admin alert: an order filled
+    "lead_delivery",  # the email delivery method: lead details and an expiring portal link
+    "new_lead",  # a portal user's new-lead notification
+    "lead_forward",  # a portal user forwards a lead to an address
+    "lead_contact",  # a portal user emails the lead's contact
+    "password_reset",  # portal_auth: a single-use reset link
+    "account_paused",  # admin alert: a delivery account was auto-paused
+    "order_filled",  # admin alert: an order filled
     # notifier's own, queued from appointment commands and the reminder scheduler:
     "appointment_created",
     "appointment_updated",
@@ -37,11 +37,11 @@ class NotificationRequested(Contract):
     to: list[str]
     client_id: str | None = None
     lead_id: uuid.UUID | None = None
-    lead_fields: dict[str, Any] = {}
+    lead_fields: dict[str, Any] = Field(default_factory=dict)
     portal_link: str | None = None
     subject: str | None = None
-    message: str | None = None          # free text (a forward's note, an alert's details)
-    data: dict[str, Any] = {}           # kind-specific extras
+    message: str | None = None  # free text (a forward's note, an alert's details)
+    data: dict[str, Any] = Field(default_factory=dict)  # kind-specific extras
 
 
 # --- Appointments (Client Portal -> notifier) ----------------------------------------------------
@@ -55,7 +55,7 @@ class AppointmentCreate(Contract):
     appointment_id: uuid.UUID
     client_id: str = Field(min_length=1, max_length=64)
     lead_id: uuid.UUID
-    assigned_user_id: uuid.UUID          # a portal user of the same client
+    assigned_user_id: uuid.UUID  # a portal user of the same client
     created_by_user_id: uuid.UUID | None = None
     starts_at: AwareDatetime
     reminder_minutes_before: int = Field(60, ge=0, le=60 * 24 * 30)

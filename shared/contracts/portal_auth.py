@@ -22,25 +22,25 @@ Token = Annotated[str, Field(min_length=1, max_length=512)]
 Password = Annotated[SecretStr, Field(min_length=1, max_length=1024)]
 
 ErrorCode = Literal[
-    "invalid_credentials",   # wrong email or password: never says which
-    "throttled",             # too many failed logins for this email: see retry_after
-    "account_disabled",      # the user is disabled (only said after a correct password)
-    "client_inactive",       # the client is inactive and the portal is disabled for inactive clients
-    "session_invalid",       # unknown, malformed, logged out or revoked session token
-    "session_expired",       # absolute or idle expiry passed
-    "forbidden",             # the user may not do this (not an admin)
-    "not_found",             # no such user in the caller's client
-    "conflict",              # email already in use
+    "invalid_credentials",  # wrong email or password: never says which
+    "throttled",  # too many failed logins for this email: see retry_after
+    "account_disabled",  # the user is disabled (only said after a correct password)
+    "client_inactive",  # the client is inactive and the portal is disabled for inactive clients
+    "session_invalid",  # unknown, malformed, logged out or revoked session token
+    "session_expired",  # absolute or idle expiry passed
+    "forbidden",  # the user may not do this (not an admin)
+    "not_found",  # no such user in the caller's client
+    "conflict",  # email already in use
     "weak_password",
-    "reset_invalid",         # unknown, used or expired password reset token
-    "link_invalid",          # tampered or malformed email link
+    "reset_invalid",  # unknown, used or expired password reset token
+    "link_invalid",  # tampered or malformed email link
     "link_expired",
-    "link_wrong_client",     # the link belongs to another client
-    "link_wrong_lead",       # the link opens another lead
-    "bad_request",           # the request does not match any contract
-    "duplicate_request",     # this message id was already handled (a redelivery)
-    "deadline_exceeded",     # the caller had already given up when the request arrived
-    "unavailable",           # portal_auth could not answer (database away, no reply in time)
+    "link_wrong_client",  # the link belongs to another client
+    "link_wrong_lead",  # the link opens another lead
+    "bad_request",  # the request does not match any contract
+    "duplicate_request",  # this message id was already handled (a redelivery)
+    "deadline_exceeded",  # the caller had already given up when the request arrived
+    "unavailable",  # portal_auth could not answer (database away, no reply in time)
 ]
 
 
@@ -161,8 +161,17 @@ class ListUsers(_Request):
 
 
 PortalAuthRequest = Annotated[
-    Login | Verify | Logout | RevokeAll | ChangePassword | RequestPasswordReset | ResetPassword
-    | CheckLink | CreateUser | UpdateUser | ListUsers,
+    Login
+    | Verify
+    | Logout
+    | RevokeAll
+    | ChangePassword
+    | RequestPasswordReset
+    | ResetPassword
+    | CheckLink
+    | CreateUser
+    | UpdateUser
+    | ListUsers,
     Field(discriminator="op"),
 ]
 
@@ -195,7 +204,7 @@ class Identity(Contract):
     is_admin: bool
     view_downline: bool
     scope: Scope
-    visible_user_ids: list[uuid.UUID] | None     # None with scope "all": the whole client
+    visible_user_ids: list[uuid.UUID] | None  # None with scope "all": the whole client
     session_expires_at: AwareDatetime
     idle_expires_at: AwareDatetime
 
@@ -210,7 +219,7 @@ class LoginOk(Contract):
 class Done(Contract):
     version: Literal[1] = 1
     ok: Literal[True] = True
-    count: int | None = None      # sessions revoked, where that applies
+    count: int | None = None  # sessions revoked, where that applies
 
 
 class LinkGrant(Contract):
@@ -221,7 +230,7 @@ class LinkGrant(Contract):
     client_id: str
     lead_id: uuid.UUID
     issued_at: AwareDatetime
-    expires_at: AwareDatetime | None        # None: links never expire (option set to 0)
+    expires_at: AwareDatetime | None  # None: links never expire (option set to 0)
 
 
 class PortalUser(Contract):

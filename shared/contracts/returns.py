@@ -22,13 +22,13 @@ from shared.contracts.base import Contract
 
 ReturnStatus = Literal["pending", "approved", "denied"]
 DecisionReason = Literal[
-    "cap_exceeded",       # over the delivery account's or the order's return percentage
-    "window_expired",     # the lead was delivered longer ago than the lead type's return window
-    "invalid_reason",     # the reason is not one of the lead type's return reasons
-    "not_delivered",      # the lead was never sold to this client
-    "already_returned",   # a return of this lead is already pending, approved or denied by an admin
-    "auto_approved",      # approved at once: the client has auto_approve_returns and is within caps
-    "admin",              # decided by an admin, with a note
+    "cap_exceeded",  # over the delivery account's or the order's return percentage
+    "window_expired",  # the lead was delivered longer ago than the lead type's return window
+    "invalid_reason",  # the reason is not one of the lead type's return reasons
+    "not_delivered",  # the lead was never sold to this client
+    "already_returned",  # a return of this lead is already pending, approved or denied by an admin
+    "auto_approved",  # approved at once: the client has auto_approve_returns and is within caps
+    "admin",  # decided by an admin, with a note
 ]
 
 
@@ -71,7 +71,7 @@ class ReturnRequested(Contract):
     comment: str | None
     status: ReturnStatus
     decision_reason: DecisionReason | None = None
-    detail: str | None = None          # e.g. which cap, and its figures
+    detail: str | None = None  # e.g. which cap, and its figures
     requested_at: datetime
 
 
@@ -88,8 +88,8 @@ class ReturnDecided(Contract):
     decision_reason: DecisionReason
     note: str | None = None
     decided_by: str | None = None
-    credit: Decimal = Decimal("0")          # money credited to the client's balance
-    order_credit: Decimal = Decimal("0")    # leads or dollars given back to the order
+    credit: Decimal = Decimal("0")  # money credited to the client's balance
+    order_credit: Decimal = Decimal("0")  # leads or dollars given back to the order
     decided_at: datetime
 
 

@@ -15,15 +15,36 @@ PHASES = ("floor", "design-floor", "throughput", "latency", "latency-low", "base
 LEADWIRE_PHASES = PHASES[2:]
 
 
-async def test_small_run_completes_every_phase_and_writes_results(amqp_url, database_server_url, tmp_path,
-                                                                  monkeypatch):
+async def test_small_run_completes_every_phase_and_writes_results(amqp_url, database_server_url, tmp_path, monkeypatch):
     monkeypatch.setenv("AMQP_URL", amqp_url)
     monkeypatch.setenv("DATABASE_URL", database_server_url)
-    status = await bench.main([
-        "--leads", "200", "--latency-leads", "100", "--rate", "100", "--low-rate", "50", "--low-rate-leads", "50", "--sub-leads", "100",
-        "--history", "2000", "--slow-seconds", "0.5", "--stall-seconds", "30", "--repeat", "2",
-        "--out", str(tmp_path), "--quiet",
-    ])
+    status = await bench.main(
+        [
+            "--leads",
+            "200",
+            "--latency-leads",
+            "100",
+            "--rate",
+            "100",
+            "--low-rate",
+            "50",
+            "--low-rate-leads",
+            "50",
+            "--sub-leads",
+            "100",
+            "--history",
+            "2000",
+            "--slow-seconds",
+            "0.5",
+            "--stall-seconds",
+            "30",
+            "--repeat",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert status == 0
 
     result = json.loads((tmp_path / "latest.json").read_text())
@@ -46,13 +67,20 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
     for name in ("baseline", "slow-buyer", "history"):
         phase = result["phases"][name]
         assert len(phase["repeats"]["leads_per_second"]) == 2, name
-        assert min(phase["repeats"]["leads_per_second"]) <= phase["median_leads_per_second"] \
-            <= max(phase["repeats"]["leads_per_second"]), name
+        assert (
+            min(phase["repeats"]["leads_per_second"])
+            <= phase["median_leads_per_second"]
+            <= max(phase["repeats"]["leads_per_second"])
+        ), name
     slow = result["phases"]["slow-buyer"]
     assert slow["posts_to_slow_client"] > 0 and slow["posts_to_others"] > 0
     assert result["phases"]["history"]["history_leads"] == 2000
-    assert set(result["goals"]) == {"pipeline_vs_floor", "p99_publish_to_buyer_ms", "slow_buyer_cost_to_others",
-                                    "history_cost"}
+    assert set(result["goals"]) == {
+        "pipeline_vs_floor",
+        "p99_publish_to_buyer_ms",
+        "slow_buyer_cost_to_others",
+        "history_cost",
+    }
     # The design floor publishes a lead's outcome only once both its posts were made and counted.
     assert result["design_floor_vs_floor"] > 0 and result["pipeline_vs_design_floor"] > 0
     table = (tmp_path / "latest.md").read_text()
@@ -64,8 +92,9 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
 
     conn = await asyncpg.connect(database_server_url)
     try:
-        left = await conn.fetchval("SELECT count(*) FROM pg_database WHERE datname = $1",
-                                   f"leadwire_bench_{result['run_id']}")
+        left = await conn.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", f"leadwire_bench_{result['run_id']}"
+        )
     finally:
         await conn.close()
     assert left == 0
@@ -74,8 +103,21 @@ async def test_small_run_completes_every_phase_and_writes_results(amqp_url, data
 async def test_design_floor_with_batched_hops_completes(amqp_url, database_server_url, tmp_path, monkeypatch):
     monkeypatch.setenv("AMQP_URL", amqp_url)
     monkeypatch.setenv("DATABASE_URL", database_server_url)
-    status = await bench.main(["--leads", "120", "--phases", "design-floor", "--design-batch", "7",
-                               "--stall-seconds", "30", "--out", str(tmp_path), "--quiet"])
+    status = await bench.main(
+        [
+            "--leads",
+            "120",
+            "--phases",
+            "design-floor",
+            "--design-batch",
+            "7",
+            "--stall-seconds",
+            "30",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+        ]
+    )
     assert status == 0
     phase = json.loads((tmp_path / "latest.json").read_text())["phases"]["design-floor"]
     # 120 leads through batches of at most 7 (the last ones partly filled): every outcome arrives.

@@ -29,35 +29,54 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 async def deliveries(conn, *requests) -> list[tuple[str, Decimal]]:
-    rows = [await conn.fetchrow("SELECT status, price FROM deliveries WHERE id = $1", r.delivery_id)
-            for r in requests]
+    rows = [await conn.fetchrow("SELECT status, price FROM deliveries WHERE id = $1", r.delivery_id) for r in requests]
     return [(r["status"], r["price"]) for r in rows]
 
 
 async def attempts(conn, request) -> list[dict]:
-    rows = await conn.fetch("SELECT attempt, outcome, status_code, request, response, error FROM delivery_attempts"
-                            " WHERE delivery_id = $1 ORDER BY id", request.delivery_id)
+    rows = await conn.fetch(
+        "SELECT attempt, outcome, status_code, request, response, error FROM delivery_attempts"
+        " WHERE delivery_id = $1 ORDER BY id",
+        request.delivery_id,
+    )
     return [dict(r) for r in rows]
 
 
 def finished_keys(tap: EventTap, request) -> list[str]:
-    return [k for k, b, _ in tap.messages if k in ("delivery.succeeded", "delivery.failed")
-            and b["delivery_id"] == str(request.delivery_id)]
+    return [
+        k
+        for k, b, _ in tap.messages
+        if k in ("delivery.succeeded", "delivery.failed") and b["delivery_id"] == str(request.delivery_id)
+    ]
 
 
 def finished(tap: EventTap, request) -> list[dict]:
-    return [b for k, b, _ in tap.messages if k in ("delivery.succeeded", "delivery.failed")
-            and b["delivery_id"] == str(request.delivery_id)]
+    return [
+        b
+        for k, b, _ in tap.messages
+        if k in ("delivery.succeeded", "delivery.failed") and b["delivery_id"] == str(request.delivery_id)
+    ]
 
 
 # --- posting and judging -------------------------------------------------------------------------
 
 
 async def test_success_posts_with_auth_and_key_and_logs_the_attempt_masked(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(account(
-        "acme-post", "acme", buyer, http_method="PUT", format="form",
-        headers={"X-Api-Key": "key-acme-777"}, auth={"type": "bearer", "token": "tok-acme-999"},
-        success={"regex": r'"status":\s*"accepted"'})))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account(
+                "acme-post",
+                "acme",
+                buyer,
+                http_method="PUT",
+                format="form",
+                headers={"X-Api-Key": "key-acme-777"},
+                auth={"type": "bearer", "token": "tok-acme-999"},
+                success={"regex": r'"status":\s*"accepted"'},
+            )
+        ),
+    )
     buyer.on("/acme-post", body='{"status": "accepted", "echo": "tok-acme-999"}')
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         request = await seed_delivery(conn, "acme-post", "acme")
@@ -78,12 +97,27 @@ async def test_success_posts_with_auth_and_key_and_logs_the_attempt_masked(setti
 
 
 async def test_rejection_by_regex_and_by_json_path_is_reported_not_retried(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(
-        account("by-regex", "acme", buyer, success={"regex": "^OK"}, rejection_reason={"regex": r"reason=(\w+)"},
-                retry={"count": 3, "delay_seconds": 1}),
-        account("by-path", "bolt", buyer, success={"json_path": "result.accepted", "json_equals": True},
-                rejection_reason={"json_path": "result.message"}, retry={"count": 3, "delay_seconds": 1}),
-    ))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account(
+                "by-regex",
+                "acme",
+                buyer,
+                success={"regex": "^OK"},
+                rejection_reason={"regex": r"reason=(\w+)"},
+                retry={"count": 3, "delay_seconds": 1},
+            ),
+            account(
+                "by-path",
+                "bolt",
+                buyer,
+                success={"json_path": "result.accepted", "json_equals": True},
+                rejection_reason={"json_path": "result.message"},
+                retry={"count": 3, "delay_seconds": 1},
+            ),
+        ),
+    )
     buyer.on("/by-regex", body="ERR reason=duplicate")
     buyer.on("/by-path", body='{"result": {"accepted": false, "message": "out of area"}}')
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
@@ -100,26 +134,36 @@ async def test_rejection_by_regex_and_by_json_path_is_reported_not_retried(setti
 
 async def test_price_in_the_response_counts_only_when_the_client_allows_it(settings, buyer, conn):
     price_rule = {"json_path": "bid.price"}
-    await apply_yaml(settings.database_url, catalog(
-        account("on-post", "acme", buyer, price=price_rule),
-        account("off-post", "bolt", buyer, price=price_rule),
-        account("bad-post", "cord", buyer, price=price_rule),
-        clients=[{"id": "acme", "name": "Acme", "options": {"allow_confirm_price": True}},
-                 {"id": "bolt", "name": "Bolt"},
-                 {"id": "cord", "name": "Cord", "options": {"allow_confirm_price": True}}],
-    ))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account("on-post", "acme", buyer, price=price_rule),
+            account("off-post", "bolt", buyer, price=price_rule),
+            account("bad-post", "cord", buyer, price=price_rule),
+            clients=[
+                {"id": "acme", "name": "Acme", "options": {"allow_confirm_price": True}},
+                {"id": "bolt", "name": "Bolt"},
+                {"id": "cord", "name": "Cord", "options": {"allow_confirm_price": True}},
+            ],
+        ),
+    )
     buyer.on("/on-post", body='{"bid": {"price": "31.50"}}')
     buyer.on("/off-post", body='{"bid": {"price": "31.50"}}')
     buyer.on("/bad-post", body='{"bid": {"price": "-4"}}')
     async with build_delivery(settings).running(), EventTap(settings, "delivery.succeeded") as tap:
-        on, off, bad = [await seed_delivery(conn, a, c) for a, c in
-                        (("on-post", "acme"), ("off-post", "bolt"), ("bad-post", "cord"))]
+        on, off, bad = [
+            await seed_delivery(conn, a, c)
+            for a, c in (("on-post", "acme"), ("off-post", "bolt"), ("bad-post", "cord"))
+        ]
         for request in (on, off, bad):
             await publish_event(settings, "delivery.requested", request)
         await wait_for(lambda: all(finished(tap, r) for r in (on, off, bad)))
     assert [finished(tap, r)[0]["price"] for r in (on, off, bad)] == ["31.50", "25.00", "25.00"]
-    assert await deliveries(conn, on, off, bad) == [("succeeded", Decimal("31.50")), ("succeeded", Decimal("25.00")),
-                                                   ("succeeded", Decimal("25.00"))]
+    assert await deliveries(conn, on, off, bad) == [
+        ("succeeded", Decimal("31.50")),
+        ("succeeded", Decimal("25.00")),
+        ("succeeded", Decimal("25.00")),
+    ]
     assert await conn.fetchval("SELECT account_price FROM deliveries WHERE id = $1", on.delivery_id) == Decimal("25.00")
     notes = [(await attempts(conn, r))[0]["error"] for r in (on, off, bad)]
     assert "buyer confirmed price 31.50" in notes[0]
@@ -128,10 +172,17 @@ async def test_price_in_the_response_counts_only_when_the_client_allows_it(setti
 
 
 async def test_confirm_price_messages_apply_ignore_or_refuse_and_are_idempotent(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(
-        account("on-post", "acme", buyer), account("off-post", "bolt", buyer),
-        clients=[{"id": "acme", "name": "Acme", "options": {"allow_confirm_price": True}}, {"id": "bolt", "name": "Bolt"}],
-    ))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account("on-post", "acme", buyer),
+            account("off-post", "bolt", buyer),
+            clients=[
+                {"id": "acme", "name": "Acme", "options": {"allow_confirm_price": True}},
+                {"id": "bolt", "name": "Bolt"},
+            ],
+        ),
+    )
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         on = await seed_delivery(conn, "on-post", "acme")
         off = await seed_delivery(conn, "off-post", "bolt")
@@ -139,9 +190,13 @@ async def test_confirm_price_messages_apply_ignore_or_refuse_and_are_idempotent(
             await publish_event(settings, "delivery.requested", request)
         await wait_for(lambda: finished(tap, on) and finished(tap, off))
 
-        await publish_event(settings, "delivery.confirm-price",
-                            ConfirmPrice(delivery_id=on.delivery_id, price="40", confirmed_by="buyer-api"),
-                            message_id="confirm-1", copies=2)
+        await publish_event(
+            settings,
+            "delivery.confirm-price",
+            ConfirmPrice(delivery_id=on.delivery_id, price="40", confirmed_by="buyer-api"),
+            message_id="confirm-1",
+            copies=2,
+        )
         await publish_event(settings, "delivery.confirm-price", ConfirmPrice(delivery_id=on.delivery_id, price="-1"))
         await publish_event(settings, "delivery.confirm-price", ConfirmPrice(delivery_id=on.delivery_id, price="lots"))
         await publish_event(settings, "delivery.confirm-price", ConfirmPrice(delivery_id=off.delivery_id, price=40))
@@ -159,8 +214,9 @@ async def test_confirm_price_messages_apply_ignore_or_refuse_and_are_idempotent(
 
 
 async def test_5xx_then_success_is_retried_through_the_delay_queue(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(account("acme-post", "acme", buyer,
-                                                            retry={"count": 2, "delay_seconds": 1})))
+    await apply_yaml(
+        settings.database_url, catalog(account("acme-post", "acme", buyer, retry={"count": 2, "delay_seconds": 1}))
+    )
     answers = iter([(502, "bad gateway", 0.0)])
     buyer.responses["/acme-post"] = lambda _r: next(answers, (200, '{"status": "accepted"}', 0.0))
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
@@ -168,13 +224,18 @@ async def test_5xx_then_success_is_retried_through_the_delay_queue(settings, buy
         await publish_event(settings, "delivery.requested", request)
         await wait_for(lambda: finished(tap, request))
     assert [(e["attempts"]) for e in finished(tap, request)] == [2]
-    assert [(a["outcome"], a["status_code"]) for a in await attempts(conn, request)] == [("transient", 502), ("accepted", 200)]
+    assert [(a["outcome"], a["status_code"]) for a in await attempts(conn, request)] == [
+        ("transient", 502),
+        ("accepted", 200),
+    ]
     assert {r.headers["Idempotency-Key"] for r in buyer.received} == {str(request.delivery_id)}
 
 
 async def test_timeouts_are_retried_then_given_up_and_reported(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(account(
-        "slow-post", "acme", buyer, timeout_seconds=0.3, retry={"count": 1, "delay_seconds": 1})))
+    await apply_yaml(
+        settings.database_url,
+        catalog(account("slow-post", "acme", buyer, timeout_seconds=0.3, retry={"count": 1, "delay_seconds": 1})),
+    )
     buyer.on("/slow-post", delay=1.0)
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         request = await seed_delivery(conn, "slow-post", "acme")
@@ -188,12 +249,21 @@ async def test_timeouts_are_retried_then_given_up_and_reported(settings, buyer, 
 
 
 async def test_failed_buyer_falls_back_to_the_next_client_of_an_exclusive_group(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(
-        account("acme-post", "acme", buyer, priority=0, retry={"count": 1, "delay_seconds": 1}),
-        account("bolt-post", "bolt", buyer, priority=1, amount="20.00"),
-        groups=[{"id": "solar-buyers", "name": "Solar buyers", "apply_groups_as_criteria": True,
-                 "clients": ["acme", "bolt"]}],
-    ))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account("acme-post", "acme", buyer, priority=0, retry={"count": 1, "delay_seconds": 1}),
+            account("bolt-post", "bolt", buyer, priority=1, amount="20.00"),
+            groups=[
+                {
+                    "id": "solar-buyers",
+                    "name": "Solar buyers",
+                    "apply_groups_as_criteria": True,
+                    "clients": ["acme", "bolt"],
+                }
+            ],
+        ),
+    )
     buyer.on("/acme-post", status=503, body="down")
     async with build_router(settings).running(), build_delivery(settings).running(), EventTap(settings) as tap:
         await publish_raw(settings, lead_body(), message_id=new_key())
@@ -202,7 +272,10 @@ async def test_failed_buyer_falls_back_to_the_next_client_of_an_exclusive_group(
     [sold] = tap.bodies("lead.sold")
     assert [(d["client_id"], d["price"]) for d in sold["deliveries"]] == [("bolt", "20.00")]
     rows = await conn.fetch("SELECT delivery_account_id, status FROM deliveries ORDER BY created_at")
-    assert [(r["delivery_account_id"], r["status"]) for r in rows] == [("acme-post", "failed"), ("bolt-post", "succeeded")]
+    assert [(r["delivery_account_id"], r["status"]) for r in rows] == [
+        ("acme-post", "failed"),
+        ("bolt-post", "succeeded"),
+    ]
 
 
 # --- never post twice ----------------------------------------------------------------------------
@@ -214,9 +287,9 @@ async def test_same_delivery_message_delivered_twice_posts_once(settings, buyer,
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         request = await seed_delivery(conn, "acme-post", "acme")
         await publish_event(settings, "delivery.requested", request, message_id="same", copies=2)
-        await publish_event(settings, "delivery.requested", request)        # another copy, another id
+        await publish_event(settings, "delivery.requested", request)  # another copy, another id
         await wait_for(lambda: finished(tap, request))
-        await publish_event(settings, "delivery.requested", request)        # and one after the success
+        await publish_event(settings, "delivery.requested", request)  # and one after the success
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"))
         await asyncio.sleep(1.5)  # give a wrongly parked copy time to come back and post
     assert len(buyer.received) == 1
@@ -228,8 +301,10 @@ async def test_retry_racing_a_late_success_reuses_the_idempotency_key(settings, 
     # The buyer takes the first post but answers after our timeout: we retry, and the buyer
     # recognises the repeat by its key. One sale, one success.
     late = IdempotentBuyer(first_delay=0.8)
-    await apply_yaml(settings.database_url, catalog(account(
-        "acme-post", "acme", buyer, timeout_seconds=0.3, retry={"count": 2, "delay_seconds": 1})))
+    await apply_yaml(
+        settings.database_url,
+        catalog(account("acme-post", "acme", buyer, timeout_seconds=0.3, retry={"count": 2, "delay_seconds": 1})),
+    )
     buyer.responses["/acme-post"] = late
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         request = await seed_delivery(conn, "acme-post", "acme")
@@ -241,8 +316,10 @@ async def test_retry_racing_a_late_success_reuses_the_idempotency_key(settings, 
 
 
 async def test_a_live_posters_delivery_is_not_taken_over_but_a_dead_ones_is(settings, buyer, conn):
-    await apply_yaml(settings.database_url, catalog(account("acme-post", "acme", buyer, timeout_seconds=1,
-                                                            retry={"count": 1, "delay_seconds": 1})))
+    await apply_yaml(
+        settings.database_url,
+        catalog(account("acme-post", "acme", buyer, timeout_seconds=1, retry={"count": 1, "delay_seconds": 1})),
+    )
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         # Another consumer claimed this one 0 s ago and holds a 3 s lease: it must be left alone
         # until the lease ends, then taken over.
@@ -265,11 +342,23 @@ async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(se
     # (attempt 2): its answer is logged, but it neither closes the delivery nor writes an event.
     await apply_yaml(settings.database_url, catalog(account("acme-post", "acme", buyer)))
     request = await seed_delivery(conn, "acme-post", "acme", status="posting", attempts=2, lease_seconds=30)
-    await conn.execute("INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures)"
-                       " VALUES ('acme-post', 3)")
-    entry = dict(delivery_id=request.delivery_id, started_at=datetime.now(UTC), duration_ms=5, request="POST /",
-                 status_code=200, response="{}", outcome="accepted", error=None, reset_failures_of="acme-post",
-                 status="succeeded", price=Decimal("30.00"), reason=None)
+    await conn.execute(
+        "INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures) VALUES ('acme-post', 3)"
+    )
+    entry = dict(
+        delivery_id=request.delivery_id,
+        started_at=datetime.now(UTC),
+        duration_ms=5,
+        request="POST /",
+        status_code=200,
+        response="{}",
+        outcome="accepted",
+        error=None,
+        reset_failures_of="acme-post",
+        status="succeeded",
+        price=Decimal("30.00"),
+        reason=None,
+    )
 
     def event() -> list:
         return event_params("delivery.succeeded", {"delivery_id": str(request.delivery_id)})
@@ -290,14 +379,20 @@ async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(se
 
 def _service_env(settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(AMQP_URL=settings.amqp_url, DATABASE_URL=settings.database_url,
-               LEADWIRE_NAMESPACE=settings.namespace, LEADWIRE_POLL_INTERVAL="0.1",
-               LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)), **extra)
+    env.update(
+        AMQP_URL=settings.amqp_url,
+        DATABASE_URL=settings.database_url,
+        LEADWIRE_NAMESPACE=settings.namespace,
+        LEADWIRE_POLL_INTERVAL="0.1",
+        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
+        **extra,
+    )
     return env
 
 
 async def test_killed_after_the_buyer_answered_the_restarted_service_posts_again_with_the_same_key(
-        settings, buyer, conn):
+    settings, buyer, conn
+):
     buyer_state = IdempotentBuyer()
     buyer.responses["/acme-post"] = buyer_state
     await apply_yaml(settings.database_url, catalog(account("acme-post", "acme", buyer, timeout_seconds=1)))
@@ -305,9 +400,11 @@ async def test_killed_after_the_buyer_answered_the_restarted_service_posts_again
         pass  # declare the topology so the request waits for the delivery process
     request = await seed_delivery(conn, "acme-post", "acme")
     crashing = subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.delivery.main:app"], cwd=ROOT,
+        [sys.executable, "-m", "faststream", "run", "services.delivery.main:app"],
+        cwd=ROOT,
         env=_service_env(settings, LEADWIRE_CRASH_POINT="delivery.after_post"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         await publish_event(settings, "delivery.requested", request)
@@ -332,10 +429,13 @@ async def test_a_hanging_buyer_holds_only_its_own_slots(settings, buyer, conn):
     # More hanging leads than the process takes at once: without per-account limits they would
     # fill every consumer slot and the fast buyer would wait for the hanging one's timeouts.
     settings = settings.model_copy(update={"prefetch": 8})
-    await apply_yaml(settings.database_url, catalog(
-        account("hang-post", "acme", buyer, timeout_seconds=2, max_in_flight=1),
-        account("fast-post", "bolt", buyer, max_in_flight=6),
-    ))
+    await apply_yaml(
+        settings.database_url,
+        catalog(
+            account("hang-post", "acme", buyer, timeout_seconds=2, max_in_flight=1),
+            account("fast-post", "bolt", buyer, max_in_flight=6),
+        ),
+    )
     buyer.on("/hang-post", delay=3.0)
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
         slow = [await seed_delivery(conn, "hang-post", "acme") for _ in range(10)]
@@ -345,9 +445,14 @@ async def test_a_hanging_buyer_holds_only_its_own_slots(settings, buyer, conn):
         await wait_for(lambda: all(finished(tap, r) for r in fast))
         # Every fast delivery is done while the hanging buyer has not finished even one.
         assert not any(finished(tap, r) for r in slow)
-        assert await conn.fetchval("SELECT count(*) FROM deliveries WHERE delivery_account_id = 'hang-post'"
-                                   " AND status IN ('succeeded', 'failed')") == 0
-    assert buyer.paths().count("/hang-post") <= 2   # one in flight at a time
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM deliveries WHERE delivery_account_id = 'hang-post'"
+                " AND status IN ('succeeded', 'failed')"
+            )
+            == 0
+        )
+    assert buyer.paths().count("/hang-post") <= 2  # one in flight at a time
 
 
 # --- auto-pause ----------------------------------------------------------------------------------
@@ -369,19 +474,25 @@ async def test_account_pauses_after_consecutive_failures_alerts_and_resumes(sett
     [alert] = tap.bodies("notify.account_paused")
     assert alert["kind"] == "account_paused" and alert["to"] == ["ops@leadwire.test"]
     assert alert["data"]["delivery_account_id"] == "acme-post" and alert["data"]["consecutive_failures"] == 2
-    assert len(buyer.received) == 2     # the paused account gets no third post
+    assert len(buyer.received) == 2  # the paused account gets no third post
     [third_event] = finished(tap, third)
     assert "paused" in third_event["reason"] and third_event["attempts"] == 0
     state = await conn.fetchrow("SELECT * FROM delivery_account_state WHERE delivery_account_id = 'acme-post'")
     assert state["paused"] and state["consecutive_failures"] == 2 and "HTTP 503" in state["paused_reason"]
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "shared.cli", "delivery", *args], cwd=ROOT,
-                              env=_service_env(settings), capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", "delivery", *args],
+            cwd=ROOT,
+            env=_service_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     assert "acme-post" in cli("paused").stdout
     assert cli("resume", "acme-post").returncode == 0
-    assert cli("resume", "acme-post").returncode == 1      # not paused any more
+    assert cli("resume", "acme-post").returncode == 1  # not paused any more
     state = await conn.fetchrow("SELECT * FROM delivery_account_state WHERE delivery_account_id = 'acme-post'")
     assert not state["paused"] and state["consecutive_failures"] == 0
 
@@ -403,8 +514,10 @@ async def test_success_resets_the_failure_count(settings, buyer, conn):
 
 
 async def test_email_account_hands_the_lead_to_notifier_with_a_signed_portal_link(settings, conn):
-    await apply_yaml(settings.database_url, catalog(
-        account("acme-mail", "acme", None, method="email", to=["leads@acme.test", "boss@acme.test"])))
+    await apply_yaml(
+        settings.database_url,
+        catalog(account("acme-mail", "acme", None, method="email", to=["leads@acme.test", "boss@acme.test"])),
+    )
     async with build_delivery(settings).running(), EventTap(settings, "#") as tap:
         request = await seed_delivery(conn, "acme-mail", "acme")
         await publish_event(settings, "delivery.requested", request, copies=2)

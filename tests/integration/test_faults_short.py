@@ -24,9 +24,17 @@ async def test_short_fault_run_holds_every_invariant(settings):
     # Retry tiers long enough to outlast a dropped connection set; the fixture's are for speed.
     run_settings = settings.model_copy(update={"retry_delays": (0.5, 1.0, 2.0, 5.0)})
     config = RunConfig(
-        leads=150, rate=10, processes={"router": 2, "delivery": 2, "returns": 1, "notifier": 2},
-        kill_every=3.0, rabbit_restart=False, db_drop=True, poison=True, returns=20, appointments=4,
-        drain_timeout=60, quiet=False,
+        leads=150,
+        rate=10,
+        processes={"router": 2, "delivery": 2, "returns": 1, "notifier": 2},
+        kill_every=3.0,
+        rabbit_restart=False,
+        db_drop=True,
+        poison=True,
+        returns=20,
+        appointments=4,
+        drain_timeout=60,
+        quiet=False,
     )
     run = FaultRun(run_settings, config)
     try:
@@ -66,10 +74,14 @@ async def test_return_request_back_from_a_retry_queue_is_handled(settings, conn)
             channel = await connection.channel(publisher_confirms=True)
             # Exactly what route_failure parks: the retry tier, with the original key in a header.
             await channel.default_exchange.publish(
-                aio_pika.Message(json.dumps(body).encode(), message_id=str(uuid.uuid4()),
-                                 headers={"x-retry-count": 1, "x-original-routing-key": "return.request"},
-                                 content_type="application/json"),
-                routing_key=runtime.topology.retry_name("returns.commands", 0))
+                aio_pika.Message(
+                    json.dumps(body).encode(),
+                    message_id=str(uuid.uuid4()),
+                    headers={"x-retry-count": 1, "x-original-routing-key": "return.request"},
+                    content_type="application/json",
+                ),
+                routing_key=runtime.topology.retry_name("returns.commands", 0),
+            )
         finally:
             await connection.close()
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 1 FROM returns WHERE id = $1", return_id), timeout=20)
@@ -96,7 +108,9 @@ def test_compose_runs_every_service_scalable_with_health_checks():
         assert "ports" not in service and "container_name" not in service
         assert service["healthcheck"]["test"][-1] == "shared.health"
         assert {d: c["condition"] for d, c in service["depends_on"].items()} == {
-            "rabbitmq": "service_healthy", "postgres": "service_healthy"}
+            "rabbitmq": "service_healthy",
+            "postgres": "service_healthy",
+        }
         # Longer than FastStream's graceful timeout, so SIGTERM can finish in-flight work.
         assert int(service["stop_grace_period"].rstrip("s")) > 15
     for infra in ("rabbitmq", "postgres", "mailpit"):
@@ -122,6 +136,7 @@ async def test_wait_queues_dead_letter_at_least_once():
             class Bindable:
                 async def bind(self, *args, **kwargs):
                     return None
+
             return Bindable()
 
     topology = Topology("regress", (0.5, 1.0))
@@ -164,7 +179,9 @@ async def _publish_event(settings, routing_key: str, body: dict) -> None:
     try:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(f"{settings.namespace}.events")
-        await exchange.publish(aio_pika.Message(json.dumps(body).encode(), message_id=str(uuid.uuid4()),
-                                                content_type="application/json"), routing_key=routing_key)
+        await exchange.publish(
+            aio_pika.Message(json.dumps(body).encode(), message_id=str(uuid.uuid4()), content_type="application/json"),
+            routing_key=routing_key,
+        )
     finally:
         await connection.close()

@@ -23,10 +23,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def service_env(settings) -> dict[str, str]:
-    return {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
-            "LEADWIRE_NAMESPACE": settings.namespace, "LEADWIRE_POLL_INTERVAL": "0.1",
-            "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)), "LEADWIRE_DB_POOL_MAX": "4",
-            "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-{settings.namespace}-health"}
+    return {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "DATABASE_URL": settings.database_url,
+        "LEADWIRE_NAMESPACE": settings.namespace,
+        "LEADWIRE_POLL_INTERVAL": "0.1",
+        "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
+        "LEADWIRE_DB_POOL_MAX": "4",
+        "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-{settings.namespace}-health",
+    }
 
 
 async def consumers(settings, queue: str) -> int:
@@ -46,9 +52,13 @@ async def test_sigterm_mid_delivery_finishes_the_post_and_loses_nothing(settings
     await apply_yaml(settings.database_url, catalog_yaml(buyer))
     async with Runtime("setup", settings).running():
         pass  # the topology exists before the delivery process consumes
-    delivery = subprocess.Popen([sys.executable, "-m", "faststream", "run", "services.delivery.main:app"],
-                                cwd=ROOT, env=service_env(settings),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    delivery = subprocess.Popen(
+        [sys.executable, "-m", "faststream", "run", "services.delivery.main:app"],
+        cwd=ROOT,
+        env=service_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         await wait_for(lambda: _consuming(settings), timeout=60)
         async with build_router(settings).running():
@@ -67,7 +77,7 @@ async def test_sigterm_mid_delivery_finishes_the_post_and_loses_nothing(settings
             delivery.kill()
             delivery.wait()
         stop_buyer()
-    assert buyer.paths() == ["/acme"]          # posted once: finished, not redelivered
+    assert buyer.paths() == ["/acme"]  # posted once: finished, not redelivered
     assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
     assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
 

@@ -53,9 +53,15 @@ async def catalog(settings):
 
 
 def notification(kind: str, **kw) -> dict:
-    body = dict(notification_id=uuid.uuid4(), kind=kind, to=["buyer@example.com"], client_id="acme",
-                lead_id=uuid.uuid4(), lead_fields={"first_name": "Ada", "phone": "4155550100"},
-                portal_link="https://portal.example.com/link/tok")
+    body = dict(
+        notification_id=uuid.uuid4(),
+        kind=kind,
+        to=["buyer@example.com"],
+        client_id="acme",
+        lead_id=uuid.uuid4(),
+        lead_fields={"first_name": "Ada", "phone": "4155550100"},
+        portal_link="https://portal.example.com/link/tok",
+    )
     body.update(kw)
     return NotificationRequested(**body).model_dump(mode="json")
 
@@ -67,16 +73,25 @@ async def test_each_email_kind_is_sent_once_with_a_stable_message_id(nsettings, 
     requests = {
         "lead_delivery": notification("lead_delivery", data={"lead_type_name": "Solar", "expires_in_days": 7}),
         "new_lead": notification("new_lead", data={"user_name": "Bea", "client_name": "Acme Solar"}),
-        "lead_forward": notification("lead_forward", to=["partner@example.com"], message="Worth a call",
-                                     data={"from_name": "Bea"}),
-        "lead_contact": notification("lead_contact", to=["ada@example.com"], subject="Your solar quote",
-                                     message="Hello Ada, here is your quote.",
-                                     data={"from_name": "Bea", "reply_to": "bea@acme.example.com"}),
-        "password_reset": notification("password_reset", to=["bea@acme.example.com"],
-                                       portal_link="https://portal.example.com/reset/abc",
-                                       data={"expires_in_minutes": 30}),
-        "account_paused": notification("account_paused", to=[], data={"delivery_account_id": "acme-post",
-                                                                      "reason": "5 failures in a row"}),
+        "lead_forward": notification(
+            "lead_forward", to=["partner@example.com"], message="Worth a call", data={"from_name": "Bea"}
+        ),
+        "lead_contact": notification(
+            "lead_contact",
+            to=["ada@example.com"],
+            subject="Your solar quote",
+            message="Hello Ada, here is your quote.",
+            data={"from_name": "Bea", "reply_to": "bea@acme.example.com"},
+        ),
+        "password_reset": notification(
+            "password_reset",
+            to=["bea@acme.example.com"],
+            portal_link="https://portal.example.com/reset/abc",
+            data={"expires_in_minutes": 30},
+        ),
+        "account_paused": notification(
+            "account_paused", to=[], data={"delivery_account_id": "acme-post", "reason": "5 failures in a row"}
+        ),
         "order_filled": notification("order_filled", to=[], data={"order_id": "acme-nov", "filled": 100}),
     }
     async with build(nsettings).running():
@@ -131,9 +146,14 @@ async def test_new_lead_notifications_reach_only_the_buying_clients_subscribed_u
     await add_portal_user(conn, "bolt", "bolt@bolt.example.com", notify_new_leads=True)
     lead_id, delivery_id = await add_sold_lead(conn, "acme", {"first_name": EVIL, "phone": "4155550100"})
     outcome = LeadOutcome(
-        lead_id=lead_id, status="sold", source="web", idempotency_key="k1", lead_type="solar",
-        deliveries=[SoldDelivery(delivery_id=delivery_id, client_id="acme", delivery_account_id="acme-post",
-                                 price="25.00")],
+        lead_id=lead_id,
+        status="sold",
+        source="web",
+        idempotency_key="k1",
+        lead_type="solar",
+        deliveries=[
+            SoldDelivery(delivery_id=delivery_id, client_id="acme", delivery_account_id="acme-post", price="25.00")
+        ],
         decided_at=datetime.now(UTC),
     ).model_dump(mode="json")
     async with build(nsettings).running(), EventTap(nsettings, "notify.new_lead") as tap:
@@ -168,12 +188,18 @@ async def test_smtp_down_then_up_is_retried_through_the_retry_queues(settings, c
     try:
         async with build(slow).running():
             await publish_event(slow, "notify.lead_delivery", body)
-            await wait_for(lambda: conn.fetchval(
-                "SELECT attempts >= 1 FROM notification_sends WHERE notification_id = $1", body["notification_id"]))
+            await wait_for(
+                lambda: conn.fetchval(
+                    "SELECT attempts >= 1 FROM notification_sends WHERE notification_id = $1", body["notification_id"]
+                )
+            )
             sink.start()
             await wait_for(lambda: sink.received)
-            await wait_for(lambda: conn.fetchval(
-                "SELECT status = 'sent' FROM notification_sends WHERE notification_id = $1", body["notification_id"]))
+            await wait_for(
+                lambda: conn.fetchval(
+                    "SELECT status = 'sent' FROM notification_sends WHERE notification_id = $1", body["notification_id"]
+                )
+            )
     finally:
         sink.stop()
         await Topology(slow.namespace, slow.retry_delays).delete(slow.amqp_url)
@@ -228,10 +254,17 @@ async def test_permanent_smtp_refusal_and_bad_recipient_dead_letter_at_once(nset
 
 
 def _create(appointment_id, lead_id, user_id, starts_at, minutes=60, **kw) -> dict:
-    return {"appointment_id": str(appointment_id), "client_id": "acme", "lead_id": str(lead_id),
-            "assigned_user_id": str(user_id), "starts_at": starts_at.isoformat(),
-            "reminder_minutes_before": minutes, "title": kw.pop("title", "Site visit"),
-            "requested_at": kw.pop("requested_at", datetime.now(UTC)).isoformat(), **kw}
+    return {
+        "appointment_id": str(appointment_id),
+        "client_id": "acme",
+        "lead_id": str(lead_id),
+        "assigned_user_id": str(user_id),
+        "starts_at": starts_at.isoformat(),
+        "reminder_minutes_before": minutes,
+        "title": kw.pop("title", "Site visit"),
+        "requested_at": kw.pop("requested_at", datetime.now(UTC)).isoformat(),
+        **kw,
+    }
 
 
 async def test_appointment_created_updated_and_cancelled_emails_and_reminder(nsettings, smtp, conn, catalog):
@@ -242,27 +275,46 @@ async def test_appointment_created_updated_and_cancelled_emails_and_reminder(nse
     starts = (datetime.now(UTC) + timedelta(hours=3)).replace(microsecond=0)
     runtime = build(nsettings)
     async with runtime.running():
-        await publish_event(nsettings, "appointment.create", _create(appointment_id, lead_id, bea, starts,
-                                                                     created_by_user_id=str(cy)))
+        await publish_event(
+            nsettings, "appointment.create", _create(appointment_id, lead_id, bea, starts, created_by_user_id=str(cy))
+        )
         await wait_for(lambda: smtp.of_kind("appointment_created"))
         row = await conn.fetchrow("SELECT status, reminder_due_at, reminder_revision FROM appointments")
         assert row["reminder_due_at"] == starts - timedelta(minutes=60) and row["reminder_revision"] == 0
 
         moved = starts + timedelta(hours=1)
-        await publish_event(nsettings, "appointment.update", {
-            "appointment_id": str(appointment_id), "client_id": "acme", "assigned_user_id": str(cy),
-            "starts_at": moved.isoformat(), "requested_at": datetime.now(UTC).isoformat()})
+        await publish_event(
+            nsettings,
+            "appointment.update",
+            {
+                "appointment_id": str(appointment_id),
+                "client_id": "acme",
+                "assigned_user_id": str(cy),
+                "starts_at": moved.isoformat(),
+                "requested_at": datetime.now(UTC).isoformat(),
+            },
+        )
         await wait_for(lambda: smtp.of_kind("appointment_updated"))
         row = await conn.fetchrow("SELECT assigned_user_id, reminder_due_at, reminder_revision FROM appointments")
         assert row["assigned_user_id"] == cy and row["reminder_due_at"] == moved - timedelta(minutes=60)
         assert row["reminder_revision"] == 1
 
         # An update older than the one applied changes nothing.
-        await publish_event(nsettings, "appointment.update", {
-            "appointment_id": str(appointment_id), "client_id": "acme", "title": "stale",
-            "requested_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat()})
-        await publish_event(nsettings, "appointment.cancel", {
-            "appointment_id": str(appointment_id), "client_id": "acme", "requested_at": datetime.now(UTC).isoformat()})
+        await publish_event(
+            nsettings,
+            "appointment.update",
+            {
+                "appointment_id": str(appointment_id),
+                "client_id": "acme",
+                "title": "stale",
+                "requested_at": (datetime.now(UTC) - timedelta(hours=1)).isoformat(),
+            },
+        )
+        await publish_event(
+            nsettings,
+            "appointment.cancel",
+            {"appointment_id": str(appointment_id), "client_id": "acme", "requested_at": datetime.now(UTC).isoformat()},
+        )
         await wait_for(lambda: smtp.of_kind("appointment_cancelled"))
 
         # The clock reaches the reminder time of the cancelled appointment: no reminder.
@@ -270,16 +322,16 @@ async def test_appointment_created_updated_and_cancelled_emails_and_reminder(nse
         cycles = runtime.reminders.cycles
         await wait_for(lambda: runtime.reminders.cycles >= cycles + 3)
 
-    created, = smtp.of_kind("appointment_created")
+    (created,) = smtp.of_kind("appointment_created")
     assert created.rcpt_tos == ["bea@acme.example.com"]
     assert "Cy assigned you an appointment." in created.text()
     local = starts.astimezone(ZoneInfo("America/New_York"))
     assert f"{local:%a %d %b %Y %H:%M} (America/New_York)" in created.subject
     assert "4155550100" in created.text()
-    updated, = smtp.of_kind("appointment_updated")
+    (updated,) = smtp.of_kind("appointment_updated")
     assert updated.rcpt_tos == ["cy@acme.example.com"]
     assert "changed (assigned user id, starts at)" in updated.text()
-    cancelled, = smtp.of_kind("appointment_cancelled")
+    (cancelled,) = smtp.of_kind("appointment_cancelled")
     assert cancelled.rcpt_tos == ["cy@acme.example.com"]
     assert smtp.of_kind("appointment_reminder") == []
     assert runtime.reminders.queued == 0
@@ -338,12 +390,14 @@ async def test_reminder_that_fell_due_while_notifier_was_down_is_sent_late_on_re
         await wait_for(lambda: smtp.of_kind("appointment_created"))
     # notifier is down for two and a half hours: the reminder (due an hour before the start)
     # passes unsent.
-    await conn.execute("UPDATE appointments SET starts_at = starts_at - interval '150 minutes',"
-                       " reminder_due_at = reminder_due_at - interval '150 minutes'")
+    await conn.execute(
+        "UPDATE appointments SET starts_at = starts_at - interval '150 minutes',"
+        " reminder_due_at = reminder_due_at - interval '150 minutes'"
+    )
     assert smtp.of_kind("appointment_reminder") == []
     async with build(nsettings).running():
         await wait_for(lambda: smtp.of_kind("appointment_reminder"))
-    reminder, = smtp.of_kind("appointment_reminder")
+    (reminder,) = smtp.of_kind("appointment_reminder")
     assert reminder.subject.startswith("Late reminder: Site visit")
     assert "This reminder is late" in reminder.text()
     assert await conn.fetchval("SELECT reminder_late FROM appointments") is True
@@ -364,7 +418,9 @@ async def test_cli_test_email_and_unsent_list(nsettings, settings, smtp, conn, c
 
     await conn.execute(
         "INSERT INTO notification_sends (notification_id, kind, recipients, message_id, status, attempts, last_error)"
-        " VALUES ($1, 'new_lead', '{a@x.com}', '<m@x>', 'pending', 3, 'SMTP server answered 451')", uuid.uuid4())
+        " VALUES ($1, 'new_lead', '{a@x.com}', '<m@x>', 'pending', 3, 'SMTP server answered 451')",
+        uuid.uuid4(),
+    )
     assert await cli._unsent(Namespace(limit=10), nsettings) == 0
     out = capsys.readouterr().out
     assert "new_lead\ta@x.com\t3" in out and "SMTP server answered 451" in out

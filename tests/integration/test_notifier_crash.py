@@ -27,19 +27,36 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _start_notifier(settings, **extra: str) -> subprocess.Popen:
     env = dict(os.environ)
-    env.update(AMQP_URL=settings.amqp_url, DATABASE_URL=settings.database_url, LEADWIRE_NAMESPACE=settings.namespace,
-               LEADWIRE_POLL_INTERVAL="0.1", LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
-               SMTP_HOST="127.0.0.1", SMTP_PORT=str(settings.smtp_port), SMTP_FROM=settings.smtp_from, **extra)
-    return subprocess.Popen([sys.executable, "-m", "faststream", "run", "services.notifier.main:app"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env.update(
+        AMQP_URL=settings.amqp_url,
+        DATABASE_URL=settings.database_url,
+        LEADWIRE_NAMESPACE=settings.namespace,
+        LEADWIRE_POLL_INTERVAL="0.1",
+        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
+        SMTP_HOST="127.0.0.1",
+        SMTP_PORT=str(settings.smtp_port),
+        SMTP_FROM=settings.smtp_from,
+        **extra,
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "faststream", "run", "services.notifier.main:app"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 async def test_killed_between_send_and_record_repeats_the_email_once_never_loses_it(settings, conn):
     sink = SmtpSink(free_port())
     sink.start()
     s = with_smtp(settings, sink.port)
-    request = NotificationRequested(notification_id=uuid.uuid4(), kind="password_reset", to=["bea@example.com"],
-                                    portal_link="https://portal.example.com/reset/x")
+    request = NotificationRequested(
+        notification_id=uuid.uuid4(),
+        kind="password_reset",
+        to=["bea@example.com"],
+        portal_link="https://portal.example.com/reset/x",
+    )
     try:
         async with Runtime("setup", s).running():
             pass  # declare the topology, so the request waits in notifier's queue
@@ -67,20 +84,31 @@ async def test_reminder_for_a_moved_or_cancelled_appointment_is_dropped_at_send_
     sink.start()
     s = with_smtp(settings, sink.port)
     user_id, appointment_id, lead_id = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
-    await conn.execute("INSERT INTO portal_users (id, client_id, email) VALUES ($1, 'acme', 'bea@example.com')", user_id)
+    await conn.execute(
+        "INSERT INTO portal_users (id, client_id, email) VALUES ($1, 'acme', 'bea@example.com')", user_id
+    )
     # Moved once since the reminder of revision 0 was queued.
     await conn.execute(
         "INSERT INTO appointments (id, client_id, lead_id, assigned_user_id, starts_at, reminder_minutes, status,"
         " reminder_revision, last_requested_at) VALUES ($1, 'acme', $2, $3, now() + interval '1 day', 60,"
         " 'scheduled', 1, now())",
-        appointment_id, lead_id, user_id,
+        appointment_id,
+        lead_id,
+        user_id,
     )
 
     def reminder(revision: int) -> dict:
         return NotificationRequested(
-            notification_id=uuid.uuid4(), kind="appointment_reminder", to=["bea@example.com"], client_id="acme",
-            lead_id=lead_id, data={"appointment_id": str(appointment_id), "revision": revision,
-                                   "starts_at": "2026-11-24T17:00:00+00:00"},
+            notification_id=uuid.uuid4(),
+            kind="appointment_reminder",
+            to=["bea@example.com"],
+            client_id="acme",
+            lead_id=lead_id,
+            data={
+                "appointment_id": str(appointment_id),
+                "revision": revision,
+                "starts_at": "2026-11-24T17:00:00+00:00",
+            },
         ).model_dump(mode="json")
 
     stale, current = reminder(0), reminder(1)
@@ -88,11 +116,14 @@ async def test_reminder_for_a_moved_or_cancelled_appointment_is_dropped_at_send_
         async with build(s).running():
             await publish_event(s, "notify.appointment_reminder", stale)
             await publish_event(s, "notify.appointment_reminder", current)
-            await wait_for(lambda: conn.fetchval(
-                "SELECT count(*) = 2 FROM notification_sends WHERE status <> 'pending'"))
+            await wait_for(
+                lambda: conn.fetchval("SELECT count(*) = 2 FROM notification_sends WHERE status <> 'pending'")
+            )
     finally:
         sink.stop()
-    statuses = {r["notification_id"]: r["status"] for r in await conn.fetch(
-        "SELECT notification_id, status FROM notification_sends")}
+    statuses = {
+        r["notification_id"]: r["status"]
+        for r in await conn.fetch("SELECT notification_id, status FROM notification_sends")
+    }
     assert statuses == {uuid.UUID(stale["notification_id"]): "skipped", uuid.UUID(current["notification_id"]): "sent"}
     assert len(sink.received) == 1

@@ -48,7 +48,10 @@ async def test_malformed_messages_are_dead_lettered_with_their_error_and_consume
     assert set(dead) == {"poison-1", "poison-2", "poison-3"}
     assert dead["poison-1"].body == b"\x00\xffnot json at all"  # kept byte for byte
     assert "JSONDecodeError" in dead["poison-2"].headers["x-error"]
-    assert "source" in dead["poison-3"].headers["x-error"] and dead["poison-3"].headers["x-error-type"] == "ValidationError"
+    assert (
+        "source" in dead["poison-3"].headers["x-error"]
+        and dead["poison-3"].headers["x-error-type"] == "ValidationError"
+    )
     assert {h.headers["x-original-queue"] for h in dead.values()} == {f"{settings.namespace}.router.leads"}
     recorded = await conn.fetch("SELECT message_id, error FROM dead_letters ORDER BY id")
     assert {r["message_id"] for r in recorded} == {"poison-1", "poison-2", "poison-3"}
@@ -104,16 +107,24 @@ async def test_outbox_row_rolled_back_with_its_transaction_is_never_published(se
 
 def _service_env(settings, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(AMQP_URL=settings.amqp_url, DATABASE_URL=settings.database_url,
-               LEADWIRE_NAMESPACE=settings.namespace, LEADWIRE_POLL_INTERVAL="0.1",
-               LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)), **extra)
+    env.update(
+        AMQP_URL=settings.amqp_url,
+        DATABASE_URL=settings.database_url,
+        LEADWIRE_NAMESPACE=settings.namespace,
+        LEADWIRE_POLL_INTERVAL="0.1",
+        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
+        **extra,
+    )
     return env
 
 
 def _start_router(settings, **extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "faststream", "run", "services.router.main:app"],
-        cwd=ROOT, env=_service_env(settings, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=_service_env(settings, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -164,8 +175,15 @@ async def test_replicas_starting_together_apply_each_migration_once(database_ser
 
 
 def _cli(settings, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=_service_env(settings),
-                          capture_output=True, text=True, timeout=60, input=stdin)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        cwd=ROOT,
+        env=_service_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
 
 
 async def test_catalog_with_errors_is_refused_whole_and_names_each_error(settings, buyer, conn, tmp_path):
@@ -218,7 +236,7 @@ async def test_catalog_apply_keeps_an_orders_live_status_unless_the_file_changes
     order = {"id": "o1", "client": "acme", "type": "lead_quantity", "total": 5, "start_date": "2026-01-01"}
     text = catalog_yaml(buyer, orders=[order])
     await apply_yaml(settings.database_url, text)
-    await conn.execute("UPDATE orders SET status = 'paused' WHERE id = 'o1'")   # paused in the portal
+    await conn.execute("UPDATE orders SET status = 'paused' WHERE id = 'o1'")  # paused in the portal
     await apply_yaml(settings.database_url, text.replace("name: Bolt", "name: Bolt Energy"))
     assert await conn.fetchval("SELECT status FROM orders WHERE id = 'o1'") == "paused"
     await apply_yaml(settings.database_url, catalog_yaml(buyer, orders=[{**order, "status": "closed"}]))
@@ -235,8 +253,11 @@ async def test_a_handlers_outbox_rows_wake_its_own_relay_without_a_notify(settin
     listener = await db.connect(settings.database_url)
     await listener.add_listener("leadwire_outbox", lambda *args: notified.append(args[-1]))
     try:
-        async with build_router(settings).running() as router, \
-                EventTap(settings, "delivery.requested") as requests, EventTap(settings, "lead.unsold") as outcomes:
+        async with (
+            build_router(settings).running() as router,
+            EventTap(settings, "delivery.requested") as requests,
+            EventTap(settings, "lead.unsold") as outcomes,
+        ):
             await publish_raw(settings, lead_body(), message_id="wake-1")
             await wait_for(lambda: requests.messages, timeout=20)
             assert notified == []

@@ -13,9 +13,9 @@ import pytest
 from faststream.rabbit import RabbitBroker
 
 from services.portal_auth.client import PortalAuthClient
-from shared.rpc import RequestReply
 from shared.contracts.portal_auth import Done, Failure, Identity, LinkGrant, LoginOk, UserList, UserOk
 from shared.portal_links import issue_link_token, read_link_token
+from shared.rpc import RequestReply
 from tests.portal_auth_support import (
     PASSWORD,
     T0,
@@ -80,7 +80,7 @@ async def test_sessions_expire_absolutely_and_when_idle(settings):
             portal.clock.advance(minutes=29)
             who = ok(await portal.client.verify(token), Identity)
             assert who.idle_expires_at == min(portal.clock.now + config.session_policy().idle, ends)
-        portal.clock.advance(minutes=4)      # 2 h 0 min after login
+        portal.clock.advance(minutes=4)  # 2 h 0 min after login
         refused(await portal.client.verify(token), "session_expired")
 
         idle = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
@@ -96,8 +96,9 @@ async def test_inactive_client_session_dies_at_next_verify_only_with_the_option_
         token = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
         ok(await portal.client.verify(token), Identity)
 
-        await apply_catalog_and_wait(settings, portal.runtime, portal_catalog(acme_active=False,
-                                                                              lock_inactive=lock_inactive))
+        await apply_catalog_and_wait(
+            settings, portal.runtime, portal_catalog(acme_active=False, lock_inactive=lock_inactive)
+        )
         if not lock_inactive:
             ok(await portal.client.verify(token), Identity)
             ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk)
@@ -117,6 +118,7 @@ async def test_repeated_failures_slow_down_then_lock_for_known_and_unknown_email
     await seed_user(settings.database_url, "acme", "ann@acme.test")
     # 2 free attempts, then 1 s, 2 s; the 4th failure locks for 15 minutes.
     async with running_portal(settings, catalog=portal_catalog()) as portal:
+
         async def attempts(email: str) -> list[str]:
             portal.clock.now = T0
             seen = []
@@ -126,10 +128,17 @@ async def test_repeated_failures_slow_down_then_lock_for_known_and_unknown_email
                 seen.append(reply.error)
             return seen
 
-        expected = ["invalid_credentials", "invalid_credentials", "throttled", "invalid_credentials",
-                    "throttled", "invalid_credentials", "throttled"]
+        expected = [
+            "invalid_credentials",
+            "invalid_credentials",
+            "throttled",
+            "invalid_credentials",
+            "throttled",
+            "invalid_credentials",
+            "throttled",
+        ]
         assert await attempts("ann@acme.test") == expected
-        assert await attempts("ghost@acme.test") == expected       # no enumeration by throttling
+        assert await attempts("ghost@acme.test") == expected  # no enumeration by throttling
 
         locked = refused(await portal.client.login("ann@acme.test", PASSWORD), "throttled")
         assert locked.retry_after == portal.clock.now + fast_config().login_policy().lock_for
@@ -146,8 +155,7 @@ async def test_parallel_guesses_each_spend_an_attempt(settings):
     await seed_user(settings.database_url, "acme", "ann@acme.test")
     async with running_portal(settings, catalog=portal_catalog()) as portal:
         # One multiplexed client: the guesses are in flight together, as a web tier's would be.
-        replies = await asyncio.gather(*(
-            portal.client.login("ann@acme.test", f"guess number {i}") for i in range(6)))
+        replies = await asyncio.gather(*(portal.client.login("ann@acme.test", f"guess number {i}") for i in range(6)))
     # The clock stands still: 2 free attempts, and every other guess waits for the first delay.
     assert sorted(r.error for r in replies) == ["invalid_credentials"] * 2 + ["throttled"] * 4
 
@@ -165,12 +173,18 @@ async def test_passwords_and_tokens_are_never_stored_or_logged_in_clear(settings
         ok(await portal.client.change_password(token, PASSWORD, new_password), Done)
         await portal.raw_request({"op": "login", "email": "ann@acme.test", "password": PASSWORD, "extra": 1})
     secret = token.split(".", 1)[1]
-    dump = json.dumps([dict(r) for r in await conn.fetch(
-        "SELECT to_jsonb(t) AS row FROM (SELECT * FROM portal_users) t UNION ALL"
-        " SELECT to_jsonb(t) FROM (SELECT id, user_id, encode(secret_hash, 'hex') AS h FROM portal_sessions) t"
-        " UNION ALL SELECT to_jsonb(t) FROM (SELECT * FROM dead_letters) t"
-        " UNION ALL SELECT to_jsonb(t) FROM (SELECT * FROM outbox) t"
-    )], default=str)
+    dump = json.dumps(
+        [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT to_jsonb(t) AS row FROM (SELECT * FROM portal_users) t UNION ALL"
+                " SELECT to_jsonb(t) FROM (SELECT id, user_id, encode(secret_hash, 'hex') AS h FROM portal_sessions) t"
+                " UNION ALL SELECT to_jsonb(t) FROM (SELECT * FROM dead_letters) t"
+                " UNION ALL SELECT to_jsonb(t) FROM (SELECT * FROM outbox) t"
+            )
+        ],
+        default=str,
+    )
     for clear in (PASSWORD, new_password, secret):
         assert clear not in dump
         assert clear not in caplog.text
@@ -183,8 +197,10 @@ async def test_change_password_needs_the_current_one_and_ends_other_sessions(set
     async with running_portal(settings, catalog=portal_catalog()) as portal:
         here = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
         elsewhere = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
-        refused(await portal.client.change_password(here, "not the password", "a new long passphrase"),
-                "invalid_credentials")
+        refused(
+            await portal.client.change_password(here, "not the password", "a new long passphrase"),
+            "invalid_credentials",
+        )
         refused(await portal.client.change_password(here, PASSWORD, "short"), "weak_password")
         assert ok(await portal.client.change_password(here, PASSWORD, "a new long passphrase"), Done).count == 1
         ok(await portal.client.verify(here), Identity)
@@ -209,7 +225,7 @@ async def test_password_reset_is_emailed_single_use_and_expires(settings):
     user_id = await seed_user(settings.database_url, "acme", "ann@acme.test")
     async with EventTap(settings, "notify.#") as tap, running_portal(settings, catalog=portal_catalog()) as portal:
         session = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
-        ok(await portal.client.request_password_reset("nobody@acme.test"), Done)    # same answer, no email
+        ok(await portal.client.request_password_reset("nobody@acme.test"), Done)  # same answer, no email
         ok(await portal.client.request_password_reset("ANN@acme.test"), Done)
         await wait_for(lambda: tap.bodies("notify.password_reset"))
         email = tap.bodies("notify.password_reset")[0]
@@ -220,10 +236,10 @@ async def test_password_reset_is_emailed_single_use_and_expires(settings):
         refused(await portal.client.reset_password(reset_token, "short"), "weak_password")
         ok(await portal.client.reset_password(reset_token, "reset passphrase one"), Done)
         refused(await portal.client.reset_password(reset_token, "reset passphrase two"), "reset_invalid")
-        refused(await portal.client.verify(session), "session_invalid")       # a reset ends every session
+        refused(await portal.client.verify(session), "session_invalid")  # a reset ends every session
         ok(await portal.client.login("ann@acme.test", "reset passphrase one"), LoginOk)
 
-        portal.clock.advance(minutes=2)           # past the one-a-minute cooldown
+        portal.clock.advance(minutes=2)  # past the one-a-minute cooldown
         ok(await portal.client.request_password_reset("ann@acme.test"), Done)
         await wait_for(lambda: len(tap.bodies("notify.password_reset")) == 2)
         late = tap.bodies("notify.password_reset")[1]["portal_link"].rsplit("/reset/", 1)[1]
@@ -244,7 +260,7 @@ async def test_email_link_works_on_day_n_minus_1_and_not_on_day_n_plus_1(setting
         grant = ok(await portal.client.check_link(token, lead_id=lead), LinkGrant)
         assert (grant.client_id, grant.lead_id) == ("acme", lead)
         portal.clock.now = T0 + timedelta(days=n + 1)
-        if days == 0:   # 0: links never expire
+        if days == 0:  # 0: links never expire
             assert grant.expires_at is None
             ok(await portal.client.check_link(token, lead_id=lead), LinkGrant)
         else:
@@ -268,8 +284,12 @@ async def test_a_link_for_client_a_is_refused_for_client_b(settings, conn):
         payload, signature = token.split(".")
         forged_payload = issue_link_token("guess", client_id="bolt", lead_id=bolt_lead, issued_at=T0).split(".")[0]
         refused(await portal.client.check_link(f"{forged_payload}.{signature}"), "link_invalid")
-        refused(await portal.client.check_link(issue_link_token("another secret", client_id="bolt",
-                                                                lead_id=bolt_lead, issued_at=T0)), "link_invalid")
+        refused(
+            await portal.client.check_link(
+                issue_link_token("another secret", client_id="bolt", lead_id=bolt_lead, issued_at=T0)
+            ),
+            "link_invalid",
+        )
         refused(await portal.client.check_link(payload), "link_invalid")
         assert read_link_token(secret, token) is not None
 
@@ -283,10 +303,11 @@ async def test_admins_manage_only_their_own_clients_users(settings, conn):
     async with EventTap(settings, "notify.#") as tap, running_portal(settings, catalog=portal_catalog()) as portal:
         ann = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
         bea = ok(await portal.client.login("bea@bolt.test", PASSWORD), LoginOk).session_token
-        assert (await portal.client.verify(bea)).is_admin   # the first user of a client is an admin
+        assert (await portal.client.verify(bea)).is_admin  # the first user of a client is an admin
 
-        carl = ok(await portal.client.create_user(ann, "carl@acme.test", name="Carl", password="carl's passphrase"),
-                  UserOk).user
+        carl = ok(
+            await portal.client.create_user(ann, "carl@acme.test", name="Carl", password="carl's passphrase"), UserOk
+        ).user
         assert carl.client_id == "acme" and not carl.is_admin and carl.has_password
         dana = ok(await portal.client.create_user(ann, "dana@acme.test", name="Dana"), UserOk).user
         assert not dana.has_password
@@ -305,8 +326,9 @@ async def test_admins_manage_only_their_own_clients_users(settings, conn):
         refused(await portal.client.create_user(carl_token, "eve@acme.test"), "forbidden")
         refused(await portal.client.update_user(carl_token, carl.id, is_admin=True), "forbidden")
         refused(await portal.client.update_user(carl_token, dana.id, name="x"), "forbidden")
-        assert ok(await portal.client.update_user(carl_token, carl.id, phone="555-0100", notify_new_leads=True),
-                  UserOk).user.notify_new_leads
+        assert ok(
+            await portal.client.update_user(carl_token, carl.id, phone="555-0100", notify_new_leads=True), UserOk
+        ).user.notify_new_leads
 
         # Disabling a user kills their sessions now; they cannot log in again.
         assert not ok(await portal.client.update_user(ann, carl.id, enabled=False), UserOk).user.enabled
@@ -343,7 +365,7 @@ async def test_verify_answers_what_each_user_may_see(settings):
         assert middle.scope == "own" and middle.visible_user_ids == [mid]
         assert (await identity("ann@acme.test")).scope == "all"
 
-        refused(await portal.client.update_user(ann, lead, parent_user_id=low), "bad_request")   # a cycle
+        refused(await portal.client.update_user(ann, lead, parent_user_id=low), "bad_request")  # a cycle
         ok(await portal.client.update_user(ann, side, parent_user_id=mid), UserOk)
         assert set((await identity("lead@acme.test")).visible_user_ids) == {lead, mid, low, side}
         lead_token = ok(await portal.client.login("lead@acme.test", PASSWORD), LoginOk).session_token
@@ -381,7 +403,9 @@ async def test_malformed_late_and_repeated_requests_get_answers(settings):
     async with running_portal(settings, catalog=portal_catalog()) as portal:
         bad = await portal.raw_request({"op": "nope"})
         assert bad["ok"] is False and bad["error"] == "bad_request" and "op" in bad["message"]
-        late = await portal.raw_request({"op": "verify", "token": "x"}, headers={"x-deadline-ms": int(time.time() * 1000) - 1})
+        late = await portal.raw_request(
+            {"op": "verify", "token": "x"}, headers={"x-deadline-ms": int(time.time() * 1000) - 1}
+        )
         assert late["error"] == "deadline_exceeded"
 
         token = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
@@ -417,7 +441,7 @@ async def test_a_caller_gets_unavailable_not_a_hang_when_portal_auth_is_down(set
     rpc = RequestReply(settings.amqp_url, name="tests", namespace=settings.namespace)
     await rpc.start()
     try:
-        await topology.declare(broker)     # the queue exists, nobody consumes it
+        await topology.declare(broker)  # the queue exists, nobody consumes it
         reply = await PortalAuthClient(rpc, topology, timeout=0.5).verify("whatever")
     finally:
         await rpc.close()

@@ -17,21 +17,41 @@ pytestmark = pytest.mark.integration
 
 
 def account(buyer, id: str, client: str, **extra: Any) -> dict[str, Any]:
-    return {"id": id, "client": client, "lead_type": "solar", "price": extra.pop("price", "10.00"),
-            "delivery": {"method": "http", "url": buyer.url(f"/{id}"), "timeout_seconds": 5,
-                         "retry": {"count": 0, "delay_seconds": 1}}, **extra}
+    return {
+        "id": id,
+        "client": client,
+        "lead_type": "solar",
+        "price": extra.pop("price", "10.00"),
+        "delivery": {
+            "method": "http",
+            "url": buyer.url(f"/{id}"),
+            "timeout_seconds": 5,
+            "retry": {"count": 0, "delay_seconds": 1},
+        },
+        **extra,
+    }
 
 
 def catalog(buyer, *, clients=("a", "b", "c"), groups=(), accounts=None, options=None, **more) -> str:
     doc = {
         "options": options or {},
-        "lead_types": [{"id": "solar", "name": "Solar", "duplicate_fields": ["phone"], "max_sales": 3,
-                        "fields": [{"name": "first_name", "required": True},
-                                   {"name": "phone", "type": "phone", "required": True},
-                                   {"name": "state", "type": "us_state"}]}],
+        "lead_types": [
+            {
+                "id": "solar",
+                "name": "Solar",
+                "duplicate_fields": ["phone"],
+                "max_sales": 3,
+                "fields": [
+                    {"name": "first_name", "required": True},
+                    {"name": "phone", "type": "phone", "required": True},
+                    {"name": "state", "type": "us_state"},
+                ],
+            }
+        ],
         "sources": [{"id": "web", "name": "Web"}],
-        "clients": [{"id": c, "name": c.upper(), "external_ref": f"EXT-{c}", "email": f"{c}@buyers.test"}
-                    for c in clients],
+        "clients": [
+            {"id": c, "name": c.upper(), "external_ref": f"EXT-{c}", "email": f"{c}@buyers.test"} for c in clients
+        ],
         "groups": list(groups),
         "delivery_accounts": accounts if accounts is not None else [account(buyer, f"{c}1", c) for c in clients],
         **more,
@@ -78,8 +98,9 @@ def buyers_of(outcome: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize(("flag", "expected"), [(True, 1), (False, 3)])
 async def test_apply_groups_as_criteria_makes_a_group_exclusive(system, buyer, flag, expected):
-    await system.apply(catalog(buyer, groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"],
-                                               "apply_groups_as_criteria": flag}]))
+    await system.apply(
+        catalog(buyer, groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"], "apply_groups_as_criteria": flag}])
+    )
     async with EventTap(system.settings) as tap:
         outcome = await system.send(tap)
     assert outcome["status"] == "sold"
@@ -88,9 +109,16 @@ async def test_apply_groups_as_criteria_makes_a_group_exclusive(system, buyer, f
 
 
 async def test_groups_are_scanned_in_order_exclusive_then_shared(system, buyer):
-    await system.apply(catalog(buyer, clients=("a", "b", "c", "d"), groups=[
-        {"id": "first", "name": "First", "clients": ["b", "a"], "apply_groups_as_criteria": True},
-        {"id": "second", "name": "Second", "clients": ["c", "d"], "apply_groups_as_criteria": False}]))
+    await system.apply(
+        catalog(
+            buyer,
+            clients=("a", "b", "c", "d"),
+            groups=[
+                {"id": "first", "name": "First", "clients": ["b", "a"], "apply_groups_as_criteria": True},
+                {"id": "second", "name": "Second", "clients": ["c", "d"], "apply_groups_as_criteria": False},
+            ],
+        )
+    )
     async with EventTap(system.settings) as tap:
         outcome = await system.send(tap)
     assert buyers_of(outcome) == ["a", "c", "d"]  # one of the first group (a: entered first), all of the second
@@ -99,9 +127,15 @@ async def test_groups_are_scanned_in_order_exclusive_then_shared(system, buyer):
 
 async def test_a_refusal_moves_the_lead_inside_the_exclusive_group_then_on(system, buyer, conn):
     buyer.on("/a1", status=400, body='{"reason": "no"}')
-    await system.apply(catalog(buyer, groups=[
-        {"id": "g", "name": "G", "clients": ["a", "b"], "apply_groups_as_criteria": True},
-        {"id": "h", "name": "H", "clients": ["c"], "apply_groups_as_criteria": True}]))
+    await system.apply(
+        catalog(
+            buyer,
+            groups=[
+                {"id": "g", "name": "G", "clients": ["a", "b"], "apply_groups_as_criteria": True},
+                {"id": "h", "name": "H", "clients": ["c"], "apply_groups_as_criteria": True},
+            ],
+        )
+    )
     async with EventTap(system.settings) as tap:
         outcome = await system.send(tap)
     assert buyers_of(outcome) == ["b", "c"]
@@ -109,8 +143,9 @@ async def test_a_refusal_moves_the_lead_inside_the_exclusive_group_then_on(syste
 
 
 async def test_max_sales_of_the_source_bounds_a_shared_group(system, buyer):
-    text = catalog(buyer, groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"],
-                                   "apply_groups_as_criteria": False}])
+    text = catalog(
+        buyer, groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"], "apply_groups_as_criteria": False}]
+    )
     text = text.replace("name: Web", "name: Web\n  max_sales: 2")
     await system.apply(text)
     async with EventTap(system.settings) as tap:
@@ -119,8 +154,20 @@ async def test_max_sales_of_the_source_bounds_a_shared_group(system, buyer):
 
 
 async def test_round_robin_rotates_across_leads(system, buyer):
-    await system.apply(catalog(buyer, groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"],
-                                               "apply_groups_as_criteria": True, "distribution": "round_robin"}]))
+    await system.apply(
+        catalog(
+            buyer,
+            groups=[
+                {
+                    "id": "g",
+                    "name": "G",
+                    "clients": ["a", "b", "c"],
+                    "apply_groups_as_criteria": True,
+                    "distribution": "round_robin",
+                }
+            ],
+        )
+    )
     async with EventTap(system.settings) as tap:
         firsts = [buyers_of(await system.send(tap))[0] for _ in range(6)]
     assert sorted(firsts) == ["a", "a", "b", "b", "c", "c"]
@@ -128,18 +175,33 @@ async def test_round_robin_rotates_across_leads(system, buyer):
 
 
 async def test_highest_price_wins_inside_an_exclusive_group(system, buyer):
-    await system.apply(catalog(buyer, accounts=[account(buyer, "a1", "a", price="10.00"),
-                                                account(buyer, "b1", "b", price="30.00"),
-                                                account(buyer, "c1", "c", price="20.00")],
-                               groups=[{"id": "g", "name": "G", "clients": ["a", "b", "c"],
-                                        "apply_groups_as_criteria": True, "distribution": "highest_price"}]))
+    await system.apply(
+        catalog(
+            buyer,
+            accounts=[
+                account(buyer, "a1", "a", price="10.00"),
+                account(buyer, "b1", "b", price="30.00"),
+                account(buyer, "c1", "c", price="20.00"),
+            ],
+            groups=[
+                {
+                    "id": "g",
+                    "name": "G",
+                    "clients": ["a", "b", "c"],
+                    "apply_groups_as_criteria": True,
+                    "distribution": "highest_price",
+                }
+            ],
+        )
+    )
     async with EventTap(system.settings) as tap:
         outcome = await system.send(tap)
     assert outcome["deliveries"][0]["client_id"] == "b" and outcome["deliveries"][0]["price"] == "30.00"
 
 
-@pytest.mark.parametrize(("mapping", "force_id"), [("external_ref", "EXT-c"), ("email", "c@buyers.test"),
-                                                   ("client_id", "c")])
+@pytest.mark.parametrize(
+    ("mapping", "force_id"), [("external_ref", "EXT-c"), ("email", "c@buyers.test"), ("client_id", "c")]
+)
 async def test_force_id_goes_only_to_the_named_client(system, buyer, mapping, force_id):
     await system.apply(catalog(buyer, options={"delivery_force_id_mapping": mapping}))
     async with EventTap(system.settings) as tap:
@@ -149,8 +211,13 @@ async def test_force_id_goes_only_to_the_named_client(system, buyer, mapping, fo
 
 
 async def test_force_id_naming_no_client_or_no_eligible_account_is_unsold(system, buyer):
-    await system.apply(catalog(buyer, options={"delivery_force_id_mapping": "external_ref"},
-                               accounts=[account(buyer, "a1", "a"), account(buyer, "b1", "b", active=False)]))
+    await system.apply(
+        catalog(
+            buyer,
+            options={"delivery_force_id_mapping": "external_ref"},
+            accounts=[account(buyer, "a1", "a"), account(buyer, "b1", "b", active=False)],
+        )
+    )
     async with EventTap(system.settings) as tap:
         nobody = await system.send(tap, {**lead_body(phone=_phone()), "force_id": "EXT-zzz"})
         inactive = await system.send(tap, {**lead_body(phone=_phone()), "force_id": "EXT-b"})
@@ -191,8 +258,13 @@ async def test_route_duplicate_leads_per_client_override(system, buyer):
 
 
 async def test_a_daily_cap_holds_and_a_failed_delivery_gives_its_unit_back(system, buyer, conn):
-    await system.apply(catalog(buyer, clients=("a", "b"), accounts=[
-        account(buyer, "a1", "a", caps={"daily": 2}), account(buyer, "b1", "b", priority=1)]))
+    await system.apply(
+        catalog(
+            buyer,
+            clients=("a", "b"),
+            accounts=[account(buyer, "a1", "a", caps={"daily": 2}), account(buyer, "b1", "b", priority=1)],
+        )
+    )
     buyer.on("/a1", status=400)
     async with EventTap(system.settings) as tap:
         refused = await system.send(tap)
@@ -204,8 +276,10 @@ async def test_a_daily_cap_holds_and_a_failed_delivery_gives_its_unit_back(syste
 
 
 async def test_require_order_needs_an_open_order_with_room(system, buyer, conn):
-    base = dict(clients=("a", "b"), accounts=[account(buyer, "a1", "a", require_order=True),
-                                              account(buyer, "b1", "b", priority=1)])
+    base = dict(
+        clients=("a", "b"),
+        accounts=[account(buyer, "a1", "a", require_order=True), account(buyer, "b1", "b", priority=1)],
+    )
     order = {"id": "o1", "client": "a", "type": "lead_quantity", "total": 2, "start_date": "2020-01-01"}
     async with EventTap(system.settings) as tap:
         await system.apply(catalog(buyer, **base))
@@ -227,9 +301,14 @@ async def test_an_auto_paused_account_is_skipped(system, buyer, conn):
 
 
 async def test_criteria_and_inactive_clients_limit_eligibility(system, buyer):
-    text = catalog(buyer, accounts=[account(buyer, "a1", "a", criteria=[{"field": "state", "op": "in",
-                                                                         "value": ["NV"]}]),
-                                    account(buyer, "b1", "b"), account(buyer, "c1", "c", priority=-1)])
+    text = catalog(
+        buyer,
+        accounts=[
+            account(buyer, "a1", "a", criteria=[{"field": "state", "op": "in", "value": ["NV"]}]),
+            account(buyer, "b1", "b"),
+            account(buyer, "c1", "c", priority=-1),
+        ],
+    )
     text = text.replace("name: C\n", "name: C\n  active: false\n")
     await system.apply(text)
     async with EventTap(system.settings) as tap:

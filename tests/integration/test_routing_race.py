@@ -24,40 +24,70 @@ from tests.support import apply_yaml, start_buyer, wait_for
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 ROUTERS = 3
-UNIQUE, PAIRS = 700, 150          # 700 + 2 * 150 = 1,000 leads
+UNIQUE, PAIRS = 700, 150  # 700 + 2 * 150 = 1,000 leads
 CAP = 7
 ORDER_TOTAL = 15
 
 
 def race_catalog(buyer) -> str:
     def account(id: str, client: str, **extra):
-        return {"id": id, "client": client, "lead_type": "solar", "price": "10.00",
-                "delivery": {"method": "http", "url": buyer.url(f"/{id}"), "timeout_seconds": 5,
-                             "retry": {"count": 0, "delay_seconds": 1}}, **extra}
+        return {
+            "id": id,
+            "client": client,
+            "lead_type": "solar",
+            "price": "10.00",
+            "delivery": {
+                "method": "http",
+                "url": buyer.url(f"/{id}"),
+                "timeout_seconds": 5,
+                "retry": {"count": 0, "delay_seconds": 1},
+            },
+            **extra,
+        }
 
-    return yaml.safe_dump({
-        "lead_types": [{"id": "solar", "name": "Solar", "duplicate_fields": ["phone"], "max_sales": 3,
-                        "fields": [{"name": "first_name"}, {"name": "phone", "type": "phone", "required": True}]}],
-        "sources": [{"id": "web", "name": "Web"}],
-        "clients": [{"id": c, "name": c} for c in "abcdef"],
-        "groups": [
-            {"id": "exclusive", "name": "Exclusive", "apply_groups_as_criteria": True,
-             "distribution": "round_robin", "clients": ["a", "b", "c"]},
-            {"id": "shared", "name": "Shared", "apply_groups_as_criteria": False, "clients": ["d", "e", "f"]},
-        ],
-        "delivery_accounts": [
-            account("a1", "a", caps={"daily": CAP}),
-            account("b1", "b", caps={"daily": CAP, "monthly": CAP + 2}),
-            account("c1", "c", require_order=True),
-            account("d1", "d", caps={"daily": CAP}),
-            account("e1", "e", caps={"weekly": CAP}),
-            account("f1", "f", require_order=True),
-        ],
-        "orders": [
-            {"id": "c-order", "client": "c", "type": "lead_quantity", "total": ORDER_TOTAL, "start_date": "2020-01-01"},
-            {"id": "f-order", "client": "f", "type": "dollar_amount", "total": "95.00", "start_date": "2020-01-01"},
-        ],
-    })
+    return yaml.safe_dump(
+        {
+            "lead_types": [
+                {
+                    "id": "solar",
+                    "name": "Solar",
+                    "duplicate_fields": ["phone"],
+                    "max_sales": 3,
+                    "fields": [{"name": "first_name"}, {"name": "phone", "type": "phone", "required": True}],
+                }
+            ],
+            "sources": [{"id": "web", "name": "Web"}],
+            "clients": [{"id": c, "name": c} for c in "abcdef"],
+            "groups": [
+                {
+                    "id": "exclusive",
+                    "name": "Exclusive",
+                    "apply_groups_as_criteria": True,
+                    "distribution": "round_robin",
+                    "clients": ["a", "b", "c"],
+                },
+                {"id": "shared", "name": "Shared", "apply_groups_as_criteria": False, "clients": ["d", "e", "f"]},
+            ],
+            "delivery_accounts": [
+                account("a1", "a", caps={"daily": CAP}),
+                account("b1", "b", caps={"daily": CAP, "monthly": CAP + 2}),
+                account("c1", "c", require_order=True),
+                account("d1", "d", caps={"daily": CAP}),
+                account("e1", "e", caps={"weekly": CAP}),
+                account("f1", "f", require_order=True),
+            ],
+            "orders": [
+                {
+                    "id": "c-order",
+                    "client": "c",
+                    "type": "lead_quantity",
+                    "total": ORDER_TOTAL,
+                    "start_date": "2020-01-01",
+                },
+                {"id": "f-order", "client": "f", "type": "dollar_amount", "total": "95.00", "start_date": "2020-01-01"},
+            ],
+        }
+    )
 
 
 async def _consumers(settings, queue: str) -> int:
@@ -74,23 +104,42 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     buyer, stop_buyer = start_buyer()
     # Every 10th post is refused: refusals must give back caps and order shares.
     count = iter(range(10**9))
-    buyer.responses.update({f"/{a}": (lambda _r: (400, "no", 0.0) if next(count) % 10 == 9 else
-                                      (200, '{"status": "accepted"}', 0.0)) for a in ("a1", "b1", "c1", "d1", "e1", "f1")})
+    buyer.responses.update(
+        {
+            f"/{a}": (lambda _r: (400, "no", 0.0) if next(count) % 10 == 9 else (200, '{"status": "accepted"}', 0.0))
+            for a in ("a1", "b1", "c1", "d1", "e1", "f1")
+        }
+    )
     await apply_yaml(settings.database_url, race_catalog(buyer))
     async with Runtime("setup", settings).running():
         pass  # topology declared before the routers start
-    env = {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
-           "LEADWIRE_NAMESPACE": settings.namespace, "LEADWIRE_POLL_INTERVAL": "0.1",
-           "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)), "LEADWIRE_DB_POOL_MAX": "8"}
-    routers = [subprocess.Popen([sys.executable, "-m", "faststream", "run", "services.router.main:app"],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for _ in range(ROUTERS)]
+    env = {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "DATABASE_URL": settings.database_url,
+        "LEADWIRE_NAMESPACE": settings.namespace,
+        "LEADWIRE_POLL_INTERVAL": "0.1",
+        "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
+        "LEADWIRE_DB_POOL_MAX": "8",
+    }
+    routers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "faststream", "run", "services.router.main:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(ROUTERS)
+    ]
     try:
         await wait_for(_all_consuming(settings), timeout=60)
         async with build_delivery(settings).running():
             keys = await _publish_leads(settings)
-            await wait_for(lambda: conn.fetchval(
-                "SELECT count(*) = $1 FROM leads WHERE status <> 'routing'", len(keys)), timeout=240)
+            await wait_for(
+                lambda: conn.fetchval("SELECT count(*) = $1 FROM leads WHERE status <> 'routing'", len(keys)),
+                timeout=240,
+            )
             await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=60)
     finally:
         for p in routers:
@@ -112,7 +161,8 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     assert statuses["duplicate"] == PAIRS
 
     deliveries = await conn.fetch(
-        "SELECT lead_id, client_id, delivery_account_id, group_id, status, created_at FROM deliveries")
+        "SELECT lead_id, client_id, delivery_account_id, group_id, status, created_at FROM deliveries"
+    )
     succeeded = [d for d in deliveries if d["status"] == "succeeded"]
     assert all(d["status"] in ("succeeded", "failed") for d in deliveries)  # nothing left in flight
 
@@ -129,8 +179,11 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     # Caps: not one lead over, in any window; the counters agree with what was sold.
     per_account = Counter(d["delivery_account_id"] for d in succeeded)
     for account, window in (("a1", "day"), ("b1", "day"), ("d1", "day"), ("e1", "week")):
-        windows = Counter(d["created_at"].date() if window == "day" else d["created_at"].isocalendar()[:2]
-                          for d in succeeded if d["delivery_account_id"] == account)
+        windows = Counter(
+            d["created_at"].date() if window == "day" else d["created_at"].isocalendar()[:2]
+            for d in succeeded
+            if d["delivery_account_id"] == account
+        )
         assert max(windows.values()) <= CAP, (account, windows)
     assert per_account["b1"] <= CAP
     usage = await conn.fetch("SELECT delivery_account_id, period, used FROM cap_usage")
@@ -152,6 +205,7 @@ async def test_three_routers_hold_every_invariant(settings, conn):
 def _all_consuming(settings):
     async def check() -> bool:
         return await _consumers(settings, f"{settings.namespace}.router.leads") == ROUTERS
+
     return check
 
 
@@ -166,8 +220,12 @@ async def _publish_leads(settings) -> list[str]:
             key = str(uuid.uuid4())
             keys.append(key)
             body = {"lead_type": "solar", "source": "web", "fields": {"first_name": "Race", "phone": phone}}
-            return aio_pika.Message(json.dumps(body).encode(), message_id=key, content_type="application/json",
-                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+            return aio_pika.Message(
+                json.dumps(body).encode(),
+                message_id=key,
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
 
         batch = []
         for i in range(UNIQUE):
@@ -176,7 +234,7 @@ async def _publish_leads(settings) -> list[str]:
             phone = f"646{2000000 + i}"
             batch.extend([message(phone), message(phone)])  # the same person, back to back
         for start in range(0, len(batch), 100):
-            await asyncio.gather(*(exchange.publish(m, routing_key="lead.solar") for m in batch[start:start + 100]))
+            await asyncio.gather(*(exchange.publish(m, routing_key="lead.solar") for m in batch[start : start + 100]))
     finally:
         await connection.close()
     return keys

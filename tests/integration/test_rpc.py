@@ -19,7 +19,9 @@ Responder = Callable[[list[aio_pika.abc.AbstractIncomingMessage]], Awaitable[Non
 
 
 @asynccontextmanager
-async def responder_queue(amqp_url: str, namespace: str) -> AsyncIterator[tuple[aio_pika.abc.AbstractChannel, str, asyncio.Queue]]:
+async def responder_queue(
+    amqp_url: str, namespace: str
+) -> AsyncIterator[tuple[aio_pika.abc.AbstractChannel, str, asyncio.Queue]]:
     """A plain queue bound to `<ns>.rpc-test` that hands every request to the test."""
     connection = await aio_pika.connect(amqp_url)
     channel = await connection.channel()
@@ -34,8 +36,9 @@ async def responder_queue(amqp_url: str, namespace: str) -> AsyncIterator[tuple[
         await connection.close()
 
 
-async def answer(channel: aio_pika.abc.AbstractChannel, request: aio_pika.abc.AbstractIncomingMessage,
-                 body: object) -> None:
+async def answer(
+    channel: aio_pika.abc.AbstractChannel, request: aio_pika.abc.AbstractIncomingMessage, body: object
+) -> None:
     await channel.default_exchange.publish(
         aio_pika.Message(json.dumps(body).encode(), correlation_id=request.correlation_id),
         routing_key=request.reply_to,

@@ -23,14 +23,23 @@ def _free_port() -> int:
 
 def test_run_command_shows_leads_being_sold(settings):
     # The fixture's retry tiers, so that its teardown deletes every queue the demo declares.
-    env = {**os.environ, "AMQP_URL": settings.amqp_url, "DATABASE_URL": settings.database_url,
-           "LEADWIRE_NAMESPACE": settings.namespace, "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays))}
+    env = {
+        **os.environ,
+        "AMQP_URL": settings.amqp_url,
+        "DATABASE_URL": settings.database_url,
+        "LEADWIRE_NAMESPACE": settings.namespace,
+        "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
+    }
     result = subprocess.run(
         ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    final = result.stdout[result.stdout.index("=== final"):]
+    final = result.stdout[result.stdout.index("=== final") :]
     sold = int(re.search(r"sold: (\d+)", final).group(1))
     assert sold > 0
     buyers = re.findall(r"sold to (\S+)\s+(\d+) leads", final)

@@ -58,10 +58,24 @@ async def test_lead_from_raw_aio_pika_reaches_buyer_and_is_sold(settings, system
 async def test_lead_from_amqp_publish_cli_reaches_buyer(settings, system, buyer):
     async with EventTap(settings) as tap:
         subprocess.run(
-            ["amqp-publish", "--url", settings.amqp_url.rstrip("/"), "-e", f"{settings.namespace}.inbound",
-             "-r", "lead.solar", "-p", "-C", "application/json", "-H", "idempotency-key: cli-1",
-             "-b", json.dumps(lead_body())],
-            check=True, timeout=30,
+            [
+                "amqp-publish",
+                "--url",
+                settings.amqp_url.rstrip("/"),
+                "-e",
+                f"{settings.namespace}.inbound",
+                "-r",
+                "lead.solar",
+                "-p",
+                "-C",
+                "application/json",
+                "-H",
+                "idempotency-key: cli-1",
+                "-b",
+                json.dumps(lead_body()),
+            ],
+            check=True,
+            timeout=30,
         )
         await wait_for(lambda: tap.bodies("lead.sold"))
     assert buyer.paths() == ["/acme"]
@@ -77,8 +91,13 @@ async def test_reply_to_receives_the_terminal_outcome(settings, system):
         await reply_queue.consume(lambda m: replies.put_nowait(m), no_ack=True)
         exchange = await channel.get_exchange(f"{settings.namespace}.inbound")
         await exchange.publish(
-            aio_pika.Message(json.dumps(lead_body()).encode(), message_id="sync-1", correlation_id="corr-7",
-                             reply_to="amq.rabbitmq.reply-to", content_type="application/json"),
+            aio_pika.Message(
+                json.dumps(lead_body()).encode(),
+                message_id="sync-1",
+                correlation_id="corr-7",
+                reply_to="amq.rabbitmq.reply-to",
+                content_type="application/json",
+            ),
             routing_key="lead.solar",
         )
         reply = await asyncio.wait_for(replies.get(), 15)
@@ -91,9 +110,11 @@ async def test_reply_to_receives_the_terminal_outcome(settings, system):
 
 async def test_invalid_lead_is_kept_and_answered_with_every_field_error(settings, system, buyer, conn):
     async with EventTap(settings) as tap:
-        await publish_raw(settings, {"lead_type": "solar", "source": "web",
-                                     "fields": {"phone": "12", "state": "ZZ", "color": "red"}},
-                          message_id=new_key())
+        await publish_raw(
+            settings,
+            {"lead_type": "solar", "source": "web", "fields": {"phone": "12", "state": "ZZ", "color": "red"}},
+            message_id=new_key(),
+        )
         await wait_for(lambda: tap.bodies("lead.rejected"))
     errors = {(e["field"], e["message"]) for e in tap.bodies("lead.rejected")[0]["errors"]}
     assert {f for f, _ in errors} == {"first_name", "phone", "state", "color"}
@@ -108,9 +129,21 @@ async def test_lead_without_idempotency_key_is_rejected_and_kept(settings, syste
     # amqp-publish sets no message_id (aio-pika would invent one), so this lead has no key at all.
     async with EventTap(settings) as tap:
         subprocess.run(
-            ["amqp-publish", "--url", settings.amqp_url.rstrip("/"), "-e", f"{settings.namespace}.inbound",
-             "-r", "lead.solar", "-C", "application/json", "-b", json.dumps(lead_body())],
-            check=True, timeout=30,
+            [
+                "amqp-publish",
+                "--url",
+                settings.amqp_url.rstrip("/"),
+                "-e",
+                f"{settings.namespace}.inbound",
+                "-r",
+                "lead.solar",
+                "-C",
+                "application/json",
+                "-b",
+                json.dumps(lead_body()),
+            ],
+            check=True,
+            timeout=30,
         )
         await wait_for(lambda: tap.bodies("lead.rejected"))
     assert [e["field"] for e in tap.bodies("lead.rejected")[0]["errors"]] == ["message_id"]
@@ -148,7 +181,10 @@ async def test_buyer_rejection_moves_the_lead_to_the_next_account(settings, syst
     assert buyer.paths() == ["/acme", "/bolt"]
     assert [d["client_id"] for d in tap.bodies("lead.sold")[0]["deliveries"]] == ["bolt"]
     reasons = await conn.fetch("SELECT delivery_account_id, status, reason FROM deliveries ORDER BY created_at")
-    assert [(r["delivery_account_id"], r["status"]) for r in reasons] == [("acme-post", "failed"), ("bolt-post", "succeeded")]
+    assert [(r["delivery_account_id"], r["status"]) for r in reasons] == [
+        ("acme-post", "failed"),
+        ("bolt-post", "succeeded"),
+    ]
 
 
 async def test_every_buyer_refusing_ends_unsold(settings, system, buyer):

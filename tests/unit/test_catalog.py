@@ -26,8 +26,8 @@ def test_example_catalog_is_valid_and_round_trips():
 
 def test_client_options_resolve_overrides_before_globals():
     catalog = parse_catalog(EXAMPLE.read_text())
-    assert catalog.option("sunrise", "allow_confirm_price") is True        # client override
-    assert catalog.option("brightpath", "allow_confirm_price") is False    # global
+    assert catalog.option("sunrise", "allow_confirm_price") is True  # client override
+    assert catalog.option("brightpath", "allow_confirm_price") is False  # global
     assert catalog.option("helios", "return_pct_delivery_accounts") == 15
     assert catalog.option("brightpath", "return_pct_delivery_accounts") == 10
     assert catalog.option("helios", "route_duplicate_leads") is True
@@ -75,14 +75,17 @@ delivery_accounts:
     assert "line 26: delivery_accounts[1] (y).criteria[0].field: no field 'colour' in lead type 'solar'" in errors
 
 
-@pytest.mark.parametrize(("snippet", "message"), [
-    ("clients:\n  - {id: a, name: A}\n  - {id: a, name: A2}\n", "duplicate id 'a'"),
-    ("lead_types:\n  - {id: t, name: T, fields: [{name: c, type: choice}]}\n", "choices"),
-    ("nonsense: 1\n", "Extra inputs are not permitted"),
-    ("clients: [\n", "not valid YAML"),
-    ("- just\n- a list\n", "mapping of sections"),
-    ("options: {delivery_force_id_mapping: shoe_size}\n", "client_id"),
-])
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("clients:\n  - {id: a, name: A}\n  - {id: a, name: A2}\n", "duplicate id 'a'"),
+        ("lead_types:\n  - {id: t, name: T, fields: [{name: c, type: choice}]}\n", "choices"),
+        ("nonsense: 1\n", "Extra inputs are not permitted"),
+        ("clients: [\n", "not valid YAML"),
+        ("- just\n- a list\n", "mapping of sections"),
+        ("options: {delivery_force_id_mapping: shoe_size}\n", "client_id"),
+    ],
+)
 def test_individual_errors(snippet, message):
     assert any(message in e for e in errors_of(snippet))
 
@@ -102,13 +105,16 @@ def test_order_accounts_must_belong_to_the_orders_client():
     assert any("belongs to client 'sunrise', not 'helios'" in e for e in errors_of(text))
 
 
-@pytest.mark.parametrize(("pattern", "key", "matches"), [
-    ("lead.#", "lead.solar", True),
-    ("lead.#", "lead", True),
-    ("lead.*", "lead.solar.v2", False),
-    ("notify.#", "notify.order_filled", True),
-    ("delivery.succeeded", "delivery.failed", False),
-    ("*.requested", "delivery.requested", True),
-])
+@pytest.mark.parametrize(
+    ("pattern", "key", "matches"),
+    [
+        ("lead.#", "lead.solar", True),
+        ("lead.#", "lead", True),
+        ("lead.*", "lead.solar.v2", False),
+        ("notify.#", "notify.order_filled", True),
+        ("delivery.succeeded", "delivery.failed", False),
+        ("*.requested", "delivery.requested", True),
+    ],
+)
 def test_topic_matching(pattern, key, matches):
     assert topic_matches(pattern, key) is matches

@@ -24,11 +24,17 @@ def build(cfg: HttpDelivery) -> posting.BuyerRequest:
     return posting.build_request(cfg, FIELDS, lead_id="L1", delivery_id=DELIVERY_ID, price=Decimal("25.00"))
 
 
-@pytest.mark.parametrize(("kw", "content_type", "decode"), [
-    ({}, "application/json", json.loads),
-    ({"format": "form"}, "application/x-www-form-urlencoded",
-     lambda b: {k: v[0] for k, v in parse_qs(b.decode()).items()}),
-])
+@pytest.mark.parametrize(
+    ("kw", "content_type", "decode"),
+    [
+        ({}, "application/json", json.loads),
+        (
+            {"format": "form"},
+            "application/x-www-form-urlencoded",
+            lambda b: {k: v[0] for k, v in parse_qs(b.decode()).items()},
+        ),
+    ],
+)
 def test_body_formats_carry_every_field_and_the_lead_id(kw, content_type, decode):
     request = build(config(**kw))
     assert request.method == "POST" and request.headers["Content-Type"] == content_type
@@ -36,8 +42,9 @@ def test_body_formats_carry_every_field_and_the_lead_id(kw, content_type, decode
 
 
 def test_xml_body_escapes_values():
-    request = posting.build_request(config(format="xml"), {"first_name": "A&B <x>"}, lead_id="L1",
-                                    delivery_id=DELIVERY_ID, price=Decimal("1"))
+    request = posting.build_request(
+        config(format="xml"), {"first_name": "A&B <x>"}, lead_id="L1", delivery_id=DELIVERY_ID, price=Decimal("1")
+    )
     assert b"<first_name>A&amp;B &lt;x&gt;</first_name>" in request.body
 
 
@@ -48,8 +55,12 @@ def test_field_map_renames_and_may_send_the_price():
 
 def test_body_template_escapes_for_its_format():
     request = posting.build_request(
-        config(body_template='{"name": "$first_name", "src": "lw"}'), {"first_name": 'Ada "the" Countess'},
-        lead_id="L1", delivery_id=DELIVERY_ID, price=Decimal("1"))
+        config(body_template='{"name": "$first_name", "src": "lw"}'),
+        {"first_name": 'Ada "the" Countess'},
+        lead_id="L1",
+        delivery_id=DELIVERY_ID,
+        price=Decimal("1"),
+    )
     assert json.loads(request.body) == {"name": 'Ada "the" Countess', "src": "lw"}
 
 
@@ -58,10 +69,16 @@ def test_get_sends_fields_as_query_parameters_and_no_body():
     assert request.body is None and request.params["phone"] == "4155550100"
 
 
-@pytest.mark.parametrize(("auth", "header"), [
-    ({"type": "basic", "username": "u", "password": "pw-secret"}, "Basic " + base64.b64encode(b"u:pw-secret").decode()),
-    ({"type": "bearer", "token": "tok-secret"}, "Bearer tok-secret"),
-])
+@pytest.mark.parametrize(
+    ("auth", "header"),
+    [
+        (
+            {"type": "basic", "username": "u", "password": "pw-secret"},
+            "Basic " + base64.b64encode(b"u:pw-secret").decode(),
+        ),
+        ({"type": "bearer", "token": "tok-secret"}, "Bearer tok-secret"),
+    ],
+)
 def test_auth_headers_and_idempotency_key(auth, header):
     request = build(config(auth=auth, headers={"X-Source": "leadwire"}))
     assert request.headers["Authorization"] == header
@@ -72,45 +89,63 @@ def test_auth_headers_and_idempotency_key(auth, header):
 OK = '{"status": "accepted", "price": "31.50", "result": {"code": 1}}'
 
 
-@pytest.mark.parametrize(("kw", "status", "text", "outcome"), [
-    ({}, 200, OK, "accepted"),
-    ({}, 201, "", "accepted"),
-    ({}, 400, OK, "rejected"),
-    ({}, 500, OK, "transient"),
-    ({}, 503, "", "transient"),
-    ({}, 429, "", "transient"),
-    ({}, 408, "", "transient"),
-    ({"success": {"regex": r'"status":\s*"accepted"'}}, 200, OK, "accepted"),
-    ({"success": {"regex": r'"status":\s*"accepted"'}}, 200, '{"status": "duplicate"}', "rejected"),
-    ({"success": {"contains": "accepted"}}, 200, "REJECTED", "rejected"),
-    ({"success": {"json_path": "$.result.code", "json_equals": 1}}, 200, OK, "accepted"),
-    ({"success": {"json_path": "result.code", "json_equals": 1}}, 200, '{"result": {"code": 0}}', "rejected"),
-    ({"success": {"json_path": "result.code", "json_equals": 1}}, 200, "not json", "rejected"),
-    ({"success": {"status_codes": [204]}}, 200, "", "rejected"),
-])
+@pytest.mark.parametrize(
+    ("kw", "status", "text", "outcome"),
+    [
+        ({}, 200, OK, "accepted"),
+        ({}, 201, "", "accepted"),
+        ({}, 400, OK, "rejected"),
+        ({}, 500, OK, "transient"),
+        ({}, 503, "", "transient"),
+        ({}, 429, "", "transient"),
+        ({}, 408, "", "transient"),
+        ({"success": {"regex": r'"status":\s*"accepted"'}}, 200, OK, "accepted"),
+        ({"success": {"regex": r'"status":\s*"accepted"'}}, 200, '{"status": "duplicate"}', "rejected"),
+        ({"success": {"contains": "accepted"}}, 200, "REJECTED", "rejected"),
+        ({"success": {"json_path": "$.result.code", "json_equals": 1}}, 200, OK, "accepted"),
+        ({"success": {"json_path": "result.code", "json_equals": 1}}, 200, '{"result": {"code": 0}}', "rejected"),
+        ({"success": {"json_path": "result.code", "json_equals": 1}}, 200, "not json", "rejected"),
+        ({"success": {"status_codes": [204]}}, 200, "", "rejected"),
+    ],
+)
 def test_judge_response(kw, status, text, outcome):
     assert posting.judge_response(config(**kw), status, text).outcome == outcome
 
 
-@pytest.mark.parametrize(("rule", "text", "reason"), [
-    ({"json_path": "error.message"}, '{"ok": false, "error": {"message": "out of area"}}', "buyer rejected: out of area"),
-    ({"regex": r"reason=(\w+)"}, "ERR reason=duplicate", "buyer rejected: duplicate"),
-    (None, "nope", "buyer rejected: response lacks 'ok'"),
-])
+@pytest.mark.parametrize(
+    ("rule", "text", "reason"),
+    [
+        (
+            {"json_path": "error.message"},
+            '{"ok": false, "error": {"message": "out of area"}}',
+            "buyer rejected: out of area",
+        ),
+        ({"regex": r"reason=(\w+)"}, "ERR reason=duplicate", "buyer rejected: duplicate"),
+        (None, "nope", "buyer rejected: response lacks 'ok'"),
+    ],
+)
 def test_rejection_reason_is_captured(rule, text, reason):
-    verdict = posting.judge_response(config(success={"contains": '"ok": true'}, rejection_reason=rule)
-                                     if rule else config(success={"contains": "ok"}), 200, text)
+    verdict = posting.judge_response(
+        config(success={"contains": '"ok": true'}, rejection_reason=rule)
+        if rule
+        else config(success={"contains": "ok"}),
+        200,
+        text,
+    )
     assert (verdict.outcome, verdict.reason) == ("rejected", reason)
 
 
-@pytest.mark.parametrize(("rule", "text", "price", "problem"), [
-    ({"json_path": "price"}, OK, Decimal("31.50"), None),
-    ({"json_path": "$.bid.amount"}, '{"bid": {"amount": 12}}', Decimal("12.00"), None),
-    ({"regex": r"price=\$?([\d.,-]+)"}, "OK price=$1,250.5", Decimal("1250.50"), None),
-    ({"json_path": "price"}, '{"price": -4}', None, "negative"),
-    ({"json_path": "price"}, '{"price": "free"}', None, "not a number"),
-    ({"json_path": "price"}, '{"other": 1}', None, None),          # no price: the account's stands
-])
+@pytest.mark.parametrize(
+    ("rule", "text", "price", "problem"),
+    [
+        ({"json_path": "price"}, OK, Decimal("31.50"), None),
+        ({"json_path": "$.bid.amount"}, '{"bid": {"amount": 12}}', Decimal("12.00"), None),
+        ({"regex": r"price=\$?([\d.,-]+)"}, "OK price=$1,250.5", Decimal("1250.50"), None),
+        ({"json_path": "price"}, '{"price": -4}', None, "negative"),
+        ({"json_path": "price"}, '{"price": "free"}', None, "not a number"),
+        ({"json_path": "price"}, '{"other": 1}', None, None),  # no price: the account's stands
+    ],
+)
 def test_price_found_in_the_response(rule, text, price, problem):
     verdict = posting.judge_response(config(price=rule), 200, text)
     assert verdict.outcome == "accepted" and verdict.price == price
@@ -118,14 +153,15 @@ def test_price_found_in_the_response(rule, text, price, problem):
 
 
 def test_log_masks_auth_custom_secret_headers_and_secret_body_fields():
-    cfg = config(auth={"type": "basic", "username": "acme", "password": "hunter22"},
-                 headers={"X-Api-Key": "k-123456", "X-Source": "leadwire"},
-                 body_template='{"api_key": "tmpl-secret-9", "name": "$first_name", "pin": "4321"}',
-                 mask_fields=("pin",))
+    cfg = config(
+        auth={"type": "basic", "username": "acme", "password": "hunter22"},
+        headers={"X-Api-Key": "k-123456", "X-Source": "leadwire"},
+        body_template='{"api_key": "tmpl-secret-9", "name": "$first_name", "pin": "4321"}',
+        mask_fields=("pin",),
+    )
     request = build(cfg)
     text = posting.describe_request(request)
-    for secret in ("hunter22", "k-123456", "tmpl-secret-9", "4321",
-                   base64.b64encode(b"acme:hunter22").decode()):
+    for secret in ("hunter22", "k-123456", "tmpl-secret-9", "4321", base64.b64encode(b"acme:hunter22").decode()):
         assert secret not in text
     assert "X-Source: leadwire" in text and '"name": "Ada"' in text
     assert f"Idempotency-Key: {DELIVERY_ID}" in text
@@ -134,15 +170,18 @@ def test_log_masks_auth_custom_secret_headers_and_secret_body_fields():
     assert "k-123456" not in echoed and "hunter22" not in echoed
 
 
-@pytest.mark.parametrize(("text", "hidden", "kept"), [
-    ('{"token": "abc", "n": 1}', "abc", '"n": 1'),
-    ('{"access_token":12345}', "12345", "access_token"),
-    ("user=ada&password=pw1&state=CA", "pw1", "state=CA"),
-    ("GET https://b.example/x?apikey=zz9&zip=94107", "zz9", "zip=94107"),
-    ("<lead><secret>s3</secret><zip>94107</zip></lead>", "s3", "<zip>94107</zip>"),
-    ("POST https://user:pa55@b.example/x", "pa55", "https://user:"),
-    ("Authorization: Bearer t0k\nX-Other: v", "t0k", "X-Other: v"),
-])
+@pytest.mark.parametrize(
+    ("text", "hidden", "kept"),
+    [
+        ('{"token": "abc", "n": 1}', "abc", '"n": 1'),
+        ('{"access_token":12345}', "12345", "access_token"),
+        ("user=ada&password=pw1&state=CA", "pw1", "state=CA"),
+        ("GET https://b.example/x?apikey=zz9&zip=94107", "zz9", "zip=94107"),
+        ("<lead><secret>s3</secret><zip>94107</zip></lead>", "s3", "<zip>94107</zip>"),
+        ("POST https://user:pa55@b.example/x", "pa55", "https://user:"),
+        ("Authorization: Bearer t0k\nX-Other: v", "t0k", "X-Other: v"),
+    ],
+)
 def test_mask_by_name(text, hidden, kept):
     out = posting.mask_by_name(text)
     assert hidden not in out and kept in out

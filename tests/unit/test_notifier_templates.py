@@ -20,11 +20,25 @@ KINDS = list(NotificationKind.__args__)
 
 
 def request(kind: str, **kw) -> NotificationRequested:
-    base = dict(notification_id=uuid.uuid4(), kind=kind, to=["a@example.com"], client_id="acme",
-                lead_id=uuid.uuid4(), lead_fields=FIELDS, portal_link="https://portal.example.com/link/t0k",
-                message=f"note {EVIL}", data={"starts_at": "2026-11-24T17:00:00+00:00", "time_zone": "America/New_York",
-                                              "title": f"Visit {EVIL}", "reminder_minutes": 30, "user_name": EVIL,
-                                              "delivery_account_id": EVIL, "order_id": "o-1"})
+    base = dict(
+        notification_id=uuid.uuid4(),
+        kind=kind,
+        to=["a@example.com"],
+        client_id="acme",
+        lead_id=uuid.uuid4(),
+        lead_fields=FIELDS,
+        portal_link="https://portal.example.com/link/t0k",
+        message=f"note {EVIL}",
+        data={
+            "starts_at": "2026-11-24T17:00:00+00:00",
+            "time_zone": "America/New_York",
+            "title": f"Visit {EVIL}",
+            "reminder_minutes": 30,
+            "user_name": EVIL,
+            "delivery_account_id": EVIL,
+            "order_id": "o-1",
+        },
+    )
     base.update(kw)
     return NotificationRequested(**base)
 
@@ -40,18 +54,21 @@ def test_every_kind_escapes_every_value_in_html(kind):
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in rendered.html
 
 
-@pytest.mark.parametrize(("kind", "shows_lead", "shows_link"), [
-    ("lead_delivery", True, True),
-    ("new_lead", True, True),
-    ("lead_forward", True, False),
-    ("lead_contact", False, False),        # to the lead themselves: no lead record, no portal link
-    ("password_reset", False, True),
-    ("account_paused", False, False),
-    ("order_filled", False, False),
-    ("appointment_created", True, True),
-    ("appointment_reminder", True, True),
-    ("appointment_cancelled", False, True),
-])
+@pytest.mark.parametrize(
+    ("kind", "shows_lead", "shows_link"),
+    [
+        ("lead_delivery", True, True),
+        ("new_lead", True, True),
+        ("lead_forward", True, False),
+        ("lead_contact", False, False),  # to the lead themselves: no lead record, no portal link
+        ("password_reset", False, True),
+        ("account_paused", False, False),
+        ("order_filled", False, False),
+        ("appointment_created", True, True),
+        ("appointment_reminder", True, True),
+        ("appointment_cancelled", False, True),
+    ],
+)
 def test_what_each_kind_shows(kind, shows_lead, shows_link):
     rendered = templates.render(request(kind))
     assert ("4155550100" in rendered.text) is shows_lead
@@ -84,8 +101,15 @@ def test_appointment_time_is_shown_in_the_clients_zone():
 
 
 def test_late_reminder_says_so():
-    late = request("appointment_reminder", data={"starts_at": "2026-11-24T17:00:00+00:00", "time_zone": "UTC",
-                                                  "late": True, "reminder_due_at": "2026-11-24T16:00:00+00:00"})
+    late = request(
+        "appointment_reminder",
+        data={
+            "starts_at": "2026-11-24T17:00:00+00:00",
+            "time_zone": "UTC",
+            "late": True,
+            "reminder_due_at": "2026-11-24T16:00:00+00:00",
+        },
+    )
     rendered = templates.render(late)
     assert rendered.subject.startswith("Late reminder:")
     assert "This reminder is late: it was due Tue 24 Nov 2026 16:00 (UTC)" in rendered.text
@@ -97,9 +121,15 @@ def test_unknown_time_zone_falls_back_to_utc():
 
 def test_compose_builds_a_multipart_message_with_stable_headers():
     rendered = templates.render(request("new_lead"))
-    msg = templates.compose(rendered, kind="new_lead", sender="leadwire@example.com", recipients=["a@x.com", "b@x.com"],
-                            message_id="<id-1@example.com>", date=datetime(2026, 11, 23, tzinfo=UTC),
-                            reply_to="rep@example.com")
+    msg = templates.compose(
+        rendered,
+        kind="new_lead",
+        sender="leadwire@example.com",
+        recipients=["a@x.com", "b@x.com"],
+        message_id="<id-1@example.com>",
+        date=datetime(2026, 11, 23, tzinfo=UTC),
+        reply_to="rep@example.com",
+    )
     parsed = email.message_from_bytes(msg.as_bytes(), policy=policy.default)
     assert parsed["Message-ID"] == "<id-1@example.com>"
     assert parsed["To"] == "a@x.com, b@x.com"
@@ -113,7 +143,13 @@ def test_compose_builds_a_multipart_message_with_stable_headers():
 
 def test_human_mail_is_not_marked_automatic_and_bad_reply_to_is_dropped():
     rendered = templates.render(request("lead_contact"))
-    msg = templates.compose(rendered, kind="lead_contact", sender="leadwire@example.com", recipients=["a@x.com"],
-                            message_id="<id-2@example.com>", date=datetime(2026, 11, 23, tzinfo=UTC),
-                            reply_to="x@y.com\r\nBcc: z@w.com")
+    msg = templates.compose(
+        rendered,
+        kind="lead_contact",
+        sender="leadwire@example.com",
+        recipients=["a@x.com"],
+        message_id="<id-2@example.com>",
+        date=datetime(2026, 11, 23, tzinfo=UTC),
+        reply_to="x@y.com\r\nBcc: z@w.com",
+    )
     assert msg["Auto-Submitted"] is None and msg["Reply-To"] is None

@@ -17,11 +17,14 @@ REQUEST = TypeAdapter(PortalAuthRequest)
 SECRET = "correct horse battery staple"
 
 
-@pytest.mark.parametrize("request_", [
-    Login(email="a@b.c", password=SecretStr(SECRET)),
-    ChangePassword(token="t", current_password=SecretStr(SECRET), new_password=SecretStr(SECRET + "!")),
-    ResetPassword(reset_token="t", new_password=SecretStr(SECRET)),
-])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        Login(email="a@b.c", password=SecretStr(SECRET)),
+        ChangePassword(token="t", current_password=SecretStr(SECRET), new_password=SecretStr(SECRET + "!")),
+        ResetPassword(reset_token="t", new_password=SecretStr(SECRET)),
+    ],
+)
 def test_passwords_travel_on_the_wire_but_never_show_in_reprs(request_):
     assert SECRET not in repr(request_) and SECRET not in str(request_)
     wire = request_.model_dump(mode="json")
@@ -29,12 +32,15 @@ def test_passwords_travel_on_the_wire_but_never_show_in_reprs(request_):
     assert REQUEST.validate_python(wire) == request_
 
 
-@pytest.mark.parametrize(("body", "where"), [
-    ({"op": "login", "email": "a@b.c"}, "password"),
-    ({"op": "nope"}, "op"),
-    ({"op": "login", "email": "a@b.c", "password": SECRET, "extra": 1}, "extra"),
-    ({"op": "login", "email": "a@b.c", "password": "x" * 1025}, "password"),
-])
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"op": "login", "email": "a@b.c"}, "password"),
+        ({"op": "nope"}, "op"),
+        ({"op": "login", "email": "a@b.c", "password": SECRET, "extra": 1}, "extra"),
+        ({"op": "login", "email": "a@b.c", "password": "x" * 1025}, "password"),
+    ],
+)
 def test_validation_summary_names_the_field_but_not_the_value(body, where):
     with pytest.raises(ValidationError) as info:
         REQUEST.validate_python(body)
@@ -62,8 +68,12 @@ def test_argon2id_hashes_verify_and_refuse():
 
     async def run() -> tuple[str, bool, bool, bool]:
         stored = await passwords.hash(SECRET)
-        return (stored, await passwords.verify(stored, SECRET), await passwords.verify(stored, SECRET + "x"),
-                await passwords.verify(None, SECRET))
+        return (
+            stored,
+            await passwords.verify(stored, SECRET),
+            await passwords.verify(stored, SECRET + "x"),
+            await passwords.verify(None, SECRET),
+        )
 
     stored, right, wrong, missing = asyncio.run(run())
     assert stored.startswith("$argon2id$") and SECRET not in stored

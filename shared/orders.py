@@ -25,8 +25,10 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared.contracts.returns import OrderFiguresView
+from shared.contracts.notifier import NotificationRequested
+from shared.contracts.returns import OrderFiguresView, OrderFilled, OrderStatusChanged
 from shared.outbox import add_event
+from shared.settings import Settings
 
 ZERO = Decimal("0")
 ONE = Decimal("1")
@@ -274,9 +276,6 @@ async def _fill(
     now: datetime,
     notify_to: list[str] | None,
 ) -> None:
-    from shared.contracts.notifier import NotificationRequested
-    from shared.contracts.returns import OrderFilled, OrderStatusChanged
-
     next_step = after_fill(order["renewal"])
     status = "closed" if next_step == "close" else "open"
     start = order["period_start"] or order["start_date"]
@@ -342,8 +341,6 @@ async def _fill(
             ),
         )
     if notify_to is None:
-        from shared.settings import Settings
-
         notify_to = [Settings().admin_email]
     unit = "leads" if order["order_type"] == "lead_quantity" else "dollars"
     outcome = {
@@ -438,8 +435,6 @@ async def change_status(
 ) -> StatusChange:
     """Pause, resume or close an order, with its event, in the caller's transaction. With
     `client_id` (the portal), an order of another client is reported as not found."""
-    from shared.contracts.returns import OrderStatusChanged
-
     row = await conn.fetchrow("SELECT client_id, status FROM orders WHERE id = $1 FOR UPDATE", order_id)
     if row is None or (client_id is not None and row["client_id"] != client_id):
         return StatusChange(order_id, ok=False, status=None, error="order not found")
@@ -478,8 +473,6 @@ async def change_status(
 async def close_expired(conn: asyncpg.Connection, now: datetime) -> list[str]:
     """Close every open or paused order whose end date has passed in its client's time zone, with
     an `order.closed` event each. Returns the ids closed."""
-    from shared.contracts.returns import OrderStatusChanged
-
     rows = await conn.fetch(
         "SELECT o.id, o.client_id, o.status FROM orders o JOIN clients c ON c.id = o.client_id"
         " WHERE o.status IN ('open', 'paused')"

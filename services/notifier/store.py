@@ -200,14 +200,6 @@ async def cancel_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID
     )
 
 
-async def touch_appointment(conn: asyncpg.Connection, appointment_id: uuid.UUID, requested_at: datetime) -> None:
-    await conn.execute(
-        "UPDATE appointments SET last_requested_at = $2 WHERE id = $1",
-        appointment_id,
-        requested_at,
-    )
-
-
 async def claim_due_reminders(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
     """Claim reminders that are due, at most once each: rows another scheduler holds are skipped,
     and a claimed row no longer matches `reminder_queued_at IS NULL`. Claimed in the caller's

@@ -177,12 +177,6 @@ async def credit_balance(conn: asyncpg.Connection, client_id: str, amount: Decim
     return True
 
 
-async def balance(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> Decimal:
-    return await conn.fetchval(
-        "SELECT coalesce((SELECT balance FROM client_balances WHERE client_id = $1), 0)", client_id
-    )
-
-
 async def list_returns(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,

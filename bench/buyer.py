@@ -1,9 +1,10 @@
-"""The benchmark's buyer endpoint: a bare asyncio HTTP/1.1 server in its own process.
+"""The benchmark's buyer endpoint, in its own process: the harness's fake buyer (harness/buyer.py,
+on raw asyncio streams, so that at thousands of posts per second the buyer is not what we measure)
+answering for the benchmark's buyers.
 
 Every buyer of the benchmark catalog posts to `/buyers/<client>`; the server answers
 `{"status": "accepted"}` at once, or after the delay set for that client, and records when each
-lead (the `ref` field of the posted JSON) arrived. It is written on raw asyncio streams rather
-than http.server so that, at thousands of posts per second, the buyer is not what we measure.
+lead (the `ref` field of the posted JSON) arrived.
 
 Control (used by bench/run.py, never by Leadwire):
   POST /_control/delay?client=<id>&seconds=<s>   set (or clear with 0) one buyer's delay
@@ -18,81 +19,56 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from harness.buyer import Answer, FakeBuyer, ReceivedRequest
 
 ACCEPTED = b'{"status": "accepted"}'
 
 
 class Buyer:
+    """The benchmark's buyers as one responder of the harness's fake buyer endpoint."""
+
     def __init__(self) -> None:
         self.delays: dict[str, float] = {}
         # (ref, client, wall-clock seconds at arrival); wall clock because the publisher is
         # another process on the same machine.
         self.received: list[tuple[str, str, float]] = []
 
-    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    return
-                arrived = time.time()
-                lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = lines[0].split(" ", 2)
-                length = 0
-                for line in lines[1:]:
-                    if line[:15].lower() == "content-length:":
-                        length = int(line[15:].strip())
-                body = await reader.readexactly(length) if length else b""
-                status, payload = await self.answer(method, target, body, arrived)
-                writer.write(
-                    b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                    % (status, len(payload), payload)
-                )
-                await writer.drain()
-        finally:
-            writer.close()
-
-    async def answer(self, method: str, target: str, body: bytes, arrived: float) -> tuple[int, bytes]:
-        parts = urlsplit(target)
+    def answer(self, request: ReceivedRequest) -> Answer:
+        parts = urlsplit(request.path)
         if parts.path.startswith("/_control/"):
             return self.control(parts.path, parse_qs(parts.query))
         client = parts.path.rsplit("/", 1)[-1]
         try:
-            ref = str(json.loads(body).get("ref", ""))
+            ref = str(json.loads(request.body).get("ref", ""))
         except ValueError:
             ref = ""
-        self.received.append((ref, client, arrived))
-        delay = self.delays.get(client)
-        if delay:
-            await asyncio.sleep(delay)
-        return 200, ACCEPTED
+        self.received.append((ref, client, request.arrived))
+        return 200, ACCEPTED, self.delays.get(client, 0.0)
 
-    def control(self, path: str, query: dict[str, list[str]]) -> tuple[int, bytes]:
+    def control(self, path: str, query: dict[str, list[str]]) -> Answer:
         if path == "/_control/delay":
             client, seconds = query["client"][0], float(query["seconds"][0])
             if seconds:
                 self.delays[client] = seconds
             else:
                 self.delays.pop(client, None)
-            return 200, b"{}"
+            return 200, b"{}", 0.0
         if path == "/_control/count":
-            return 200, json.dumps({"received": len(self.received)}).encode()
+            return 200, json.dumps({"received": len(self.received)}), 0.0
         if path == "/_control/dump":
             data, self.received = self.received, []
-            return 200, json.dumps(data).encode()
-        return 404, b"{}"
+            return 200, json.dumps(data), 0.0
+        return 404, b"{}", 0.0
 
 
 async def main(port: int) -> None:
-    buyer = Buyer()
-    server = await asyncio.start_server(buyer.serve, "127.0.0.1", port, backlog=1024)
-    print(f"bench buyer listening on 127.0.0.1:{port}", flush=True)
-    async with server:
-        await server.serve_forever()
+    endpoint = FakeBuyer(port=port, default=Buyer().answer, record=False)
+    await endpoint.listen()
+    print(f"bench buyer listening on 127.0.0.1:{endpoint.port}", flush=True)
+    await endpoint.serve_forever()
 
 
 async def control(port: int, path: str) -> Any:

@@ -54,9 +54,11 @@ from bench import design_floor as design_floor_mod  # noqa: E402
 from bench import floor as floor_mod  # noqa: E402
 from bench.load import HISTORY_PHONE_BASE, PHONE_BASE, Listener, Publisher, make_leads, percentiles  # noqa: E402
 from bench.report import markdown  # noqa: E402
+from harness.broker import wait_for_consumers  # noqa: E402
+from harness.catalog import apply_catalog_text  # noqa: E402
+from harness.processes import Processes, service_env  # noqa: E402
 from shared import db  # noqa: E402
-from shared.catalog.loader import parse_catalog  # noqa: E402
-from shared.catalog.store import apply_catalog  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
 PHASES = ("floor", "design-floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
@@ -179,7 +181,7 @@ class Run:
     namespace: str
     buyer_port: int
     log_dir: Path
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    processes: Processes
     pool: asyncpg.Pool | None = None
     outcomes: Listener | None = None
     results: dict[str, Any] = field(default_factory=dict)
@@ -191,35 +193,24 @@ class Run:
 
     # --- processes -------------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT)
-        self.processes[name] = proc
-        return proc
-
-    def service_env(self) -> dict[str, str]:
-        return {"AMQP_URL": self.amqp_url, "DATABASE_URL": self.database_url, "LEADWIRE_NAMESPACE": self.namespace}
-
     def start_services(self) -> None:
         services = [("router", self.args.routers), ("delivery", self.args.deliveries), ("notifier", 1)]
         for service, count in services:
-            env = self.service_env()
+            env = {}
             if service == "delivery" and self.args.delivery_prefetch:
                 env["LEADWIRE_PREFETCH"] = str(self.args.delivery_prefetch)
             if service == "router" and self.args.router_prefetch:
                 env["LEADWIRE_PREFETCH"] = str(self.args.router_prefetch)
             for i in range(count):
-                self.spawn(
-                    f"{service}-{i}", [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"], env
-                )
+                self.processes.service(service, slot=f"{service}-{i}", **env)
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time of each process so far (Linux /proc), to see who spends the machine."""
         ticks = os.sysconf("SC_CLK_TCK")
         used = {}
-        for name, p in self.processes.items():
+        for name, pid in self.processes.pids().items():
             try:
-                fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 used[name] = (int(fields[11]) + int(fields[12])) / ticks
                 used[f"{name}:system"] = int(fields[12]) / ticks
             except (OSError, IndexError, ValueError):
@@ -227,55 +218,10 @@ class Run:
         return used
 
     def check_alive(self) -> None:
-        dead = [n for n, p in self.processes.items() if p.poll() is not None]
-        if dead:
-            raise RuntimeError(f"process(es) exited: {', '.join(dead)}; logs in {self.log_dir}")
-
-    def stop(self, names: list[str] | None = None) -> None:
-        chosen = {n: p for n, p in self.processes.items() if names is None or n in names}
-        for p in chosen.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for n, p in chosen.items():
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-            self.processes.pop(n, None)
-
-    async def wait_for_queue(self, queue: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            self.check_alive()
-            connection = await aio_pika.connect(self.amqp_url)
-            try:
-                channel = await connection.channel()
-                await channel.get_queue(queue, ensure=True)
-                return
-            except aio_pika.exceptions.ChannelNotFoundEntity:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"queue {queue} not declared in time; logs in {self.log_dir}") from None
-            finally:
-                await connection.close()
-            await asyncio.sleep(0.3)
+        self.processes.check_alive(f"; logs in {self.log_dir}")
 
     async def wait_for_consumers(self, queue: str, count: int, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        connection = await aio_pika.connect(self.amqp_url)
-        try:
-            while True:
-                self.check_alive()
-                channel = await connection.channel()
-                declared = await channel.declare_queue(queue, passive=True)
-                consumers = declared.declaration_result.consumer_count
-                await channel.close()
-                if consumers >= count:
-                    return
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{queue}: {consumers} consumers, expected {count}; logs in {self.log_dir}")
-                await asyncio.sleep(0.3)
-        finally:
-            await connection.close()
+        await wait_for_consumers(self.amqp_url, {queue: count}, timeout=timeout, check=self.check_alive)
 
     # --- database ----------------------------------------------------------------------------------
 
@@ -573,7 +519,7 @@ class Run:
         finally:
             await connection.close()
         for name, argv in workers.items():
-            self.spawn(name, argv)
+            self.processes.spawn(name, argv)
         names = list(workers)
         listener = Listener(self.amqp_url, key_of=lambda m: m.message_id)
         cpu_before = cpu_after = {}
@@ -596,7 +542,7 @@ class Run:
             xacts = await self.transactions() - xacts_before
         finally:
             await listener.stop()
-            self.stop(names)
+            self.processes.stop(names)
         if shape != "floor":
             await buyer_mod.control(self.buyer_port, "/_control/dump")  # the buyer forgets these posts
         sent = publisher.sent_at
@@ -627,7 +573,7 @@ class Run:
     def start_profilers(self, phase: str) -> list[subprocess.Popen]:
         self.args.profile.mkdir(parents=True, exist_ok=True)
         procs = []
-        for name, p in self.processes.items():
+        for name, pid in self.processes.pids().items():
             if name.startswith(("router", "delivery", "notifier")):
                 for fmt, ext in (("flamegraph", "svg"), ("raw", "txt")):
                     out = self.args.profile / f"{phase}-{name}.{ext}"
@@ -638,7 +584,7 @@ class Run:
                                 "record",
                                 "--nonblocking",
                                 "-p",
-                                str(p.pid),
+                                str(pid),
                                 "-o",
                                 str(out),
                                 "--rate",
@@ -723,13 +669,17 @@ async def main(argv: list[str] | None = None) -> int:
     server_url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     run_id = uuid.uuid4().hex[:8]
     database_url = db.with_database(server_url, f"leadwire_bench_{run_id}")
+    namespace = f"bench{run_id}"
+    log_dir = Path(tempfile.mkdtemp(prefix=f"leadwire-bench-{run_id}-"))
+    settings = Settings(AMQP_URL=amqp_url, DATABASE_URL=database_url, LEADWIRE_NAMESPACE=namespace)
     run = Run(
         args,
         amqp_url,
         database_url,
-        f"bench{run_id}",
+        namespace,
         free_port(),
-        Path(tempfile.mkdtemp(prefix=f"leadwire-bench-{run_id}-")),
+        log_dir,
+        Processes(service_env(settings), log_dir=log_dir),
     )
     started_at = datetime.now(UTC)
     run.say(
@@ -747,19 +697,13 @@ async def main(argv: list[str] | None = None) -> int:
     try:
         await db.ensure_database(database_url)
         await db.migrate(database_url)
-        conn = await db.connect(database_url)
-        try:
-            await apply_catalog(
-                conn,
-                parse_catalog(
-                    bench_catalog.build_yaml(f"http://127.0.0.1:{run.buyer_port}", args.clients, caps=not args.no_caps)
-                ),
-            )
-            results["machine"]["postgresql"] = await conn.fetchval("SHOW server_version")
-        finally:
-            await conn.close()
+        await apply_catalog_text(
+            database_url,
+            bench_catalog.build_yaml(f"http://127.0.0.1:{run.buyer_port}", args.clients, caps=not args.no_caps),
+        )
         run.pool = await db.create_pool(database_url, min_size=1, max_size=2)
-        run.spawn("buyer", [sys.executable, "-m", "bench.buyer", "--port", str(run.buyer_port)])
+        results["machine"]["postgresql"] = await run.pool.fetchval("SHOW server_version")
+        run.processes.spawn("buyer", [sys.executable, "-m", "bench.buyer", "--port", str(run.buyer_port)])
         topology = Topology(run.namespace)
 
         if "floor" in phases:
@@ -770,7 +714,6 @@ async def main(argv: list[str] | None = None) -> int:
         leadwire = [p for p in phases if p not in ("floor", "design-floor")]
         if leadwire:
             run.start_services()
-            await run.wait_for_queue(topology.queue_name("router.leads"))
             await run.wait_for_consumers(topology.queue_name("router.leads"), args.routers)
             await run.wait_for_consumers(topology.queue_name("delivery.requests"), args.deliveries)
             await run.wait_for_consumers(topology.queue_name("router.delivery-results"), args.routers)
@@ -842,7 +785,7 @@ async def main(argv: list[str] | None = None) -> int:
         run.say(f"==> wrote {args.out / 'latest.json'} and {args.out / 'latest.md'}")
         return 0
     finally:
-        run.stop()
+        run.processes.stop()
         if run.pool is not None:
             await run.pool.close()
         await _cleanup(run, args.keep)

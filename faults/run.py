@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -39,10 +37,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from faults.endpoints import FlakyBuyer, MailSink  # noqa: E402
+from faults.endpoints import FlakyBuyer  # noqa: E402
+from harness.broker import consumer_count  # noqa: E402
+from harness.catalog import apply_catalog_text  # noqa: E402
+from harness.processes import Processes, service_env  # noqa: E402
+from harness.smtp import SmtpSink  # noqa: E402
 from shared import db  # noqa: E402
-from shared.catalog.loader import parse_catalog  # noqa: E402
-from shared.catalog.store import apply_catalog  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import WORK_QUEUES, Topology  # noqa: E402
 
@@ -166,65 +166,6 @@ def fault_catalog(buyer: FlakyBuyer) -> str:
     )
 
 
-class Services:
-    """The service processes, each started as `faststream run services.<name>.main:app`."""
-
-    def __init__(self, env: dict[str, str], counts: dict[str, int], log_dir: Path | None) -> None:
-        self.env = env
-        self.counts = counts
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def _spawn(self, slot: str) -> subprocess.Popen[bytes]:
-        name = slot.split("#")[0]
-        out: Any = subprocess.DEVNULL
-        if self.log_dir is not None:
-            out = open(self.log_dir / f"{slot.replace('#', '-')}.log", "ab")  # noqa: SIM115 - owned by the child
-        return subprocess.Popen(
-            [sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-    def start(self) -> None:
-        for name, n in self.counts.items():
-            for i in range(n):
-                slot = f"{name}#{i}"
-                self.procs[slot] = self._spawn(slot)
-
-    def kill_and_restart(self, slot: str) -> None:
-        proc = self.procs[slot]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        self.procs[slot] = self._spawn(slot)
-
-    def restart_exited(self) -> list[str]:
-        """A process that died on its own (it should not) is restarted and named in the report."""
-        exited = [slot for slot, p in self.procs.items() if p.poll() is not None]
-        for slot in exited:
-            self.procs[slot] = self._spawn(slot)
-        return exited
-
-    def stop(self, grace: float = 30.0) -> list[str]:
-        """SIGTERM everyone; returns the slots that did not exit within the grace period."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        hung = []
-        deadline = time.monotonic() + grace
-        for slot, p in self.procs.items():
-            try:
-                p.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                hung.append(slot)
-                p.kill()
-                p.wait()
-        return hung
-
-
 class FaultRun:
     def __init__(self, settings: Settings, config: RunConfig, *, log_dir: Path | None = None) -> None:
         self.settings = settings
@@ -232,13 +173,13 @@ class FaultRun:
         self.rng = random.Random(config.seed)
         self.topology = Topology(settings.namespace, settings.retry_delays)
         self.buyer = FlakyBuyer(seed=config.seed, hang_seconds=BUYER_TIMEOUT + 1.0)
-        self.mail = MailSink()
+        self.mail = SmtpSink()
         self.faults = Faults()
         self.traffic = Traffic()
         self.unexpected_exits: list[str] = []
         self.hung_on_stop: list[str] = []
         self.log_dir = log_dir
-        self.services: Services | None = None
+        self.services: Processes | None = None
         self.users: dict[str, uuid.UUID] = {}
         self.tap = f"{settings.namespace}.faults.outcomes"
         self.started = time.monotonic()
@@ -255,9 +196,9 @@ class FaultRun:
         self.mail.start()
         await db.ensure_database(self.settings.database_url)
         await db.migrate(self.settings.database_url)
+        await apply_catalog_text(self.settings.database_url, fault_catalog(self.buyer))
         conn = await db.connect(self.settings.database_url)
         try:
-            await apply_catalog(conn, parse_catalog(fault_catalog(self.buyer)))
             for client in ("a", "d"):
                 user_id = uuid.uuid4()
                 await conn.execute(
@@ -291,37 +232,26 @@ class FaultRun:
             await connection.close()
 
     def service_env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            **os.environ,
-            "AMQP_URL": s.amqp_url,
-            "DATABASE_URL": s.database_url,
-            "LEADWIRE_NAMESPACE": s.namespace,
-            "LEADWIRE_POLL_INTERVAL": "0.2",
-            "LEADWIRE_RETRY_DELAYS": json.dumps(list(s.retry_delays)),
+        return service_env(
+            self.settings,
+            LEADWIRE_POLL_INTERVAL="0.2",
             # Small pools: nine processes share the server with everything else on it.
-            "LEADWIRE_DB_POOL_MAX": "3",
-            "LEADWIRE_DB_POOL_MIN": "1",
-            "LEADWIRE_PREFETCH": "4",
-            "SMTP_HOST": "127.0.0.1",
-            "SMTP_PORT": str(self.mail.port),
-            "SMTP_FROM": "leadwire@faults.example.com",
-            "ADMIN_EMAIL": "ops@faults.example.com",
-            "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-faults-{s.namespace}-health",
-            "PYTHONUNBUFFERED": "1",
-        }
+            LEADWIRE_DB_POOL_MAX="3",
+            LEADWIRE_DB_POOL_MIN="1",
+            LEADWIRE_PREFETCH="4",
+            SMTP_HOST="127.0.0.1",
+            SMTP_PORT=str(self.mail.port),
+            SMTP_FROM="leadwire@faults.example.com",
+            ADMIN_EMAIL="ops@faults.example.com",
+            LEADWIRE_HEALTH_FILE=f"/tmp/leadwire-faults-{self.settings.namespace}-health",
+            PYTHONUNBUFFERED="1",
+        )
 
     async def consumers(self) -> dict[str, int]:
-        connection = await aio_pika.connect(self.settings.amqp_url)
-        try:
-            channel = await connection.channel()
-            found = {}
-            for logical in WORK_QUEUES:
-                q = await channel.declare_queue(self.topology.queue_name(logical), passive=True)
-                found[logical] = q.declaration_result.consumer_count
-            return found
-        finally:
-            await connection.close()
+        return {
+            logical: await consumer_count(self.settings.amqp_url, self.topology.queue_name(logical)) or 0
+            for logical in WORK_QUEUES
+        }
 
     async def wait_consuming(self, timeout: float = 90.0) -> None:
         want = {
@@ -525,7 +455,7 @@ class FaultRun:
         while not stop.is_set():
             now = time.monotonic()
             if next_kill is not None and now >= next_kill:
-                slot = self.rng.choice(sorted(self.services.procs))
+                slot = self.rng.choice(sorted(self.services.slots))
                 self.services.kill_and_restart(slot)
                 self.faults.kills[slot.split("#")[0]] += 1
                 self.say(f"SIGKILL {slot} (restarted)")
@@ -582,8 +512,10 @@ class FaultRun:
         from faults.invariants import check_all, drained
 
         await self.setup()
-        self.services = Services(self.service_env(), self.config.processes, self.log_dir)
-        self.services.start()
+        self.services = Processes(self.service_env(), log_dir=self.log_dir)
+        for name, count in self.config.processes.items():
+            for i in range(count):
+                self.services.service(name, slot=f"{name}#{i}")
         self.say(f"started {', '.join(f'{n}×{c}' for n, c in self.config.processes.items())}")
         stop_chaos = asyncio.Event()
         chaos: asyncio.Task[None] | None = None
@@ -616,7 +548,7 @@ class FaultRun:
             stop_chaos.set()
             if chaos is not None:
                 await asyncio.gather(chaos, return_exceptions=True)
-            self.hung_on_stop = self.services.stop()
+            self.hung_on_stop = self.services.stop(grace=30.0)
         return await check_all(self)
 
     async def cleanup(self) -> None:

@@ -13,26 +13,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import aio_pika
+import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.broker import consumer_count  # noqa: E402
+from harness.buyer import Answer, FakeBuyer, ReceivedRequest  # noqa: E402
+from harness.catalog import apply_catalog_text  # noqa: E402
+from harness.processes import Processes, service_env  # noqa: E402
 from shared import db  # noqa: E402
-from shared.catalog.loader import parse_catalog  # noqa: E402
-from shared.catalog.store import apply_catalog  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
@@ -41,42 +40,17 @@ FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "
 STATES = ["CA", "CA", "NV", "AZ", "CO", "UT", "TX", "NY"]
 
 
-def start_demo_buyer(port: int) -> ThreadingHTTPServer:
+def demo_buyer_answer(request: ReceivedRequest) -> Answer:
     """Answers like real buyers do: mostly yes, sometimes no, Sunrise re-prices."""
-
-    class Buyer(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            buyer = self.path.split("?")[0].rsplit("/", 1)[-1]
-            roll = random.random()
-            if buyer == "sunrise":
-                body = (
-                    json.dumps({"status": "accepted", "price": round(random.uniform(40, 55), 2)})
-                    if roll > 0.15
-                    else json.dumps({"status": "rejected", "reason": "zip not served"})
-                )
-                status = 200
-            elif buyer == "brightpath":
-                status, body = (200, "OK") if roll > 0.2 else (200, "DENIED")
-            else:
-                status, body = (200, "accepted") if roll > 0.05 else (503, "busy")
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_POST = do_GET = do_PUT = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Buyer)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    buyer = request.path.split("?")[0].rsplit("/", 1)[-1]
+    roll = random.random()
+    if buyer == "sunrise":
+        if roll > 0.15:
+            return 200, json.dumps({"status": "accepted", "price": round(random.uniform(40, 55), 2)}), 0.0
+        return 200, json.dumps({"status": "rejected", "reason": "zip not served"}), 0.0
+    if buyer == "brightpath":
+        return (200, "OK", 0.0) if roll > 0.2 else (200, "DENIED", 0.0)
+    return (200, "accepted", 0.0) if roll > 0.05 else (503, "busy", 0.0)
 
 
 def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,7 +115,7 @@ async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, co
         await connection.close()
 
 
-async def summary(pool: Any, published: int, started: float) -> str:
+async def summary(pool: asyncpg.Pool, published: int, started: float) -> str:
     statuses = dict(await pool.fetch("SELECT status, count(*) FROM leads GROUP BY status"))
     sold = await pool.fetch(
         "SELECT d.client_id, count(*) AS leads, sum(d.price) AS revenue FROM deliveries d"
@@ -169,29 +143,16 @@ async def main() -> int:
     await db.ensure_database(settings.database_url)
     await db.migrate(settings.database_url)
     text = args.catalog.read_text().replace("127.0.0.1:18099", f"127.0.0.1:{args.buyer_port}")
-    conn = await db.connect(settings.database_url)
-    try:
-        version = await apply_catalog(conn, parse_catalog(text))
-    finally:
-        await conn.close()
+    version = await apply_catalog_text(settings.database_url, text)
     print(f"==> catalog {args.catalog.name} " + (f"applied as version {version}" if version else "already current"))
 
-    buyer = start_demo_buyer(args.buyer_port)
+    buyer = FakeBuyer(port=args.buyer_port, default=demo_buyer_answer, record=False).start()
     print(f"==> demo buyer endpoint on http://127.0.0.1:{args.buyer_port}/buyers/<client>")
 
-    env = {
-        **os.environ,
-        "AMQP_URL": settings.amqp_url,
-        "DATABASE_URL": settings.database_url,
-        "LEADWIRE_NAMESPACE": settings.namespace,
-    }
-    processes = {
-        name: subprocess.Popen(
-            [sys.executable, "-m", "faststream", "run", f"services.{name}.main:app"], cwd=ROOT, env=env
-        )
-        for name in SERVICES
-    }
-    print(f"==> started {', '.join(f'{n} (pid {p.pid})' for n, p in processes.items())}")
+    processes = Processes(service_env(settings), output=None)
+    for name in SERVICES:
+        processes.service(name)
+    print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -201,7 +162,7 @@ async def main() -> int:
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
     published = [0]
     started = time.monotonic()
-    publisher: asyncio.Task | None = None
+    publisher: asyncio.Task[None] | None = None
     status = 0
     try:
         # Wait until the services have declared the topology before publishing.
@@ -215,7 +176,7 @@ async def main() -> int:
             except TimeoutError:
                 pass
             print(await summary(pool, published[0], started), flush=True)
-            dead = [n for n, p in processes.items() if p.poll() is not None]
+            dead = processes.exited()
             if dead:
                 print(f"!!! service(s) exited: {', '.join(dead)}", flush=True)
                 status = 1
@@ -231,38 +192,20 @@ async def main() -> int:
             print((await summary(pool, published[0], started)).replace("---", "=== final"), flush=True)
             await pool.close()
         finally:
-            stop_processes(processes)
-            buyer.shutdown()
+            # SIGTERM lets each service finish its in-flight messages; SIGKILL only if it hangs.
+            processes.stop(grace=20)
+            buyer.stop()
     return status
 
 
-def stop_processes(processes: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM lets each service finish its in-flight messages; SIGKILL only if it hangs."""
-    for p in processes.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in processes.values():
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-
-
 async def wait_for_exchange(settings: Settings, stop: asyncio.Event) -> None:
-    topology = Topology(settings.namespace, settings.retry_delays)
+    queue = Topology(settings.namespace, settings.retry_delays).queue_name("router.leads")
     for _ in range(120):
         if stop.is_set():
             return
-        try:
-            connection = await aio_pika.connect(settings.amqp_url)
-            try:
-                channel = await connection.channel()
-                await channel.get_queue(topology.queue_name("router.leads"), ensure=True)
-                return
-            finally:
-                await connection.close()
-        except aio_pika.exceptions.ChannelNotFoundEntity:
-            await asyncio.sleep(0.5)
+        if await consumer_count(settings.amqp_url, queue) is not None:
+            return
+        await asyncio.sleep(0.5)
     raise RuntimeError("services did not declare the topology in time")
 
 

@@ -1,5 +1,5 @@
-"""Helpers for delivery tests: a catalog of buyer accounts, seeded deliveries, raw publishing to
-the events exchange, and an idempotent buyer."""
+"""Helpers for delivery tests: a catalog of buyer accounts, seeded deliveries, and an idempotent
+buyer (publish_event, to the events exchange, comes from tests/support.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
-import aio_pika
 import asyncpg
 import yaml
 
+from harness.buyer import FakeBuyer, ReceivedRequest
 from shared.contracts import DeliveryRequested
-from shared.settings import Settings
-from tests.support import BuyerEndpoint, ReceivedRequest
 
 FIELDS = {"first_name": "Ada", "phone": "4155550100", "state": "CA"}
 
@@ -23,7 +21,7 @@ FIELDS = {"first_name": "Ada", "phone": "4155550100", "state": "CA"}
 def account(
     account_id: str,
     client: str,
-    buyer: BuyerEndpoint | None,
+    buyer: FakeBuyer | None,
     *,
     amount: str = "25.00",
     priority: int = 0,
@@ -114,32 +112,6 @@ async def seed_delivery(
         price=Decimal(price),
         fields=fields or FIELDS,
     )
-
-
-async def publish_event(
-    settings: Settings, routing_key: str, body: Any, *, message_id: str | None = None, copies: int = 1
-) -> str:
-    """Publish to the events exchange as another service or a buyer's system would."""
-    if hasattr(body, "model_dump"):
-        body = body.model_dump(mode="json")
-    message_id = message_id or str(uuid.uuid4())
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{settings.namespace}.events", ensure=True)
-        for _ in range(copies):
-            await exchange.publish(
-                aio_pika.Message(
-                    json.dumps(body).encode(),
-                    message_id=message_id,
-                    content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                ),
-                routing_key=routing_key,
-            )
-    finally:
-        await connection.close()
-    return message_id
 
 
 class IdempotentBuyer:

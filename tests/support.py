@@ -1,103 +1,37 @@
-"""Test helpers: a real HTTP buyer endpoint, a raw AMQP lead source, an outcome listener."""
+"""Test helpers: a real HTTP buyer endpoint, a raw AMQP lead source, an outcome listener.
+
+The buyer, the publisher and the catalog-from-text come from the shared harness (harness/), the
+same ones scripts/demo.py, bench/ and faults/ use."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import aio_pika
 import asyncpg
 import yaml
 
-from shared.catalog.loader import parse_catalog
-from shared.catalog.store import apply_catalog
+from harness.broker import publish
+from harness.buyer import FakeBuyer as FakeBuyer  # re-exported for the tests
+from harness.catalog import apply_catalog_text
 from shared.settings import Settings
 
 
-@dataclass
-class ReceivedRequest:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
+def start_buyer() -> tuple[FakeBuyer, Callable[[], None]]:
+    """A fake buyer serving from a thread of its own, and the function that stops it."""
+    buyer = FakeBuyer().start()
+    return buyer, buyer.stop
 
 
-@dataclass
-class BuyerEndpoint:
-    """A real HTTP server on 127.0.0.1 recording every request. `responses[path]` is a callable
-    (ReceivedRequest) -> (status, body, delay_seconds); the default accepts with JSON."""
-
-    received: list[ReceivedRequest] = field(default_factory=list)
-    responses: dict[str, Callable[[ReceivedRequest], tuple[int, str, float]]] = field(default_factory=dict)
-    port: int = 0
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def on(self, path: str, status: int = 200, body: str = '{"status": "accepted"}', delay: float = 0.0) -> None:
-        self.responses[path] = lambda _r: (status, body, delay)
-
-    def paths(self) -> list[str]:
-        return [r.path.split("?")[0] for r in self.received]
+# A catalog from its YAML text, under the name the tests have always used.
+apply_yaml = apply_catalog_text
 
 
-def start_buyer() -> tuple[BuyerEndpoint, Callable[[], None]]:
-    endpoint = BuyerEndpoint()
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            request = ReceivedRequest(self.command, self.path, dict(self.headers.items()), self.rfile.read(length))
-            endpoint.received.append(request)
-            responder = endpoint.responses.get(self.path.split("?")[0])
-            status, body, delay = responder(request) if responder else (200, '{"status": "accepted"}', 0.0)
-            if delay:
-                time.sleep(delay)
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_POST = do_GET = do_PUT = _serve
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    endpoint.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return endpoint, stop
-
-
-async def apply_yaml(database_url: str, text: str) -> int | None:
-    from shared import db
-
-    async with db.connection(database_url) as conn:
-        return await apply_catalog(conn, parse_catalog(text))
-
-
-def catalog_yaml(buyer: BuyerEndpoint, **overrides: Any) -> str:
+def catalog_yaml(buyer: FakeBuyer, **overrides: Any) -> str:
     """A small catalog: one solar lead type, one source, two clients with one account each."""
     doc: dict[str, Any] = {
         "options": {"route_duplicate_leads": False},
@@ -171,26 +105,30 @@ async def publish_raw(
     correlation_id: str | None = None,
     content_type: str | None = "application/json",
 ) -> None:
-    """Publish as a lead source would, with plain aio-pika (no FastStream)."""
-    data = json.dumps(body).encode() if isinstance(body, dict) else body
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(f"{settings.namespace}.inbound", ensure=True)
-        await exchange.publish(
-            aio_pika.Message(
-                data,
-                message_id=message_id,
-                headers=headers,
-                reply_to=reply_to,
-                correlation_id=correlation_id,
-                content_type=content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            ),
-            routing_key=routing_key,
-        )
-    finally:
-        await connection.close()
+    """Publish to the inbound exchange as a lead source would, with plain aio-pika (no FastStream)."""
+    await publish(
+        settings.amqp_url,
+        f"{settings.namespace}.inbound",
+        routing_key,
+        body,
+        message_id=message_id,
+        headers=headers,
+        reply_to=reply_to,
+        correlation_id=correlation_id,
+        content_type=content_type,
+    )
+
+
+async def publish_event(
+    settings: Settings, routing_key: str, body: Any, *, message_id: str | None = None, copies: int = 1
+) -> str:
+    """Publish to the events exchange as another service's relay (or a buyer's system) would;
+    returns the message id."""
+    message_id = message_id or str(uuid.uuid4())
+    await publish(
+        settings.amqp_url, f"{settings.namespace}.events", routing_key, body, message_id=message_id, copies=copies
+    )
+    return message_id
 
 
 class EventTap:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import Processes, service_env
 from services.delivery import store as delivery_store
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
@@ -21,8 +20,8 @@ from shared.contracts import ConfirmPrice
 from shared.outbox import event_params
 from shared.portal_links import read_link_token
 from shared.service import Runtime
-from tests.delivery_support import IdempotentBuyer, account, catalog, publish_event, seed_delivery
-from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, wait_for
+from tests.delivery_support import IdempotentBuyer, account, catalog, seed_delivery
+from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_event, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -377,19 +376,6 @@ async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(se
     assert [a["attempt"] for a in await attempts(conn, request)] == [1, 2]
 
 
-def _service_env(settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AMQP_URL=settings.amqp_url,
-        DATABASE_URL=settings.database_url,
-        LEADWIRE_NAMESPACE=settings.namespace,
-        LEADWIRE_POLL_INTERVAL="0.1",
-        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
-        **extra,
-    )
-    return env
-
-
 async def test_killed_after_the_buyer_answered_the_restarted_service_posts_again_with_the_same_key(
     settings, buyer, conn
 ):
@@ -399,13 +385,9 @@ async def test_killed_after_the_buyer_answered_the_restarted_service_posts_again
     async with Runtime("setup", settings).running():
         pass  # declare the topology so the request waits for the delivery process
     request = await seed_delivery(conn, "acme-post", "acme")
-    crashing = subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.delivery.main:app"],
-        cwd=ROOT,
-        env=_service_env(settings, LEADWIRE_CRASH_POINT="delivery.after_post"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    crashing = Processes(
+        service_env(settings, LEADWIRE_CRASH_POINT="delivery.after_post"), output=subprocess.PIPE
+    ).service("delivery")
     try:
         await publish_event(settings, "delivery.requested", request)
         code = await asyncio.to_thread(crashing.wait, 60)
@@ -484,7 +466,7 @@ async def test_account_pauses_after_consecutive_failures_alerts_and_resumes(sett
         return subprocess.run(
             [sys.executable, "-m", "shared.cli", "delivery", *args],
             cwd=ROOT,
-            env=_service_env(settings),
+            env=service_env(settings),
             capture_output=True,
             text=True,
             timeout=60,

@@ -4,45 +4,17 @@ within the grace period, records it, and nothing is lost or posted twice."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
-import aio_pika
 import pytest
 
+from harness.broker import consumer_count
+from harness.processes import Processes, service_env
 from services.router.main import build as build_router
 from shared.service import Runtime
 from tests.support import apply_yaml, catalog_yaml, lead_body, publish_raw, start_buyer, wait_for
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def service_env(settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "AMQP_URL": settings.amqp_url,
-        "DATABASE_URL": settings.database_url,
-        "LEADWIRE_NAMESPACE": settings.namespace,
-        "LEADWIRE_POLL_INTERVAL": "0.1",
-        "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
-        "LEADWIRE_DB_POOL_MAX": "4",
-        "LEADWIRE_HEALTH_FILE": f"/tmp/leadwire-{settings.namespace}-health",
-    }
-
-
-async def consumers(settings, queue: str) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(f"{settings.namespace}.{queue}", passive=True)
-        return declared.declaration_result.consumer_count
-    finally:
-        await connection.close()
 
 
 async def test_sigterm_mid_delivery_finishes_the_post_and_loses_nothing(settings, conn):
@@ -52,13 +24,11 @@ async def test_sigterm_mid_delivery_finishes_the_post_and_loses_nothing(settings
     await apply_yaml(settings.database_url, catalog_yaml(buyer))
     async with Runtime("setup", settings).running():
         pass  # the topology exists before the delivery process consumes
-    delivery = subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.delivery.main:app"],
-        cwd=ROOT,
-        env=service_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    delivery = Processes(
+        service_env(
+            settings, LEADWIRE_DB_POOL_MAX="4", LEADWIRE_HEALTH_FILE=f"/tmp/leadwire-{settings.namespace}-health"
+        )
+    ).service("delivery")
     try:
         await wait_for(lambda: _consuming(settings), timeout=60)
         async with build_router(settings).running():
@@ -83,4 +53,4 @@ async def test_sigterm_mid_delivery_finishes_the_post_and_loses_nothing(settings
 
 
 async def _consuming(settings) -> bool:
-    return await consumers(settings, "delivery.requests") == 1
+    return await consumer_count(settings.amqp_url, f"{settings.namespace}.delivery.requests") == 1

@@ -23,7 +23,7 @@ from tests.notifier_support import (
     publish_event,
     with_smtp,
 )
-from tests.support import BuyerEndpoint, EventTap, apply_yaml, catalog_yaml, dead_letters, wait_for
+from tests.support import EventTap, FakeBuyer, apply_yaml, catalog_yaml, dead_letters, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ async def catalog(settings):
         {"id": "acme", "name": "Acme Solar", "external_ref": "ACME", "time_zone": "America/New_York"},
         {"id": "bolt", "name": "Bolt", "external_ref": "BOLT"},
     ]
-    await apply_yaml(settings.database_url, catalog_yaml(BuyerEndpoint(port=9), clients=clients))
+    await apply_yaml(settings.database_url, catalog_yaml(FakeBuyer(port=9), clients=clients))
 
 
 def notification(kind: str, **kw) -> dict:

@@ -5,16 +5,13 @@ changed after it was queued is dropped at send time."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
+from harness.processes import Processes, service_env
 from services.notifier.main import build
 from shared.contracts import NotificationRequested
 from shared.service import Runtime
@@ -22,29 +19,10 @@ from tests.notifier_support import SmtpSink, free_port, publish_event, with_smtp
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _start_notifier(settings, **extra: str) -> subprocess.Popen:
-    env = dict(os.environ)
-    env.update(
-        AMQP_URL=settings.amqp_url,
-        DATABASE_URL=settings.database_url,
-        LEADWIRE_NAMESPACE=settings.namespace,
-        LEADWIRE_POLL_INTERVAL="0.1",
-        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
-        SMTP_HOST="127.0.0.1",
-        SMTP_PORT=str(settings.smtp_port),
-        SMTP_FROM=settings.smtp_from,
-        **extra,
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.notifier.main:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def _start_notifier(settings, **extra: str) -> subprocess.Popen[bytes]:
+    return Processes(service_env(settings, **extra), output=subprocess.PIPE).service("notifier")
 
 
 async def test_killed_between_send_and_record_repeats_the_email_once_never_loses_it(settings, conn):

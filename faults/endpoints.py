@@ -27,11 +27,13 @@ class Sale:
 
 @dataclass
 class FlakyBuyer:
-    """Fails `fail_rate` of first-time posts with a 503 and leaves `hang_rate` hanging for
-    `hang_seconds` (past the account's timeout) before a 503; accepts the rest."""
+    """Fails `fail_rate` of first-time posts with a 503, leaves `hang_rate` hanging for
+    `hang_seconds` (past the account's timeout) before a 503, refuses `refuse_rate` for good (a
+    400: the lead moves on to the next buyer, exercising re-offers); accepts the rest."""
 
     fail_rate: float = 0.30
     hang_rate: float = 0.05
+    refuse_rate: float = 0.05
     hang_seconds: float = 2.0
     seed: int | None = None
     sales: dict[str, Sale] = field(default_factory=dict)  # by Idempotency-Key
@@ -39,6 +41,7 @@ class FlakyBuyer:
     posts: int = 0
     failed: int = 0
     hung: int = 0
+    refused: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _rng: random.Random = field(default_factory=random.Random)
     endpoint: FakeBuyer = field(init=False)
@@ -63,6 +66,9 @@ class FlakyBuyer:
             if roll < self.hang_rate + self.fail_rate:
                 self.failed += 1
                 return 503, '{"status": "busy"}', 0.0
+            if roll < self.hang_rate + self.fail_rate + self.refuse_rate:
+                self.refused += 1
+                return 400, '{"status": "rejected"}', 0.0
             try:
                 lead_id = str(json.loads(request.body).get("lead_id", ""))
             except (ValueError, AttributeError):

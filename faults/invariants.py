@@ -182,12 +182,14 @@ async def check_all(run: FaultRun) -> Report:
     report.figures.update(
         {
             "leads published (distinct keys)": len(t.lead_keys),
-            "  of which duplicates / invalid": f"{t.duplicates} / {t.invalid}",
+            "  of which duplicates / invalid": f"{t.duplicates} ({t.quick_duplicates} at once) / {t.invalid}",
             "  re-sent with the same key": t.resent,
             "lead outcomes": ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())),
             "return requests (distinct)": len(t.return_ids),
             "appointments": len(t.appointments),
-            "buyer posts / failed / hung": f"{run.buyer.posts} / {run.buyer.failed} / {run.buyer.hung}",
+            "buyer posts / failed / hung / refused": (
+                f"{run.buyer.posts} / {run.buyer.failed} / {run.buyer.hung} / {run.buyer.refused}"
+            ),
             "buyer sales / repeats of a sale": f"{len(run.buyer.sales)} / {sum(run.buyer.repeats.values())}",
             "SIGKILLs": f"{sum(f.kills.values())} ({', '.join(f'{k} {v}' for k, v in sorted(f.kills.items()))})",
             "RabbitMQ restarts": f.rabbit_restarts,
@@ -265,6 +267,25 @@ async def _check_sales(run: FaultRun, conn: asyncpg.Connection, report: Report) 
     report.add("max sales per lead held (2)", max(per_lead.values(), default=0) <= 2)
     sold = {r["id"] for r in await conn.fetch("SELECT id FROM leads WHERE status = 'sold'")}
     report.add("sold exactly when a delivery succeeded", sold == set(per_lead), f"{len(sold ^ set(per_lead))} disagree")
+    await _check_one_person_per_client(conn, report)
+
+
+async def _check_one_person_per_client(conn: asyncpg.Connection, report: Report) -> None:
+    """Route Duplicate Leads (docs/routing.md section 2): a person is sold to a client once per
+    duplicate window, whichever of its leads was first. The run lasts minutes, far inside the
+    catalog's 30-day window, so any two sold leads of one person to one client are a violation."""
+    people = await conn.fetch(
+        "SELECT d.client_id, l.fingerprint, count(*) AS sold FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        " WHERE d.status = 'succeeded' AND l.fingerprint IS NOT NULL GROUP BY 1, 2"
+    )
+    twice = [r for r in people if r["sold"] > 1]
+    routed = await conn.fetchval("SELECT count(*) FROM leads WHERE status = 'sold' AND original_lead_id IS NOT NULL")
+    report.add(
+        "no client holds two sold leads with one fingerprint in the duplicate window",
+        not twice,
+        f"{len(twice)} client-person pairs sold twice; {routed} duplicates routed and sold",
+    )
+    report.add("routed duplicates were sold (the rule was exercised)", routed > 0, f"{routed}")
 
 
 async def _check_rules(conn: asyncpg.Connection, report: Report) -> None:

@@ -85,6 +85,7 @@ class Traffic:
     resent: int = 0  # re-sends of a key by its source
     invalid: int = 0
     duplicates: int = 0
+    quick_duplicates: int = 0  # of which: the same person again while the first is likely in flight
     return_ids: list[str] = field(default_factory=list)
     appointments: list[str] = field(default_factory=list)
     publish_retries: int = 0
@@ -109,7 +110,8 @@ def fault_catalog(buyer: FlakyBuyer) -> str:
     return yaml.safe_dump(
         {
             "options": {
-                "route_duplicate_leads": False,
+                # On, so that the run exercises Route Duplicate Leads under refusals and re-offers.
+                "route_duplicate_leads": True,
                 "default_return_pct_delivery_accounts": RETURN_PCT,
                 "default_return_pct_orders": RETURN_PCT,
             },
@@ -312,7 +314,13 @@ class FaultRun:
                 await self._publish(self.topology.inbound.name, "lead.solar", body, key)
                 await asyncio.sleep(interval)
                 continue
-            if phones and roll < 0.10:
+            if phones and roll < 0.07:
+                # The same person again while the first lead is likely still being offered (the
+                # race of Route Duplicate Leads: the copy must not go where the first one goes).
+                phone = self.rng.choice(phones[-3:])
+                self.traffic.duplicates += 1
+                self.traffic.quick_duplicates += 1
+            elif phones and roll < 0.10:
                 phone = self.rng.choice(phones)  # the same person, as a new lead
                 self.traffic.duplicates += 1
             elif roll < 0.14:

@@ -384,15 +384,22 @@ IN_FLIGHT = frozenset({"requested", "posting"})
 
 
 def next_step(
-    stages: list[Stage], attempts: list[Attempt], skipped: set[str], max_sales: int, client_of: dict[str, str]
+    stages: list[Stage],
+    attempts: list[Attempt],
+    skipped: set[str],
+    max_sales: int,
+    client_of: dict[str, str],
+    holders: frozenset[str] = frozenset(),
 ) -> NextStep:
     """Where a lead stands and what to send next. Groups are served in order: a group's turn ends
     when it sold (exclusive), or when everything it could try has finished; a client never gets
-    the same lead twice; sales never exceed max_sales, counting deliveries still in flight."""
+    the same lead twice, nor a lead whose person it already holds through another lead (`holders`:
+    clients that received, or are being sent, another lead with this fingerprint in the duplicate
+    window, earlier or later); sales never exceed max_sales, counting deliveries still in flight."""
     sold = sum(1 for a in attempts if a.status == "succeeded")
     in_flight = sum(1 for a in attempts if a.status in IN_FLIGHT)
     tried = {a.account for a in attempts} | skipped
-    taken_clients = {a.client for a in attempts if a.status == "succeeded" or a.status in IN_FLIGHT}
+    taken_clients = {a.client for a in attempts if a.status == "succeeded" or a.status in IN_FLIGHT} | holders
 
     for stage in stages:
         mine = [a for a in attempts if a.account in stage.accounts]

@@ -82,16 +82,23 @@ async def find_original(
 
 
 async def clients_with_fingerprint(
-    conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime
+    conn: asyncpg.Connection,
+    lead_type_id: str,
+    fingerprint: str,
+    since: datetime,
+    other_than: uuid.UUID | None = None,
 ) -> set[str]:
-    """Clients that received (or are being sent) an earlier lead with this fingerprint."""
+    """Clients that received (or are being sent) a lead with this fingerprint received since
+    `since`, other than lead `other_than`. Read under the fingerprint lock, in a statement of its
+    own: one that waited for the lock would read the deliveries as of before the wait."""
     rows = await conn.fetch(
         "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
         " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3"
-        " AND d.status IN ('requested', 'posting', 'succeeded')",
+        " AND l.id IS DISTINCT FROM $4 AND d.status IN ('requested', 'posting', 'succeeded')",
         lead_type_id,
         fingerprint,
         since,
+        other_than,
     )
     return {r["client_id"] for r in rows}
 
@@ -135,14 +142,21 @@ async def decide_lead(
 async def claim_and_lock_lead(
     conn: asyncpg.Connection, consumer: str, message_id: str, lead_id: uuid.UUID
 ) -> tuple[bool, asyncpg.Record | None]:
-    """Claim a message in the inbox and, the first time only, lock its lead: (claimed, lead row or
-    None). One round trip. The lead's deliveries must be read by a later statement: one that
-    waited here for the lock would read them as of before the wait."""
+    """Claim a message in the inbox and, the first time only, lock its lead and, while the lead is
+    still routing, its fingerprint: (claimed, lead row or None). One round trip.
+
+    Lock order: the lead row, then the fingerprint (the projection is computed from the locked
+    row), then whatever caps and orders the step touches. A lead being received takes only the
+    fingerprint, then caps and orders; it never waits on an existing lead's row, so the two orders
+    cannot cross. The lead's deliveries, and the other clients holding its person, must be read by
+    later statements: one that waited here for a lock would read them as of before the wait."""
     row = await conn.fetchrow(
         f"WITH {claim_in_statement(1)}"
-        " SELECT c.claimed, l.* FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
-        " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, status, plan, skipped,"
-        "  max_sales, original_lead_id, reply_to, correlation_id FROM leads WHERE id = $3 AND c.claimed"
+        " SELECT c.claimed, l.*, CASE WHEN l.status = 'routing' AND l.fingerprint IS NOT NULL"
+        "  THEN pg_advisory_xact_lock(hashtextextended(l.fingerprint, 0)) END AS fingerprint_locked"
+        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
+        " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status, plan,"
+        "  skipped, max_sales, original_lead_id, reply_to, correlation_id FROM leads WHERE id = $3 AND c.claimed"
         "  FOR UPDATE) l ON true",
         consumer,
         message_id,

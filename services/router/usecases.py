@@ -165,6 +165,7 @@ async def _receive(
     fp = rules.fingerprint(lead_type, fields)
     original_id: uuid.UUID | None = None
     excluded: set[str] = set()
+    holders: set[str] = set()
     if fp is not None:
         await store.lock_fingerprint(conn, fp)
         since = now - timedelta(days=lead_type.duplicate_window_days)
@@ -175,7 +176,8 @@ async def _receive(
             if len(refusing) == len(catalog.clients):
                 return await finish("duplicate", "duplicate lead", original_lead_id=original_id, fingerprint=fp)
             # Route Duplicate Leads: only to clients that take duplicates and never had this person.
-            excluded = refusing | await store.clients_with_fingerprint(conn, lead_type.id, fp, since)
+            holders = await store.clients_with_fingerprint(conn, lead_type.id, fp, since)
+            excluded = refusing | holders
 
     max_sales = rules.max_sales(catalog, lead_type.id, lead.source)
     if lead.force_id:
@@ -217,6 +219,7 @@ async def _receive(
         ctx.idempotency_key,
         lead_type.id,
         fields,
+        fp,
         stages,
         set(),
         max_sales,
@@ -224,7 +227,7 @@ async def _receive(
         ctx.reply_to,
         ctx.correlation_id,
     )
-    await _advance(conn, catalog, state, [], now)
+    await _advance(conn, catalog, state, [], now, frozenset(holders))
     return lead_id
 
 
@@ -236,6 +239,7 @@ class _LeadState:
         key: str,
         lead_type: str,
         fields: dict[str, Any],
+        fingerprint: str | None,
         stages: list[rules.Stage],
         skipped: set[str],
         max_sales: int,
@@ -244,6 +248,7 @@ class _LeadState:
         correlation_id: str | None,
     ) -> None:
         self.lead_id, self.source, self.key, self.lead_type, self.fields = lead_id, source, key, lead_type, fields
+        self.fingerprint = fingerprint
         self.stages, self.skipped, self.max_sales = stages, skipped, max_sales
         self.original_lead_id, self.reply_to, self.correlation_id = original_lead_id, reply_to, correlation_id
 
@@ -255,6 +260,7 @@ class _LeadState:
             row["idempotency_key"],
             row["lead_type_id"],
             row["fields"],
+            row["fingerprint"],
             [rules.Stage.from_json(s) for s in row["plan"]],
             set(row["skipped"]),
             row["max_sales"],
@@ -273,16 +279,23 @@ async def _emit_outcome(
 
 
 async def _advance(
-    conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, deliveries: list[asyncpg.Record], now: datetime
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    lead: _LeadState,
+    deliveries: list[asyncpg.Record],
+    now: datetime,
+    holders: frozenset[str],
 ) -> None:
-    """Send the lead to whatever its plan says comes next, or decide its outcome."""
+    """Send the lead to whatever its plan says comes next, or decide its outcome. `holders` are the
+    clients that hold this person through another lead, read under the fingerprint lock: the lead
+    skips them (Route Duplicate Leads, in both directions)."""
     attempts = store.as_attempts(deliveries)
     client_of = {
         a: catalog.accounts_by_id[a].client for s in lead.stages for a in s.accounts if a in catalog.accounts_by_id
     }
     skipped_before = len(lead.skipped)
     while True:
-        step = rules.next_step(lead.stages, attempts, lead.skipped, lead.max_sales, client_of)
+        step = rules.next_step(lead.stages, attempts, lead.skipped, lead.max_sales, client_of, holders)
         if step.done:
             await _decide(conn, lead, deliveries, now)
             break
@@ -424,4 +437,25 @@ async def record_delivery_result(
             )
         if row is None or row["status"] != "routing":
             return  # already decided: nothing more to send
-        await _advance(conn, catalog, _LeadState.from_row(row), deliveries, now)
+        lead = _LeadState.from_row(row)
+        await _advance(conn, catalog, lead, deliveries, now, await _holders(conn, catalog, lead, now))
+
+
+async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, now: datetime) -> frozenset[str]:
+    """Clients holding this lead's person through another lead in the duplicate window — a copy
+    that arrived after this lead included (a refused original must not be re-offered to the client
+    that took its duplicate meanwhile). The caller holds the fingerprint lock
+    (`store.claim_and_lock_lead`), the same lock a lead being received takes, so no copy can be
+    sent to a client between this read and this lead's next request."""
+    if lead.fingerprint is None:
+        return frozenset()
+    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
+    # A lead type gone from the catalog has no window any more: every copy counts (the safe side).
+    since = (
+        now - timedelta(days=lead_type.duplicate_window_days)
+        if lead_type is not None
+        else datetime.min.replace(tzinfo=UTC)
+    )
+    return frozenset(
+        await store.clients_with_fingerprint(conn, lead.lead_type, lead.fingerprint, since, other_than=lead.lead_id)
+    )

@@ -17,6 +17,8 @@ import aio_pika
 import pytest
 import yaml
 
+from harness.broker import publish, wait_for_consumers
+from harness.processes import Processes, service_env
 from services.delivery.main import build as build_delivery
 from shared.service import Runtime
 from tests.support import apply_yaml, start_buyer, wait_for
@@ -237,4 +239,119 @@ async def _publish_leads(settings) -> list[str]:
             await asyncio.gather(*(exchange.publish(m, routing_key="lead.solar") for m in batch[start : start + 100]))
     finally:
         await connection.close()
+    return keys
+
+
+# --- Route Duplicate Leads under a refusal (issue 14, item 1) ---------------------------------------
+
+DUPLICATE_PAIRS = 8
+
+
+def duplicate_catalog(buyer) -> str:
+    def account(id: str, client: str, priority: int):
+        return {
+            "id": id,
+            "client": client,
+            "lead_type": "solar",
+            "price": "10.00",
+            "priority": priority,
+            "delivery": {
+                "method": "http",
+                "url": buyer.url(f"/{id}"),
+                "timeout_seconds": 5,
+                "retry": {"count": 0, "delay_seconds": 1},
+            },
+        }
+
+    return yaml.safe_dump(
+        {
+            "options": {"route_duplicate_leads": True},
+            "lead_types": [
+                {
+                    "id": "solar",
+                    "name": "Solar",
+                    "duplicate_fields": ["phone", "email"],
+                    "max_sales": 1,
+                    "fields": [
+                        {"name": "first_name"},
+                        {"name": "phone", "type": "phone", "required": True},
+                        {"name": "email", "type": "email"},
+                    ],
+                }
+            ],
+            "sources": [{"id": "web", "name": "Web"}],
+            "clients": [{"id": c, "name": c} for c in "abc"],
+            "groups": [
+                {
+                    "id": "exclusive",
+                    "name": "Exclusive",
+                    "apply_groups_as_criteria": True,
+                    "distribution": "priority",
+                    "clients": ["a", "b", "c"],
+                }
+            ],
+            "delivery_accounts": [account("a1", "a", 0), account("b1", "b", 1), account("c1", "c", 2)],
+        }
+    )
+
+
+async def test_a_refused_original_is_never_re_offered_to_the_client_holding_its_duplicate(settings, conn):
+    """The issue's race on two routers: a refuses after 1 s; the duplicate, published 0.3 s after
+    the original, goes to b meanwhile; the refused original must then skip b (which holds the
+    later copy) and go to c. Before the fix it went to b: one person sold twice to one client."""
+    buyer, stop_buyer = start_buyer()
+    buyer.on("/a1", status=400, body='{"status": "rejected"}', delay=1.0)
+    await apply_yaml(settings.database_url, duplicate_catalog(buyer))
+    async with Runtime("setup", settings).running():
+        pass  # topology declared before the routers start
+    routers = Processes(service_env(settings, LEADWIRE_DB_POOL_MAX="8"))
+    try:
+        for n in (1, 2):
+            routers.service("router", slot=f"router#{n}")
+        await wait_for_consumers(
+            settings.amqp_url, {f"{settings.namespace}.router.leads": 2}, check=routers.check_alive
+        )
+        async with build_delivery(settings).running():
+            people = [(f"917{3000000 + i}", f"person{i}@example.com") for i in range(DUPLICATE_PAIRS)]
+            originals = await _publish_people(settings, people)
+            await asyncio.sleep(0.3)
+            duplicates = await _publish_people(settings, people)
+            await wait_for(
+                lambda: conn.fetchval("SELECT count(*) = $1 FROM leads WHERE status <> 'routing'", 2 * len(people)),
+                timeout=120,
+            )
+    finally:
+        routers.stop()
+        stop_buyer()
+
+    sold = await conn.fetch(
+        "SELECT l.idempotency_key, l.fingerprint, d.client_id FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        " WHERE d.status = 'succeeded'"
+    )
+    # The promise: no client holds two sold leads of one person.
+    per_client_person = Counter((r["client_id"], r["fingerprint"]) for r in sold)
+    assert max(per_client_person.values()) == 1, per_client_person
+    # The race really ran: every duplicate went to b while a still held the original, and every
+    # original, refused by a, went on to the one client that had neither copy.
+    client_of_key = {r["idempotency_key"]: r["client_id"] for r in sold}
+    assert [client_of_key.get(k) for k in duplicates] == ["b"] * len(people)
+    assert [client_of_key.get(k) for k in originals] == ["c"] * len(people)
+    assert sorted(buyer.paths()).count("/a1") == len(people)
+
+
+async def _publish_people(settings, people: list[tuple[str, str]]) -> list[str]:
+    """One lead per person, each under a new idempotency key, all at once; the keys in order."""
+    keys = [str(uuid.uuid4()) for _ in people]
+    await asyncio.gather(
+        *(
+            publish(
+                settings.amqp_url,
+                f"{settings.namespace}.inbound",
+                "lead.solar",
+                {"lead_type": "solar", "source": "web", "fields": {"phone": phone, "email": email}},
+                message_id=key,
+            )
+            for key, (phone, email) in zip(keys, people, strict=True)
+        )
+    )
     return keys

@@ -174,6 +174,29 @@ def test_a_client_never_gets_the_same_lead_twice():
 
 
 @pytest.mark.parametrize(
+    ("attempts", "holders", "expected"),
+    [
+        # nobody holds the person: the plan as usual
+        ([], set(), rules.NextStep(request=(("g1", "a1"),))),
+        # a holds it through another lead (an earlier one, or a later copy): a is skipped
+        ([], {"a"}, rules.NextStep(request=(("g1", "b1"),))),
+        # the race: a refused this lead, b took its duplicate meanwhile -> on to c
+        ([Attempt("a1", "a", "failed")], {"b"}, rules.NextStep(request=(("g1", "c1"),))),
+        # the rest of the exclusive group holds it: on to the next group
+        ([Attempt("a1", "a", "failed")], {"b", "c"}, rules.NextStep(request=(("g2", "d1"),))),
+        # every client left holds the person: nothing to send, the lead is decided
+        ([Attempt("a1", "a", "failed")], {"b", "c", "d"}, rules.NextStep(done=True, sold=False)),
+        # a shared group skips holders too
+        ([], {"a", "b", "c", "d"}, rules.NextStep(done=True, sold=False)),
+    ],
+)
+def test_clients_holding_the_person_through_another_lead_are_skipped(attempts, holders, expected):
+    stages = [Stage("g1", True, ("a1", "b1", "c1")), Stage("g2", False, ("d1",))]
+    client_of = {a: a[0] for s in stages for a in s.accounts}
+    assert rules.next_step(stages, attempts, set(), 1, client_of, frozenset(holders)) == expected
+
+
+@pytest.mark.parametrize(
     ("mapping", "force_id", "client"),
     [
         ("client_id", "b", "b"),

@@ -124,7 +124,7 @@ async def delivery(
 ) -> None:
     async def on_request(message: aio_pika.abc.AbstractIncomingMessage) -> None:
         key = str(message.message_id)
-        sale = int((message.headers or {}).get("sale", 1))
+        sale = int(str((message.headers or {}).get("sale", 1)))
         async with http.post(
             f"{buyer_url}/buyers/design-floor", data=message.body, headers={"content-type": "application/json"}
         ) as answer:

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,6 +187,7 @@ class Run:
     outcomes: Listener | None = None
     results: dict[str, Any] = field(default_factory=dict)
     runs_of: collections.Counter[str] = field(default_factory=collections.Counter)  # measurements per phase
+    keep_history: bool = False  # the history phase: reset keeps the seeded leads
 
     def say(self, text: str) -> None:
         if not self.args.quiet:
@@ -226,8 +228,12 @@ class Run:
     # --- database ----------------------------------------------------------------------------------
 
     async def reset(self) -> None:
-        """Wait until the previous phase left nothing in flight, then empty what runs write."""
+        """Wait until the previous phase left nothing in flight, then empty what runs write (with
+        `keep_history`, only the plumbing tables: the seeded leads stay for the history phase)."""
         assert self.pool is not None
+        if self.keep_history:
+            await self.pool.execute("TRUNCATE outbox, inbox, dead_letters, cap_usage, group_rotation")
+            return
         await self.drain()
         await self.pool.execute(f"TRUNCATE {', '.join(RUN_TABLES)} CASCADE")
         await self.pool.execute("VACUUM ANALYZE leads")
@@ -254,7 +260,8 @@ class Run:
                 queued = 0
                 for name in names:
                     try:
-                        queued += (await channel.declare_queue(name, passive=True)).declaration_result.message_count
+                        declared = await channel.declare_queue(name, passive=True)
+                        queued += declared.declaration_result.message_count or 0
                     except aio_pika.exceptions.ChannelClosed:
                         channel = await connection.channel()
                 queued += await self.pool.fetchval("SELECT count(*) FROM outbox")
@@ -313,7 +320,9 @@ class Run:
 
     # --- measuring ---------------------------------------------------------------------------------
 
-    async def progress(self, phase: str, publisher: Publisher, done: callable, total: int, stop: asyncio.Event) -> None:
+    async def progress(
+        self, phase: str, publisher: Publisher, done: Callable[[], int], total: int, stop: asyncio.Event
+    ) -> None:
         started = time.monotonic()
         while not stop.is_set():
             try:
@@ -642,19 +651,26 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 
     def rate(name: str, key: str = "leads_per_second") -> float | None:
         phase = phases.get(name) or {}
-        return phase.get(f"median_{key}", phase.get(key))
+        value = phase.get(f"median_{key}", phase.get(key))
+        return float(value) if value else None
 
-    if rate("throughput") and rate("floor"):
-        ratio = rate("throughput") / rate("floor")
+    throughput, floor = rate("throughput"), rate("floor")
+    if throughput and floor:
+        ratio = throughput / floor
         goals["pipeline_vs_floor"] = {"measured": round(ratio, 3), "target": ">= 0.5", "met": ratio >= 0.5}
     if "latency" in phases:
         p99 = phases["latency"]["latency_ms"]["publish_to_buyer"]["p99"]
         goals["p99_publish_to_buyer_ms"] = {"measured": p99, "target": "< 100", "met": p99 is not None and p99 < 100}
-    if rate("baseline", "others_posts_per_second") and rate("slow-buyer", "others_posts_per_second"):
-        cost = 1 - rate("slow-buyer", "others_posts_per_second") / rate("baseline", "others_posts_per_second")
+    baseline_others, slow_others = (
+        rate("baseline", "others_posts_per_second"),
+        rate("slow-buyer", "others_posts_per_second"),
+    )
+    if baseline_others and slow_others:
+        cost = 1 - slow_others / baseline_others
         goals["slow_buyer_cost_to_others"] = {"measured": round(cost, 3), "target": "< 0.10", "met": cost < 0.10}
-    if rate("baseline") and rate("history"):
-        cost = 1 - rate("history") / rate("baseline")
+    baseline, history = rate("baseline"), rate("history")
+    if baseline and history:
+        cost = 1 - history / baseline
         goals["history_cost"] = {"measured": round(cost, 3), "target": "< 0.10", "met": cost < 0.10}
     return goals
 
@@ -763,14 +779,14 @@ async def main(argv: list[str] | None = None) -> int:
                     run.say(f"==> history: seeding {args.history} earlier leads (SQL INSERT ... SELECT)")
                     seeded = await run.seed_history(args.history)
                     run.say(f"    seeded in {seeded:.1f} s")
-                    # leadwire_phase resets first: keep the seeded rows by running it without reset.
-                    original_reset, run.reset = run.reset, _keep_history(run)
+                    # leadwire_phase resets first: keep the seeded rows.
+                    run.keep_history = True
                     try:
                         results["phases"]["history"] = with_medians(
                             [await run.leadwire_phase("history", args.sub_leads) for _ in range(max(args.repeat, 1))]
                         )
                     finally:
-                        run.reset = original_reset
+                        run.keep_history = False
                     results["phases"]["history"]["history_leads"] = args.history
                     results["phases"]["history"]["seed_seconds"] = round(seeded, 1)
             finally:
@@ -789,14 +805,6 @@ async def main(argv: list[str] | None = None) -> int:
         if run.pool is not None:
             await run.pool.close()
         await _cleanup(run, args.keep)
-
-
-def _keep_history(run: Run) -> Any:
-    async def reset() -> None:
-        assert run.pool is not None
-        await run.pool.execute("TRUNCATE outbox, inbox, dead_letters, cap_usage, group_rotation")
-
-    return reset
 
 
 async def _cleanup(run: Run, keep: bool) -> None:
@@ -818,6 +826,7 @@ async def _cleanup(run: Run, keep: bool) -> None:
 async def cli() -> int:
     # Ctrl-C or SIGTERM: cancel the run, which stops the processes and drops the database.
     me = asyncio.current_task()
+    assert me is not None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, me.cancel)

@@ -80,7 +80,7 @@ async def queue_depths(run: FaultRun) -> dict[str, int]:
         depths = {}
         for name in names:
             q = await channel.declare_queue(name, passive=True)
-            depths[name] = q.declaration_result.message_count
+            depths[name] = q.declaration_result.message_count or 0
         return depths
     finally:
         await connection.close()

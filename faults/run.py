@@ -474,10 +474,11 @@ class FaultRun:
             if db_at is not None and now - began >= db_at:
                 try:
                     await self.drop_db_connections()
-                    db_at = None
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                     self.say(f"could not drop the database connections yet ({exc}); trying again")
                     db_at += 2
+                else:
+                    db_at = None
             self.unexpected_exits += self.services.restart_exited()
             try:
                 await asyncio.wait_for(stop.wait(), 0.25)

@@ -36,11 +36,13 @@ async def publish(
     copies: int = 1,
 ) -> None:
     """Publish persistent, with publisher confirms, to an exchange that must exist (full name,
-    e.g. `<ns>.inbound`), as a lead source or another service's relay would."""
+    e.g. `<ns>.inbound`; "" straight to the queue the key names), as a lead source or another
+    service's relay would."""
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        target = await channel.get_exchange(exchange, ensure=True)
+        # "": the default exchange, where the routing key is a queue's name.
+        target = channel.default_exchange if exchange == "" else await channel.get_exchange(exchange, ensure=True)
         for _ in range(copies):
             await target.publish(
                 aio_pika.Message(

@@ -36,6 +36,11 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     return env
 
 
+def output(process: subprocess.Popen[bytes]) -> str:
+    """What a process started with `output=PIPE` printed (read once it has exited)."""
+    return process.stdout.read().decode("utf-8", "replace") if process.stdout is not None else ""
+
+
 def service_argv(service: str) -> list[str]:
     return [sys.executable, "-m", "faststream", "run", f"services.{service}.main:app"]
 

@@ -57,22 +57,19 @@ def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
     if recent and random.random() < 0.05:
         return random.choice(recent)  # a duplicate: same person, sent again
     if random.random() < 0.8:
-        lead = {
-            "lead_type": "solar",
-            "source": random.choice(["web", "partner-a"]),
-            "fields": {
-                "first_name": random.choice(FIRST_NAMES),
-                "last_name": f"Demo{n}",
-                "email": f"person{n}-{uuid.uuid4().hex[:6]}@example.com",
-                "phone": f"415{random.randint(2000000, 9999999)}",
-                "state": random.choice(STATES),
-                "zip": f"9{random.randint(1000, 9999)}",
-                "monthly_bill": str(random.randint(60, 400)),
-                "homeowner": random.choice(["yes", "yes", "yes", "no"]),
-            },
+        fields: dict[str, Any] = {
+            "first_name": random.choice(FIRST_NAMES),
+            "last_name": f"Demo{n}",
+            "email": f"person{n}-{uuid.uuid4().hex[:6]}@example.com",
+            "phone": f"415{random.randint(2000000, 9999999)}",
+            "state": random.choice(STATES),
+            "zip": f"9{random.randint(1000, 9999)}",
+            "monthly_bill": str(random.randint(60, 400)),
+            "homeowner": random.choice(["yes", "yes", "yes", "no"]),
         }
         if random.random() < 0.04:
-            lead["fields"]["phone"] = "555"  # invalid: rejected with the reason
+            fields["phone"] = "555"  # invalid: rejected with the reason
+        lead: dict[str, Any] = {"lead_type": "solar", "source": random.choice(["web", "partner-a"]), "fields": fields}
     else:
         lead = {
             "lead_type": "auto_insurance",

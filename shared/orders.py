@@ -82,10 +82,14 @@ def is_filled(order_type: OrderType, total: Decimal, received: Decimal) -> bool:
     return left < ONE if order_type == "lead_quantity" else left <= ZERO
 
 
-def after_fill(renewal: Renewal) -> Literal["renew", "stay_open", "close"]:
+AfterFill = Literal["renew", "stay_open", "close"]
+_AFTER_FILL: dict[Renewal, AfterFill] = {"on_fill": "renew", "close_at_end": "stay_open", "none": "close"}
+
+
+def after_fill(renewal: Renewal) -> AfterFill:
     """on_fill: a fresh period starts; close_at_end: stays open (full) until its end date, so a
     credited return makes room again; none: closes."""
-    return {"on_fill": "renew", "close_at_end": "stay_open", "none": "close"}[renewal]
+    return _AFTER_FILL[renewal]
 
 
 def renewed_period(today: date, start: date, end: date | None) -> tuple[date, date | None]:

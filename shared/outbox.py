@@ -21,7 +21,7 @@ import asyncpg
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
-from shared.listener import wait_event
+from shared.background import every
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.outbox")
@@ -190,35 +190,28 @@ class OutboxRelay:
         self._pool = pool
         self._broker = broker
         self._topology = topology
-        self._poll_interval = poll_interval
         self._batch_size = batch_size
-        self._wake = asyncio.Event()
-        self._stopping = False
         self.published = 0
+        # Polls for rows a process left behind when it died; a failed round (broker or database
+        # away) keeps the rows and tries again one interval later.
+        self.loop = every(poll_interval, self.drain, name="outbox relay")
         global _local_relay
         self._tag = _local_relay = _relay_tag()
 
     def wake(self, writer: str = "") -> None:
         """Relay now: rows were committed by this process (or by one that did not say)."""
         if not writer or writer == self._tag:
-            self._wake.set()
+            self.loop.wake()
 
-    async def run(self) -> None:
-        while not self._stopping:
-            try:
-                while await self.relay_batch() == self._batch_size:
-                    pass
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # broker or database away: keep the rows, try again shortly
-                log.warning("outbox relay failed; retrying", exc_info=True)
-                await asyncio.sleep(self._poll_interval)
-            await wait_event(self._wake, self._poll_interval)
-            self._wake.clear()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+    async def drain(self) -> int:
+        """Relay batches until the outbox has no more than one batch's worth left; returns how
+        many rows were published."""
+        total = 0
+        while (relayed := await self.relay_batch()) > 0:
+            total += relayed
+            if relayed < self._batch_size:
+                break
+        return total
 
     async def relay_batch(self) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -77,7 +77,7 @@ class RequestReply:
         self._connection = await aio_pika.connect_robust(
             self._url, client_properties={"connection_name": self._reply_queue_name}
         )
-        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)  # type: ignore[assignment]
+        self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert self._channel is not None
         self._queue = await self._channel.declare_queue(self._reply_queue_name, exclusive=True, auto_delete=True)
         await self._queue.consume(self._on_reply, no_ack=True)

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 import asyncpg
@@ -33,6 +33,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
 
 from shared import db, health, outbox
+from shared.background import Loop, Work, every
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
 from shared.catalog.store import NOTIFY_CHANNEL as CATALOG_CHANNEL
@@ -40,6 +41,7 @@ from shared.listener import PgListener
 from shared.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.topology import Topology, topic_matches
 
 log = logging.getLogger("leadwire")
 
@@ -106,14 +108,74 @@ class FailureRouting(BaseMiddleware):
             await self.runtime.route_failure(self.queue, msg, exc)
             return None
         finally:
-            if written:
+            if written and relay is not None:
                 relay.wake()
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+class Consumer:
+    """One work queue whose messages are told apart by the key they were published with (kept in
+    `x-original-routing-key` after a stay in a retry queue): one typed handler per key or topic
+    pattern, so each kind has its contract and its AsyncAPI payload, as a one-kind queue's
+    handler has. A message with a key no handler takes is dead-lettered.
+
+        with runtime.consumer("returns.commands", title="...") as commands:
+
+            @commands.on("return.request")
+            async def on_return_request(request: ReturnRequest) -> None: ...
+    """
+
+    def __init__(self, runtime: Runtime, logical_queue: str, **kwargs: Any) -> None:
+        self.runtime = runtime
+        self.queue = logical_queue
+        self._subscriber, self._router = runtime._subscription(logical_queue, **kwargs)
+        self._patterns: list[str] = []
+        self._sealed = False
+
+    def on(self, *patterns: str) -> Callable[[Handler], Handler]:
+        """Handle the messages published with a key matching one of `patterns` (AMQP topic
+        patterns: `appointment.create`, `notify.#`). Keys are tried in registration order."""
+
+        def published_with(message: StreamMessage[Any]) -> bool:
+            key = original_routing_key(message.raw_message)
+            return any(topic_matches(p, key) for p in patterns)
+
+        def register(handler: Handler) -> Handler:
+            if self._sealed:
+                raise RuntimeError(f"{self.queue}: every handler is registered inside the `with` block")
+            self._patterns.extend(patterns)
+            self._subscriber(handler, filter=published_with)
+            return handler
+
+        return register
+
+    def __enter__(self) -> Consumer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is None:
+            self.seal()
+
+    def seal(self) -> None:
+        """After the last handler (the `with` block's end): anything else is a message this queue
+        has no use for. A handler of its own, so that it is refused inside the failure routing
+        (dead-lettered with the reason), not by FastStream outside it."""
+
+        async def no_handler() -> None:
+            raise ValueError(
+                f"{self.queue} has no handler for routing key {original_routing_key(incoming())!r}"
+                f" (it takes {', '.join(self._patterns)})"
+            )
+
+        self._subscriber(no_handler)
+        self._sealed = True
+        self.runtime.broker.include_router(self._router)
 
 
 class Runtime:
     def __init__(self, name: str, settings: Settings | None = None) -> None:
-        from shared.topology import Topology
-
         self.name = name
         self.settings = settings or Settings()
         self.topology = Topology(self.settings.namespace, self.settings.retry_delays)
@@ -126,38 +188,49 @@ class Runtime:
             # Per-message logs at DEBUG: at hundreds of leads per second INFO lines cost real CPU.
             log_level=logging.DEBUG,
         )
-        self.pool: asyncpg.Pool | None = None
-        self.catalog_cache: CatalogCache | None = None
-        self.relay: OutboxRelay | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._catalog_cache: CatalogCache | None = None
+        self.relay: OutboxRelay | None = None  # None until the background work starts
         self._listener: PgListener | None = None
-        self._stop_heartbeat: asyncio.Event | None = None
+        # The service's own loops (a scheduler, a sweep), by name; the plumbing's join them at start.
+        self.loops: dict[str, Loop] = {}
+        self._running: list[Loop] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
-        self._background: list[Callable[[], Awaitable[None]]] = []
-        self._own_tasks: list[asyncio.Task[None]] = []
         self.dead_lettered = 0
         self.consumer_id = f"{name}@{socket.gethostname()}:{os.getpid()}"
 
     # --- handlers --------------------------------------------------------------------------------
 
-    def subscriber(self, logical_queue: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
-        """Register a handler on one of the topology's work queues, with failure routing."""
+    def subscriber(self, logical_queue: str, **kwargs: Any) -> Callable[[Handler], Handler]:
+        """Register the one handler of one of the topology's work queues, with failure routing.
+        Its parameter's type is the message contract: FastStream validates every message against
+        it (a message that breaks it is dead-lettered) and documents it in the AsyncAPI schema."""
+        subscriber, router = self._subscription(logical_queue, **kwargs)
+
+        def register(handler: Handler) -> Handler:
+            subscriber(handler)
+            self.broker.include_router(router)
+            return handler
+
+        return register
+
+    def consumer(self, logical_queue: str, **kwargs: Any) -> Consumer:
+        """A work queue that carries several kinds of message, told apart by routing key: register
+        one typed handler per key with `@consumer.on(key)`."""
+        return Consumer(self, logical_queue, **kwargs)
+
+    def _subscription(self, logical_queue: str, **kwargs: Any) -> tuple[Any, RabbitRouter]:
         router = RabbitRouter(middlewares=[partial(FailureRouting, runtime=self, queue=logical_queue)])
         # Replies are sent through the outbox when the outcome is known, never implicitly; an
         # RPC handler (portal_auth) passes no_reply=False to answer with its return value.
         kwargs.setdefault("no_reply", True)
-        decorator = router.subscriber(
+        subscriber = router.subscriber(
             self.topology.queue(logical_queue),
             self.topology.exchange_for(logical_queue),
             **kwargs,
         )
-
-        def register(handler: Callable[..., Any]) -> Any:
-            wrapped = decorator(handler)
-            self.broker.include_router(router)
-            return wrapped
-
-        return register
+        return subscriber, router
 
     def publishes(self, routing_key: str, schema: type, description: str = "") -> None:
         """Document an event this service emits (through the outbox) in its AsyncAPI schema."""
@@ -171,8 +244,17 @@ class Runtime:
         )
 
     @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def catalog_cache(self) -> CatalogCache:
+        assert self._catalog_cache is not None, "runtime not started"
+        return self._catalog_cache
+
+    @property
     def catalog(self) -> Catalog:
-        assert self.catalog_cache is not None, "runtime not started"
         return self.catalog_cache.catalog
 
     def crash_point(self, name: str) -> None:
@@ -232,50 +314,46 @@ class Runtime:
     async def start(self) -> None:
         s = self.settings
         await db.migrate(s.database_url)
-        self.pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
-        self.catalog_cache = CatalogCache(self.pool, s.poll_interval)
-        await self.catalog_cache.refresh()
+        self._pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
+        self._catalog_cache = CatalogCache(self._pool, s.poll_interval)
+        await self._catalog_cache.refresh()
         # Declare every queue before any subscriber consumes, so a failure can always be parked.
         await self.broker.connect()
         await self.topology.declare(self.broker)
 
+    def every(self, name: str, interval: float, work: Work, *, delay_first: bool = False) -> Loop:
+        """Run `work` every `interval` seconds while the service runs (a scheduler, a sweep; see
+        shared/background.py): started after the broker, stopped at shutdown."""
+        loop = every(interval, work, name=name, delay_first=delay_first)
+        self.loops[name] = loop
+        return loop
+
     async def start_background(self) -> None:
-        assert self.pool is not None and self.catalog_cache is not None
+        cache = self.catalog_cache
         self.relay = OutboxRelay(self.pool, self.broker, self.topology, poll_interval=self.settings.poll_interval)
         self._listener = PgListener(
             self.settings.database_url,
-            {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: lambda *_payload: self.catalog_cache.wake()},
+            {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: lambda *_payload: cache.wake()},
         )
-        self._stop_heartbeat = asyncio.Event()
-        for coro in (
-            self.relay.run(),
-            self.catalog_cache.run(),
-            self._listener.run(),
-            health.heartbeat(self.broker, self.pool, self._stop_heartbeat),
-        ):
-            self._tasks.append(asyncio.create_task(coro))
-        for factory in self._background:
-            self._own_tasks.append(asyncio.create_task(factory()))
-
-    def add_background(self, factory: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop of the service's own (a scheduler) while the service runs; cancelled at stop."""
-        self._background.append(factory)
+        heartbeat = every(health.INTERVAL, partial(health.beat, self.broker, self.pool), name="heartbeat")
+        self._running = [self.relay.loop, cache.loop, heartbeat, *self.loops.values()]
+        for loop in self._running:
+            loop.rearm()
+        self._tasks = [asyncio.create_task(loop.run()) for loop in self._running]
+        self._tasks.append(asyncio.create_task(self._listener.run()))
 
     async def stop_background(self) -> None:
-        for task in self._own_tasks:
-            task.cancel()
-        await asyncio.gather(*self._own_tasks, return_exceptions=True)
-        self._own_tasks.clear()
-        for stoppable in (self.relay, self.catalog_cache, self._listener):
-            if stoppable is not None:
-                stoppable.stop()
-        if self._stop_heartbeat is not None:
-            self._stop_heartbeat.set()
+        for loop in self._running:
+            loop.stop()
+        if self._listener is not None:
+            self._listener.stop()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=5)
             for task in pending:
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
+        self._running = []
 
     def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
         """Release a resource of the service's own (an HTTP client, an SMTP connection) at stop."""
@@ -284,9 +362,9 @@ class Runtime:
     async def close(self) -> None:
         for closer in self._closers:
             await closer()
-        if self.pool is not None:
-            await self.pool.close()
-            self.pool = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Runtime]:

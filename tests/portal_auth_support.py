@@ -103,7 +103,7 @@ async def seed_user(
     deps = usecases.Deps(
         get_pool=lambda: None,
         get_catalog=Catalog,
-        config=config,  # type: ignore[arg-type,return-value]
+        config=config,
         passwords=passwords,
         settings=Settings(),
         clock=lambda: T0,

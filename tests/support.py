@@ -6,9 +6,11 @@ same ones scripts/demo.py, bench/ and faults/ use."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
@@ -164,13 +166,13 @@ class EventTap:
         return [b for k, b, _ in self.messages if routing_key is None or k == routing_key]
 
 
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 15.0, interval: float = 0.05
-) -> None:
+async def wait_for(predicate: Callable[[], object], timeout: float = 15.0, interval: float = 0.05) -> None:
+    """Wait until `predicate()` (or what it returns, when that is awaitable) is truthy: a bool, a
+    non-empty list of received messages, a row."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         result = predicate()
-        if asyncio.iscoroutine(result):
+        if inspect.isawaitable(result):
             result = await result
         if result:
             return
@@ -183,7 +185,19 @@ async def lead_statuses(conn: asyncpg.Connection) -> list[str]:
     return [r["status"] for r in await conn.fetch("SELECT status FROM leads ORDER BY received_at")]
 
 
-async def dead_letters(settings: Settings, logical: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message as a dead-letter queue holds it."""
+
+    message_id: str | None
+    routing_key: str | None
+    body: bytes
+    headers: dict[str, Any]  # x-error, x-error-type, x-retry-count (an int), x-original-queue...
+    reply_to: str | None
+    correlation_id: str | None
+
+
+async def dead_letters(settings: Settings, logical: str) -> list[DeadLetter]:
     """Drain and return what a work queue's dead-letter queue holds."""
     connection = await aio_pika.connect(settings.amqp_url)
     messages = []
@@ -191,7 +205,16 @@ async def dead_letters(settings: Settings, logical: str) -> list[aio_pika.abc.Ab
         channel = await connection.channel()
         queue = await channel.get_queue(f"{settings.namespace}.{logical}.dlq", ensure=True)
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            messages.append(message)
+            messages.append(
+                DeadLetter(
+                    message.message_id,
+                    message.routing_key,
+                    message.body,
+                    dict(message.headers or {}),
+                    message.reply_to,
+                    message.correlation_id,
+                )
+            )
     finally:
         await connection.close()
     return messages

@@ -8,6 +8,7 @@ it claimed, so a consumer presumed dead whose lease was taken over cannot overwr
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -75,35 +76,39 @@ def _finish(first: int) -> str:
     )
 
 
-async def log_attempt(
-    conn: asyncpg.Connection,
-    *,
-    delivery_id: uuid.UUID,
-    attempt: int,
-    started_at: datetime,
-    duration_ms: int,
-    request: str,
-    status_code: int | None,
-    response: str | None,
-    outcome: str,
-    error: str | None,
-    reset_failures_of: str | None = None,
-) -> None:
+@dataclass(frozen=True)
+class AttemptLog:
+    """One post to a buyer (or hand-over to notifier) as the delivery log keeps it: the request
+    and the answer already masked and truncated."""
+
+    delivery_id: uuid.UUID
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    request: str
+    status_code: int | None
+    response: str | None
+    outcome: str
+    error: str | None
+
+    def params(self) -> list[Any]:
+        return [
+            self.delivery_id,
+            self.attempt,
+            self.started_at,
+            self.duration_ms,
+            self.request,
+            self.status_code,
+            self.response,
+            self.outcome,
+            self.error,
+        ]
+
+
+async def log_attempt(conn: asyncpg.Connection, entry: AttemptLog, *, reset_failures_of: str | None = None) -> None:
     """Append to the delivery log. `reset_failures_of`: the account whose consecutive-failure
     count this attempt ends (an answer from the buyer), reset in the same round trip."""
-    await conn.execute(
-        f"WITH {_LOG_ATTEMPT} SELECT 1",
-        delivery_id,
-        attempt,
-        started_at,
-        duration_ms,
-        request,
-        status_code,
-        response,
-        outcome,
-        error,
-        reset_failures_of,
-    )
+    await conn.execute(f"WITH {_LOG_ATTEMPT} SELECT 1", *entry.params(), reset_failures_of)
 
 
 async def finish(
@@ -125,16 +130,8 @@ async def finish(
 
 async def log_and_finish(
     conn: asyncpg.Connection | asyncpg.Pool,
+    entry: AttemptLog,
     *,
-    delivery_id: uuid.UUID,
-    attempt: int,
-    started_at: datetime,
-    duration_ms: int,
-    request: str,
-    status_code: int | None,
-    response: str | None,
-    outcome: str,
-    error: str | None,
     reset_failures_of: str | None,
     status: str,
     price: Decimal | None,
@@ -150,15 +147,7 @@ async def log_and_finish(
     row = await conn.fetchrow(
         f"WITH {_LOG_ATTEMPT}, done AS ({_finish(11)}), {event_cte}"
         f" SELECT EXISTS (SELECT FROM done) AS finished, {notified} AS notified",
-        delivery_id,
-        attempt,
-        started_at,
-        duration_ms,
-        request,
-        status_code,
-        response,
-        outcome,
-        error,
+        *entry.params(),
         reset_failures_of,
         status,
         price,

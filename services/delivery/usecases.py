@@ -172,15 +172,17 @@ async def _send_by_email(
     )
     await store.log_attempt(
         conn,
-        delivery_id=request.delivery_id,
-        attempt=attempt,
-        started_at=started_at,
-        duration_ms=0,
-        request=f"EMAIL to {', '.join(config.to)} (lead_delivery notification {request.delivery_id})",
-        status_code=None,
-        response=None,
-        outcome="accepted",
-        error=None,
+        store.AttemptLog(
+            delivery_id=request.delivery_id,
+            attempt=attempt,
+            started_at=started_at,
+            duration_ms=0,
+            request=f"EMAIL to {', '.join(config.to)} (lead_delivery notification {request.delivery_id})",
+            status_code=None,
+            response=None,
+            outcome="accepted",
+            error=None,
+        ),
     )
     if await store.finish(conn, request.delivery_id, attempt, "succeeded", price=request.price):
         await add_event(conn, "delivery.succeeded", _succeeded(request, request.price, attempt))
@@ -238,7 +240,7 @@ async def _post(
         if note:
             log.info("delivery %s: %s", request.delivery_id, note)
 
-    log_entry = dict(
+    log_entry = store.AttemptLog(
         delivery_id=request.delivery_id,
         attempt=attempt,
         started_at=started_at,
@@ -260,13 +262,13 @@ async def _post(
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=False)
             event = event_params("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
         await store.log_and_finish(
-            deps.pool, **log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=event
+            deps.pool, log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=event
         )
         return
 
     # No answer, or 5xx/429: counted toward a pause, retried while the account's budget lasts.
     async with deps.pool.acquire() as conn, conn.transaction():
-        await store.log_attempt(conn, **log_entry)
+        await store.log_attempt(conn, log_entry)
         paused = await _count_for_pause(conn, deps.settings, account, config, verdict)
         if rules.next_step(verdict.outcome, attempt, config.retry.count, paused=paused) == "retry":
             reason = verdict.reason or "transient failure"

@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
+from typing import Any
 
 # Fixed forever: notification ids derived from it must stay the same across releases, or a
 # redelivered request would look new and be sent again.
@@ -156,7 +157,7 @@ def plan_update(
         "title": title,
         "notes": notes,
     }
-    changes = {k: v for k, v in wanted.items() if v is not None and v != getattr(current, k)}
+    changes: dict[str, Any] = {k: v for k, v in wanted.items() if v is not None and v != getattr(current, k)}
     updated = replace(current, **changes)
     replanned = "starts_at" in changes or "reminder_minutes" in changes
     if replanned:

@@ -8,7 +8,6 @@ appointment's and a reminder's, goes through the same send-once path with the qu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -418,27 +417,12 @@ async def queue_due_reminders(
     return len(claimed)
 
 
-class ReminderScheduler:
-    """Runs in every notifier process; polling is cheap (one indexed query) and needs no leader."""
-
-    def __init__(self, runtime: Any, interval: float) -> None:
-        self.runtime = runtime
-        self.interval = interval
-        self.queued = 0
-        self.cycles = 0
-
-    async def run(self) -> None:
-        while True:
-            try:
-                while (
-                    n := await queue_due_reminders(self.runtime.pool, self.runtime.catalog, self.runtime.settings)
-                ) > 0:
-                    self.queued += n
-                    if n < REMINDER_BATCH:
-                        break
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # database away: the reminders stay claimable, try again shortly
-                log.warning("reminder scheduler failed; retrying", exc_info=True)
-            self.cycles += 1
-            await asyncio.sleep(self.interval)
+async def queue_all_due_reminders(pool: asyncpg.Pool, catalog: Catalog, settings: Settings) -> int:
+    """Queue every reminder that is due, a batch per transaction (notifier's background loop, in
+    every notifier process: polling is one indexed query and needs no leader). Returns how many."""
+    queued = 0
+    while (n := await queue_due_reminders(pool, catalog, settings)) > 0:
+        queued += n
+        if n < REMINDER_BATCH:
+            break
+    return queued

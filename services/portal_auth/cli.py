@@ -76,7 +76,7 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
         deps = usecases.Deps(
             get_pool=lambda: None,
             get_catalog=lambda: catalog,
-            config=config,  # type: ignore[arg-type,return-value]
+            config=config,
             passwords=passwords,
             settings=settings,
             clock=lambda: datetime.now(UTC),

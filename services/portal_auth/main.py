@@ -19,6 +19,8 @@ from services.portal_auth.credentials import Passwords
 from shared.service import Runtime, incoming
 from shared.settings import Settings
 
+PRUNE_INTERVAL = 300.0
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -57,7 +59,8 @@ def build(
         # is simply dropped instead of failing (and dead-lettering) the request.
         return RabbitResponse(reply.model_dump(mode="json"), mandatory=False, timeout=5.0)
 
-    runtime.add_background(lambda: usecases.prune_forever(deps))
+    # A failed round waits for the next one; the first runs one interval after the start.
+    runtime.every("prune", PRUNE_INTERVAL, lambda: usecases.prune(deps), delay_first=True)
     return runtime
 
 

@@ -12,14 +12,13 @@ the request body nor a password is ever logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
@@ -66,7 +65,8 @@ DEADLINE_HEADER = "x-deadline-ms"
 # One reset email per user per minute at most, whatever is asked.
 RESET_COOLDOWN = timedelta(minutes=1)
 
-REQUEST = TypeAdapter(PortalAuthRequest)
+# mypy reads TypeAdapter's argument as a class; an Annotated union is a special form pydantic takes.
+REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type]
 
 MESSAGES: dict[ErrorCode, str] = {
     "invalid_credentials": "wrong email or password",
@@ -436,7 +436,7 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
     reset_id, secret = parts
     pool = deps.get_pool()
 
-    def usable(reset: asyncpg.Record | None) -> bool:
+    def usable(reset: asyncpg.Record | None) -> TypeGuard[asyncpg.Record]:
         return (
             reset is not None
             and reset["used_at"] is None
@@ -449,6 +449,8 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
         if not usable(reset):
             return fail("reset_invalid")
         user = await store.user_by_id(conn, reset["user_id"])
+    if user is None:  # removed since the link was sent
+        return fail("reset_invalid")
     new_password = req.new_password.get_secret_value()
     if (problem := rules.password_problem(new_password, user["email"])) is not None:
         return fail("weak_password", problem)
@@ -661,15 +663,9 @@ HANDLERS: dict[str, Callable[[Deps, Any, RequestMeta, datetime], Awaitable[Porta
 }
 
 
-async def prune_forever(deps: Deps, interval: float = 300.0) -> None:
-    """Housekeeping while the service runs: drop ended sessions, reset tokens and old counters."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            now = deps.clock()
-            async with deps.get_pool().acquire() as conn:
-                await store.prune(conn, now, now - deps.config.login_policy().lock_for)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # housekeeping waits for the next round
-            log.warning("portal_auth pruning failed", exc_info=True)
+async def prune(deps: Deps) -> None:
+    """Housekeeping (portal_auth's background loop): drop ended sessions, reset tokens and old
+    counters."""
+    now = deps.clock()
+    async with deps.get_pool().acquire() as conn:
+        await store.prune(conn, now, now - deps.config.login_policy().lock_for)

@@ -1,84 +1,50 @@
 """returns entrypoint: `faststream run services.returns.main:app`.
 
 One queue, `returns.commands`, carries three commands told apart by routing key: `return.request`,
-`return.decide` and `order.command`. The service also sweeps orders past their end date.
+`return.decide` and `order.command`; each has its typed handler. The service also sweeps orders past
+their end date.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from typing import Any
-
 from services.returns import usecases
 from shared.contracts import OrderCommand, ReturnDecide, ReturnRequest
-from shared.listener import wait_event
-from shared.service import Runtime, incoming, original_routing_key
+from shared.service import Runtime, incoming
 from shared.settings import Settings
-
-log = logging.getLogger("leadwire.returns")
 
 # Orders end on a date, so a minute's lag in closing them is harmless: reserve() itself stops
 # using an order the day after its end date.
 SWEEP_INTERVAL = 60.0
 
 
-class ReturnsRuntime(Runtime):
-    """The shared runtime plus the order sweep as one more background task."""
-
-    def __init__(self, settings: Settings | None, sweep_interval: float) -> None:
-        super().__init__("returns", settings)
-        self.sweep_interval = sweep_interval
-        self._sweep_stop = asyncio.Event()
-
-    async def _sweep_loop(self) -> None:
-        while not self._sweep_stop.is_set():
-            try:
-                await usecases.sweep_orders(self.pool)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # database away: try again next round
-                log.warning("order sweep failed; retrying", exc_info=True)
-            await wait_event(self._sweep_stop, self.sweep_interval)
-
-    async def start_background(self) -> None:
-        await super().start_background()
-        self._sweep_stop.clear()
-        self._tasks.append(asyncio.create_task(self._sweep_loop()))
-
-    async def stop_background(self) -> None:
-        self._sweep_stop.set()
-        await super().stop_background()
-
-
 def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INTERVAL) -> Runtime:
-    runtime = ReturnsRuntime(settings, sweep_interval)
+    runtime = Runtime("returns", settings)
 
-    @runtime.subscriber("returns.commands", title="returns: return requests, decisions, order commands")
-    async def on_command(body: dict[str, Any]) -> None:
-        raw = incoming()
-        key = original_routing_key(raw)
-        if key == "return.request":
+    with runtime.consumer("returns.commands", title="returns: return requests, decisions, order commands") as commands:
+
+        @commands.on("return.request")
+        async def on_return_request(request: ReturnRequest) -> None:
+            raw = incoming()
             await usecases.request_return(
-                runtime.pool,
-                runtime.catalog,
-                ReturnRequest.model_validate(body),
-                reply_to=raw.reply_to,
-                correlation_id=raw.correlation_id,
+                runtime.pool, runtime.catalog, request, reply_to=raw.reply_to, correlation_id=raw.correlation_id
             )
-        elif key == "return.decide":
-            await usecases.decide_return(runtime.pool, ReturnDecide.model_validate(body), message_id=raw.message_id)
-        elif key == "order.command":
+
+        @commands.on("return.decide")
+        async def on_return_decide(command: ReturnDecide) -> None:
+            await usecases.decide_return(runtime.pool, command, message_id=incoming().message_id)
+
+        @commands.on("order.command")
+        async def on_order_command(command: OrderCommand) -> None:
+            raw = incoming()
             await usecases.order_command(
                 runtime.pool,
-                OrderCommand.model_validate(body),
+                command,
                 message_id=raw.message_id,
                 reply_to=raw.reply_to,
                 correlation_id=raw.correlation_id,
             )
-        else:
-            raise ValueError(f"returns.commands has no handler for routing key {key!r}")
 
+    runtime.every("order sweep", sweep_interval, lambda: usecases.sweep_orders(runtime.pool))
     return runtime
 
 

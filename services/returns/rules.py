@@ -24,9 +24,12 @@ from shared.catalog.model import Catalog, LeadType
 DEFAULT_WINDOW_DAYS: int = LeadType.model_fields["return_window_days"].default
 
 
+Scope = Literal["delivery_account", "order"]
+
+
 @dataclass(frozen=True)
 class Cap:
-    scope: Literal["delivery_account", "order"]
+    scope: Scope
     pct: Decimal
     delivered: int
     counted: int

@@ -85,6 +85,7 @@ async def request_return(
             now=now,
         )
         if decision is None:
+            assert delivery is not None and delivered_at is not None  # admitted: the lead was delivered
             time_zone = await store.client_time_zone(conn, request.client_id)
             start, end = rules.month_bounds(delivered_at, time_zone)
             account_id = delivery["delivery_account_id"]
@@ -121,8 +122,10 @@ async def request_return(
         )
         credit = order_credit = Decimal("0")
         if decision.status == "approved":
+            assert delivery is not None  # approved within the caps of a delivered lead
             credit, order_credit = await _credit(conn, request.return_id, request.client_id, delivery["id"], now)
         row = await store.find_return(conn, request.return_id)
+        assert row is not None  # inserted above, in this transaction
         outcome = _requested(row)
         await add_event(conn, "return.requested", outcome)
         if decision.status != "pending":

@@ -72,7 +72,8 @@ def normalise_field(ftype: FieldType, value: Any, choices: tuple[str, ...] = ())
             amount = _number(match.group(1)) if match and match.group(1) else None
         except (ValueError, InvalidOperation):
             amount = None
-        if amount is None or amount < 0 or amount.as_tuple().exponent < -2:
+        exponent = amount.as_tuple().exponent if amount is not None else 0
+        if amount is None or amount < 0 or not isinstance(exponent, int) or exponent < -2:
             raise ValueError("must be an amount of money (non-negative, at most 2 decimals)")
         return format(amount.quantize(Decimal("0.01")), "f")
     if not isinstance(value, str | int) or isinstance(value, bool):

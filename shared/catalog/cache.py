@@ -7,14 +7,13 @@ default) even when a notification is missed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import asyncpg
 
+from shared.background import every
 from shared.catalog.model import Catalog
 from shared.catalog.store import current_version, load_latest
-from shared.listener import wait_event
 
 log = logging.getLogger("leadwire.catalog")
 
@@ -22,11 +21,10 @@ log = logging.getLogger("leadwire.catalog")
 class CatalogCache:
     def __init__(self, pool: asyncpg.Pool, poll_interval: float = 0.5) -> None:
         self._pool = pool
-        self._poll_interval = poll_interval
-        self._wake = asyncio.Event()
-        self._stopping = False
         self.version = 0
         self.catalog = Catalog()
+        # A failed refresh keeps serving the version we have.
+        self.loop = every(poll_interval, self.refresh, name="catalog refresh")
 
     async def refresh(self) -> bool:
         """Load the latest version if it is newer; True when something changed."""
@@ -40,19 +38,4 @@ class CatalogCache:
         return False
 
     def wake(self) -> None:
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # keep serving the version we have
-                log.warning("catalog refresh failed; keeping version %s", self.version, exc_info=True)
-            await wait_event(self._wake, self._poll_interval)
-            self._wake.clear()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
+        self.loop.wake()

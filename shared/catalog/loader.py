@@ -6,9 +6,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from shared.catalog.model import Catalog, Location, cross_check
+from shared.catalog.model import (
+    Catalog,
+    Client,
+    ClientGroup,
+    DeliveryAccount,
+    LeadSource,
+    LeadType,
+    Location,
+    Options,
+    Order,
+    cross_check,
+)
 
 
 @dataclass(frozen=True)
@@ -112,7 +123,15 @@ def _clean(loc: tuple[Any, ...]) -> Location:
     return tuple(p for i, p in enumerate(loc) if not (p in ("http", "email") and i < len(loc) - 1))
 
 
-_SECTIONS = ("lead_types", "sources", "clients", "groups", "delivery_accounts", "orders")
+# Each list of the catalog and the model of its entries.
+_SECTIONS: dict[str, type[BaseModel]] = {
+    "lead_types": LeadType,
+    "sources": LeadSource,
+    "clients": Client,
+    "groups": ClientGroup,
+    "delivery_accounts": DeliveryAccount,
+    "orders": Order,
+}
 
 
 def _valid_entries(raw: dict[str, Any]) -> tuple[Catalog, dict[str, list[int]], set[str]]:
@@ -121,14 +140,12 @@ def _valid_entries(raw: dict[str, Any]) -> tuple[Catalog, dict[str, list[int]], 
     entries: dict[str, Any] = {}
     positions: dict[str, list[int]] = {}
     invalid_ids: set[str] = set()
-    fields = Catalog.model_fields
     try:
-        entries["options"] = fields["options"].annotation.model_validate(raw.get("options") or {})
+        entries["options"] = Options.model_validate(raw.get("options") or {})
     except ValidationError:
         pass
-    for section in _SECTIONS:
+    for section, item_type in _SECTIONS.items():
         items = raw.get(section)
-        item_type = fields[section].annotation.__args__[0]
         kept, where = [], []
         for i, item in enumerate(items if isinstance(items, list) else []):
             try:

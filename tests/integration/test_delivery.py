@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processes import Processes, service_env
+from harness.processes import Processes, output, service_env
 from services.delivery import store as delivery_store
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
@@ -344,31 +345,38 @@ async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(se
     await conn.execute(
         "INSERT INTO delivery_account_state (delivery_account_id, consecutive_failures) VALUES ('acme-post', 3)"
     )
-    entry = dict(
-        delivery_id=request.delivery_id,
-        started_at=datetime.now(UTC),
-        duration_ms=5,
-        request="POST /",
-        status_code=200,
-        response="{}",
-        outcome="accepted",
-        error=None,
-        reset_failures_of="acme-post",
-        status="succeeded",
-        price=Decimal("30.00"),
-        reason=None,
-    )
 
-    def event() -> list:
-        return event_params("delivery.succeeded", {"delivery_id": str(request.delivery_id)})
+    def answered(attempt: int) -> delivery_store.AttemptLog:
+        return delivery_store.AttemptLog(
+            delivery_id=request.delivery_id,
+            attempt=attempt,
+            started_at=datetime.now(UTC),
+            duration_ms=5,
+            request="POST /",
+            status_code=200,
+            response="{}",
+            outcome="accepted",
+            error=None,
+        )
 
-    assert not await delivery_store.log_and_finish(conn, attempt=1, event=event(), **entry)
+    async def log_and_finish(attempt: int) -> bool:
+        return await delivery_store.log_and_finish(
+            conn,
+            answered(attempt),
+            reset_failures_of="acme-post",
+            status="succeeded",
+            price=Decimal("30.00"),
+            reason=None,
+            event=event_params("delivery.succeeded", {"delivery_id": str(request.delivery_id)}),
+        )
+
+    assert not await log_and_finish(attempt=1)
     row = await conn.fetchrow("SELECT status, price FROM deliveries WHERE id = $1", request.delivery_id)
     assert (row["status"], row["price"]) == ("posting", Decimal("25.00"))
     assert await conn.fetchval("SELECT count(*) FROM outbox") == 0
     assert [a["attempt"] for a in await attempts(conn, request)] == [1]
 
-    assert await delivery_store.log_and_finish(conn, attempt=2, event=event(), **entry)
+    assert await log_and_finish(attempt=2)
     row = await conn.fetchrow("SELECT status, price, account_price FROM deliveries WHERE id = $1", request.delivery_id)
     assert (row["status"], row["price"], row["account_price"]) == ("succeeded", Decimal("30.00"), Decimal("25.00"))
     assert await conn.fetchval("SELECT routing_key FROM outbox") == "delivery.succeeded"
@@ -394,7 +402,7 @@ async def test_killed_after_the_buyer_answered_the_restarted_service_posts_again
     finally:
         if crashing.poll() is None:
             crashing.send_signal(signal.SIGKILL)
-    assert code == 86, crashing.stdout.read().decode()
+    assert code == 86, output(crashing)
     assert await conn.fetchval("SELECT status FROM deliveries WHERE id = $1", request.delivery_id) == "posting"
     assert len(buyer.received) == 1
     async with build_delivery(settings).running(), EventTap(settings, "delivery.*") as tap:
@@ -487,7 +495,7 @@ async def test_success_resets_the_failure_count(settings, buyer, conn):
         for _ in range(3):
             request = await seed_delivery(conn, "acme-post", "acme")
             await publish_event(settings, "delivery.requested", request)
-            await wait_for(lambda r=request: finished(tap, r))
+            await wait_for(functools.partial(finished, tap, request))
     assert not tap.bodies("notify.account_paused")
     assert await conn.fetchval("SELECT consecutive_failures FROM delivery_account_state") == 1
 

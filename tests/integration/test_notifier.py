@@ -319,8 +319,8 @@ async def test_appointment_created_updated_and_cancelled_emails_and_reminder(nse
 
         # The clock reaches the reminder time of the cancelled appointment: no reminder.
         await conn.execute("UPDATE appointments SET reminder_due_at = now() - interval '1 minute'")
-        cycles = runtime.reminders.cycles
-        await wait_for(lambda: runtime.reminders.cycles >= cycles + 3)
+        cycles = runtime.loops["reminders"].rounds
+        await wait_for(lambda: runtime.loops["reminders"].rounds >= cycles + 3)
 
     (created,) = smtp.of_kind("appointment_created")
     assert created.rcpt_tos == ["bea@acme.example.com"]
@@ -334,7 +334,7 @@ async def test_appointment_created_updated_and_cancelled_emails_and_reminder(nse
     (cancelled,) = smtp.of_kind("appointment_cancelled")
     assert cancelled.rcpt_tos == ["cy@acme.example.com"]
     assert smtp.of_kind("appointment_reminder") == []
-    assert runtime.reminders.queued == 0
+    assert runtime.loops["reminders"].done == 0
     row = await conn.fetchrow("SELECT status, title FROM appointments")
     assert (row["status"], row["title"]) == ("cancelled", "Site visit")
 
@@ -368,12 +368,12 @@ async def test_two_notifier_replicas_send_each_reminder_once(nsettings, smtp, co
             await publish_event(nsettings, "appointment.create", _create(uuid.uuid4(), lead_id, user, soon))
         await wait_for(lambda: len(smtp.of_kind("appointment_reminder")) >= count, timeout=30)
         # Both schedulers go round a few more times with nothing left to claim.
-        c1, c2 = first.reminders.cycles, second.reminders.cycles
-        await wait_for(lambda: first.reminders.cycles >= c1 + 3 and second.reminders.cycles >= c2 + 3)
+        c1, c2 = first.loops["reminders"].rounds, second.loops["reminders"].rounds
+        await wait_for(lambda: first.loops["reminders"].rounds >= c1 + 3 and second.loops["reminders"].rounds >= c2 + 3)
         await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"))
         await wait_for(lambda: len(tap.messages) >= count)
 
-    assert first.reminders.queued + second.reminders.queued == count
+    assert first.loops["reminders"].done + second.loops["reminders"].done == count
     assert len(tap.messages) == count
     reminders = smtp.of_kind("appointment_reminder")
     assert len(reminders) == count and len({m.message_id for m in reminders}) == count

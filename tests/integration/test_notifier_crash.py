@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from harness.processes import Processes, service_env
+from harness.processes import Processes, output, service_env
 from services.notifier.main import build
 from shared.contracts import NotificationRequested
 from shared.service import Runtime
@@ -41,7 +41,7 @@ async def test_killed_between_send_and_record_repeats_the_email_once_never_loses
         crashing = _start_notifier(s, LEADWIRE_CRASH_POINT="notifier.after_send")
         await publish_event(s, "notify.password_reset", request.model_dump(mode="json"))
         code = await asyncio.to_thread(crashing.wait, 60)
-        assert code == 86, crashing.stdout.read().decode()
+        assert code == 86, output(crashing)
         assert len(sink.received) == 1
         assert await conn.fetchval("SELECT status FROM notification_sends") == "pending"
 

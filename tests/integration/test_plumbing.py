@@ -4,8 +4,6 @@ the outbox across a crash, migrations under concurrency, the catalog's all-or-no
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,9 +13,12 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from harness.broker import publish
+from harness.processes import Processes, output, service_env
 from services.router.main import build as build_router
 from shared import db
 from shared.catalog.store import load_latest
+from shared.contracts import OrderCommand, ReturnDecide
 from shared.outbox import add_event
 from shared.service import Runtime, TransientError
 from tests.support import (
@@ -26,6 +27,7 @@ from tests.support import (
     catalog_yaml,
     dead_letters,
     lead_body,
+    publish_event,
     publish_raw,
     wait_for,
 )
@@ -56,6 +58,38 @@ async def test_malformed_messages_are_dead_lettered_with_their_error_and_consume
     recorded = await conn.fetch("SELECT message_id, error FROM dead_letters ORDER BY id")
     assert {r["message_id"] for r in recorded} == {"poison-1", "poison-2", "poison-3"}
     assert router.dead_lettered == 3
+
+
+async def test_a_queue_of_several_kinds_dispatches_by_routing_key_and_dead_letters_the_rest(settings, conn):
+    runtime = Runtime("probe", settings)
+    seen: list[tuple[str, object]] = []
+
+    with runtime.consumer("returns.commands") as commands:
+
+        @commands.on("return.decide")
+        async def on_decide(command: ReturnDecide) -> None:
+            seen.append(("decide", command.decision))
+
+        @commands.on("order.command")
+        async def on_order(command: OrderCommand) -> None:
+            seen.append(("order", command.action))
+
+    decide = {"return_id": str(uuid.uuid4()), "decision": "approve"}
+    async with runtime.running():
+        await publish_event(settings, "order.command", {"order_id": "o1", "action": "pause"}, message_id="m1")
+        await publish_event(settings, "return.decide", decide, message_id="m2")
+        await publish_event(settings, "return.decide", {"return_id": "not a uuid"}, message_id="m3")
+        # Straight into the queue: a key none of its handlers takes.
+        await publish(settings.amqp_url, "", f"{settings.namespace}.returns.commands", decide, message_id="m4")
+        await wait_for(lambda: len(seen) == 2 and runtime.dead_lettered == 2)
+    assert sorted(seen) == [("decide", "approve"), ("order", "pause")]
+    dead = {m.message_id: m.headers for m in await dead_letters(settings, "returns.commands")}
+    assert set(dead) == {"m3", "m4"}
+    assert dead["m3"]["x-error-type"] == "ValidationError" and "return_id" in dead["m3"]["x-error"]
+    assert dead["m4"]["x-error"] == (
+        f"ValueError: returns.commands has no handler for routing key '{settings.namespace}.returns.commands'"
+        " (it takes return.decide, order.command)"
+    )
 
 
 async def test_transient_failures_wait_in_retry_queues_then_dead_letter(settings, conn):
@@ -105,27 +139,8 @@ async def test_outbox_row_rolled_back_with_its_transaction_is_never_published(se
     assert [b for _, b, _ in tap.messages] == [{"n": 2}]
 
 
-def _service_env(settings, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AMQP_URL=settings.amqp_url,
-        DATABASE_URL=settings.database_url,
-        LEADWIRE_NAMESPACE=settings.namespace,
-        LEADWIRE_POLL_INTERVAL="0.1",
-        LEADWIRE_RETRY_DELAYS=json.dumps(list(settings.retry_delays)),
-        **extra,
-    )
-    return env
-
-
-def _start_router(settings, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "faststream", "run", "services.router.main:app"],
-        cwd=ROOT,
-        env=_service_env(settings, **extra),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+def _start_router(settings, **extra: str) -> subprocess.Popen[bytes]:
+    return Processes(service_env(settings, **extra), output=subprocess.PIPE).service("router")
 
 
 async def test_killed_between_commit_and_publish_the_outbox_relays_after_restart(settings, buyer, conn):
@@ -137,7 +152,7 @@ async def test_killed_between_commit_and_publish_the_outbox_relays_after_restart
     async with EventTap(settings, "delivery.requested") as tap:
         await publish_raw(settings, lead_body(), message_id="crash-1")
         code = await asyncio.to_thread(crashing.wait, 60)
-        assert code == 86, crashing.stdout.read().decode()
+        assert code == 86, output(crashing)
         # Committed: the lead and its event are in the database; nothing was published.
         assert await conn.fetchval("SELECT status FROM leads WHERE idempotency_key = 'crash-1'") == "routing"
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key = 'delivery.requested'") == 1
@@ -178,7 +193,7 @@ def _cli(settings, *args: str, stdin: str | None = None) -> subprocess.Completed
     return subprocess.run(
         [sys.executable, "-m", "shared.cli", *args],
         cwd=ROOT,
-        env=_service_env(settings),
+        env=service_env(settings),
         capture_output=True,
         text=True,
         timeout=60,

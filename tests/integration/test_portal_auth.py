@@ -7,13 +7,25 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 import pytest
 from faststream.rabbit import RabbitBroker
 
 from services.portal_auth.client import PortalAuthClient
-from shared.contracts.portal_auth import Done, Failure, Identity, LinkGrant, LoginOk, UserList, UserOk
+from shared.contracts.portal_auth import (
+    Done,
+    ErrorCode,
+    Failure,
+    Identity,
+    LinkGrant,
+    LoginOk,
+    PortalAuthReply,
+    UserList,
+    UserOk,
+)
 from shared.portal_links import issue_link_token, read_link_token
 from shared.rpc import RequestReply
 from tests.portal_auth_support import (
@@ -29,14 +41,15 @@ from tests.portal_auth_support import (
 from tests.support import EventTap, apply_yaml, wait_for
 
 pytestmark = pytest.mark.integration
+T = TypeVar("T")
 
 
-def ok(reply, kind):
+def ok(reply: object, kind: type[T]) -> T:
     assert isinstance(reply, kind), reply
     return reply
 
 
-def refused(reply, error):
+def refused(reply: object, error: str) -> Failure:
     assert isinstance(reply, Failure), reply
     assert reply.error == error, reply
     return reply
@@ -119,12 +132,13 @@ async def test_repeated_failures_slow_down_then_lock_for_known_and_unknown_email
     # 2 free attempts, then 1 s, 2 s; the 4th failure locks for 15 minutes.
     async with running_portal(settings, catalog=portal_catalog()) as portal:
 
-        async def attempts(email: str) -> list[str]:
+        async def attempts(email: str) -> list[ErrorCode]:
             portal.clock.now = T0
             seen = []
             for step in (0, 0, 0, 1, 0, 2, 0):
                 portal.clock.advance(seconds=step)
                 reply = await portal.client.login(email, "not the password")
+                assert isinstance(reply, Failure), reply
                 seen.append(reply.error)
             return seen
 
@@ -157,7 +171,8 @@ async def test_parallel_guesses_each_spend_an_attempt(settings):
         # One multiplexed client: the guesses are in flight together, as a web tier's would be.
         replies = await asyncio.gather(*(portal.client.login("ann@acme.test", f"guess number {i}") for i in range(6)))
     # The clock stands still: 2 free attempts, and every other guess waits for the first delay.
-    assert sorted(r.error for r in replies) == ["invalid_credentials"] * 2 + ["throttled"] * 4
+    assert all(isinstance(r, Failure) for r in replies), replies
+    assert sorted(r.error for r in replies if isinstance(r, Failure)) == ["invalid_credentials"] * 2 + ["throttled"] * 4
 
 
 async def test_passwords_and_tokens_are_never_stored_or_logged_in_clear(settings, conn, caplog):
@@ -303,7 +318,7 @@ async def test_admins_manage_only_their_own_clients_users(settings, conn):
     async with EventTap(settings, "notify.#") as tap, running_portal(settings, catalog=portal_catalog()) as portal:
         ann = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
         bea = ok(await portal.client.login("bea@bolt.test", PASSWORD), LoginOk).session_token
-        assert (await portal.client.verify(bea)).is_admin  # the first user of a client is an admin
+        assert ok(await portal.client.verify(bea), Identity).is_admin  # the first user of a client is an admin
 
         carl = ok(
             await portal.client.create_user(ann, "carl@acme.test", name="Carl", password="carl's passphrase"), UserOk
@@ -360,14 +375,14 @@ async def test_verify_answers_what_each_user_may_see(settings):
             return ok(await portal.client.verify(token), Identity)
 
         top = await identity("lead@acme.test")
-        assert top.scope == "downline" and set(top.visible_user_ids) == {lead, mid, low}
+        assert top.scope == "downline" and set(top.visible_user_ids or ()) == {lead, mid, low}
         middle = await identity("mid@acme.test")
         assert middle.scope == "own" and middle.visible_user_ids == [mid]
         assert (await identity("ann@acme.test")).scope == "all"
 
         refused(await portal.client.update_user(ann, lead, parent_user_id=low), "bad_request")  # a cycle
         ok(await portal.client.update_user(ann, side, parent_user_id=mid), UserOk)
-        assert set((await identity("lead@acme.test")).visible_user_ids) == {lead, mid, low, side}
+        assert set((await identity("lead@acme.test")).visible_user_ids or ()) == {lead, mid, low, side}
         lead_token = ok(await portal.client.login("lead@acme.test", PASSWORD), LoginOk).session_token
         assert {u.id for u in ok(await portal.client.list_users(lead_token), UserList).users} == {lead, mid, low, side}
 
@@ -423,12 +438,13 @@ async def test_answers_a_burst_of_concurrent_requests_within_the_timeout(setting
         token = ok(await portal.client.login("ann@acme.test", PASSWORD), LoginOk).session_token
         # One caller (think one web worker) with 185 calls in flight at once on one connection.
         client = portal.client
-        calls = [client.verify(token) for _ in range(160)]
+        calls: list[Awaitable[PortalAuthReply]] = [client.verify(token) for _ in range(160)]
         calls += [client.login(f"user{i}@acme.test", PASSWORD) for i in range(5)]
         calls += [client.check_link("tampered.token") for _ in range(20)]
         replies = await asyncio.gather(*calls)
-    assert all(isinstance(r, Identity) and r.user_id == replies[0].user_id for r in replies[:160])
-    assert [r.identity.email for r in replies[160:165]] == [f"user{i}@acme.test" for i in range(5)]
+    first = ok(replies[0], Identity)
+    assert all(isinstance(r, Identity) and r.user_id == first.user_id for r in replies[:160])
+    assert [ok(r, LoginOk).identity.email for r in replies[160:165]] == [f"user{i}@acme.test" for i in range(5)]
     assert all(isinstance(r, Failure) and r.error == "link_invalid" for r in replies[165:])
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
+from shared.service import Runtime
 from tests.support import EventTap, apply_yaml, lead_body, new_key, publish_raw, wait_for
 
 pytestmark = pytest.mark.integration
@@ -60,8 +61,9 @@ def catalog(buyer, *, clients=("a", "b", "c"), groups=(), accounts=None, options
 
 
 class System:
-    def __init__(self, settings, buyer, conn) -> None:
+    def __init__(self, settings, buyer, conn, runtimes: list[Runtime]) -> None:
         self.settings, self.buyer, self.conn = settings, buyer, conn
+        self.runtimes = runtimes
 
     async def apply(self, text: str) -> None:
         version = await apply_yaml(self.settings.database_url, text)
@@ -85,9 +87,8 @@ def _phone() -> str:
 @pytest_asyncio.fixture
 async def system(settings, buyer, conn) -> AsyncIterator[System]:
     await apply_yaml(settings.database_url, catalog(buyer))
-    sys_ = System(settings, buyer, conn)
     router, delivery = build_router(settings), build_delivery(settings)
-    sys_.runtimes = [router, delivery]
+    sys_ = System(settings, buyer, conn, [router, delivery])
     async with router.running(), delivery.running():
         yield sys_
 

@@ -39,6 +39,7 @@ async def responder_queue(
 async def answer(
     channel: aio_pika.abc.AbstractChannel, request: aio_pika.abc.AbstractIncomingMessage, body: object
 ) -> None:
+    assert request.reply_to is not None
     await channel.default_exchange.publish(
         aio_pika.Message(json.dumps(body).encode(), correlation_id=request.correlation_id),
         routing_key=request.reply_to,

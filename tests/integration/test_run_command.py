@@ -40,7 +40,9 @@ def test_run_command_shows_leads_being_sold(settings):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     final = result.stdout[result.stdout.index("=== final") :]
-    sold = int(re.search(r"sold: (\d+)", final).group(1))
+    found = re.search(r"sold: (\d+)", final)
+    assert found is not None, final
+    sold = int(found.group(1))
     assert sold > 0
     buyers = re.findall(r"sold to (\S+)\s+(\d+) leads", final)
     # A lead sold in a shared group counts once per buyer that bought it.

@@ -86,9 +86,13 @@ async def test_reply_to_receives_the_terminal_outcome(settings, system):
     connection = await aio_pika.connect(settings.amqp_url)
     try:
         channel = await connection.channel()
-        replies: asyncio.Queue = asyncio.Queue()
+        replies: asyncio.Queue[aio_pika.abc.AbstractIncomingMessage] = asyncio.Queue()
         reply_queue = await channel.get_queue("amq.rabbitmq.reply-to", ensure=False)
-        await reply_queue.consume(lambda m: replies.put_nowait(m), no_ack=True)
+
+        async def on_reply(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            replies.put_nowait(message)
+
+        await reply_queue.consume(on_reply, no_ack=True)
         exchange = await channel.get_exchange(f"{settings.namespace}.inbound")
         await exchange.publish(
             aio_pika.Message(

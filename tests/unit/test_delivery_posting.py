@@ -45,11 +45,13 @@ def test_xml_body_escapes_values():
     request = posting.build_request(
         config(format="xml"), {"first_name": "A&B <x>"}, lead_id="L1", delivery_id=DELIVERY_ID, price=Decimal("1")
     )
+    assert request.body is not None
     assert b"<first_name>A&amp;B &lt;x&gt;</first_name>" in request.body
 
 
 def test_field_map_renames_and_may_send_the_price():
     request = build(config(field_map={"fname": "first_name", "cost": "price", "ref": "lead_id"}))
+    assert request.body is not None
     assert json.loads(request.body) == {"fname": "Ada", "cost": "25.00", "ref": "L1"}
 
 
@@ -61,6 +63,7 @@ def test_body_template_escapes_for_its_format():
         delivery_id=DELIVERY_ID,
         price=Decimal("1"),
     )
+    assert request.body is not None
     assert json.loads(request.body) == {"name": 'Ada "the" Countess', "src": "lw"}
 
 
@@ -149,7 +152,7 @@ def test_rejection_reason_is_captured(rule, text, reason):
 def test_price_found_in_the_response(rule, text, price, problem):
     verdict = posting.judge_response(config(price=rule), 200, text)
     assert verdict.outcome == "accepted" and verdict.price == price
-    assert (verdict.price_problem is None) if problem is None else (problem in verdict.price_problem)
+    assert (verdict.price_problem is None) if problem is None else (problem in (verdict.price_problem or ""))
 
 
 def test_log_masks_auth_custom_secret_headers_and_secret_body_fields():
@@ -167,6 +170,7 @@ def test_log_masks_auth_custom_secret_headers_and_secret_body_fields():
     assert f"Idempotency-Key: {DELIVERY_ID}" in text
     # A buyer echoing the secrets back is masked too.
     echoed = posting.masked('{"got": "k-123456", "password": "hunter22"}', request.secrets, request.masked_names)
+    assert echoed is not None
     assert "k-123456" not in echoed and "hunter22" not in echoed
 
 
@@ -189,4 +193,5 @@ def test_mask_by_name(text, hidden, kept):
 
 def test_log_is_truncated_after_masking():
     out = posting.masked("x" * 5000 + "hunter22", ("hunter22",))
+    assert out is not None
     assert len(out) < 4100 and out.endswith("…[truncated]")

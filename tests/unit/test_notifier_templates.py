@@ -7,6 +7,7 @@ import email
 import uuid
 from datetime import UTC, datetime
 from email import policy
+from typing import get_args
 
 import pytest
 
@@ -16,7 +17,7 @@ from shared.contracts.notifier import NotificationKind
 
 EVIL = '<script>alert("x")</script>'
 FIELDS = {"first_name": EVIL, "last_name": "O'Hara & Sons", "phone": "4155550100", "state": "CA"}
-KINDS = list(NotificationKind.__args__)
+KINDS = list(get_args(NotificationKind))
 
 
 def request(kind: str, **kw) -> NotificationRequested:
@@ -136,8 +137,9 @@ def test_compose_builds_a_multipart_message_with_stable_headers():
     assert parsed["Reply-To"] == "rep@example.com"
     assert parsed["Auto-Submitted"] == "auto-generated"
     assert parsed.get_content_type() == "multipart/alternative"
-    text = parsed.get_body(("plain",)).get_content()
-    body = parsed.get_body(("html",)).get_content()
+    plain, html = parsed.get_body(("plain",)), parsed.get_body(("html",))
+    assert plain is not None and html is not None
+    text, body = plain.get_content(), html.get_content()
     assert EVIL in text and "<script>" not in body
 
 

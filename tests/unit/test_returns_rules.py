@@ -169,7 +169,7 @@ def test_request_checks(delivered_days_ago, held, reasons, window, reason, expec
     ],
 )
 def test_decide(caps, auto, status, reason):
-    scopes = ("delivery_account", "order")
+    scopes: tuple[rules.Scope, ...] = ("delivery_account", "order")
     decision = rules.decide([rules.Cap(scopes[i], D("10"), d, c) for i, (d, c) in enumerate(caps)], auto_approve=auto)
     assert (decision.status, decision.reason) == (status, reason)
     assert decision.holds_lead is (status != "denied")

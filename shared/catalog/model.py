@@ -82,6 +82,14 @@ class LeadField(Strict):
     required: bool = False
     choices: tuple[str, ...] = ()
     max_length: int = Field(500, ge=1, le=100_000)
+    # Client Portal display: the label shown beside the value (default: the name, capitalised,
+    # underscores as spaces) and whether the lead list shows the field as a column.
+    label: str | None = Field(None, min_length=1, max_length=100)
+    list_column: bool = False
+
+    @property
+    def display_label(self) -> str:
+        return self.label or self.name.replace("_", " ").capitalize()
 
     @model_validator(mode="after")
     def _choices_only_for_choice(self) -> LeadField:
@@ -90,6 +98,17 @@ class LeadField(Strict):
         if self.type is not FieldType.choice and self.choices:
             raise ValueError("'choices' is only allowed on a choice field")
         return self
+
+
+class LeadContact(Strict):
+    """Which fields of a lead type are the person behind the lead: the portal's "email the
+    contact" goes to `email`; `name` (one or more fields, joined with spaces) names the lead.
+    Unset: the first email-typed field, the first phone-typed field, and first_name + last_name
+    (or a field called name)."""
+
+    email: str | None = None
+    phone: str | None = None
+    name: tuple[str, ...] = ()
 
 
 class LeadType(Strict):
@@ -101,10 +120,44 @@ class LeadType(Strict):
     return_reasons: tuple[str, ...] = ()
     return_window_days: int = Field(30, ge=0, le=3650)
     max_sales: int = Field(1, ge=1, le=100)
+    contact: LeadContact = LeadContact()
 
     @cached_property
     def field_names(self) -> frozenset[str]:
         return frozenset(f.name for f in self.fields)
+
+    @cached_property
+    def fields_by_name(self) -> dict[str, LeadField]:
+        return {f.name: f for f in self.fields}
+
+    def _first_of_type(self, ftype: FieldType) -> str | None:
+        return next((f.name for f in self.fields if f.type is ftype), None)
+
+    @cached_property
+    def contact_email_field(self) -> str | None:
+        return self.contact.email or self._first_of_type(FieldType.email)
+
+    @cached_property
+    def contact_phone_field(self) -> str | None:
+        return self.contact.phone or self._first_of_type(FieldType.phone)
+
+    @cached_property
+    def contact_name_fields(self) -> tuple[str, ...]:
+        if self.contact.name:
+            return self.contact.name
+        names = tuple(n for n in ("first_name", "last_name") if n in self.field_names)
+        return names or (("name",) if "name" in self.field_names else ())
+
+    @cached_property
+    def list_columns(self) -> tuple[str, ...]:
+        """The fields the portal's lead list shows: those marked `list_column`, else the
+        contact's name, phone and email, else the first three fields."""
+        marked = tuple(f.name for f in self.fields if f.list_column)
+        if marked:
+            return marked
+        contact = (*self.contact_name_fields, self.contact_phone_field, self.contact_email_field)
+        chosen = tuple(dict.fromkeys(n for n in contact if n))
+        return chosen or tuple(f.name for f in self.fields[:3])
 
 
 class LeadSource(Strict):
@@ -389,6 +442,11 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
         for j, name in enumerate(lt.duplicate_fields):
             if name not in lt.field_names:
                 errors.append((("lead_types", i, "duplicate_fields", j), f"no field {name!r} in lead type {lt.id!r}"))
+        contact: list[tuple[Location, str | None]] = [(("email",), lt.contact.email), (("phone",), lt.contact.phone)]
+        contact += [(("name", j), name) for j, name in enumerate(lt.contact.name)]
+        for where, name in contact:
+            if name is not None and name not in lt.field_names:
+                errors.append((("lead_types", i, "contact", *where), f"no field {name!r} in lead type {lt.id!r}"))
 
     grouped: dict[str, str] = {}
     for i, group in enumerate(catalog.groups):

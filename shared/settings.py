@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     # Signs emailed portal links; must be the same for every portal_auth replica.
     portal_link_secret: str = Field("dev-only-change-me", alias="PORTAL_LINK_SECRET")
     portal_base_url: str = Field("http://127.0.0.1:8080/portal", alias="PORTAL_BASE_URL")
+    # Keys the portal's CSRF form tokens; must be the same for every portal replica.
+    portal_csrf_secret: str = Field("dev-only-change-me-too", alias="PORTAL_CSRF_SECRET")
 
     # Test-only fault injection: the name of a point at which the process kills itself
     # (see shared/faults.py). Empty in production.

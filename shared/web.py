@@ -1,6 +1,7 @@
 """What every Leadwire web tier shares (portal, admin, intake): the service runtime in the ASGI
-lifespan, the process's multiplexed request-reply client, security headers, a health route, and an
-access log that never prints a token.
+lifespan, the process's multiplexed request-reply client, security headers, a health route, an
+access log that never prints a token, and — for the HTML tiers — error pages, a request body limit,
+CSRF tokens, the same-origin check and session cookie flags.
 
 A web service builds its FastAPI app with `create_web_app(runtime, ...)` and is served by uvicorn
 (`uvicorn --factory services.<name>.web:create_app`). Each uvicorn worker process has its own
@@ -10,14 +11,22 @@ kept in the process between requests, so any number of replicas can stand behind
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import html
+import inspect
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.rpc import RequestReply
 from shared.service import Runtime
@@ -61,6 +70,162 @@ def install_access_log_masking() -> None:
         logger.addFilter(MaskSecretsFilter())
 
 
+class BodySizeLimit:
+    """Refuses a request body larger than `max_bytes` with 413, before reading it when its
+    Content-Length says so, and as soon as the bytes received pass the limit otherwise (chunked
+    bodies). Raised as an HTTPException from `receive`, so the app's own handlers shape the answer."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> HTTPException:
+        return HTTPException(413, f"the request body is larger than {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            # Through the app's exception handlers, without reading a byte of the body.
+            await self.app(scope, _refusing_receive(self._too_large), send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def _refusing_receive(error: Callable[[], HTTPException]) -> Receive:
+    async def receive() -> Message:
+        raise error()
+
+    return receive
+
+
+# --- Forms: CSRF tokens, the same-origin check, session cookies ----------------------------------
+
+
+def csrf_token(secret: str, binding: str) -> str:
+    """A synchronizer token for HTML forms (OWASP), derived rather than stored: the HMAC of what it
+    is bound to — a session id, or a pre-session nonce kept in a cookie for the sign-in forms. A
+    token lifted from one session is worthless in another."""
+    digest = hmac.new(secret.encode(), f"csrf:{binding}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def csrf_valid(secret: str, binding: str, token: str | None) -> bool:
+    """Constant-time check of a form's token against what it must be bound to."""
+    if not token or not binding:
+        return False
+    return hmac.compare_digest(csrf_token(secret, binding).encode(), token.encode())
+
+
+def request_origin(request: Request) -> str:
+    """scheme://host[:port] as this request reached us (behind a proxy: run uvicorn with
+    --proxy-headers so the scheme is the client's)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def url_origin(url: str) -> str:
+    match = re.match(r"^(https?://[^/?#]+)", url)
+    return match.group(1) if match else ""
+
+
+def cross_site(request: Request, allowed_origins: Iterable[str] = ()) -> bool:
+    """True when a state-changing request was not sent by one of our own pages. Browsers that send
+    Sec-Fetch-Site (all current ones) are judged by it: same-origin or none (typed, bookmarked)
+    pass. Otherwise an Origin header must name us; "null" (sent under Referrer-Policy
+    no-referrer) and no header at all (old browsers, curl) are left to the CSRF token, which every
+    form carries anyway: this check is defence in depth beside it."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return False
+    return origin not in {request_origin(request), *allowed_origins}
+
+
+def served_over_tls(request: Request, public_url: str | None = None) -> bool:
+    return request.url.scheme == "https" or bool(public_url and public_url.startswith("https://"))
+
+
+def set_session_cookie(
+    response: Response, name: str, value: str, *, path: str, max_age: int | None, secure: bool
+) -> None:
+    """A cookie scripts cannot read (HttpOnly), that cross-site subrequests and form posts do not
+    carry (SameSite=Lax), sent only over TLS when the site is served over TLS (Secure)."""
+    response.set_cookie(name, value, max_age=max_age, path=path, httponly=True, samesite="lax", secure=secure)
+
+
+def clear_cookie(response: Response, name: str, *, path: str, secure: bool) -> None:
+    response.delete_cookie(name, path=path, httponly=True, samesite="lax", secure=secure)
+
+
+# --- Error pages ---------------------------------------------------------------------------------
+
+ErrorRenderer = Callable[[Request, int, str], Response | Awaitable[Response]]
+
+STATUS_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    413: "Too large",
+    429: "Too many requests",
+    500: "Something went wrong",
+    503: "Unavailable",
+}
+
+
+def html_error_page(request: Request, status: int, message: str) -> Response:
+    """A self-contained error page (no template, no script, nothing from the request but the
+    escaped message). Tiers with a layout pass their own renderer to `create_web_app`."""
+    title = html.escape(STATUS_TITLES.get(status, "Error"))
+    body = (
+        f"<!doctype html><html lang=en><meta charset=utf-8><title>{title}</title>"
+        f"<h1>{title}</h1><p>{html.escape(message)}</p></html>"
+    )
+    return HTMLResponse(body, status_code=status)
+
+
+def install_error_pages(app: FastAPI, render: ErrorRenderer) -> None:
+    """Every error answers with a page from `render`: HTTP errors with their status and message,
+    unreadable parameters with 400, anything unexpected with 500 (logged with its traceback,
+    never shown)."""
+
+    async def answer(request: Request, status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+        response = render(request, status, message)
+        if inspect.isawaitable(response):
+            response = await response
+        for name, value in (headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return await answer(request, exc.status_code, str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def unreadable(request: Request, exc: RequestValidationError) -> Response:
+        return await answer(request, 400, "This page was asked for with a parameter it cannot read.")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, mask_secrets(request.url.path))
+        return await answer(request, 500, "Something went wrong on our side. Please try again.")
+
+
 def create_web_app(
     runtime: Runtime,
     *,
@@ -70,11 +235,16 @@ def create_web_app(
     security_headers: dict[str, str] | None = None,
     openapi_url: str | None = None,
     on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
+    max_body_bytes: int | None = None,
+    render_error: ErrorRenderer | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app whose lifespan runs `runtime` (pool, catalog, outbox relay, heartbeat) and,
     with `with_rpc`, a `RequestReply` client kept at `app.state.rpc`. `app.state.runtime` is the
-    runtime. `GET /healthz` answers 200 while the database answers, 503 otherwise."""
+    runtime. `GET /healthz` answers 200 while the database answers, 503 otherwise. With
+    `max_body_bytes`, larger request bodies are refused with 413 (`BodySizeLimit`). HTML tiers
+    pass `render_error`: every error becomes a page (`html_error_page` is a plain one), never a
+    traceback or FastAPI's JSON."""
     headers = {**DEFAULT_SECURITY_HEADERS, **(security_headers or {})}
 
     @asynccontextmanager
@@ -96,6 +266,10 @@ def create_web_app(
 
     app = FastAPI(title=title, description=description, lifespan=lifespan, openapi_url=openapi_url, **fastapi_kwargs)
     app.state.runtime = runtime
+    if max_body_bytes is not None:
+        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    if render_error is not None:
+        install_error_pages(app, render_error)
 
     @app.middleware("http")
     async def add_security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

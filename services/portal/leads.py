@@ -1,0 +1,391 @@
+"""The lead workspace (C1–C6, D1–D4, D8): the lead list with its filters, sort and pages, its CSV
+export, a lead's page, its print sheet and exports, and the two email forms.
+
+A lead id that is not this client's, or not within the user's scope, is answered exactly like an
+id that does not exist: 404.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from services.portal import queries, rules, usecases
+from services.portal.auth import Session, SignedIn, portal_of, session_form
+from services.portal.pages import Portal, field
+from shared import db
+from shared.catalog.model import LeadType
+
+router = APIRouter()
+
+NOT_FOUND = "There is no such lead in your portal."
+
+
+# --- The list -------------------------------------------------------------------------------------
+
+
+@router.get("/leads")
+async def lead_list(request: Request, session: SignedIn) -> Response:
+    portal = portal_of(request)
+    identity = session.identity
+    zone = portal.time_zone(identity.client_id)
+    types = portal.lead_types_of(identity.client_id)
+    today = rules.local_day(portal.clock(), zone)
+    params = dict(request.query_params)
+    result = rules.parse_lead_filter(params, today=today, lead_types=types)
+    context: dict[str, Any] = {
+        "types": types,
+        "form": {k: str(params.get(k, ""))[:300] for k in ("from", "to", "type", "q", "sort", "dir")},
+        "errors": result.errors,
+        "rows": [],
+        "columns": [],
+        "count": 0,
+        "count_cap": rules.COUNT_CAP,
+        "next_page": None,
+        "filter": None,
+    }
+    f = result.filter
+    if f is None:
+        return portal.render(request, "leads.html", 400, **context)
+    async with portal.pool.acquire() as conn:
+        rows = await queries.lead_page(conn, session.viewer, f, zone)
+        count = await queries.lead_count(conn, session.viewer, f, zone)
+    shown_types = [types[f.lead_type]] if f.lead_type else list(types.values())
+    page = rows[: rules.PAGE_SIZE]
+    next_page = None
+    if len(rows) > rules.PAGE_SIZE:
+        last_row = page[-1]
+        cursor = rules.encode_cursor(f.sort, last_row["sort_key"], last_row["completed_at"], last_row["delivery_id"])
+        next_page = portal.url("/leads", f.params(after=cursor))
+    context.update(
+        form=f.params(),
+        filter=f,
+        columns=rules.list_columns(shown_types),
+        rows=[_list_row(portal, r, zone) for r in page],
+        count=count,
+        next_page=next_page,
+        first_page=portal.url("/leads", f.params()) if f.after else None,
+        export_url=portal.url("/leads/export.csv", f.params()),
+        sort_links=_sort_links(portal, f, rules.list_columns(shown_types)),
+    )
+    return portal.render(request, "leads.html", **context)
+
+
+def _list_row(portal: Portal, row: Any, zone: str) -> dict[str, Any]:
+    lead_type = portal.catalog.lead_types_by_id.get(row["lead_type_id"])
+    return {
+        "lead_id": row["lead_id"],
+        "delivered": rules.format_local(row["completed_at"], zone),
+        "type": lead_type.name if lead_type else row["lead_type_id"],
+        "price": row["price"],
+        "fields": row["fields"] or {},
+        "name": rules.lead_name(lead_type, row["fields"] or {}),
+        "return": rules.return_label(row["return_status"]),
+        "return_status": row["return_status"],
+    }
+
+
+def _sort_links(portal: Portal, f: rules.LeadFilter, columns: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """For each column: the link that sorts by it (flipping the direction when it is the current
+    sort) and the arrow to show."""
+    links: dict[str, dict[str, str]] = {}
+    for param in ["delivered", "type", "price", *(f"f.{name}" for name, _ in columns)]:
+        current = f.sort.param == param
+        if current:
+            direction = "asc" if f.sort.direction == "desc" else "desc"
+        else:
+            direction = "desc" if param in ("delivered", "price") else "asc"
+        arrow = ("▲" if f.sort.direction == "asc" else "▼") if current else ""
+        links[param] = {"url": portal.url("/leads", f.params(sort=param, dir=direction)), "arrow": arrow}
+    return links
+
+
+@router.get("/leads/export.csv")
+async def export_list(request: Request, session: SignedIn) -> Response:
+    """Exactly the list's current filter and order, every page, as CSV, streamed."""
+    portal = portal_of(request)
+    identity = session.identity
+    zone = portal.time_zone(identity.client_id)
+    types = portal.lead_types_of(identity.client_id)
+    today = rules.local_day(portal.clock(), zone)
+    result = rules.parse_lead_filter(dict(request.query_params), today=today, lead_types=types)
+    if result.filter is None:
+        problems = " ".join(result.errors.values())
+        raise HTTPException(400, f"The export was not made: {problems}")
+    f = result.filter
+    columns = rules.export_columns([types[f.lead_type]] if f.lead_type else list(types.values()))
+    slots = portal.export_slots()
+    if slots.locked():
+        raise HTTPException(429, "Other exports are running. Please try again in a minute.")
+    name = f"leads-{f.first_day.isoformat()}-to-{f.last_day.isoformat()}.csv"
+    return StreamingResponse(
+        _stream_csv(portal, session.viewer, f, zone, columns),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+async def _stream_csv(
+    portal: Portal, viewer: rules.Viewer, f: rules.LeadFilter, zone: str, columns: list[tuple[str, str]]
+) -> AsyncIterator[bytes]:
+    type_names = {t.id: t.name for t in portal.catalog.lead_types}
+    async with portal.export_slots():
+        # Its own connection, in one read-only snapshot: a long export holds no pooled connection
+        # and sees one consistent set of leads however long it takes.
+        conn = await db.connect(portal.settings.database_url)
+        try:
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                buffer = io.StringIO()
+                writer = csv.writer(buffer)
+                buffer.write("\ufeff")  # a BOM: spreadsheets then read the file as UTF-8
+                writer.writerow(rules.export_header(columns))
+                rows = 0
+                async for row in queries.export_rows(conn, viewer, f, zone):
+                    writer.writerow(rules.export_row(row, columns, zone, type_names))
+                    rows += 1
+                    if rows % 500 == 0:
+                        yield buffer.getvalue().encode()
+                        buffer.seek(0)
+                        buffer.truncate()
+                yield buffer.getvalue().encode()
+        finally:
+            await conn.close()
+
+
+# --- One lead -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LeadView:
+    lead_id: uuid.UUID
+    name: str
+    lead_type_id: str
+    lead_type: LeadType | None
+    type_name: str
+    delivered: str
+    completed_at: datetime
+    price: Any
+    fields: list[tuple[str, str, str]]
+    raw_fields: dict[str, Any]
+    contact_email: str | None
+    contact_phone: str | None
+    return_info: Any
+    return_label: str
+    assigned: str | None
+    activity: list[Any]
+
+
+async def lead_view(portal: Portal, viewer: rules.Viewer, lead_id: uuid.UUID) -> LeadView | None:
+    async with portal.pool.acquire() as conn:
+        row = await queries.lead_detail(conn, viewer, lead_id)
+        if row is None:
+            return None
+        returned = await queries.latest_return(conn, viewer, lead_id)
+        activity = await queries.lead_activity(conn, viewer, lead_id) if viewer.user_id is not None else []
+    zone = portal.time_zone(viewer.client_id)
+    lead_type = portal.catalog.lead_types_by_id.get(row["lead_type_id"])
+    fields = dict(row["fields"] or {})
+    email_field = (lead_type.contact_email_field if lead_type else None) or "email"
+    phone_field = (lead_type.contact_phone_field if lead_type else None) or "phone"
+    email = str(fields.get(email_field) or "") or None
+    return LeadView(
+        lead_id=row["lead_id"],
+        name=rules.lead_name(lead_type, fields),
+        lead_type_id=row["lead_type_id"],
+        lead_type=lead_type,
+        type_name=lead_type.name if lead_type else row["lead_type_id"],
+        delivered=rules.format_local(row["completed_at"], zone),
+        completed_at=row["completed_at"],
+        price=row["price"],
+        fields=rules.labelled_fields(lead_type, fields),
+        raw_fields=fields,
+        contact_email=email if email and rules.valid_address(email) else None,
+        contact_phone=str(fields.get(phone_field) or "") or None,
+        return_info=returned,
+        return_label=rules.return_label(returned["status"] if returned else None) or "Not returned",
+        assigned=(row["assigned_name"] or row["assigned_email"]) if row["assigned_user_id"] else None,
+        activity=[
+            {
+                "kind": "Emailed the contact" if a["kind"] == "lead_contact" else "Forwarded",
+                "to": ", ".join(a["recipients"]),
+                "subject": a["subject"],
+                "by": a["user_name"] or a["user_email"],
+                "at": rules.format_local(a["created_at"], zone),
+            }
+            for a in activity
+        ],
+    )
+
+
+async def _visible_lead(request: Request, session: Session, lead_id: str) -> LeadView:
+    parsed = rules.parse_uuid(lead_id)
+    view = await lead_view(portal_of(request), session.viewer, parsed) if parsed else None
+    if view is None:
+        raise HTTPException(404, NOT_FOUND)
+    return view
+
+
+SENT_NOTICES = {"contact": "Your email to the contact is on its way.", "forward": "The lead was forwarded."}
+
+
+@router.get("/leads/{lead_id}")
+async def lead_page(request: Request, lead_id: str, session: SignedIn) -> Response:
+    view = await _visible_lead(request, session, lead_id)
+    notice = SENT_NOTICES.get(request.query_params.get("sent", ""))
+    return _render_lead(request, view, notice=notice)
+
+
+def _render_lead(
+    request: Request,
+    view: LeadView,
+    status: int = 200,
+    *,
+    notice: str | None = None,
+    typed: dict[str, dict[str, str]] | None = None,
+    errors: dict[str, dict[str, str]] | None = None,
+    open_form: str | None = None,
+) -> Response:
+    # Fresh ids for the forms: one email per rendered form, however often it is submitted. A form
+    # shown again with its errors keeps its id.
+    forms = {
+        "contact": {"notification_id": str(uuid.uuid4()), "subject": "", "message": ""},
+        "forward": {"notification_id": str(uuid.uuid4()), "to": "", "note": ""},
+    }
+    for name, values in (typed or {}).items():
+        forms[name] = values
+    return portal_of(request).render(
+        request,
+        "lead.html",
+        status,
+        lead=view,
+        notice=notice,
+        forms=forms,
+        errors=errors or {},
+        open_form=open_form,
+    )
+
+
+@router.get("/leads/{lead_id}/print")
+async def lead_print(request: Request, lead_id: str, session: SignedIn) -> Response:
+    view = await _visible_lead(request, session, lead_id)
+    return portal_of(request).render(request, "lead_print.html", lead=view)
+
+
+@router.get("/leads/{lead_id}/export.csv")
+async def lead_csv(request: Request, lead_id: str, session: SignedIn) -> Response:
+    portal = portal_of(request)
+    view = await _visible_lead(request, session, lead_id)
+    zone = portal.time_zone(session.identity.client_id)
+    columns = rules.export_columns([view.lead_type] if view.lead_type else [])
+    columns += [(n, rules.field_label(None, n)) for n in view.raw_fields if n not in dict(columns)]
+    row = {
+        "lead_id": view.lead_id,
+        "completed_at": view.completed_at,
+        "lead_type_id": view.lead_type_id,
+        "price": view.price,
+        "return_status": view.return_info["status"] if view.return_info else None,
+        "fields": view.raw_fields,
+    }
+    buffer = io.StringIO()
+    buffer.write("\ufeff")
+    writer = csv.writer(buffer)
+    writer.writerow(rules.export_header(columns))
+    writer.writerow(rules.export_row(row, columns, zone, {view.lead_type_id: view.type_name}))
+    return Response(
+        buffer.getvalue().encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="lead-{view.lead_id}.csv"'},
+    )
+
+
+@router.get("/leads/{lead_id}/export.json")
+async def lead_json(request: Request, lead_id: str, session: SignedIn) -> Response:
+    portal = portal_of(request)
+    view = await _visible_lead(request, session, lead_id)
+    document = {
+        "lead_id": str(view.lead_id),
+        "lead_type": view.lead_type_id,
+        "lead_type_name": view.type_name,
+        "delivered_at": view.completed_at.isoformat(),
+        "delivered_local": view.delivered,
+        "time_zone": portal.time_zone(session.identity.client_id),
+        "price": f"{view.price:.2f}",
+        "return_status": view.return_info["status"] if view.return_info else None,
+        "fields": view.raw_fields,
+        "labels": {name: label for name, label, _ in view.fields},
+    }
+    return Response(
+        json.dumps(document, indent=2, ensure_ascii=False).encode(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="lead-{view.lead_id}.json"'},
+    )
+
+
+# --- The email forms ------------------------------------------------------------------------------
+
+
+@router.post("/leads/{lead_id}/contact")
+async def email_contact(request: Request, lead_id: str, session: SignedIn) -> Response:
+    portal = portal_of(request)
+    form = await session_form(request, session)
+    view = await _visible_lead(request, session, lead_id)
+    typed = {k: field(form, k)[: rules.MAX_MESSAGE + 100] for k in ("notification_id", "subject", "message")}
+    checked, errors = rules.check_contact_form(typed["subject"], typed["message"])
+    notification_id = _form_id(typed, errors)
+    if checked is not None and notification_id is not None:
+        outcome = await _send(
+            usecases.email_contact(
+                portal.pool, portal.catalog, session.identity, view.lead_id, notification_id, checked, portal.clock()
+            )
+        )
+        if isinstance(outcome, usecases.Sent):
+            return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": "contact"}), status_code=303)
+        errors = outcome.errors
+    return _render_lead(request, view, 400, typed={"contact": typed}, errors={"contact": errors}, open_form="contact")
+
+
+@router.post("/leads/{lead_id}/forward")
+async def forward(request: Request, lead_id: str, session: SignedIn) -> Response:
+    portal = portal_of(request)
+    form = await session_form(request, session)
+    view = await _visible_lead(request, session, lead_id)
+    typed = {k: field(form, k)[: rules.MAX_MESSAGE + 100] for k in ("notification_id", "to", "note")}
+    checked, errors = rules.check_forward_form(typed["to"], typed["note"])
+    notification_id = _form_id(typed, errors)
+    if checked is not None and notification_id is not None:
+        outcome = await _send(
+            usecases.forward_lead(
+                portal.pool, portal.catalog, session.identity, view.lead_id, notification_id, checked, portal.clock()
+            )
+        )
+        if isinstance(outcome, usecases.Sent):
+            return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": "forward"}), status_code=303)
+        errors = outcome.errors
+    return _render_lead(request, view, 400, typed={"forward": typed}, errors={"forward": errors}, open_form="forward")
+
+
+def _form_id(typed: dict[str, str], errors: dict[str, str]) -> uuid.UUID | None:
+    """The notification id the form was rendered with; a form without a readable one gets a new
+    id and is shown again (nothing was sent)."""
+    notification_id = rules.parse_uuid(typed["notification_id"])
+    if notification_id is None:
+        errors["form"] = "This form expired. Please send it again."
+        typed["notification_id"] = str(uuid.uuid4())
+    return notification_id
+
+
+async def _send(action: Any) -> usecases.Sent | usecases.Refused:
+    try:
+        outcome: usecases.Sent | usecases.Refused = await action
+    except usecases.LeadNotFound:
+        raise HTTPException(404, NOT_FOUND) from None
+    return outcome

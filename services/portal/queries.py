@@ -1,0 +1,279 @@
+"""Every read the Client Portal makes, in one place. Each function takes the viewer first — the
+client, and the user's scope within it (rules.Viewer) — and applies both in SQL: a lead is a
+succeeded delivery *to this client*, visible under the scope; another client's lead id simply
+finds nothing. Values are always bound parameters; the only text put into SQL is this module's
+own (sort expressions and directions chosen from a closed set).
+
+The portal reads other services' tables (router's leads and deliveries, returns, notifier's
+appointments, portal_auth's users) read-only, and its own (lead_assignments, portal_activity).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from services.portal.rules import COUNT_CAP, PAGE_SIZE, LeadFilter, Sort, Viewer
+
+# The searchable text of a lead: every field value, as the trigram index of migration 0030 has it.
+# Must stay character for character the indexed expression, or the index is not used.
+LEAD_TEXT = "jsonb_path_query_array(l.fields, '$.*')::text"
+
+NUMBER = r"'^-?[0-9]+(\.[0-9]+)?$'"
+
+
+class Params:
+    """Collects bound parameters while a statement is written: `p(value)` -> "$n"."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values: list[Any] = list(values)
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _visible(viewer: Viewer, p: Params, d: str = "d") -> str:
+    """SQL for rules.Viewer.sees: scope `all` sees the client's every lead; otherwise the lead
+    must be assigned to one of the viewer's users."""
+    if viewer.user_ids is None:
+        return "TRUE"
+    users = p(list(viewer.user_ids))
+    return (
+        f"EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = {d}.client_id"
+        f" AND a.lead_id = {d}.lead_id AND a.user_id = ANY({users}::uuid[]))"
+    )
+
+
+def _sort_key(sort: Sort, p: Params) -> tuple[str, str]:
+    """(SQL expression, its type) the list is ordered by before delivery time and id."""
+    if sort.kind == "delivered":
+        return "d.completed_at", "timestamptz"
+    if sort.kind == "price":
+        return "d.price", "numeric"
+    if sort.kind == "type":
+        return "l.lead_type_id", "text"
+    name = p(sort.field)
+    if sort.numeric:
+        # Values that are not numbers (old data) sort first, as one group, instead of failing.
+        return (
+            f"COALESCE(CASE WHEN l.fields->>{name} ~ {NUMBER} THEN (l.fields->>{name})::numeric END, -1e30)",
+            "numeric",
+        )
+    return f"COALESCE(l.fields->>{name}, '')", "text"
+
+
+def _lead_filter(viewer: Viewer, f: LeadFilter, zone: str, p: Params) -> str:
+    start, end = f.bounds(zone)
+    clauses = [
+        f"d.client_id = {p(viewer.client_id)}",
+        "d.status = 'succeeded'",
+        f"d.completed_at >= {p(start)}",
+        f"d.completed_at < {p(end)}",
+    ]
+    if f.lead_type:
+        clauses.append(f"l.lead_type_id = {p(f.lead_type)}")
+    if f.search_pattern:
+        clauses.append(f"{LEAD_TEXT} ILIKE {p(f.search_pattern)}")
+    clauses.append(_visible(viewer, p))
+    return " AND ".join(clauses)
+
+
+async def lead_page(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str) -> list[asyncpg.Record]:
+    """One page of the lead list (PAGE_SIZE + 1 rows: the extra one says there is a next page),
+    keyset-paginated after `f.after`, each with its latest return status."""
+    p = Params()
+    where = _lead_filter(viewer, f, zone, p)
+    key, key_type = _sort_key(f.sort, p)
+    direction = "ASC" if f.sort.direction == "asc" else "DESC"
+    # Ordered by the key, then delivery time and id, so every row has one place and a page ends
+    # at a definite row. Sorted by delivery time the key is that time: (time, id) alone, which is
+    # the index's own order.
+    keys = ["d.completed_at", "d.id"] if f.sort.kind == "delivered" else [key, "d.completed_at", "d.id"]
+    if f.after is not None:
+        after = f.after
+        op = ">" if direction == "ASC" else "<"
+        bound = [f"{p(after.completed_at)}::timestamptz", f"{p(after.delivery_id)}::uuid"]
+        if f.sort.kind != "delivered":
+            bound.insert(0, f"{p(after.key)}::{key_type}")
+        where += f" AND ({', '.join(keys)}) {op} ({', '.join(bound)})"
+    order = ", ".join(f"{k} {direction}" for k in keys)
+    client = p(viewer.client_id)
+    sql = (
+        "WITH page AS ("
+        f" SELECT d.id AS delivery_id, d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields,"
+        f" {key} AS sort_key"
+        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        f" WHERE {where}"
+        f" ORDER BY {order}"
+        f" LIMIT {PAGE_SIZE + 1})"
+        " SELECT page.*, (SELECT r.status FROM returns r"
+        f"  WHERE r.client_id = {client} AND r.lead_id = page.lead_id"
+        "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status"
+        f" FROM page ORDER BY sort_key {direction}, completed_at {direction}, delivery_id {direction}"
+    )
+    return await conn.fetch(sql, *p.values)
+
+
+async def lead_count(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str) -> int:
+    """How many leads the filter matches, counted up to COUNT_CAP + 1 (shown as "10,000+").
+    Without a lead type or a search the leads themselves are not read: the count is an
+    index-only scan of the client's deliveries."""
+    p = Params()
+    where = _lead_filter(viewer, f, zone, p)
+    join = " JOIN leads l ON l.id = d.lead_id" if f.lead_type or f.search_pattern else ""
+    return int(
+        await conn.fetchval(
+            f"SELECT count(*) FROM (SELECT 1 FROM deliveries d{join} WHERE {where} LIMIT {COUNT_CAP + 1}) matched",
+            *p.values,
+        )
+    )
+
+
+async def export_rows(
+    conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str, *, prefetch: int = 500
+) -> AsyncIterator[asyncpg.Record]:
+    """Every lead the filter matches, in the list's order, through a server-side cursor: memory
+    stays flat however many there are. The caller holds `conn` in a (read-only) transaction."""
+    p = Params()
+    where = _lead_filter(viewer, f, zone, p)
+    key, _ = _sort_key(f.sort, p)
+    direction = "ASC" if f.sort.direction == "asc" else "DESC"
+    keys = ["d.completed_at", "d.id"] if f.sort.kind == "delivered" else [key, "d.completed_at", "d.id"]
+    sql = (
+        "SELECT d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields,"
+        " (SELECT r.status FROM returns r WHERE r.client_id = d.client_id AND r.lead_id = d.lead_id"
+        "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status"
+        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        f" WHERE {where}"
+        f" ORDER BY {', '.join(f'{k} {direction}' for k in keys)}"
+    )
+    async for record in conn.cursor(sql, *p.values, prefetch=prefetch):
+        yield record
+
+
+async def lead_detail(conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID) -> asyncpg.Record | None:
+    """One lead as delivered to the viewer's client, or None — also when it exists but belongs
+    to another client or lies outside the viewer's scope (the page then says 404, never 403)."""
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetchrow(
+        "SELECT d.id AS delivery_id, d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields,"
+        " a.user_id AS assigned_user_id, u.name AS assigned_name, u.email AS assigned_email"
+        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        " LEFT JOIN lead_assignments a ON a.client_id = d.client_id AND a.lead_id = d.lead_id"
+        " LEFT JOIN portal_users u ON u.id = a.user_id"
+        f" WHERE d.client_id = {client} AND d.lead_id = {lead} AND d.status = 'succeeded'"
+        f" AND {_visible(viewer, p)}"
+        " ORDER BY d.completed_at DESC LIMIT 1",
+        *p.values,
+    )
+
+
+def _lead_visible(viewer: Viewer, p: Params, client: str, lead: str) -> str:
+    return (
+        f"EXISTS (SELECT 1 FROM deliveries d WHERE d.client_id = {client} AND d.lead_id = {lead}"
+        f" AND d.status = 'succeeded' AND {_visible(viewer, p)})"
+    )
+
+
+async def latest_return(conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID) -> asyncpg.Record | None:
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetchrow(
+        "SELECT status, reason, comment, decision_reason, note, credit, requested_at, decided_at FROM returns"
+        f" WHERE client_id = {client} AND lead_id = {lead} AND {_lead_visible(viewer, p, client, lead)}"
+        " ORDER BY requested_at DESC LIMIT 1",
+        *p.values,
+    )
+
+
+async def lead_activity(
+    conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID, limit: int = 20
+) -> list[asyncpg.Record]:
+    """Emails the client's users sent about the lead, newest first."""
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetch(
+        "SELECT pa.kind, pa.recipients, pa.subject, pa.created_at, u.name AS user_name, u.email AS user_email"
+        " FROM portal_activity pa JOIN portal_users u ON u.id = pa.user_id"
+        f" WHERE pa.client_id = {client} AND pa.lead_id = {lead} AND {_lead_visible(viewer, p, client, lead)}"
+        f" ORDER BY pa.created_at DESC LIMIT {int(limit)}",
+        *p.values,
+    )
+
+
+# --- Dashboard ------------------------------------------------------------------------------------
+
+
+async def leads_per_day(
+    conn: asyncpg.Connection, viewer: Viewer, start: datetime, end: datetime, zone: str
+) -> dict[date, int]:
+    """Leads received (succeeded deliveries, by completion) per local day in [start, end)."""
+    p = Params()
+    client, since, until, tz = p(viewer.client_id), p(start), p(end), p(zone)
+    rows = await conn.fetch(
+        f"SELECT (d.completed_at AT TIME ZONE {tz})::date AS day, count(*) AS n FROM deliveries d"
+        f" WHERE d.client_id = {client} AND d.status = 'succeeded'"
+        f" AND d.completed_at >= {since} AND d.completed_at < {until} AND {_visible(viewer, p)}"
+        " GROUP BY 1",
+        *p.values,
+    )
+    return {r["day"]: r["n"] for r in rows}
+
+
+def _appointment_visible(viewer: Viewer, p: Params) -> str:
+    """Appointments follow the leads' rule: admins see all; others those assigned to their users."""
+    if viewer.user_ids is None:
+        return "TRUE"
+    return f"ap.assigned_user_id = ANY({p(list(viewer.user_ids))}::uuid[])"
+
+
+async def appointments_per_day(
+    conn: asyncpg.Connection, viewer: Viewer, start: datetime, end: datetime, zone: str
+) -> dict[date, int]:
+    """Appointments made (created) per local day in [start, end), cancelled ones included: the
+    report counts the work done that day."""
+    p = Params()
+    client, since, until, tz = p(viewer.client_id), p(start), p(end), p(zone)
+    rows = await conn.fetch(
+        f"SELECT (ap.created_at AT TIME ZONE {tz})::date AS day, count(*) AS n FROM appointments ap"
+        f" WHERE ap.client_id = {client} AND ap.created_at >= {since} AND ap.created_at < {until}"
+        f" AND {_appointment_visible(viewer, p)} GROUP BY 1",
+        *p.values,
+    )
+    return {r["day"]: r["n"] for r in rows}
+
+
+async def upcoming_appointments(
+    conn: asyncpg.Connection, viewer: Viewer, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    p = Params()
+    client, since = p(viewer.client_id), p(now)
+    # The next few first (index on client, start time), then their leads and assignees.
+    return await conn.fetch(
+        "WITH next AS (SELECT ap.id, ap.lead_id, ap.title, ap.starts_at, ap.assigned_user_id FROM appointments ap"
+        f" WHERE ap.client_id = {client} AND ap.status = 'scheduled' AND ap.starts_at >= {since}"
+        f" AND {_appointment_visible(viewer, p)} ORDER BY ap.starts_at LIMIT {int(limit)})"
+        " SELECT next.id, next.lead_id, next.title, next.starts_at, l.lead_type_id, l.fields,"
+        " u.name AS assigned_name, u.email AS assigned_email"
+        " FROM next JOIN leads l ON l.id = next.lead_id LEFT JOIN portal_users u ON u.id = next.assigned_user_id"
+        " ORDER BY next.starts_at",
+        *p.values,
+    )
+
+
+async def recent_leads(conn: asyncpg.Connection, viewer: Viewer, limit: int) -> list[asyncpg.Record]:
+    p = Params()
+    client = p(viewer.client_id)
+    return await conn.fetch(
+        "SELECT d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields"
+        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        f" WHERE d.client_id = {client} AND d.status = 'succeeded' AND {_visible(viewer, p)}"
+        f" ORDER BY d.completed_at DESC, d.id DESC LIMIT {int(limit)}",
+        *p.values,
+    )

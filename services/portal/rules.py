@@ -1,0 +1,634 @@
+"""The Client Portal's decisions, with no I/O: who sees which lead, what a lead list request asks
+for (and what is wrong with it), days in the client's time zone, chart geometry, CSV cells that a
+spreadsheet will not run, the sentences a sign-in failure shows, and the checks on the email forms.
+
+Everything here is table-tested (tests/unit/test_portal_web_rules.py); the routes only call it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from services.router.rules import normalise_field
+from shared.catalog.model import FieldType, LeadType
+from shared.contracts.portal_auth import ErrorCode, Identity, LinkGrant, Scope
+
+PAGE_SIZE = 50
+# The count above the list stops here: counting a whole year of a big client on every page load
+# would cost more than the page itself.
+COUNT_CAP = 10_000
+DEFAULT_RANGE_DAYS = 30
+MAX_RANGE_DAYS = 366
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2100, 12, 31)
+MAX_SEARCH_LENGTH = 200
+RECENT_LEADS = 10
+UPCOMING_APPOINTMENTS = 10
+# Emails a portal user may send about leads (contact + forward) per hour: enough for real work,
+# too few to turn the portal into a spam relay.
+EMAILS_PER_HOUR = 30
+MAX_FORWARD_RECIPIENTS = 5
+MAX_SUBJECT = 200
+MAX_MESSAGE = 5000
+
+
+# --- Who sees what -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Whose eyes a query answers to: one client, and within it the users whose leads may be
+    shown (None: every lead of the client). Built from a session's Identity, or from an emailed
+    link's grant (one lead, the client's view)."""
+
+    client_id: str
+    scope: Scope
+    user_ids: tuple[uuid.UUID, ...] | None
+    user_id: uuid.UUID | None = None
+
+    @classmethod
+    def of(cls, identity: Identity) -> Viewer:
+        if identity.scope == "all":
+            users: tuple[uuid.UUID, ...] | None = None
+        else:
+            users = tuple(identity.visible_user_ids or (identity.user_id,))
+        return cls(identity.client_id, identity.scope, users, identity.user_id)
+
+    @classmethod
+    def of_link(cls, grant: LinkGrant) -> Viewer:
+        return cls(grant.client_id, "all", None, None)
+
+    def sees(self, assigned_user_id: uuid.UUID | None) -> bool:
+        """The visibility rule the queries apply in SQL: scope `all` sees every lead of the
+        client, assigned or not; `own`/`downline` see the leads assigned to one of their users;
+        a lead nobody was assigned is visible to admins only."""
+        if self.user_ids is None:
+            return True
+        return assigned_user_id is not None and assigned_user_id in self.user_ids
+
+
+# --- Days in the client's time zone --------------------------------------------------------------
+
+
+def local_day(instant: datetime, zone: str) -> date:
+    return instant.astimezone(ZoneInfo(zone)).date()
+
+
+def day_start(day: date, zone: str) -> datetime:
+    """The UTC instant a local day begins (DST-aware: a 23- or 25-hour day is still one day)."""
+    return datetime.combine(day, time(0), tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def add_months(day: date, months: int) -> date:
+    index = day.year * 12 + day.month - 1 + months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def days_in_month(first: date) -> int:
+    return (add_months(first, 1) - first).days
+
+
+def format_local(instant: datetime | None, zone: str) -> str:
+    if instant is None:
+        return ""
+    return instant.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
+
+
+# --- The lead list's request ----------------------------------------------------------------------
+
+SortKind = Literal["delivered", "price", "type", "field"]
+Direction = Literal["asc", "desc"]
+NUMERIC_TYPES = frozenset({FieldType.number, FieldType.money})
+
+
+@dataclass(frozen=True)
+class Sort:
+    kind: SortKind = "delivered"
+    field: str | None = None  # the lead field, for kind "field"
+    numeric: bool = False  # sort a number/money field by value, not as text
+    direction: Direction = "desc"
+
+    @property
+    def param(self) -> str:
+        return f"f.{self.field}" if self.kind == "field" else self.kind
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts: the last row's sort value, delivery time and delivery id."""
+
+    key: Any
+    completed_at: datetime
+    delivery_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    first_day: date
+    last_day: date  # inclusive
+    lead_type: str | None = None
+    search: str = ""  # as typed (trimmed); `search_pattern` is what the query uses
+    sort: Sort = Sort()
+    after: Cursor | None = None
+
+    def bounds(self, zone: str) -> tuple[datetime, datetime]:
+        """[start, end) in UTC of the local days first_day..last_day."""
+        return day_start(self.first_day, zone), day_start(self.last_day + timedelta(days=1), zone)
+
+    @property
+    def search_pattern(self) -> str | None:
+        return search_pattern(self.search) if self.search else None
+
+    def params(self, **changes: Any) -> dict[str, str]:
+        """This filter as query parameters (for links: sort headers, next page, export)."""
+        values: dict[str, Any] = {
+            "from": self.first_day.isoformat(),
+            "to": self.last_day.isoformat(),
+            "type": self.lead_type or "",
+            "q": self.search,
+            "sort": self.sort.param,
+            "dir": self.sort.direction,
+        }
+        values.update(changes)
+        return {k: str(v) for k, v in values.items() if v not in ("", None)}
+
+
+@dataclass
+class FilterResult:
+    filter: LeadFilter | None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def parse_day(text: str) -> date | None:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return None
+    return day if EARLIEST_DAY <= day <= LATEST_DAY else None
+
+
+def default_range(today: date) -> tuple[date, date]:
+    return today - timedelta(days=DEFAULT_RANGE_DAYS - 1), today
+
+
+def sortable_fields(lead_types: Iterable[LeadType]) -> dict[str, bool]:
+    """Every field name of these lead types -> whether it sorts as a number."""
+    fields: dict[str, bool] = {}
+    for lead_type in lead_types:
+        for f in lead_type.fields:
+            fields.setdefault(f.name, f.type in NUMERIC_TYPES)
+    return fields
+
+
+def parse_sort(sort: str, direction: str, lead_types: Iterable[LeadType]) -> tuple[Sort | None, dict[str, str]]:
+    errors: dict[str, str] = {}
+    if direction not in ("asc", "desc"):
+        errors["dir"] = "The sort direction must be asc or desc."
+    chosen: Sort | None = None
+    dir_: Direction = "asc" if direction == "asc" else "desc"
+    if sort in ("delivered", "price", "type"):
+        chosen = Sort(sort, None, False, dir_)  # type: ignore[arg-type]
+    elif sort.startswith("f."):
+        fields = sortable_fields(lead_types)
+        name = sort[2:]
+        if name in fields:
+            chosen = Sort("field", name, fields[name], dir_)
+    if chosen is None:
+        shown = sort if len(sort) <= 40 else sort[:40] + "…"
+        errors["sort"] = f"The list cannot be sorted by “{shown}”."
+    return (chosen if not errors else None), errors
+
+
+def parse_lead_filter(params: Mapping[str, str], *, today: date, lead_types: Mapping[str, LeadType]) -> FilterResult:
+    """A lead list request (query parameters as sent) read into a LeadFilter, or every problem
+    with it, keyed by the parameter it concerns, in words a buyer understands."""
+    errors: dict[str, str] = {}
+    first_default, last_default = default_range(today)
+    first, last = first_default, last_default
+    raw_from = params.get("from", "").strip()
+    raw_to = params.get("to", "").strip()
+    if raw_from:
+        parsed = parse_day(raw_from)
+        if parsed is None:
+            errors["from"] = "Enter the start date as YYYY-MM-DD (a real date between 2000 and 2100)."
+        else:
+            first = parsed
+    if raw_to:
+        parsed = parse_day(raw_to)
+        if parsed is None:
+            errors["to"] = "Enter the end date as YYYY-MM-DD (a real date between 2000 and 2100)."
+        else:
+            last = parsed
+    if raw_from and not raw_to and "from" not in errors:
+        last = max(first, min(today, first + timedelta(days=MAX_RANGE_DAYS - 1)))
+    if raw_to and not raw_from and "to" not in errors:
+        first = last - timedelta(days=DEFAULT_RANGE_DAYS - 1)
+    if not errors:
+        if first > last:
+            errors["to"] = "The end date is before the start date."
+        elif (last - first).days + 1 > MAX_RANGE_DAYS:
+            errors["to"] = f"A date range can span at most {MAX_RANGE_DAYS} days."
+
+    lead_type = params.get("type", "").strip() or None
+    if lead_type is not None and lead_type not in lead_types:
+        errors["type"] = "Choose a lead type from the list."
+
+    search = " ".join(params.get("q", "").split())
+    if len(search) > MAX_SEARCH_LENGTH:
+        errors["q"] = f"Search for at most {MAX_SEARCH_LENGTH} characters."
+
+    types_for_sort = [lead_types[lead_type]] if lead_type and lead_type in lead_types else list(lead_types.values())
+    sort, sort_errors = parse_sort(params.get("sort", "delivered"), params.get("dir", "desc"), types_for_sort)
+    errors.update(sort_errors)
+
+    after = None
+    if params.get("after"):
+        after = decode_cursor(params["after"], sort) if sort is not None else None
+        if after is None:
+            errors["after"] = "That page link is not valid any more: start again from the first page."
+    if errors:
+        return FilterResult(None, errors)
+    assert sort is not None
+    return FilterResult(LeadFilter(first, last, lead_type, search, sort, after))
+
+
+# --- Keyset cursors -------------------------------------------------------------------------------
+
+
+def _key_to_json(key: Any) -> Any:
+    if isinstance(key, datetime):
+        return key.isoformat()
+    if isinstance(key, Decimal):
+        return str(key)
+    return key
+
+
+def encode_cursor(sort: Sort, key: Any, completed_at: datetime, delivery_id: uuid.UUID) -> str:
+    data = json.dumps([_key_to_json(key), completed_at.isoformat(), str(delivery_id)], separators=(",", ":"))
+    return base64.urlsafe_b64encode(data.encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str, sort: Sort) -> Cursor | None:
+    """The cursor in a next-page link, typed for this sort; None when it is not one of ours. It
+    is not signed: it only says where to continue inside the viewer's own leads."""
+    if len(text) > 600:
+        return None
+    try:
+        raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        key_raw, completed_raw, delivery_raw = raw
+        completed_at = datetime.fromisoformat(completed_raw)
+        delivery_id = uuid.UUID(delivery_raw)
+        if completed_at.tzinfo is None:
+            return None
+        key: Any
+        if sort.kind == "delivered":
+            key = datetime.fromisoformat(key_raw)
+            if key.tzinfo is None:
+                return None
+        elif sort.kind == "price" or sort.numeric:
+            key = Decimal(str(key_raw))
+            if not key.is_finite():
+                return None
+        else:
+            if not isinstance(key_raw, str):
+                return None
+            key = key_raw
+    except (ValueError, TypeError, binascii.Error, InvalidOperation, UnicodeDecodeError):
+        return None
+    return Cursor(key, completed_at, delivery_id)
+
+
+# --- Search ---------------------------------------------------------------------------------------
+
+PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]+$")
+
+
+def search_term(text: str) -> str:
+    """What a search looks for in the field values. Phone numbers are stored as the router
+    normalises them (10 digits), so a phone number typed any way — "(415) 555-0100",
+    "+1 415 555 0100" — is normalised the same way; a partial one ("555-0100") keeps its digits."""
+    text = " ".join(text.split())
+    if PHONE_LIKE.fullmatch(text) and sum(c.isdigit() for c in text) >= 3:
+        try:
+            return str(normalise_field(FieldType.phone, text))
+        except ValueError:
+            return re.sub(r"\D", "", text)
+    return text
+
+
+def search_pattern(text: str) -> str:
+    """An ILIKE pattern matching the term anywhere; the term's own % _ and \\ match themselves."""
+    term = search_term(text)
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+# --- What a lead looks like ----------------------------------------------------------------------
+
+
+def field_label(lead_type: LeadType | None, name: str) -> str:
+    if lead_type is not None and name in lead_type.fields_by_name:
+        return lead_type.fields_by_name[name].display_label
+    return name.replace("_", " ").capitalize()
+
+
+def lead_name(lead_type: LeadType | None, fields: Mapping[str, Any]) -> str:
+    """The person behind the lead, for titles and lists."""
+    names = lead_type.contact_name_fields if lead_type is not None else ("first_name", "last_name")
+    name = " ".join(str(fields[n]).strip() for n in names if fields.get(n) not in (None, ""))
+    if name:
+        return name
+    email_field = lead_type.contact_email_field if lead_type is not None else "email"
+    return str(fields.get(email_field or "", "") or "") or "(no name)"
+
+
+def labelled_fields(lead_type: LeadType | None, fields: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(name, label, value) for every field of the lead: the lead type's fields in catalog order,
+    then any the lead carries that the type no longer lists."""
+    order = [f.name for f in lead_type.fields] if lead_type is not None else []
+    order += [name for name in fields if name not in order]
+    return [(n, field_label(lead_type, n), _text(fields[n])) for n in order if n in fields]
+
+
+def list_columns(lead_types: Sequence[LeadType]) -> list[tuple[str, str]]:
+    """(field, label) of the list's field columns: the chosen lead type's list columns, or with
+    every type shown, the union of theirs in order (a type without the field shows it empty)."""
+    columns: dict[str, str] = {}
+    for lead_type in lead_types:
+        for name in lead_type.list_columns:
+            columns.setdefault(name, field_label(lead_type, name))
+    return list(columns.items())
+
+
+def export_columns(lead_types: Sequence[LeadType]) -> list[tuple[str, str]]:
+    """(field, label) of every field of these lead types, in catalog order, once each."""
+    columns: dict[str, str] = {}
+    for lead_type in lead_types:
+        for f in lead_type.fields:
+            columns.setdefault(f.name, f.display_label)
+    return list(columns.items())
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+RETURN_STATUS_LABELS = {"pending": "Return pending", "approved": "Returned", "denied": "Return denied"}
+
+
+def return_label(status: str | None) -> str:
+    return RETURN_STATUS_LABELS.get(status or "", "")
+
+
+# --- CSV ------------------------------------------------------------------------------------------
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """A cell a spreadsheet shows as text, never runs (OWASP CSV injection): a value starting
+    with = + - @ tab or carriage return gets a leading apostrophe."""
+    text = _text(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+EXPORT_FIXED = ("Lead ID", "Delivered", "Lead type", "Price", "Return status")
+
+
+def export_header(columns: Sequence[tuple[str, str]]) -> list[str]:
+    return [*EXPORT_FIXED, *(label for _, label in columns)]
+
+
+def export_row(
+    row: Mapping[str, Any], columns: Sequence[tuple[str, str]], zone: str, type_names: Mapping[str, str]
+) -> list[str]:
+    fields = row["fields"] or {}
+    cells: list[Any] = [
+        str(row["lead_id"]),
+        format_local(row["completed_at"], zone),
+        type_names.get(row["lead_type_id"], row["lead_type_id"]),
+        f"{row['price']:.2f}",
+        return_label(row["return_status"]) or "",
+        *(fields.get(name) for name, _ in columns),
+    ]
+    return [csv_cell(c) for c in cells]
+
+
+# --- Charts (server-drawn SVG) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chart:
+    width: int
+    height: int
+    top: int  # the y axis' highest label
+    series: tuple[tuple[str, str, tuple[tuple[float, float], ...]], ...]  # (name, css class, points)
+    bars: tuple[tuple[str, str, tuple[tuple[float, float, float, float], ...]], ...]  # (name, class, rects)
+    ticks: tuple[tuple[float, str], ...]  # (x, day label)
+
+
+def nice_top(value: int) -> int:
+    """The smallest 1/2/5×10^n at or above `value` (at least 5), for a readable y axis."""
+    value = max(value, 5)
+    magnitude = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if step * magnitude >= value:
+            return step * magnitude
+    return 10 * magnitude  # pragma: no cover - the loop always returns
+
+
+PLOT = (40, 10, 10, 24)  # left, top, right, bottom margins
+
+
+def line_chart(
+    series: Sequence[tuple[str, str, Sequence[int]]], days: int, width: int = 640, height: int = 220
+) -> Chart:
+    """Lines of daily counts over `days` slots (day 1 at the left). Series may be shorter (the
+    current month so far)."""
+    left, top_margin, right, bottom = PLOT
+    top = nice_top(max((max(values, default=0) for _, _, values in series), default=0))
+    plot_w, plot_h = width - left - right, height - top_margin - bottom
+    step = plot_w / max(days - 1, 1)
+
+    def point(i: int, value: int) -> tuple[float, float]:
+        return round(left + i * step, 1), round(top_margin + plot_h - plot_h * value / top, 1)
+
+    lines = tuple((name, css, tuple(point(i, v) for i, v in enumerate(values))) for name, css, values in series)
+    ticks = tuple((left + i * step, str(i + 1)) for i in range(0, days, 5 if days > 10 else 1))
+    return Chart(width, height, top, lines, (), ticks)
+
+
+def bar_chart(
+    series: Sequence[tuple[str, str, Sequence[int]]], days: int, width: int = 640, height: int = 220
+) -> Chart:
+    """Grouped bars of daily counts: one group per day, one bar per series."""
+    left, top_margin, right, bottom = PLOT
+    top = nice_top(max((max(values, default=0) for _, _, values in series), default=0))
+    plot_w, plot_h = width - left - right, height - top_margin - bottom
+    slot = plot_w / max(days, 1)
+    bar_w = slot * 0.8 / max(len(series), 1)
+    bars = []
+    for s, (name, css, values) in enumerate(series):
+        rects = []
+        for i, value in enumerate(values):
+            h = plot_h * value / top
+            rects.append(
+                (
+                    round(left + i * slot + slot * 0.1 + s * bar_w, 1),
+                    round(top_margin + plot_h - h, 1),
+                    round(bar_w, 1),
+                    round(h, 1),
+                )
+            )
+        bars.append((name, css, tuple(rects)))
+    ticks = tuple((left + i * slot + slot / 2, str(i + 1)) for i in range(0, days, 5 if days > 10 else 1))
+    return Chart(width, height, top, (), tuple(bars), ticks)
+
+
+def daily_counts(counts: Mapping[date, int], first: date, days: int) -> list[int]:
+    return [counts.get(first + timedelta(days=i), 0) for i in range(days)]
+
+
+# --- Signing in -----------------------------------------------------------------------------------
+
+SIGNED_OUT_REASONS = {
+    "signed_out": "You are signed out.",
+    "expired": "Your session expired. Please sign in again.",
+    "ended": "Your session has ended. Please sign in again.",
+    "inactive": "Portal access for your company is turned off. Please contact your lead provider.",
+    "disabled": "Your user account is disabled. Please ask your company's portal admin.",
+    "password_set": "Your password is set. Sign in with it now.",
+}
+
+# portal_auth's answer to a session check -> why the buyer is back on the sign-in page.
+SESSION_FAILURE_REASONS: dict[ErrorCode, str] = {
+    "session_expired": "expired",
+    "session_invalid": "ended",
+    "client_inactive": "inactive",
+    "account_disabled": "disabled",
+}
+
+
+def login_failure_message(error: ErrorCode, retry_after: datetime | None, now: datetime) -> str:
+    if error == "throttled":
+        return f"Too many failed sign-in attempts. Try again in {wait_words(retry_after, now)}."
+    return {
+        "invalid_credentials": "Wrong email or password.",
+        "account_disabled": SIGNED_OUT_REASONS["disabled"],
+        "client_inactive": SIGNED_OUT_REASONS["inactive"],
+        "unavailable": "Sign-in is not answering right now. Please try again in a moment.",
+        "deadline_exceeded": "Sign-in is not answering right now. Please try again in a moment.",
+    }.get(error, "Sign-in failed. Please try again.")
+
+
+def wait_words(retry_after: datetime | None, now: datetime) -> str:
+    seconds = max(1, math.ceil((retry_after - now).total_seconds())) if retry_after else 60
+    if seconds < 90:
+        return f"{seconds} second{'s' if seconds != 1 else ''}"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minutes"
+
+
+def safe_next(target: str | None, base_path: str) -> str | None:
+    """Where to go after signing in: only a path of this portal, never another site (an open
+    redirect would make our sign-in page a phishing tool)."""
+    if not target or len(target) > 2000:
+        return None
+    if not target.startswith(base_path + "/") or target.startswith("//") or "\\" in target:
+        return None
+    if any(ch in target for ch in "\r\n\t") or "/../" in target or target.endswith("/.."):
+        return None
+    return target
+
+
+# --- The email forms ------------------------------------------------------------------------------
+
+ADDRESS = re.compile(r"^[^@\s<>,;\"'()\[\]]+@[^@\s<>,;\"'()\[\]]+\.[^@\s<>,;\"'()\[\]]+$")
+
+
+def valid_address(text: str) -> bool:
+    return len(text) <= 254 and bool(ADDRESS.match(text))
+
+
+def parse_recipients(text: str) -> tuple[list[str], str | None]:
+    """Addresses separated by commas, semicolons, spaces or new lines: (addresses, problem)."""
+    parts = [p for p in re.split(r"[\s,;]+", text.strip()) if p]
+    if not parts:
+        return [], "Enter at least one email address."
+    if len(parts) > MAX_FORWARD_RECIPIENTS:
+        return [], f"Forward to at most {MAX_FORWARD_RECIPIENTS} addresses at once."
+    bad = [p for p in parts if not valid_address(p)]
+    if bad:
+        shown = bad[0] if len(bad[0]) <= 60 else bad[0][:60] + "…"
+        return [], f"“{shown}” is not an email address."
+    return list(dict.fromkeys(p.lower() for p in parts)), None
+
+
+@dataclass(frozen=True)
+class ContactForm:
+    subject: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ForwardForm:
+    to: tuple[str, ...]
+    note: str
+
+
+def check_contact_form(subject: str, message: str) -> tuple[ContactForm | None, dict[str, str]]:
+    errors: dict[str, str] = {}
+    subject = " ".join(subject.split())
+    message = message.strip()
+    if not subject:
+        errors["subject"] = "Enter a subject."
+    elif len(subject) > MAX_SUBJECT:
+        errors["subject"] = f"Keep the subject under {MAX_SUBJECT} characters."
+    if not message:
+        errors["message"] = "Write a message."
+    elif len(message) > MAX_MESSAGE:
+        errors["message"] = f"Keep the message under {MAX_MESSAGE} characters."
+    return (ContactForm(subject, message) if not errors else None), errors
+
+
+def check_forward_form(to: str, note: str) -> tuple[ForwardForm | None, dict[str, str]]:
+    errors: dict[str, str] = {}
+    addresses, problem = parse_recipients(to) if len(to) <= 2000 else ([], "That is too many addresses.")
+    if problem:
+        errors["to"] = problem
+    note = note.strip()
+    if len(note) > MAX_MESSAGE:
+        errors["note"] = f"Keep the note under {MAX_MESSAGE} characters."
+    return (ForwardForm(tuple(addresses), note) if not errors else None), errors
+
+
+def parse_uuid(text: str) -> uuid.UUID | None:
+    if len(text) > 64:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None

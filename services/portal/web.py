@@ -1,0 +1,76 @@
+"""The Client Portal's web tier: a server-rendered FastAPI app, one per uvicorn worker process.
+
+    uvicorn --factory services.portal.web:create_app --host 0.0.0.0 --port 8080
+
+It runs the portal's `Runtime` (database pool, catalog cache, outbox relay) and a multiplexed
+request-reply client in its lifespan (shared/web.py), keeps nothing about users or requests in the
+process, and serves every page under the path of PORTAL_BASE_URL (default /portal). Read top to
+bottom: this file wires the app; auth.py is the session and CSRF; pages.py the templates and
+navigation; access.py, dashboard.py and leads.py the routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
+
+from services.portal import access, dashboard, leads
+from services.portal.auth import SignInRequired, sign_in_redirect
+from services.portal.pages import Portal, error_page
+from services.portal_auth.client import PortalAuthClient
+from shared.service import Runtime
+from shared.settings import Settings
+from shared.web import create_web_app
+
+HERE = Path(__file__).parent
+# The route modules, each an APIRouter mounted under the base path. Part 2's pages are added here.
+PAGES = (access, dashboard, leads)
+# Forms carry a few KB at most; anything larger is refused before it is parsed.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    auth_timeout: float = 5.0,
+) -> FastAPI:
+    """The portal app. `clock` lets tests decide what "today" is for dashboards and date ranges."""
+    runtime = Runtime("portal", settings)
+    portal = Portal.build(runtime, clock=clock or (lambda: datetime.now(UTC)), templates_dir=HERE / "templates")
+
+    async def on_startup(app: FastAPI) -> None:
+        portal.auth = PortalAuthClient(app.state.rpc, runtime.topology, timeout=auth_timeout)
+
+    app = create_web_app(
+        runtime,
+        title="Leadwire Client Portal",
+        on_startup=on_startup,
+        render_error=error_page(portal),
+        max_body_bytes=MAX_BODY_BYTES,
+    )
+    app.state.portal = portal
+
+    token_pages = (f"{portal.base_path}/link/", f"{portal.base_path}/reset/")
+
+    @app.middleware("http")
+    async def page_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        path = request.url.path
+        if not path.startswith(portal.static_path):
+            # Lead data and signed-in pages stay out of browser and proxy caches.
+            response.headers.setdefault("Cache-Control", "no-store")
+        if path.startswith(token_pages):
+            # These URLs hold a secret: never send them on as a Referer, not even to ourselves.
+            response.headers["Referrer-Policy"] = "no-referrer"
+        return response
+
+    app.add_exception_handler(SignInRequired, sign_in_redirect)  # type: ignore[arg-type]
+    app.mount(portal.static_path, StaticFiles(directory=HERE / "static"), name="static")
+    for module in PAGES:
+        app.include_router(module.router, prefix=portal.base_path)
+    return app

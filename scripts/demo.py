@@ -3,6 +3,8 @@
 Starts every service as its own process (`faststream run services.<name>.main:app`), applies the
 example catalog, serves a demo buyer endpoint, publishes a stream of sample leads (some invalid,
 some duplicates) to the inbound exchange, and prints a live summary of what was sold to whom.
+The Client Portal runs too (uvicorn, at PORTAL_BASE_URL), with a demo buyer login for Sunrise
+Solar; now and then an appointment is booked on one of Sunrise's leads, so its dashboard fills up.
 
   scripts/run                      # until Ctrl-C
   scripts/run --duration 30 --rate 20
@@ -15,11 +17,14 @@ import asyncio
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
@@ -36,6 +41,10 @@ from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
 SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier")
+# The demo buyer's portal login (a user of client "sunrise" in examples/catalog.yaml).
+DEMO_CLIENT = "sunrise"
+DEMO_EMAIL = "demo@sunrise.example"
+DEMO_PASSWORD = "leadwire-demo"
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Dennis"]
 STATES = ["CA", "CA", "NV", "AZ", "CO", "UT", "TX", "NY"]
 
@@ -112,6 +121,62 @@ async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, co
         await connection.close()
 
 
+def create_demo_login(env: dict[str, str]) -> str:
+    """The demo buyer's portal user, made with the same command a seller uses."""
+    argv = [sys.executable, "-m", "shared.cli", "portal", "create-user", "--client", DEMO_CLIENT]
+    argv += ["--email", DEMO_EMAIL, "--name", "Demo Buyer", "--admin"]
+    result = subprocess.run(
+        argv, cwd=ROOT, env={**env, "LEADWIRE_PASSWORD": DEMO_PASSWORD}, capture_output=True, text=True
+    )
+    if result.returncode == 0:
+        return "created"
+    if "already in use" in result.stderr:
+        return "exists"
+    raise RuntimeError(f"could not create the demo portal login: {result.stderr.strip()}")
+
+
+async def book_appointments(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Every 20 s, an appointment on the demo client's newest lead, a few days ahead, sent to
+    notifier as the portal's appointment command (the page to book one is the portal's part 2)."""
+    connection = await aio_pika.connect_robust(settings.amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(f"{settings.namespace}.events")
+    try:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 20)
+                break
+            except TimeoutError:
+                pass
+            lead = await pool.fetchval(
+                "SELECT lead_id FROM deliveries WHERE client_id = $1 AND status = 'succeeded'"
+                " ORDER BY completed_at DESC LIMIT 1",
+                DEMO_CLIENT,
+            )
+            user = await pool.fetchval("SELECT id FROM portal_users WHERE lower(email) = $1", DEMO_EMAIL)
+            if lead is None or user is None:
+                continue
+            now = datetime.now(UTC)
+            starts = now + timedelta(days=random.randint(1, 6), hours=random.randint(0, 8))
+            body = {
+                "appointment_id": str(uuid.uuid4()),
+                "client_id": DEMO_CLIENT,
+                "lead_id": str(lead),
+                "assigned_user_id": str(user),
+                "starts_at": starts.replace(minute=0, second=0, microsecond=0).isoformat(),
+                "title": random.choice(["Site survey", "First call", "Quote review", "Roof check"]),
+                "requested_at": now.isoformat(),
+            }
+            message = aio_pika.Message(
+                json.dumps(body).encode(),
+                content_type="application/json",
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            )
+            await exchange.publish(message, routing_key="appointment.create")
+    finally:
+        await connection.close()
+
+
 async def summary(pool: asyncpg.Pool, published: int, started: float) -> str:
     statuses = dict(await pool.fetch("SELECT status, count(*) FROM leads GROUP BY status"))
     sold = await pool.fetch(
@@ -146,10 +211,20 @@ async def main() -> int:
     buyer = FakeBuyer(port=args.buyer_port, default=demo_buyer_answer, record=False).start()
     print(f"==> demo buyer endpoint on http://127.0.0.1:{args.buyer_port}/buyers/<client>")
 
-    processes = Processes(service_env(settings), output=None)
+    env = service_env(settings)
+    processes = Processes(env, output=None)
     for name in SERVICES:
         processes.service(name)
+    portal_url = settings.portal_base_url.rstrip("/")
+    portal = urlsplit(portal_url)
+    processes.spawn(
+        "portal",
+        [sys.executable, "-m", "uvicorn", "--factory", "services.portal.web:create_app"]
+        + ["--host", portal.hostname or "127.0.0.1", "--port", str(portal.port or 80), "--log-level", "warning"],
+    )
     print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
+    login = create_demo_login(env)
+    print(f"==> Client Portal: {portal_url}/login  (demo buyer {DEMO_EMAIL} / {DEMO_PASSWORD}, {login})")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -160,11 +235,13 @@ async def main() -> int:
     published = [0]
     started = time.monotonic()
     publisher: asyncio.Task[None] | None = None
+    booker: asyncio.Task[None] | None = None
     status = 0
     try:
         # Wait until the services have declared the topology before publishing.
         await wait_for_exchange(settings, stop)
         publisher = asyncio.create_task(publish_leads(settings, args.rate, stop, published))
+        booker = asyncio.create_task(book_appointments(settings, pool, stop))
         print(f"==> publishing {args.rate:g} sample leads/s to {settings.namespace}.inbound; Ctrl-C to stop")
         deadline = started + args.duration if args.duration else None
         while not stop.is_set():
@@ -185,6 +262,8 @@ async def main() -> int:
         try:
             if publisher is not None:
                 await publisher
+            if booker is not None:
+                await booker
             await asyncio.sleep(1.5)  # let in-flight leads finish before the final summary
             print((await summary(pool, published[0], started)).replace("---", "=== final"), flush=True)
             await pool.close()

@@ -29,6 +29,7 @@ def test_run_command_shows_leads_being_sold(settings):
         "DATABASE_URL": settings.database_url,
         "LEADWIRE_NAMESPACE": settings.namespace,
         "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
+        "PORTAL_BASE_URL": f"http://127.0.0.1:{_free_port()}/portal",
     }
     result = subprocess.run(
         ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
@@ -39,6 +40,9 @@ def test_run_command_shows_leads_being_sold(settings):
         timeout=180,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # The Client Portal ran (a process that exits fails the run) and its demo login was printed.
+    assert f"Client Portal: {env['PORTAL_BASE_URL']}/login" in result.stdout
+    assert "demo buyer demo@sunrise.example / leadwire-demo" in result.stdout
     final = result.stdout[result.stdout.index("=== final") :]
     found = re.search(r"sold: (\d+)", final)
     assert found is not None, final

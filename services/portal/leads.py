@@ -335,57 +335,41 @@ async def lead_json(request: Request, lead_id: str, session: SignedIn) -> Respon
 
 @router.post("/leads/{lead_id}/contact")
 async def email_contact(request: Request, lead_id: str, session: SignedIn) -> Response:
-    portal = portal_of(request)
-    form = await session_form(request, session)
-    view = await _visible_lead(request, session, lead_id)
-    typed = {k: field(form, k)[: rules.MAX_MESSAGE + 100] for k in ("notification_id", "subject", "message")}
-    checked, errors = rules.check_contact_form(typed["subject"], typed["message"])
-    notification_id = _form_id(typed, errors)
-    if checked is not None and notification_id is not None:
-        outcome = await _send(
-            usecases.email_contact(
-                portal.pool, portal.catalog, session.identity, view.lead_id, notification_id, checked, portal.clock()
-            )
-        )
-        if isinstance(outcome, usecases.Sent):
-            return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": "contact"}), status_code=303)
-        errors = outcome.errors
-    return _render_lead(request, view, 400, typed={"contact": typed}, errors={"contact": errors}, open_form="contact")
+    return await _email_form(request, lead_id, session, "contact", ("subject", "message"))
 
 
 @router.post("/leads/{lead_id}/forward")
 async def forward(request: Request, lead_id: str, session: SignedIn) -> Response:
+    return await _email_form(request, lead_id, session, "forward", ("to", "note"))
+
+
+async def _email_form(request: Request, lead_id: str, session: Session, name: str, fields: tuple[str, str]) -> Response:
+    """Both email forms: CSRF, the lead (404 if not the viewer's), the fields checked (errors
+    beside them, values kept), then the use case; sent -> back to the lead page with a notice."""
     portal = portal_of(request)
     form = await session_form(request, session)
     view = await _visible_lead(request, session, lead_id)
-    typed = {k: field(form, k)[: rules.MAX_MESSAGE + 100] for k in ("notification_id", "to", "note")}
-    checked, errors = rules.check_forward_form(typed["to"], typed["note"])
-    notification_id = _form_id(typed, errors)
-    if checked is not None and notification_id is not None:
-        outcome = await _send(
-            usecases.forward_lead(
-                portal.pool, portal.catalog, session.identity, view.lead_id, notification_id, checked, portal.clock()
-            )
-        )
-        if isinstance(outcome, usecases.Sent):
-            return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": "forward"}), status_code=303)
-        errors = outcome.errors
-    return _render_lead(request, view, 400, typed={"forward": typed}, errors={"forward": errors}, open_form="forward")
-
-
-def _form_id(typed: dict[str, str], errors: dict[str, str]) -> uuid.UUID | None:
-    """The notification id the form was rendered with; a form without a readable one gets a new
-    id and is shown again (nothing was sent)."""
+    typed = {k: field(form, k)[: rules.MAX_MESSAGE + 100] for k in ("notification_id", *fields)}
+    checked: rules.ContactForm | rules.ForwardForm | None
+    if name == "contact":
+        checked, errors = rules.check_contact_form(typed["subject"], typed["message"])
+    else:
+        checked, errors = rules.check_forward_form(typed["to"], typed["note"])
     notification_id = rules.parse_uuid(typed["notification_id"])
     if notification_id is None:
+        # No readable id: shown again with a new one (nothing was sent).
         errors["form"] = "This form expired. Please send it again."
         typed["notification_id"] = str(uuid.uuid4())
-    return notification_id
-
-
-async def _send(action: Any) -> usecases.Sent | usecases.Refused:
-    try:
-        outcome: usecases.Sent | usecases.Refused = await action
-    except usecases.LeadNotFound:
-        raise HTTPException(404, NOT_FOUND) from None
-    return outcome
+    if checked is not None and notification_id is not None:
+        args = (portal.pool, portal.catalog, session.identity, view.lead_id, notification_id)
+        try:
+            if isinstance(checked, rules.ContactForm):
+                outcome = await usecases.email_contact(*args, checked, portal.clock())
+            else:
+                outcome = await usecases.forward_lead(*args, checked, portal.clock())
+        except usecases.LeadNotFound:
+            raise HTTPException(404, NOT_FOUND) from None
+        if isinstance(outcome, usecases.Sent):
+            return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": name}), status_code=303)
+        errors = outcome.errors
+    return _render_lead(request, view, 400, typed={name: typed}, errors={name: errors}, open_form=name)

@@ -224,17 +224,13 @@ def parse_lead_filter(params: Mapping[str, str], *, today: date, lead_types: Map
     first, last = first_default, last_default
     raw_from = params.get("from", "").strip()
     raw_to = params.get("to", "").strip()
-    if raw_from:
-        parsed = parse_day(raw_from)
-        if parsed is None:
-            errors["from"] = "Enter the start date as YYYY-MM-DD (a real date between 2000 and 2100)."
-        else:
+    for key, raw, which in (("from", raw_from, "start"), ("to", raw_to, "end")):
+        parsed = parse_day(raw) if raw else None
+        if raw and parsed is None:
+            errors[key] = f"Enter the {which} date as YYYY-MM-DD (a real date between 2000 and 2100)."
+        elif parsed is not None and key == "from":
             first = parsed
-    if raw_to:
-        parsed = parse_day(raw_to)
-        if parsed is None:
-            errors["to"] = "Enter the end date as YYYY-MM-DD (a real date between 2000 and 2100)."
-        else:
+        elif parsed is not None:
             last = parsed
     if raw_from and not raw_to and "from" not in errors:
         last = max(first, min(today, first + timedelta(days=MAX_RANGE_DAYS - 1)))

@@ -217,10 +217,19 @@ async def main() -> int:
         processes.service(name)
     portal_url = settings.portal_base_url.rstrip("/")
     portal = urlsplit(portal_url)
+    address = ["--host", portal.hostname or "127.0.0.1", "--port", str(portal.port or 80)]
     processes.spawn(
         "portal",
-        [sys.executable, "-m", "uvicorn", "--factory", "services.portal.web:create_app"]
-        + ["--host", portal.hostname or "127.0.0.1", "--port", str(portal.port or 80), "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "services.portal.web:create_app",
+            *address,
+            "--log-level",
+            "warning",
+        ],
     )
     print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
     login = create_demo_login(env)

@@ -17,13 +17,14 @@ from typing import Any
 import asyncpg
 import yaml
 
+from harness.catalog import apply_catalog_text
+from harness.smtp import SmtpSink
 from services.portal.web import create_app
 from shared import db
 from shared.service import Runtime
 from shared.settings import Settings
-from tests.notifier_support import SmtpSink
 from tests.portal_auth_support import PASSWORD, fast_config, seed_user
-from tests.support import apply_yaml, wait_for
+from tests.support import wait_for
 from tests.web_support import serve
 
 LA = "America/Los_Angeles"
@@ -178,7 +179,7 @@ class PortalSite:
 
     async def apply_catalog(self, text: str) -> None:
         """Apply a catalog and wait until every running service has loaded it."""
-        version = await apply_yaml(self.settings.database_url, text)
+        version = await apply_catalog_text(self.settings.database_url, text)
         if version is not None:
             for runtime in self.runtimes.values():
                 await wait_for(partial(_loaded, runtime, version))
@@ -214,7 +215,7 @@ async def running_site(
     from services.portal_auth.main import build as build_portal_auth
     from services.router.main import build as build_router
 
-    await apply_yaml(settings.database_url, catalog or portal_catalog())
+    await apply_catalog_text(settings.database_url, catalog or portal_catalog())
     builders = {
         "portal_auth": lambda: build_portal_auth(settings, config=fast_config()),
         "notifier": lambda: build_notifier(settings),

@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from harness.smtp import SmtpSink, free_port
 from shared import db
 from shared.settings import Settings
 from shared.topology import Topology
 from tests.conftest import REQUIRE
-from tests.notifier_support import SmtpSink, free_port
 from tests.web_support import chromium_problem, launch_chromium
 
 

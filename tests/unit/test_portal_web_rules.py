@@ -52,7 +52,7 @@ def identity(scope: str, visible: list[uuid.UUID] | None) -> Identity:
         name="Ann",
         is_admin=scope == "all",
         view_downline=scope == "downline",
-        scope=scope,  # type: ignore[arg-type]
+        scope=scope,
         visible_user_ids=visible,
         session_expires_at=now,
         idle_expires_at=now,

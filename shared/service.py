@@ -9,12 +9,20 @@ subscriber-level middlewares):
   next retry tier (a TTL queue that dead-letters back), with an `x-retry-count` header we own;
 - any other error (not JSON, wrong contract, a bug) and an exhausted retry budget send the
   message to the queue's dead-letter queue with the error in `x-error` headers, and record it in
-  the `dead_letters` table. The consumer acks only after that publish is confirmed.
+  the `dead_letters` table. The consumer acks only after that publish is confirmed. A message
+  with `reply_to` also gets an `ErrorReply` with the reason (shared/contracts/errors.py).
+
+Every body is read as JSON whatever its `content_type` says (every Leadwire message is JSON; a
+source that labels a JSON lead `text/plain` should not lose it). A NUL character in the AMQP
+`message_id`, `correlation_id` or `reply_to` is refused before the handler runs (PostgreSQL cannot
+store it; see shared/contracts/base.py for bodies), except where a handler keeps such a message
+as data (the router keeps and rejects a lead).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -31,12 +39,15 @@ from faststream import BaseMiddleware, ContextRepo, FastStream
 from faststream.message import StreamMessage
 from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
+from pydantic import BaseModel, ValidationError
 
 from shared import db, health, outbox
 from shared.background import Loop, Work, every
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
 from shared.catalog.store import NOTIFY_CHANNEL as CATALOG_CHANNEL
+from shared.contracts.base import NUL, NUL_MESSAGE, without_nul
+from shared.contracts.errors import BadMessage, ErrorReply, Refused
 from shared.listener import PgListener
 from shared.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
 from shared.outbox import OutboxRelay
@@ -72,6 +83,43 @@ def describe(exc: BaseException) -> str:
     return text if len(text) <= 2000 else text[:2000] + "…"
 
 
+def validation_summary(exc: ValidationError) -> str:
+    """Every problem of a validation error, without the input (which may hold a password)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
+        for e in exc.errors(include_input=False, include_url=False)
+    )[:1000]
+
+
+def error_reply(exc: BaseException) -> ErrorReply:
+    """What a caller that set `reply_to` is told about a message that was dead-lettered."""
+    if isinstance(exc, Refused):
+        return ErrorReply(error="refused", message=without_nul(str(exc)))
+    if isinstance(exc, ValidationError):
+        return ErrorReply(error="bad_request", message=without_nul(validation_summary(exc)))
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return ErrorReply(error="bad_request", message=f"the body is not JSON ({exc})")
+    if isinstance(exc, BadMessage):
+        return ErrorReply(error="bad_request", message=without_nul(str(exc)))
+    if isinstance(exc, TRANSIENT):
+        return ErrorReply(error="unavailable", message=without_nul(describe(exc)))
+    # A bug's text may describe internals: the caller gets the kind, the operator the details.
+    return ErrorReply(error="failed", message=f"{type(exc).__name__}: the message could not be handled")
+
+
+def decode_json(msg: StreamMessage[Any]) -> Any:
+    """Every body as JSON, whatever its content type says (FastStream would hand a `text/plain`
+    body to the handler as a string, and the contract would fail with a misleading error)."""
+    return json.loads(msg.body)
+
+
+def refuse_nul_properties(raw: aio_pika.abc.AbstractIncomingMessage) -> None:
+    for name in ("message_id", "correlation_id", "reply_to"):
+        value = getattr(raw, name)
+        if isinstance(value, str) and NUL in value:
+            raise BadMessage(f"AMQP property {name} {NUL_MESSAGE}")
+
+
 # The AMQP message being handled, for handlers that need its properties. Set by the middleware
 # below; read with incoming(). Cheaper than a `message: RabbitMessage` handler parameter, which
 # FastStream resolves as a sync dependency in a worker thread on every message.
@@ -90,10 +138,13 @@ def original_routing_key(raw: aio_pika.abc.AbstractIncomingMessage) -> str:
 
 
 class FailureRouting(BaseMiddleware):
-    def __init__(self, msg: Any, /, *, context: ContextRepo, runtime: Runtime, queue: str) -> None:
+    def __init__(
+        self, msg: Any, /, *, context: ContextRepo, runtime: Runtime, queue: str, keeps_bad_properties: bool
+    ) -> None:
         super().__init__(msg, context=context)
         self.runtime = runtime
         self.queue = queue
+        self.keeps_bad_properties = keeps_bad_properties
 
     async def consume_scope(self, call_next: Callable[..., Any], msg: StreamMessage[Any]) -> Any:
         _incoming.set(msg.raw_message)
@@ -101,6 +152,8 @@ class FailureRouting(BaseMiddleware):
         # Outbox rows the handler commits wake this process's relay directly, without a NOTIFY.
         written = outbox.handler_scope() if relay is not None else None
         try:
+            if not self.keeps_bad_properties:
+                refuse_nul_properties(msg.raw_message)
             return await call_next(msg)
         except asyncio.CancelledError:
             raise  # shutdown: the channel closes and the broker requeues the message
@@ -164,7 +217,7 @@ class Consumer:
         (dead-lettered with the reason), not by FastStream outside it."""
 
         async def no_handler() -> None:
-            raise ValueError(
+            raise BadMessage(
                 f"{self.queue} has no handler for routing key {original_routing_key(incoming())!r}"
                 f" (it takes {', '.join(self._patterns)})"
             )
@@ -220,14 +273,20 @@ class Runtime:
         one typed handler per key with `@consumer.on(key)`."""
         return Consumer(self, logical_queue, **kwargs)
 
-    def _subscription(self, logical_queue: str, **kwargs: Any) -> tuple[Any, RabbitRouter]:
-        router = RabbitRouter(middlewares=[partial(FailureRouting, runtime=self, queue=logical_queue)])
-        # Replies are sent through the outbox when the outcome is known, never implicitly; an
-        # RPC handler (portal_auth) passes no_reply=False to answer with its return value.
-        kwargs.setdefault("no_reply", True)
+    def _subscription(
+        self, logical_queue: str, *, keeps_bad_properties: bool = False, **kwargs: Any
+    ) -> tuple[Any, RabbitRouter]:
+        """`keeps_bad_properties`: the handler takes a NUL in message_id / correlation_id / reply_to
+        as data to report (the router's leads) instead of having the message refused."""
+        routing = partial(FailureRouting, runtime=self, queue=logical_queue, keeps_bad_properties=keeps_bad_properties)
+        router = RabbitRouter(middlewares=[routing])
+        # Never an implicit reply (FastStream's would also follow a failed message): replies go
+        # through the outbox when the outcome is known, or through `reply` (request-reply).
         subscriber = router.subscriber(
             self.topology.queue(logical_queue),
             self.topology.exchange_for(logical_queue),
+            no_reply=True,
+            decoder=decode_json,
             **kwargs,
         )
         return subscriber, router
@@ -262,6 +321,20 @@ class Runtime:
         if self.settings.crash_point == name:
             log.error("crash point %s reached: exiting", name)
             os._exit(86)
+
+    async def reply(self, raw: aio_pika.abc.AbstractIncomingMessage, message: BaseModel) -> None:
+        """Answer a request at once (not through the outbox), under its correlation id. Not
+        mandatory: a caller that gave up has no reply queue any more, and a late answer is simply
+        dropped. Nothing is sent without a usable `reply_to`."""
+        if not raw.reply_to or NUL in raw.reply_to:
+            return
+        await self.broker.publish(
+            message.model_dump(mode="json"),
+            queue=raw.reply_to,
+            correlation_id=raw.correlation_id,
+            mandatory=False,
+            timeout=5.0,
+        )
 
     async def route_failure(self, queue: str, msg: StreamMessage[Any], exc: Exception) -> None:
         raw = msg.raw_message
@@ -298,16 +371,22 @@ class Runtime:
         await self.broker.publish(raw.body, queue=self.topology.dlq_name(queue), headers=headers, **common)
         self.dead_lettered += 1
         try:
+            # Text that came with the message may hold a NUL, which PostgreSQL refuses: the row
+            # keeps U+FFFD in its place (the DLQ copy keeps everything byte for byte).
             await self.pool.execute(
                 "INSERT INTO dead_letters (queue, message_id, error, body, headers) VALUES ($1, $2, $3, $4, $5)",
                 self.topology.queue_name(queue),
-                raw.message_id,
-                describe(exc),
+                without_nul(raw.message_id),
+                without_nul(describe(exc)),
                 raw.body[:65536],
-                {k: str(v) for k, v in headers.items()},
+                without_nul({k: str(v) for k, v in headers.items()}),
             )
         except Exception:  # the DLQ holds the message and its error even when the database is away
             log.warning("could not record dead letter in the database", exc_info=True)
+        try:
+            await self.reply(raw, error_reply(exc))
+        except Exception:  # the dead letter is safe; the caller's own timeout covers a lost answer
+            log.warning("could not send the error reply of message %s", raw.message_id, exc_info=True)
 
     # --- lifecycle -------------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from shared.contracts import (
     DeliverySucceeded,
     NotificationRequested,
 )
+from shared.contracts.errors import Refused
 from shared.outbox import add_delayed, add_event, claim_message, event_params
 from shared.portal_links import issue_link_token, portal_link
 from shared.service import TransientError
@@ -45,7 +46,7 @@ REQUESTS = "delivery.requests"
 CONFIRM_CONSUMER = "delivery.confirm-price"
 
 
-class UnknownDelivery(Exception):
+class UnknownDelivery(Refused):
     """A message names a delivery this installation never made (dead-lettered with this error)."""
 
 

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from faststream.rabbit import RabbitResponse
-
 from services.portal_auth import usecases
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
@@ -49,15 +47,14 @@ def build(
         clock=clock or _utcnow,
     )
 
-    # A body that is not a JSON object fails FastStream's own validation and is dead-lettered
-    # (the caller then gets an empty reply); anything else is answered by the use case.
-    @runtime.subscriber("portal_auth.rpc", no_reply=False, title="portal_auth: users, sessions, links (RPC)")
-    async def on_request(body: dict[str, Any]) -> RabbitResponse:
+    # A body that is not a JSON object fails FastStream's own validation: it is dead-lettered
+    # once, and failure routing answers the caller with an ErrorReply (shaped like `Failure`,
+    # error "bad_request"). Anything else is answered by the use case.
+    @runtime.subscriber("portal_auth.rpc", title="portal_auth: users, sessions, links (RPC)")
+    async def on_request(body: dict[str, Any]) -> None:
         raw = incoming()
         reply = await usecases.answer(deps, body, usecases.RequestMeta.from_message(raw.message_id, raw.headers))
-        # Not mandatory: a caller that gave up has no reply queue any more, and its late answer
-        # is simply dropped instead of failing (and dead-lettering) the request.
-        return RabbitResponse(reply.model_dump(mode="json"), mandatory=False, timeout=5.0)
+        await runtime.reply(raw, reply)
 
     # A failed round waits for the next one; the first runs one interval after the start.
     runtime.every("prune", PRUNE_INTERVAL, lambda: usecases.prune(deps), delay_first=True)

@@ -11,6 +11,24 @@ from typing import Literal
 
 from shared.portal_links import LinkClaims
 
+# --- Request deadline ----------------------------------------------------------------------------
+
+
+def read_deadline(value: object) -> float | None:
+    """The caller's deadline, from header `x-deadline-ms` (integer unix milliseconds, as a number or
+    as digits), in unix seconds; None when the header is absent. Anything else ("soon", [1, 2],
+    true, 1.5) raises ValueError: a bad header is a bad request, never "no deadline"."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip()) / 1000
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value / 1000
+    raise ValueError("header x-deadline-ms must be an integer: unix milliseconds")
+
+
 # --- Login throttling ----------------------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ from shared.contracts.portal_auth import (
 )
 from shared.outbox import add_event, claim_message
 from shared.portal_links import read_link_token
-from shared.service import describe
+from shared.service import describe, validation_summary
 from shared.settings import Settings
 
 log = logging.getLogger("leadwire.portal_auth")
@@ -115,33 +115,27 @@ class Deps:
 class RequestMeta:
     message_id: str | None = None
     deadline: float | None = None  # unix seconds: the caller stops waiting then
+    problem: str | None = None  # a malformed header: the request is answered bad_request
 
     @classmethod
     def from_message(cls, message_id: str | None, headers: dict[str, Any] | None) -> RequestMeta:
         try:
-            deadline = int((headers or {})[DEADLINE_HEADER]) / 1000
-        except (KeyError, TypeError, ValueError):
-            deadline = None
-        return cls(message_id, deadline)
-
-
-def _validation_summary(exc: ValidationError) -> str:
-    # include_input=False: the input may hold a password.
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}"
-        for e in exc.errors(include_input=False, include_url=False)
-    )[:1000]
+            return cls(message_id, rules.read_deadline((headers or {}).get(DEADLINE_HEADER)))
+        except ValueError as exc:
+            return cls(message_id, None, str(exc))
 
 
 async def answer(deps: Deps, body: Any, meta: RequestMeta) -> PortalAuthReply:
     """The one entry point: validate, dispatch, and always produce a reply."""
+    if meta.problem is not None:
+        return fail("bad_request", meta.problem)
     # Wall-clock on purpose (not deps.clock): the caller's deadline is real time.
     if meta.deadline is not None and time.time() > meta.deadline:
         return fail("deadline_exceeded")
     try:
         request = REQUEST.validate_python(body)
     except ValidationError as exc:
-        return fail("bad_request", _validation_summary(exc))
+        return fail("bad_request", validation_summary(exc))
     try:
         return await HANDLERS[request.op](deps, request, meta, deps.clock())
     except Refused as refused:

@@ -13,8 +13,10 @@ from shared.contracts.delivery import (
     DeliveryRequested,
     DeliverySucceeded,
 )
+from shared.contracts.errors import ErrorReply
 from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
 from shared.contracts.notifier import (
+    AppointmentAccepted,
     AppointmentCancel,
     AppointmentCreate,
     AppointmentUpdate,
@@ -35,6 +37,7 @@ from shared.contracts.returns import (
 )
 
 __all__ = [
+    "AppointmentAccepted",
     "AppointmentCancel",
     "AppointmentCreate",
     "AppointmentUpdate",
@@ -44,6 +47,7 @@ __all__ = [
     "DeliveryPriceConfirmed",
     "DeliveryRequested",
     "DeliverySucceeded",
+    "ErrorReply",
     "FieldError",
     "InboundLead",
     "LeadOutcome",

@@ -21,7 +21,12 @@ class InboundLead(Contract):
     `idempotency-key` header) is the source's idempotency key: a lead re-sent with the same key by
     the same source is the same lead. Set `reply_to` (and `correlation_id`) to receive the
     terminal `LeadOutcome` as a reply.
+
+    A NUL character anywhere does not fail validation: the lead is kept (with U+FFFD in its place)
+    and answered `rejected` with an error at each place (`nul_paths`).
     """
+
+    nul_policy = "replace"
 
     version: Literal[1] = 1
     lead_type: str = Field(min_length=1, max_length=64)

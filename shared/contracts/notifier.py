@@ -83,3 +83,16 @@ class AppointmentCancel(Contract):
     appointment_id: uuid.UUID
     client_id: str = Field(min_length=1, max_length=64)
     requested_at: AwareDatetime
+
+
+class AppointmentAccepted(Contract):
+    """notifier -> the caller of an appointment command that set `reply_to` (with its
+    `correlation_id`): the command is accepted. `applied` is false when it changed nothing — a
+    repeat, or an update older than the last one applied; `status` is the appointment's now. A
+    refused command is answered with an `ErrorReply` (error `refused`) instead."""
+
+    version: Literal[1] = 1
+    ok: Literal[True] = True
+    appointment_id: uuid.UUID
+    status: Literal["scheduled", "cancelled"]
+    applied: bool

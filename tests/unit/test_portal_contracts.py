@@ -10,8 +10,8 @@ from pydantic import SecretStr, TypeAdapter, ValidationError
 
 from services.portal_auth import credentials
 from services.portal_auth.credentials import Passwords
-from services.portal_auth.usecases import _validation_summary
 from shared.contracts.portal_auth import ChangePassword, Login, PortalAuthRequest, ResetPassword
+from shared.service import validation_summary
 
 # mypy reads TypeAdapter's argument as a class; an Annotated union is a special form pydantic takes.
 REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type]
@@ -45,7 +45,7 @@ def test_passwords_travel_on_the_wire_but_never_show_in_reprs(request_):
 def test_validation_summary_names_the_field_but_not_the_value(body, where):
     with pytest.raises(ValidationError) as info:
         REQUEST.validate_python(body)
-    summary = _validation_summary(info.value)
+    summary = validation_summary(info.value)
     assert where in summary
     assert SECRET not in summary and "x" * 20 not in summary
 

@@ -296,3 +296,28 @@ def test_last_admin_stays(admins, target_admin, stays, refused):
         )
         is refused
     )
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, None),  # no header: no deadline
+        (1_700_000_000_000, 1_700_000_000.0),
+        ("1700000000000", 1_700_000_000.0),
+        (b"1700000000000", 1_700_000_000.0),
+        (" 1700000000000 ", 1_700_000_000.0),
+        ("soon", ValueError),
+        ([1, 2], ValueError),
+        (True, ValueError),
+        (1.5, ValueError),
+        (-1, ValueError),
+        ("", ValueError),
+        ({"ms": 1}, ValueError),
+    ],
+)
+def test_a_malformed_deadline_header_is_an_error_not_no_deadline(header, expected):
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="x-deadline-ms"):
+            rules.read_deadline(header)
+    else:
+        assert rules.read_deadline(header) == expected

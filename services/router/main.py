@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from services.router import usecases
 from shared.contracts import DeliveryFailed, DeliveryRequested, DeliverySucceeded, InboundLead, LeadOutcome
-from shared.service import Runtime, incoming
+from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
-
-IDEMPOTENCY_HEADER = "idempotency-key"
 
 
 def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("router", settings)
 
-    @runtime.subscriber("router.leads", title="router: inbound leads")
+    # A NUL in a property is the lead's problem to report (it is kept and rejected), not a reason
+    # to refuse the message.
+    @runtime.subscriber("router.leads", keeps_bad_properties=True, title="router: inbound leads")
     async def on_inbound_lead(lead: InboundLead) -> None:
         raw = incoming()
-        # The header wins: aio-pika fills in a random message_id when a publisher sets none.
-        key = str((raw.headers or {}).get(IDEMPOTENCY_HEADER) or raw.message_id or "")
-        ctx = usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
+        ctx = usecases.LeadContext.from_message(
+            raw.headers, raw.message_id, raw.reply_to, raw.correlation_id, original_routing_key(raw)
+        )
         await usecases.receive_lead(
             runtime.pool,
             runtime.catalog,

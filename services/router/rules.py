@@ -23,6 +23,7 @@ from shared.catalog.model import (
     LeadType,
     Schedule,
 )
+from shared.contracts.base import NUL, NUL_MESSAGE, REPLACEMENT
 
 # fmt: off
 US_STATES = frozenset([
@@ -112,6 +113,53 @@ def normalise_field(ftype: FieldType, value: Any, choices: tuple[str, ...] = ())
                 return choice
         raise ValueError(f"must be one of: {', '.join(choices)}")
     raise ValueError(f"unsupported field type {ftype}")  # pragma: no cover - enum is closed
+
+
+# --- What the broker told us about a lead ---------------------------------------------------------
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A lead's AMQP properties and headers, fit to store: each NUL replaced by U+FFFD and reported
+    (PostgreSQL cannot store it, and the lead is kept and rejected rather than lost)."""
+
+    idempotency_key: str
+    reply_to: str | None
+    correlation_id: str | None
+    problems: tuple[FieldProblem, ...] = ()
+
+
+def read_envelope(
+    headers: dict[str, Any] | None, message_id: str | None, reply_to: str | None, correlation_id: str | None
+) -> Envelope:
+    """The idempotency key is the `idempotency-key` header, its name matched whatever its case
+    (`Idempotency-Key`, as Leadwire itself sends buyers), else the `message_id` property; the header
+    wins (aio-pika fills in a random message_id when a publisher sets none)."""
+    header = next((v for k, v in (headers or {}).items() if k.lower() == IDEMPOTENCY_HEADER and v), None)
+    if isinstance(header, bytes):
+        header = header.decode("utf-8", "replace")
+    key = str(header or message_id or "")
+    problems = []
+    cleaned: dict[str, str | None] = {}
+    for name, value in (("idempotency_key", key), ("reply_to", reply_to), ("correlation_id", correlation_id)):
+        if value is not None and NUL in value:
+            problems.append(FieldProblem(name, NUL_MESSAGE))
+            value = value.replace(NUL, REPLACEMENT)
+        cleaned[name] = value
+    return Envelope(str(cleaned["idempotency_key"]), cleaned["reply_to"], cleaned["correlation_id"], tuple(problems))
+
+
+def body_problems(nul_paths: list[str], lead_type: str, routing_key: str) -> list[FieldProblem]:
+    """What is wrong with a lead's body before its lead type is looked at: a NUL anywhere (each
+    reported at its field: `fields.first_name` as `first_name`), and a `lead_type` that disagrees
+    with the routing key it was published with (`lead.<lead_type>`)."""
+    problems = [FieldProblem(p.removeprefix("fields.").split(".")[0] or p, NUL_MESSAGE) for p in nul_paths]
+    if routing_key != f"lead.{lead_type}":
+        message = f"{lead_type!r} does not match the routing key {routing_key!r} (expected 'lead.{lead_type}')"
+        problems.append(FieldProblem("lead_type", message))
+    return problems
 
 
 def validate_fields(lead_type: LeadType, fields: dict[str, Any]) -> tuple[dict[str, Any], list[FieldProblem]]:

@@ -41,12 +41,34 @@ class _Unavailable(Exception):
 
 
 class LeadContext:
-    """Where a lead came from, as the broker told us."""
+    """Where a lead came from, as the broker told us: its properties fit to store
+    (`rules.read_envelope`), the routing key it was published with, and what was wrong with them."""
 
-    def __init__(self, idempotency_key: str, reply_to: str | None = None, correlation_id: str | None = None) -> None:
+    def __init__(
+        self,
+        idempotency_key: str,
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+        routing_key: str | None = None,
+        problems: tuple[rules.FieldProblem, ...] = (),
+    ) -> None:
         self.idempotency_key = idempotency_key
         self.reply_to = reply_to
         self.correlation_id = correlation_id
+        self.routing_key = routing_key
+        self.problems = problems
+
+    @classmethod
+    def from_message(
+        cls,
+        headers: dict[str, Any] | None,
+        message_id: str | None,
+        reply_to: str | None,
+        correlation_id: str | None,
+        routing_key: str,
+    ) -> LeadContext:
+        envelope = rules.read_envelope(headers, message_id, reply_to, correlation_id)
+        return cls(envelope.idempotency_key, envelope.reply_to, envelope.correlation_id, routing_key, envelope.problems)
 
 
 async def receive_lead(
@@ -91,7 +113,8 @@ async def _receive(
     candidates: list[DeliveryAccount],
 ) -> uuid.UUID | None:
     lead_id = uuid.uuid4()
-    problems: list[rules.FieldProblem] = []
+    problems = list(ctx.problems)
+    problems += rules.body_problems(lead.nul_paths, lead.lead_type, ctx.routing_key or f"lead.{lead.lead_type}")
     if not ctx.idempotency_key:
         # Kept and answered like any invalid lead, under a key of its own: without a key from
         # the source a re-send cannot be recognised.

@@ -137,3 +137,40 @@ def test_criteria(criterion, fields, matches):
 def test_schedule_is_read_in_the_clients_time_zone(now, inside):
     weekdays = Schedule(days=("mon", "tue", "wed", "thu", "fri"), start=time(8), end=time(17, 30))
     assert rules.in_schedule(weekdays, "America/Los_Angeles", now) is inside
+
+
+@pytest.mark.parametrize(
+    ("headers", "message_id", "key"),
+    [
+        ({"idempotency-key": "h-1"}, "m-1", "h-1"),  # the header wins
+        ({"Idempotency-Key": "h-1"}, "m-1", "h-1"),  # whatever the case of its name
+        ({"IDEMPOTENCY-KEY": b"h-1"}, None, "h-1"),
+        ({"idempotency-key": ""}, "m-1", "m-1"),  # an empty header is no header
+        ({}, "m-1", "m-1"),
+        (None, None, ""),  # none: the use case rejects it under a key of its own
+    ],
+)
+def test_the_idempotency_key_header_is_matched_whatever_its_case(headers, message_id, key):
+    envelope = rules.read_envelope(headers, message_id, None, None)
+    assert (envelope.idempotency_key, envelope.problems) == (key, ())
+
+
+def test_a_nul_in_a_lead_property_is_replaced_and_reported():
+    envelope = rules.read_envelope({"idempotency-key": "k\x00"}, None, "q\x00", "c\x00")
+    assert (envelope.idempotency_key, envelope.reply_to, envelope.correlation_id) == ("k\ufffd", "q\ufffd", "c\ufffd")
+    assert [p.field for p in envelope.problems] == ["idempotency_key", "reply_to", "correlation_id"]
+
+
+@pytest.mark.parametrize(
+    ("nul_paths", "lead_type", "routing_key", "fields"),
+    [
+        ([], "solar", "lead.solar", []),
+        (["fields.first_name"], "solar", "lead.solar", ["first_name"]),
+        (["source", "fields.notes.2", "force_id"], "solar", "lead.solar", ["source", "notes", "force_id"]),
+        ([], "solar", "lead.roofing", ["lead_type"]),  # the body and the routing key disagree
+        ([], "solar", "lead.solar.extra", ["lead_type"]),
+        (["lead_type"], "sol\ufffdar", "lead.solar", ["lead_type", "lead_type"]),
+    ],
+)
+def test_body_problems(nul_paths, lead_type, routing_key, fields):
+    assert [p.field for p in rules.body_problems(nul_paths, lead_type, routing_key)] == fields

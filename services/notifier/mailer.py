@@ -8,6 +8,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from services.notifier.rules import smtp_code_is_transient
+from shared.contracts.errors import Refused
 from shared.service import TransientError
 from shared.settings import Settings
 
@@ -15,7 +16,7 @@ from shared.settings import Settings
 SMTP_TIMEOUT = 10.0
 
 
-class EmailRefused(Exception):
+class EmailRefused(Refused):
     """The SMTP server refused the email for good (5xx): retrying will not help."""
 
 

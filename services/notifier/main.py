@@ -37,17 +37,21 @@ def build(settings: Settings | None = None) -> Runtime:
         async def on_lead_sold(outcome: LeadOutcome) -> None:
             await usecases.notify_new_lead(runtime.pool, runtime.catalog, runtime.settings, outcome, _message_id())
 
+        # A caller that set reply_to is answered: accepted here, refused by failure routing.
         @requests.on("appointment.create")
         async def on_appointment_create(command: AppointmentCreate) -> None:
-            await usecases.create_appointment(runtime.pool, runtime.catalog, runtime.settings, command)
+            pool, catalog, settings = runtime.pool, runtime.catalog, runtime.settings
+            await usecases.create_appointment(pool, catalog, settings, command, caller=_caller())
 
         @requests.on("appointment.update")
         async def on_appointment_update(command: AppointmentUpdate) -> None:
-            await usecases.update_appointment(runtime.pool, runtime.catalog, runtime.settings, command, _message_id())
+            pool, catalog, settings = runtime.pool, runtime.catalog, runtime.settings
+            await usecases.update_appointment(pool, catalog, settings, command, _message_id(), caller=_caller())
 
         @requests.on("appointment.cancel")
         async def on_appointment_cancel(command: AppointmentCancel) -> None:
-            await usecases.cancel_appointment(runtime.pool, runtime.catalog, runtime.settings, command, _message_id())
+            pool, catalog, settings = runtime.pool, runtime.catalog, runtime.settings
+            await usecases.cancel_appointment(pool, catalog, settings, command, _message_id(), caller=_caller())
 
     runtime.every(
         "reminders",
@@ -59,6 +63,11 @@ def build(settings: Settings | None = None) -> Runtime:
 
 def _message_id() -> str:
     return str(incoming().message_id or "")
+
+
+def _caller() -> usecases.Caller:
+    raw = incoming()
+    return usecases.Caller(raw.reply_to, raw.correlation_id)
 
 
 runtime = build()

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta
 from email.utils import parseaddr
 from typing import Any
 
+from shared.contracts.errors import BadMessage
+
 # Fixed forever: notification ids derived from it must stay the same across releases, or a
 # redelivered request would look new and be sent again.
 ID_NAMESPACE = uuid.UUID("5f0e8a4c-1d7b-4c1e-9a57-6c1e2b3f9d10")
@@ -26,7 +28,7 @@ ADMIN_KINDS = frozenset({"account_paused", "order_filled"})
 _ADDRESS = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
 
 
-class InvalidNotification(ValueError):
+class InvalidNotification(BadMessage):
     """A request that can never be sent as it stands (no valid recipient): dead-lettered at once."""
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -20,13 +21,15 @@ from services.notifier import rules, store, templates
 from services.notifier.mailer import Mailer
 from shared.catalog.model import Catalog
 from shared.contracts import (
+    AppointmentAccepted,
     AppointmentCancel,
     AppointmentCreate,
     AppointmentUpdate,
     LeadOutcome,
     NotificationRequested,
 )
-from shared.outbox import add_event, claim_message
+from shared.contracts.errors import Refused
+from shared.outbox import add_event, add_reply, claim_message
 from shared.portal_links import issue_link_token, portal_link
 from shared.service import TransientError, describe
 from shared.settings import Settings
@@ -38,8 +41,9 @@ APPOINTMENT_CONSUMER = "notifier.appointments"
 REMINDER_BATCH = 100
 
 
-class AppointmentRefused(ValueError):
-    """A command that can never be applied (another client's user or lead): dead-lettered."""
+class AppointmentRefused(Refused):
+    """A command that can never be applied (another client's user or lead): dead-lettered, and a
+    caller that set `reply_to` is answered `refused` with the reason."""
 
 
 # --- sending -------------------------------------------------------------------------------------
@@ -225,12 +229,33 @@ async def _check_assignee(conn: asyncpg.Connection, user_id: uuid.UUID, client_i
         raise AppointmentRefused(f"portal user {user_id} is disabled")
 
 
+@dataclass(frozen=True)
+class Caller:
+    """Who asked, when the command carried `reply_to`: answered in the command's transaction."""
+
+    reply_to: str | None = None
+    correlation_id: str | None = None
+
+    async def accepted(
+        self,
+        conn: asyncpg.Connection,
+        appointment_id: uuid.UUID,
+        status: Literal["scheduled", "cancelled"],
+        *,
+        applied: bool,
+    ) -> None:
+        if self.reply_to:
+            answer = AppointmentAccepted(appointment_id=appointment_id, status=status, applied=applied)
+            await add_reply(conn, self.reply_to, self.correlation_id, answer)
+
+
 async def create_appointment(
     pool: asyncpg.Pool,
     catalog: Catalog,
     settings: Settings,
     command: AppointmentCreate,
     now: datetime | None = None,
+    caller: Caller = Caller(),
 ) -> bool:
     """Store the appointment and queue the assigned user's email. False for one that exists."""
     now = now or datetime.now(UTC)
@@ -253,7 +278,10 @@ async def create_appointment(
             reminder_due_at=due,
             requested_at=command.requested_at,
         ):
+            existing = await _locked(conn, command.appointment_id, command.client_id)
+            await caller.accepted(conn, command.appointment_id, existing["status"], applied=False)
             return False
+        await caller.accepted(conn, command.appointment_id, "scheduled", applied=True)
         row = dict(await store.lock_appointment(conn, command.appointment_id))
         await _appointment_email(
             conn,
@@ -274,16 +302,19 @@ async def update_appointment(
     command: AppointmentUpdate,
     message_id: str,
     now: datetime | None = None,
+    caller: Caller = Caller(),
 ) -> tuple[str, ...]:
     """Apply the changes, re-plan the reminder if the time moved, and tell the assigned user.
     Returns the names of the fields that changed."""
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        if not await claim_message(conn, APPOINTMENT_CONSUMER, message_id):
-            return ()
+        first_time = await claim_message(conn, APPOINTMENT_CONSUMER, message_id)
         current = await _locked(conn, command.appointment_id, command.client_id)
-        if current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
-            return ()  # cancelled, or a newer command was applied already
+        stale = current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]
+        if not first_time or stale:
+            # A repeat, a cancelled appointment, or a newer command applied already: nothing changes.
+            await caller.accepted(conn, command.appointment_id, current["status"], applied=False)
+            return ()
         if command.assigned_user_id is not None and command.assigned_user_id != current["assigned_user_id"]:
             await _check_assignee(conn, command.assigned_user_id, command.client_id)
         plan = rules.plan_update(
@@ -318,6 +349,7 @@ async def update_appointment(
             reminder_revision=a.reminder_revision,
             requested_at=command.requested_at,
         )
+        await caller.accepted(conn, command.appointment_id, "scheduled", applied=True)
         if plan.changed:
             row = {
                 **dict(current),
@@ -348,16 +380,18 @@ async def cancel_appointment(
     command: AppointmentCancel,
     message_id: str,
     now: datetime | None = None,
+    caller: Caller = Caller(),
 ) -> bool:
     """Cancel the appointment (and so its reminder) and tell the assigned user. True if cancelled now."""
     now = now or datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
-        if not await claim_message(conn, APPOINTMENT_CONSUMER, message_id):
-            return False
+        first_time = await claim_message(conn, APPOINTMENT_CONSUMER, message_id)
         current = await _locked(conn, command.appointment_id, command.client_id)
-        if current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
+        if not first_time or current["status"] != "scheduled" or command.requested_at <= current["last_requested_at"]:
+            await caller.accepted(conn, command.appointment_id, current["status"], applied=False)
             return False
         await store.cancel_appointment(conn, command.appointment_id, command.requested_at)
+        await caller.accepted(conn, command.appointment_id, "cancelled", applied=True)
         await _appointment_email(
             conn,
             catalog,

@@ -10,15 +10,26 @@ Q.retry.<n> that dead-letter back into Q: transient failures are parked there in
 sleeping in a handler.
 
 Every service declares the whole topology at start-up, so an event is never published before the
-queue that should hold it exists, whatever order the services start in.
+queue that should hold it exists, whatever order the services start in. Many processes declaring
+the same new quorum queue at once can meet a transient refusal from the broker; each declaration
+is retried with backoff (`declare_with_retries`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 import aio_pika
+import aiormq
 from faststream.rabbit import ExchangeType, QueueType, RabbitBroker, RabbitExchange, RabbitQueue
+
+log = logging.getLogger("leadwire.topology")
+T = TypeVar("T")
 
 # Quorum queues count deliveries; past this a message that keeps killing its consumer is
 # dead-lettered instead of looping forever. Set explicitly: the default differs between 3.x and 4.x.
@@ -63,6 +74,40 @@ def topic_matches(pattern: str, routing_key: str) -> bool:
 # up to the next tier. One queue per delay avoids the head-of-line blocking of per-message TTLs.
 DELAY_TIERS = (1, 5, 15, 30, 60, 300, 900, 3600)
 DELAYED_QUEUES = ("delivery.requests",)
+
+
+# Seconds to wait before each new attempt at one declaration; after the last, the error stands.
+DECLARE_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Refusals that pass: a quorum queue declared by several processes at once can be refused with
+# 404 "home node ... of durable queue ... is down or inaccessible" while its Raft members start (it
+# killed a process once when five services started together on a fresh namespace); the broker then
+# closes the channel, which reopens by itself (ChannelInvalidStateError meanwhile). A broker
+# restarting refuses connections. A 406 (a queue that exists with other arguments) or a 403 does
+# not pass: those fail at once.
+TRANSIENT_DECLARE_ERRORS: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.ChannelNotFoundEntity,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPConnectionError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+async def declare_with_retries(
+    what: str,
+    declare: Callable[[], Awaitable[T]],
+    backoff: tuple[float, ...] = DECLARE_BACKOFF,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+) -> T:
+    """Run one declaration, again after each delay of `backoff` while the broker refuses it
+    transiently (a non-passive declaration never meets a real 404: the queue is being created)."""
+    for delay in backoff:
+        try:
+            return await declare()
+        except TRANSIENT_DECLARE_ERRORS as exc:
+            log.warning("declaring %s: %s: %s; again in %gs", what, type(exc).__name__, exc, delay)
+            await sleep(delay)
+    return await declare()
 
 
 class Topology:
@@ -137,9 +182,11 @@ class Topology:
         return names
 
     async def declare(self, broker: RabbitBroker) -> None:
-        exchanges = {k: await broker.declare_exchange(x) for k, x in self.exchanges.items()}
+        exchanges = {}
+        for key, exchange in self.exchanges.items():
+            exchanges[key] = await declare_with_retries(exchange.name, partial(broker.declare_exchange, exchange))
         for logical, spec in WORK_QUEUES.items():
-            await broker.declare_queue(RabbitQueue(self.dlq_name(logical), durable=True))
+            await self._declare_queue(broker, RabbitQueue(self.dlq_name(logical), durable=True))
             waits = [(self.retry_name(logical, tier), delay) for tier, delay in enumerate(self.retry_delays)]
             if logical in DELAYED_QUEUES:
                 waits += [(self.delay_name(logical, t), t) for t in DELAY_TIERS]
@@ -148,7 +195,8 @@ class Topology:
                 # TTL expires while the work queue is unavailable (a broker restart), which lost
                 # parked deliveries in the fault run. Quorum queues keep it until the work queue
                 # confirms it.
-                await broker.declare_queue(
+                await self._declare_queue(
+                    broker,
                     RabbitQueue(
                         name,
                         queue_type=QueueType.QUORUM,
@@ -160,11 +208,16 @@ class Topology:
                             "x-dead-letter-strategy": "at-least-once",
                             "x-overflow": "reject-publish",
                         },
-                    )
+                    ),
                 )
-            queue = await broker.declare_queue(self.queue(logical))
+            queue = await self._declare_queue(broker, self.queue(logical))
             for key in spec.bindings:
-                await queue.bind(exchanges[spec.exchange], routing_key=key)
+                bind = partial(queue.bind, exchanges[spec.exchange], routing_key=key)
+                await declare_with_retries(f"{self.queue_name(logical)} <- {key}", bind)
+
+    @staticmethod
+    async def _declare_queue(broker: RabbitBroker, queue: RabbitQueue) -> aio_pika.abc.AbstractRobustQueue:
+        return await declare_with_retries(queue.name, partial(broker.declare_queue, queue))
 
     async def delete(self, amqp_url: str) -> None:
         """Remove every queue and exchange of this namespace (test teardown)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 
-from harness.broker import publish
+from harness.broker import consumer_count, publish
 from harness.processes import Processes, output, service_env
 from services.router.main import build as build_router
 from shared import db
@@ -21,6 +21,7 @@ from shared.catalog.store import load_latest
 from shared.contracts import OrderCommand, ReturnDecide
 from shared.outbox import add_event
 from shared.service import Runtime, TransientError
+from shared.topology import WORK_QUEUES
 from tests.support import (
     EventTap,
     apply_yaml,
@@ -283,3 +284,39 @@ async def test_a_handlers_outbox_rows_wake_its_own_relay_without_a_notify(settin
     finally:
         await listener.close()
     assert [m[1]["lead_id"] for m in requests.messages] == [str(await conn.fetchval("SELECT id FROM leads"))]
+
+
+DECLARE_TOPOLOGY = """
+import asyncio
+from faststream.rabbit import RabbitBroker
+from shared.settings import Settings
+from shared.topology import Topology
+
+async def main():
+    settings = Settings()
+    broker = RabbitBroker(settings.amqp_url)
+    await broker.connect()
+    try:
+        await Topology(settings.namespace, settings.retry_delays).declare(broker)
+    finally:
+        await broker.stop()
+
+asyncio.run(main())
+"""
+
+
+async def test_ten_processes_declare_a_fresh_namespace_at_once(settings):
+    """Issue 14 item 7: a process died at start-up with ChannelNotFoundEntity ("home node ... is down
+    or inaccessible") when several declared the same new quorum queues at once. Every process must
+    come up; the refusal itself is rare here (tests/unit/test_topology_declare.py forces it)."""
+    processes = Processes(service_env(settings), output=subprocess.PIPE)
+    for n in range(10):
+        processes.spawn(f"declare#{n}", [sys.executable, "-c", DECLARE_TOPOLOGY])
+    codes = {}
+    for slot in processes.slots:
+        process = processes[slot]
+        output, _ = await asyncio.to_thread(process.communicate, timeout=120)
+        codes[slot] = (process.returncode, output.decode(errors="replace")[-500:])
+    assert {slot: code for slot, (code, _) in codes.items() if code != 0} == {}, codes
+    for logical in WORK_QUEUES:
+        assert await consumer_count(settings.amqp_url, f"{settings.namespace}.{logical}") == 0  # declared

@@ -11,7 +11,7 @@ import base64
 import json
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from string import Template
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -140,6 +140,9 @@ def _find(rule: PriceRule, text: str, document: Any) -> Any:
     return None
 
 
+CENT = Decimal("0.01")
+
+
 def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
     """(price, None) for a valid price; (None, why) otherwise."""
     if isinstance(value, bool) or value is None:
@@ -154,7 +157,8 @@ def parse_price(value: Any) -> tuple[Decimal | None, str | None]:
         return None, f"price {value!r} is negative"
     if price > MAX_PRICE:
         return None, f"price {value!r} is too large"
-    return price.quantize(Decimal("0.01")), None
+    # To cents, half to even (banker's rounding): 12.345 -> 12.34, 12.355 -> 12.36.
+    return price.quantize(CENT, rounding=ROUND_HALF_EVEN), None
 
 
 def judge_response(config: HttpDelivery, status_code: int, text: str) -> Verdict:

@@ -195,3 +195,11 @@ def test_log_is_truncated_after_masking():
     out = posting.masked("x" * 5000 + "hunter22", ("hunter22",))
     assert out is not None
     assert len(out) < 4100 and out.endswith("…[truncated]")
+
+
+@pytest.mark.parametrize(
+    ("offered", "price"),
+    [("12.345", "12.34"), ("12.355", "12.36"), ("12.005", "12.00"), ("$1,250.5", "1250.50"), (7, "7.00")],
+)
+def test_confirmed_prices_are_rounded_to_cents_half_to_even(offered, price):
+    assert posting.parse_price(offered) == (Decimal(price), None)

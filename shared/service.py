@@ -291,17 +291,6 @@ class Runtime:
         )
         return subscriber, router
 
-    def publishes(self, routing_key: str, schema: type, description: str = "") -> None:
-        """Document an event this service emits (through the outbox) in its AsyncAPI schema."""
-        self.broker.publisher(
-            exchange=self.topology.events,
-            routing_key=routing_key,
-            schema=schema,
-            persist=True,
-            title=f"{self.name}: {routing_key}",
-            description=description,
-        )
-
     @property
     def pool(self) -> asyncpg.Pool:
         assert self._pool is not None, "runtime not started"

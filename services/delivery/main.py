@@ -6,10 +6,7 @@ from services.delivery import usecases
 from services.delivery.buyers import BuyerClients
 from shared.contracts import (
     ConfirmPrice,
-    DeliveryFailed,
-    DeliveryPriceConfirmed,
     DeliveryRequested,
-    DeliverySucceeded,
 )
 from shared.service import Runtime, incoming
 from shared.settings import Settings
@@ -36,9 +33,6 @@ def build(settings: Settings | None = None) -> Runtime:
     async def on_confirm_price(message: ConfirmPrice) -> None:
         await usecases.confirm_price(runtime.pool, runtime.catalog, message, incoming().message_id)
 
-    runtime.publishes("delivery.succeeded", DeliverySucceeded, "The buyer accepted; the final price.")
-    runtime.publishes("delivery.failed", DeliveryFailed, "The buyer refused, or every retry failed.")
-    runtime.publishes("delivery.price-confirmed", DeliveryPriceConfirmed, "A confirmed price was applied.")
     return runtime
 
 

@@ -7,7 +7,7 @@ use case: FastStream's contract validation fails first and failure routing dead-
 from __future__ import annotations
 
 from services.router import usecases
-from shared.contracts import DeliveryFailed, DeliveryRequested, DeliverySucceeded, InboundLead, LeadOutcome
+from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead
 from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
 
@@ -35,9 +35,6 @@ def build(settings: Settings | None = None) -> Runtime:
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:
         await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, incoming().message_id)
 
-    for status in ("sold", "unsold", "duplicate", "rejected"):
-        runtime.publishes(f"lead.{status}", LeadOutcome, "The lead's one terminal outcome (also its reply-to reply).")
-    runtime.publishes("delivery.requested", DeliveryRequested, "Post this lead to this delivery account.")
     return runtime
 
 

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import importlib
+import typing
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from shared import asyncapi
+from shared.contracts.portal_auth import PortalAuthRequest
 from shared.contracts.routes import CONSUMED, PUBLISHED, SERVICES
 from shared.topology import WORK_QUEUES, topic_matches
 
@@ -51,3 +55,30 @@ def test_the_committed_documents_are_current(service):
     """Regenerate with scripts/asyncapi."""
     committed = (ROOT / "docs" / "asyncapi" / f"{service}.yaml").read_text(encoding="utf-8")
     assert yaml.safe_load(committed) == yaml.safe_load(asyncapi.render(service))
+
+
+def _handled_contracts(service: str) -> dict[str, set[Any]]:
+    """The contract each handler of each of a service's queues takes, read off the handlers."""
+    module = importlib.import_module(f"services.{service}.main")
+    runtime = module.build()
+    taken: dict[str, set[Any]] = {}
+    for subscriber in runtime.broker.subscribers:
+        queue = subscriber.queue.name.removeprefix(f"{runtime.settings.namespace}.")
+        for call in subscriber.calls:
+            hints = typing.get_type_hints(call.handler._original_call)
+            taken.setdefault(queue, set()).update(v for k, v in hints.items() if k != "return")
+    return taken
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_routes_name_the_contracts_the_handlers_take(service):
+    """The routes map is what the documents say; the handlers are what the services do."""
+    for queue, contracts in _handled_contracts(service).items():
+        documented = {r.contract for r in CONSUMED[queue]}
+        if contracts == {dict[str, Any]}:
+            # portal_auth validates the body itself, against the op-discriminated union.
+            union = typing.get_args(typing.get_args(PortalAuthRequest)[0])
+            assert documented == set(union), queue
+        else:
+            handled = set().union(*(typing.get_args(c) or (c,) for c in contracts))
+            assert documented == handled, queue

@@ -88,7 +88,7 @@ async def test_a_queue_of_several_kinds_dispatches_by_routing_key_and_dead_lette
     assert set(dead) == {"m3", "m4"}
     assert dead["m3"]["x-error-type"] == "ValidationError" and "return_id" in dead["m3"]["x-error"]
     assert dead["m4"]["x-error"] == (
-        f"ValueError: returns.commands has no handler for routing key '{settings.namespace}.returns.commands'"
+        f"BadMessage: returns.commands has no handler for routing key '{settings.namespace}.returns.commands'"
         " (it takes return.decide, order.command)"
     )
 

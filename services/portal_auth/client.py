@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, SecretStr, ValidationError
@@ -40,6 +41,7 @@ from shared.contracts.portal_auth import (
     Verify,
 )
 from shared.rpc import RequestFailed, RequestReply
+from shared.service import validation_summary
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.portal_auth.client")
@@ -56,6 +58,17 @@ class PortalAuthClient:
         self._rpc = rpc
         self._exchange = topology.events.name
         self.timeout = timeout
+
+    async def _ask(
+        self, build: Callable[[], BaseModel], reply_type: type[T], *, timeout: float | None = None
+    ) -> T | Failure:
+        """Build the request, then call; a request its own contract refuses (a NUL character, a
+        token too long) is answered here, as portal_auth would answer it: `bad_request`."""
+        try:
+            request = build()
+        except ValidationError as exc:
+            return Failure(error="bad_request", message=validation_summary(exc))
+        return await self.call(request, reply_type, timeout=timeout)
 
     async def call(self, request: BaseModel, reply_type: type[T], *, timeout: float | None = None) -> T | Failure:
         timeout = timeout or self.timeout
@@ -94,45 +107,51 @@ class PortalAuthClient:
     # --- One method per op -----------------------------------------------------------------------
 
     async def login(self, email: str, password: str, **kw: Any) -> LoginOk | Failure:
-        return await self.call(Login(email=email, password=SecretStr(password)), LoginOk, **kw)
+        return await self._ask(lambda: Login(email=email, password=SecretStr(password)), LoginOk, **kw)
 
     async def verify(self, token: str, **kw: Any) -> Identity | Failure:
-        return await self.call(Verify(token=token), Identity, **kw)
+        return await self._ask(lambda: Verify(token=token), Identity, **kw)
 
     async def logout(self, token: str, **kw: Any) -> Done | Failure:
-        return await self.call(Logout(token=token), Done, **kw)
+        return await self._ask(lambda: Logout(token=token), Done, **kw)
 
     async def revoke_all(self, token: str, **kw: Any) -> Done | Failure:
-        return await self.call(RevokeAll(token=token), Done, **kw)
+        return await self._ask(lambda: RevokeAll(token=token), Done, **kw)
 
     async def change_password(self, token: str, current: str, new: str, **kw: Any) -> Done | Failure:
-        return await self.call(
-            ChangePassword(token=token, current_password=SecretStr(current), new_password=SecretStr(new)), Done, **kw
+        return await self._ask(
+            lambda: ChangePassword(token=token, current_password=SecretStr(current), new_password=SecretStr(new)),
+            Done,
+            **kw,
         )
 
     async def request_password_reset(self, email: str, **kw: Any) -> Done | Failure:
-        return await self.call(RequestPasswordReset(email=email), Done, **kw)
+        return await self._ask(lambda: RequestPasswordReset(email=email), Done, **kw)
 
     async def reset_password(self, reset_token: str, new_password: str, **kw: Any) -> Done | Failure:
-        return await self.call(ResetPassword(reset_token=reset_token, new_password=SecretStr(new_password)), Done, **kw)
+        return await self._ask(
+            lambda: ResetPassword(reset_token=reset_token, new_password=SecretStr(new_password)), Done, **kw
+        )
 
     async def check_link(
         self, link_token: str, *, lead_id: uuid.UUID | None = None, client_id: str | None = None, **kw: Any
     ) -> LinkGrant | Failure:
-        return await self.call(CheckLink(link_token=link_token, lead_id=lead_id, client_id=client_id), LinkGrant, **kw)
+        return await self._ask(
+            lambda: CheckLink(link_token=link_token, lead_id=lead_id, client_id=client_id), LinkGrant, **kw
+        )
 
     async def create_user(
         self, token: str, email: str, *, password: str | None = None, timeout: float | None = None, **fields: Any
     ) -> UserOk | Failure:
-        request = CreateUser(
-            token=token, email=email, password=SecretStr(password) if password is not None else None, **fields
+        secret = SecretStr(password) if password is not None else None
+        return await self._ask(
+            lambda: CreateUser(token=token, email=email, password=secret, **fields), UserOk, timeout=timeout
         )
-        return await self.call(request, UserOk, timeout=timeout)
 
     async def update_user(
         self, token: str, user_id: uuid.UUID, *, timeout: float | None = None, **changes: Any
     ) -> UserOk | Failure:
-        return await self.call(UpdateUser(token=token, user_id=user_id, **changes), UserOk, timeout=timeout)
+        return await self._ask(lambda: UpdateUser(token=token, user_id=user_id, **changes), UserOk, timeout=timeout)
 
     async def list_users(self, token: str, **kw: Any) -> UserList | Failure:
-        return await self.call(ListUsers(token=token), UserList, **kw)
+        return await self._ask(lambda: ListUsers(token=token), UserList, **kw)

@@ -81,3 +81,22 @@ def test_argon2id_hashes_verify_and_refuse():
     assert (right, wrong, missing) == (True, False, False)
     assert not passwords.needs_rehash(stored)
     assert Passwords(time_cost=2, memory_cost=8192, parallelism=1).needs_rehash(stored)
+
+
+async def test_the_client_answers_a_request_its_contract_refuses_without_sending_it():
+    """A NUL (or an over-long token) in what the portal passes on is `bad_request`, never an
+    exception in the web tier (the portal's /link/%00 was a 500)."""
+    from services.portal_auth.client import PortalAuthClient
+    from shared.topology import Topology
+
+    class NoBroker:
+        async def request(self, *args, **kwargs):
+            raise AssertionError("nothing is sent")
+
+    client = PortalAuthClient(NoBroker(), Topology("t"))  # type: ignore[arg-type]
+    for answer in (
+        await client.check_link("\x00"),
+        await client.verify("x" * 600),
+        await client.login("a\x00@b.c", "pw"),
+    ):
+        assert (answer.ok, answer.error) == (False, "bad_request")

@@ -165,7 +165,7 @@ def _access(catalog: Catalog, *, client_id: str, user_enabled: bool = True) -> r
         user_enabled=user_enabled,
         client_known=client is not None,
         client_active=client is not None and client.active,
-        lock_inactive_clients=bool(catalog.option(client_id, "disable_portal_for_inactive_clients")),
+        lock_inactive_clients=catalog.client_options(client_id).disable_portal_for_inactive_clients,
     )
 
 
@@ -476,7 +476,7 @@ async def check_link(deps: Deps, req: CheckLink, meta: RequestMeta, now: datetim
     if claims is not None:
         async with deps.get_pool().acquire() as conn:
             sold = await store.lead_sold_to(conn, claims.lead_id, claims.client_id)
-    expire_days = int(catalog.option(claims.client_id, "expire_portal_email_link_days")) if claims else 0
+    expire_days = catalog.client_options(claims.client_id).expire_portal_email_link_days if claims else 0
     refusal = rules.link_refusal(
         claims,
         now=now,

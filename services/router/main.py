@@ -16,24 +16,23 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 
 def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("router", settings)
+    deps = usecases.Deps(runtime, after_commit=lambda: runtime.crash_point("router.after_commit"))
 
     @runtime.subscriber("router.leads", title="router: inbound leads")
     async def on_inbound_lead(lead: InboundLead) -> None:
         raw = incoming()
         # The header wins: aio-pika fills in a random message_id when a publisher sets none.
         key = str((raw.headers or {}).get(IDEMPOTENCY_HEADER) or raw.message_id or "")
-        ctx = usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
         await usecases.receive_lead(
-            runtime.pool,
-            runtime.catalog,
-            lead,
-            ctx,
-            after_commit=lambda: runtime.crash_point("router.after_commit"),
+            deps, lead, usecases.LeadContext(key, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
         )
 
     @runtime.subscriber("router.delivery-results", title="router: delivery results")
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:
-        await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, incoming().message_id)
+        message_id = incoming().message_id
+        if not message_id:
+            raise ValueError("a delivery result without a message_id cannot be told from its repeats")
+        await usecases.record_delivery_result(deps, result, message_id)
 
     for status in ("sold", "unsold", "duplicate", "rejected"):
         runtime.publishes(f"lead.{status}", LeadOutcome, "The lead's one terminal outcome (also its reply-to reply).")

@@ -27,10 +27,9 @@ import asyncpg
 
 from shared import sql
 from shared.catalog.model import Catalog, DeliveryAccount
-from shared.contracts.notifier import NotificationRequested
+from shared.contracts.notifier import NotificationRequested, OrderFilledData
 from shared.contracts.returns import OrderFiguresView, OrderFilled, OrderStatusChanged
 from shared.outbox import add_event
-from shared.settings import Settings
 from shared.sql import Statement, statement
 
 ZERO = Decimal("0")
@@ -265,7 +264,8 @@ async def settle(
 ) -> None:
     """Confirm (succeeded) or release a reservation; fill, close or renew the order. Idempotent per
     delivery_id: only a charge still 'reserved' changes anything. Call inside a transaction.
-    `notify_to`: who gets the order_filled email (default: ADMIN_EMAIL)."""
+    `notify_to`: who gets the order_filled email besides ADMIN_EMAIL, which notifier always adds
+    to an admin alert (the router passes its ADMIN_EMAIL, so the request names it)."""
     charge = await conn.fetchrow(
         "SELECT order_id, amount, status FROM order_charges WHERE delivery_id = $1 FOR UPDATE", delivery_id
     )
@@ -303,7 +303,7 @@ async def settle(
     )
     if was_filled or not is_filled(order["order_type"], order["total"], received):
         return
-    await _fill(conn, order, received, cost, delivery_id, now, notify_to)
+    await _fill(conn, order, received, cost, delivery_id, now, notify_to or [])
 
 
 async def _fill(
@@ -313,7 +313,7 @@ async def _fill(
     cost: Decimal,
     delivery_id: uuid.UUID,
     now: datetime,
-    notify_to: list[str] | None,
+    notify_to: list[str],
 ) -> None:
     next_step = after_fill(order["renewal"])
     status = "closed" if next_step == "close" else "open"
@@ -379,14 +379,7 @@ async def _fill(
                 changed_at=now,
             ),
         )
-    if notify_to is None:
-        notify_to = [Settings().admin_email]
-    unit = "leads" if order["order_type"] == "lead_quantity" else "dollars"
-    outcome = {
-        "renew": "It renews now for a new period.",
-        "stay_open": "It stays open until its end date.",
-        "close": "It is now closed.",
-    }[next_step]
+    # The wording is notifier's (its order_filled template); the request carries the facts.
     await add_event(
         conn,
         "notify.order_filled",
@@ -396,10 +389,7 @@ async def _fill(
             kind="order_filled",
             to=notify_to,
             client_id=order["client_id"],
-            subject=f"Order {order['id']} filled",
-            message=f"Order {order['id']} of client {order['client_id']} received {received} of {order['total']}"
-            f" {unit} (cost {cost}). {outcome}",
-            data=filled.model_dump(mode="json"),
+            data=OrderFilledData.model_validate(filled.model_dump(mode="json")),
         ),
     )
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import asyncpg
@@ -30,58 +28,71 @@ import asyncpg
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
-@dataclass(frozen=True)
 class Statement:
-    """SQL text with `:name` parameters and the values bound to them."""
+    """SQL text with `:name` parameters and the values bound to them. (A plain slotted class: hot
+    paths build several per message.)"""
 
-    text: str
-    params: Mapping[str, Any]
+    __slots__ = ("params", "text")
+
+    def __init__(self, text: str, params: Mapping[str, Any]) -> None:
+        self.text = text
+        self.params = params
 
     def compiled(self) -> tuple[str, list[Any]]:
         """The text with `$n` parameters, and the arguments in that order."""
-        text, params = _flatten(self)
-        numbered, names = _number(text)
-        missing = [n for n in names if n not in params]
-        if missing:
-            raise KeyError(f"SQL parameter(s) {', '.join(':' + n for n in missing)} not bound")
-        unused = params.keys() - set(names)
-        if unused:
-            raise KeyError(f"SQL parameter(s) {', '.join(':' + n for n in sorted(unused))} not in the statement")
-        return numbered, [params[n] for n in names]
+        params: dict[str, Any] = {}
+        shape = _walk(self, params)
+        plan = _PLANS.get(shape)
+        if plan is None:
+            plan = _PLANS[shape] = _plan(shape)
+        numbered, names = plan
+        try:
+            args = [params[n] for n in names]
+        except KeyError:
+            missing = [":" + n for n in names if n not in params]
+            raise KeyError(f"SQL parameter(s) {', '.join(missing)} not bound") from None
+        if len(params) != len(names):
+            unused = sorted(":" + n for n in params.keys() - set(names))
+            raise KeyError(f"SQL parameter(s) {', '.join(unused)} not in the statement")
+        return numbered, args
+
+    def __repr__(self) -> str:
+        return f"Statement({self.text!r}, {dict(self.params)!r})"
 
 
 def statement(text: str, /, **params: Any) -> Statement:
     return Statement(text, params)
 
 
-def _flatten(stmt: Statement) -> tuple[str, dict[str, Any]]:
-    """Inline every fragment (recursively): one text, one set of parameters."""
-    params: dict[str, Any] = {}
+# A statement's shape is its text and its fragments' shapes: the values change from call to call,
+# the SQL does not. The numbered text of each shape is worked out once (a hot path builds the same
+# few shapes thousands of times a minute); each call only walks the values.
+Shape = tuple[str, tuple[tuple[str, Any], ...]]
+_PLANS: dict[Shape, tuple[str, tuple[str, ...]]] = {}
 
-    def bind(name: str, value: Any) -> None:
-        if name in params and params[name] is not value and params[name] != value:
-            raise ValueError(f"SQL parameter :{name} bound to two different values")
-        params[name] = value
 
-    def inline(match: re.Match[str], own: Mapping[str, Any]) -> str:
-        name = match[1]
-        value = own.get(name)
-        if not isinstance(value, Statement):
-            return match[0]
-        text, inner = _flatten(value)
-        for k, v in inner.items():
-            bind(k, v)
-        return text
-
-    text = _PARAMETER.sub(lambda m: inline(m, stmt.params), stmt.text)
+def _walk(stmt: Statement, into: dict[str, Any]) -> Shape:
+    """Gather every value a statement and its fragments bind, by name (one name, one value), and
+    return the statement's shape."""
+    fragments: list[tuple[str, Shape]] = []
     for name, value in stmt.params.items():
-        if not isinstance(value, Statement):
-            bind(name, value)
-    return text, params
+        if type(value) is Statement:
+            fragments.append((name, _walk(value, into)))
+        elif name in into and into[name] is not value and into[name] != value:
+            raise ValueError(f"SQL parameter :{name} bound to two different values")
+        else:
+            into[name] = value
+    return stmt.text, tuple(fragments)
 
 
-@lru_cache(maxsize=1024)
-def _number(text: str) -> tuple[str, tuple[str, ...]]:
+def _inline(shape: Shape) -> str:
+    """The text of a shape with every fragment's text in its place."""
+    text, fragments = shape
+    inner = dict(fragments)
+    return _PARAMETER.sub(lambda m: _inline(inner[m[1]]) if m[1] in inner else m[0], text)
+
+
+def _plan(shape: Shape) -> tuple[str, tuple[str, ...]]:
     names: list[str] = []
 
     def number(match: re.Match[str]) -> str:
@@ -90,7 +101,7 @@ def _number(text: str) -> tuple[str, tuple[str, ...]]:
             names.append(name)
         return f"${names.index(name) + 1}"
 
-    return _PARAMETER.sub(number, text), tuple(names)
+    return _PARAMETER.sub(number, _inline(shape)), tuple(names)
 
 
 # --- running a statement -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from shared.contracts import (
     DeliverySucceeded,
     NotificationRequested,
 )
+from shared.contracts.notifier import AccountPausedData, LeadDeliveryData
 from shared.outbox import add_delayed, add_event, claim_message, event
 from shared.portal_links import issue_link_token, portal_link
 from shared.process import Process
@@ -173,7 +174,9 @@ async def _send_by_email(
             lead_id=request.lead_id,
             lead_fields=request.fields,
             portal_link=portal_link(settings.portal_base_url, token),
-            data={"delivery_id": str(request.delivery_id), "delivery_account_id": request.delivery_account_id},
+            data=LeadDeliveryData(
+                delivery_id=str(request.delivery_id), delivery_account_id=request.delivery_account_id
+            ),
         ),
     )
     await store.log_attempt(
@@ -301,6 +304,7 @@ async def _count_for_pause(
     reason = f"{failures} consecutive failed attempts; last: {verdict.reason}"
     if await store.pause(conn, account.id, reason):
         log.warning("delivery account %s paused: %s", account.id, reason)
+        # The wording is notifier's (templates.py); the alert carries the facts.
         await add_event(
             conn,
             "notify.account_paused",
@@ -309,16 +313,9 @@ async def _count_for_pause(
                 kind="account_paused",
                 to=[settings.admin_email],
                 client_id=account.client,
-                subject=f"Delivery account {account.id} paused",
-                message=(
-                    f"Leadwire paused delivery account {account.id} (client {account.client}) after {reason}. "
-                    f"Resume it with: leadwire delivery resume {account.id}"
+                data=AccountPausedData(
+                    delivery_account_id=account.id, consecutive_failures=failures, last_error=verdict.reason
                 ),
-                data={
-                    "delivery_account_id": account.id,
-                    "consecutive_failures": failures,
-                    "last_error": verdict.reason,
-                },
             ),
         )
     return True

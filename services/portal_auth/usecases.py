@@ -27,7 +27,7 @@ from services.portal_auth import credentials, rules, store
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from shared.catalog.model import Catalog
-from shared.contracts.notifier import NotificationRequested
+from shared.contracts.notifier import NotificationRequested, PasswordResetData
 from shared.contracts.portal_auth import (
     ChangePassword,
     CheckLink,
@@ -303,12 +303,9 @@ async def _send_reset(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record
             client_id=user["client_id"],
             portal_link=f"{base}/reset/{token}",
             subject="Set your Client Portal password" if purpose == "invite" else "Reset your Client Portal password",
-            data={
-                "purpose": purpose,
-                "user_id": str(user["id"]),
-                "user_name": user["name"],
-                "expires_at": (now + ttl).isoformat(),
-            },
+            data=PasswordResetData(
+                purpose=purpose, user_id=str(user["id"]), user_name=user["name"], expires_at=(now + ttl).isoformat()
+            ),
         ),
     )
 

@@ -17,7 +17,6 @@ import asyncpg
 
 from services.returns import rules, store
 from shared import orders
-from shared.catalog.model import Catalog
 from shared.contracts import (
     OrderCommand,
     OrderCommandResult,
@@ -27,6 +26,7 @@ from shared.contracts import (
     ReturnRequested,
 )
 from shared.outbox import add_event, add_reply, claim_message
+from shared.process import Process
 
 log = logging.getLogger("leadwire.returns")
 
@@ -51,9 +51,15 @@ def _requested(row: asyncpg.Record, detail: str | None = None) -> ReturnRequeste
     )
 
 
+@dataclass(frozen=True)
+class Deps:
+    """What the returns use cases need (built once, in main.py or by a CLI command)."""
+
+    process: Process
+
+
 async def request_return(
-    pool: asyncpg.Pool,
-    catalog: Catalog,
+    deps: Deps,
     request: ReturnRequest,
     *,
     reply_to: str | None = None,
@@ -61,7 +67,8 @@ async def request_return(
     now: datetime | None = None,
 ) -> ReturnRequested:
     now = now or datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    catalog = deps.process.catalog
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         existing = await store.find_return(conn, request.return_id)
         if existing is not None:
             # A repeat: answer with what happened the first time, change nothing.
@@ -170,11 +177,11 @@ class DecideResult:
 
 
 async def decide_return(
-    pool: asyncpg.Pool, command: ReturnDecide, *, message_id: str | None = None, now: datetime | None = None
+    deps: Deps, command: ReturnDecide, *, message_id: str | None = None, now: datetime | None = None
 ) -> DecideResult:
     now = now or datetime.now(UTC)
     target = "approved" if command.decision == "approve" else "denied"
-    async with pool.acquire() as conn, conn.transaction():
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         if message_id is not None and not await claim_message(conn, DECIDE_CONSUMER, message_id):
             return DecideResult(True, None, "repeated message")
         row = await store.find_return(conn, command.return_id, lock=True)
@@ -224,7 +231,7 @@ async def decide_return(
 
 
 async def order_command(
-    pool: asyncpg.Pool,
+    deps: Deps,
     command: OrderCommand,
     *,
     message_id: str | None = None,
@@ -233,7 +240,7 @@ async def order_command(
     now: datetime | None = None,
 ) -> orders.StatusChange:
     now = now or datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         if message_id is not None and not await claim_message(conn, ORDER_CONSUMER, message_id):
             return orders.StatusChange(command.order_id, ok=True, status=None, error="repeated message")
         change = await orders.change_status(
@@ -254,9 +261,9 @@ async def order_command(
         return change
 
 
-async def sweep_orders(pool: asyncpg.Pool, now: datetime | None = None) -> list[str]:
-    """Close the orders whose end date has passed."""
-    async with pool.acquire() as conn, conn.transaction():
+async def sweep_orders(deps: Deps, now: datetime | None = None) -> list[str]:
+    """Close the orders whose end date has passed (the service's background loop)."""
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         closed = await orders.close_expired(conn, now or datetime.now(UTC))
     if closed:
         log.info("closed %d order(s) past their end date: %s", len(closed), ", ".join(closed))

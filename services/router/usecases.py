@@ -414,6 +414,7 @@ async def record_delivery_result(
                 succeeded=succeeded,
                 final_price=result.price if isinstance(result, DeliverySucceeded) else Decimal(0),
                 now=now,
+                notify_to=[deps.process.settings.admin_email],
             )
         if lead is None or lead.status != "routing":
             return  # already decided: nothing more to send

@@ -322,11 +322,16 @@ class RetryPolicy(Strict):
     delay_seconds: int = Field(5, ge=1, le=3600)
 
 
+# A new format: add it here, then the match statements in services/delivery/posting.py fail type
+# checking until the format has its body, its template escaping and its Content-Type.
+DeliveryFormat = Literal["json", "form", "xml"]
+
+
 class HttpDelivery(Strict):
     method: Literal["http"] = "http"
     url: Annotated[str, Field(pattern=r"^https?://")]
     http_method: Literal["POST", "GET", "PUT"] = "POST"
-    format: Literal["json", "form", "xml"] = "json"
+    format: DeliveryFormat = "json"
     # buyer field name -> lead field name; empty means every lead field under its own name.
     field_map: dict[str, str] = {}
     body_template: str | None = None

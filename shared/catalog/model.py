@@ -475,9 +475,9 @@ def cross_check(catalog: Catalog) -> list[tuple[Location, str]]:
                 errors.append((("lead_types", i, "duplicate_fields", j), f"no field {name!r} in lead type {lt.id!r}"))
         contact: list[tuple[Location, str | None]] = [(("email",), lt.contact.email), (("phone",), lt.contact.phone)]
         contact += [(("name", j), name) for j, name in enumerate(lt.contact.name)]
-        for where, name in contact:
-            if name is not None and name not in lt.field_names:
-                errors.append((("lead_types", i, "contact", *where), f"no field {name!r} in lead type {lt.id!r}"))
+        for where, field in contact:
+            if field is not None and field not in lt.field_names:
+                errors.append((("lead_types", i, "contact", *where), f"no field {field!r} in lead type {lt.id!r}"))
 
     grouped: dict[str, str] = {}
     for i, group in enumerate(catalog.groups):

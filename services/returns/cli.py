@@ -82,8 +82,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await store.list_returns(pool, client_id=args.client, status=args.status, limit=args.limit)
     for r in rows:
         print(
-            f"{r['id']}  {r['requested_at']:%Y-%m-%d %H:%M}  {r['client_id']:<16} {r['status']:<8}"
-            f" {r['decision_reason'] or '':<16} lead {r['lead_id']}  {r['reason']}"
+            f"{r.return_id}  {r.requested_at:%Y-%m-%d %H:%M}  {r.client_id:<16} {r.status:<8}"
+            f" {r.decision_reason or '':<16} lead {r.lead_id}  {r.reason}"
         )
     return 0
 

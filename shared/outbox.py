@@ -33,20 +33,18 @@ log = logging.getLogger("leadwire.outbox")
 NOTIFY_CHANNEL = "leadwire_outbox"
 
 
-# Set when this process runs a relay: its outbox NOTIFYs then name it, and only its own relay
-# wakes at once. Waking every process's relay on every event cost each of them an empty SKIP
-# LOCKED transaction per event; a row left by a process that died is still published by the
-# others' poll within one poll interval. A process without a relay (a CLI command) names no one,
-# so every relay wakes for its rows.
+# The process's relay, named in its outbox NOTIFYs so that only it wakes at once (the others'
+# polls still publish a row whose process died); empty in a process without a relay (a CLI
+# command), whose NOTIFYs wake every relay. Set by OutboxRelay: one relay per process.
+# Why targeted wake-ups: docs/benchmark.md, "Optimisations".
 _local_relay = ""
 
 
 # Set by the consumer middleware around a handler of a process that runs a relay: rows written
 # inside it are inserted without a NOTIFY, and the middleware wakes its own relay when the handler
-# returns (its transaction has committed by then). A NOTIFY costs more than the round trip: at
-# commit PostgreSQL serialises every notifying transaction on one cluster-wide lock, held through
-# the WAL flush, so commits that notify cannot share a flush. Rows written outside a handler (a
-# CLI command, a scheduler loop) still notify.
+# returns (its transaction has committed by then). PostgreSQL serialises notifying commits
+# cluster-wide (docs/benchmark.md, third round). Rows written outside a handler (a CLI command, a
+# scheduler loop) still notify.
 _handler_writes: ContextVar[list[str] | None] = ContextVar("leadwire_outbox_handler_writes", default=None)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 import asyncpg
 
+from faults.catalog import CAP, ORDER_DOLLARS, ORDER_TOTAL, RETURN_PCT
 from services.notifier.rules import appointment_notification_id, message_id_header
 from shared import db
 from shared.topology import DELAY_TIERS, DELAYED_QUEUES, WORK_QUEUES
@@ -289,8 +290,6 @@ async def _check_one_person_per_client(conn: asyncpg.Connection, report: Report)
 
 
 async def _check_rules(conn: asyncpg.Connection, report: Report) -> None:
-    from faults.run import CAP, ORDER_DOLLARS, ORDER_TOTAL
-
     per_day = await conn.fetch(
         "SELECT delivery_account_id, (created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n FROM deliveries"
         " WHERE status = 'succeeded' AND delivery_account_id IN ('a1', 'd1') GROUP BY 1, 2"
@@ -317,8 +316,6 @@ async def _check_rules(conn: asyncpg.Connection, report: Report) -> None:
 
 
 async def _check_returns(run: FaultRun, conn: asyncpg.Connection, report: Report) -> None:
-    from faults.run import RETURN_PCT
-
     ids = run.traffic.return_ids
     rows = await conn.fetch("SELECT id, client_id, lead_id, delivery_account_id, status, holds_lead FROM returns")
     recorded = {str(r["id"]) for r in rows}

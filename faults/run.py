@@ -31,13 +31,14 @@ from typing import Any
 
 import aio_pika
 import asyncpg
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from faults.catalog import BUYER_TIMEOUT, fault_catalog  # noqa: E402
 from faults.endpoints import FlakyBuyer  # noqa: E402
+from faults.invariants import check_all, drained  # noqa: E402
 from harness.broker import consumer_count  # noqa: E402
 from harness.catalog import apply_catalog_text  # noqa: E402
 from harness.processes import Processes, service_env  # noqa: E402
@@ -47,11 +48,6 @@ from shared.settings import Settings  # noqa: E402
 from shared.topology import WORK_QUEUES, Topology  # noqa: E402
 
 OUTCOME_KEYS = ("lead.sold", "lead.unsold", "lead.duplicate", "lead.rejected")
-RETURN_PCT = 20
-CAP = 25  # daily cap of the capped accounts
-ORDER_TOTAL = 20  # leads in the lead-quantity order
-ORDER_DOLLARS = "150.00"
-BUYER_TIMEOUT = 1.0  # seconds; the flaky buyer hangs past it
 
 
 @dataclass
@@ -89,83 +85,6 @@ class Traffic:
     return_ids: list[str] = field(default_factory=list)
     appointments: list[str] = field(default_factory=list)
     publish_retries: int = 0
-
-
-def fault_catalog(buyer: FlakyBuyer) -> str:
-    def account(id: str, client: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "id": id,
-            "client": client,
-            "lead_type": "solar",
-            "price": "10.00",
-            "delivery": {
-                "method": "http",
-                "url": buyer.url(f"/{id}"),
-                "timeout_seconds": BUYER_TIMEOUT,
-                "retry": {"count": 4, "delay_seconds": 1},
-            },
-            **extra,
-        }
-
-    return yaml.safe_dump(
-        {
-            "options": {
-                # On, so that the run exercises Route Duplicate Leads under refusals and re-offers.
-                "route_duplicate_leads": True,
-                "default_return_pct_delivery_accounts": RETURN_PCT,
-                "default_return_pct_orders": RETURN_PCT,
-            },
-            "lead_types": [
-                {
-                    "id": "solar",
-                    "name": "Solar",
-                    "duplicate_fields": ["phone"],
-                    "max_sales": 2,
-                    "return_reasons": ["wrong_number", "out_of_area"],
-                    "return_window_days": 14,
-                    "fields": [
-                        {"name": "first_name", "type": "text", "required": True},
-                        {"name": "phone", "type": "phone", "required": True},
-                    ],
-                }
-            ],
-            "sources": [{"id": "web", "name": "Web"}],
-            "clients": [{"id": c, "name": c.upper(), "auto_approve_returns": c in "ad"} for c in "abcde"],
-            "groups": [
-                {
-                    "id": "exclusive",
-                    "name": "Exclusive",
-                    "apply_groups_as_criteria": True,
-                    "distribution": "round_robin",
-                    "clients": ["a", "b", "c"],
-                },
-                {"id": "shared", "name": "Shared", "apply_groups_as_criteria": False, "clients": ["d", "e"]},
-            ],
-            "delivery_accounts": [
-                account("a1", "a", caps={"daily": CAP}),
-                account("b1", "b"),
-                account("c1", "c", require_order=True),
-                account("d1", "d", caps={"daily": CAP}),
-                account("e1", "e", require_order=True),
-            ],
-            "orders": [
-                {
-                    "id": "c-order",
-                    "client": "c",
-                    "type": "lead_quantity",
-                    "total": ORDER_TOTAL,
-                    "start_date": "2020-01-01",
-                },
-                {
-                    "id": "e-order",
-                    "client": "e",
-                    "type": "dollar_amount",
-                    "total": ORDER_DOLLARS,
-                    "start_date": "2020-01-01",
-                },
-            ],
-        }
-    )
 
 
 class FaultRun:
@@ -518,8 +437,6 @@ class FaultRun:
     # --- the run ---------------------------------------------------------------------------------
 
     async def run(self) -> Any:
-        from faults.invariants import check_all, drained
-
         await self.setup()
         self.services = Processes(self.service_env(), log_dir=self.log_dir)
         for name, count in self.config.processes.items():

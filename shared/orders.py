@@ -25,10 +25,12 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from shared.contracts.notifier import NotificationRequested
+from shared import sql
+from shared.catalog.model import Catalog, DeliveryAccount
+from shared.contracts.notifier import NotificationRequested, OrderFilledData
 from shared.contracts.returns import OrderFiguresView, OrderFilled, OrderStatusChanged
 from shared.outbox import add_event
-from shared.settings import Settings
+from shared.sql import Statement, statement
 
 ZERO = Decimal("0")
 ONE = Decimal("1")
@@ -145,54 +147,86 @@ def _figures(row: asyncpg.Record) -> OrderFiguresView:
 # --- Sales ---------------------------------------------------------------------------------------
 
 
-def sale_lookup(client: int, today: int, account: int, delivery: int) -> str:
-    """The select-list `reserve` starts from — the repeat check (`existing`, `existing_status`)
-    and the candidate orders of a sale (`candidates`) — with its parameters' numbers, so a caller
-    can read it in a statement of its own (the router, with the cap counters) and pass the row."""
-    return (
-        f"(SELECT order_id FROM order_charges WHERE delivery_id = ${delivery}) AS existing,"
-        f" (SELECT status FROM order_charges WHERE delivery_id = ${delivery}) AS existing_status,"
-        f" array(SELECT id FROM orders WHERE client_id = ${client} AND status = 'open' AND start_date <= ${today}"
-        f"  AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= ${today})"
-        f"  AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? ${account})"
-        f"  ORDER BY start_date, id) AS candidates"
+@dataclass(frozen=True)
+class Sale:
+    """One sale of a lead to a delivery account, as orders see it."""
+
+    delivery_id: uuid.UUID
+    client_id: str
+    account_id: str
+    price: Decimal
+    day: date  # in the client's time zone: what orders' dates are compared to
+
+    @classmethod
+    def of(
+        cls, catalog: Catalog, account: DeliveryAccount, delivery_id: uuid.UUID, price: Decimal, now: datetime
+    ) -> Sale:
+        return cls(delivery_id, account.client, account.id, price, sale_day(catalog, account, now))
+
+
+@dataclass(frozen=True)
+class SaleLookup:
+    """What `reserve` starts from: a charge this delivery already has (a repeat), and the open
+    orders that cover the sale, oldest first."""
+
+    existing: str | None
+    existing_status: str | None
+    candidates: tuple[str, ...]
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SaleLookup:
+        return cls(row["existing"], row["existing_status"], tuple(row["candidates"]))
+
+
+def sale_lookup(sale: Sale) -> Statement:
+    """The select-list of a `SaleLookup` (columns existing, existing_status, candidates), as a
+    fragment: the router reads it in the statement that takes the cap counters (one round trip
+    per sale saved) and hands the result to `reserve`."""
+    return statement(
+        "(SELECT order_id FROM order_charges WHERE delivery_id = :sale_delivery) AS existing,"
+        " (SELECT status FROM order_charges WHERE delivery_id = :sale_delivery) AS existing_status,"
+        " array(SELECT id FROM orders WHERE client_id = :sale_client AND status = 'open' AND start_date <= :sale_day"
+        "  AND (coalesce(period_end, end_date) IS NULL OR coalesce(period_end, end_date) >= :sale_day)"
+        "  AND (spec->'accounts' = '\"all\"'::jsonb OR spec->'accounts' ? :sale_account)"
+        "  ORDER BY start_date, id) AS candidates",
+        sale_delivery=sale.delivery_id,
+        sale_client=sale.client_id,
+        sale_day=sale.day,
+        sale_account=sale.account_id,
     )
 
 
-def sale_day(catalog: Any, account: Any, now: datetime) -> date:
+def sale_day(catalog: Catalog, account: DeliveryAccount, now: datetime) -> date:
     """The day of a sale in the account's client's time zone: what orders' dates are compared to."""
-    client = catalog.clients_by_id.get(account.client) if catalog is not None else None
+    client = catalog.clients_by_id.get(account.client)
     return client_today(now, client.time_zone if client else "UTC")
 
 
 async def reserve(
     conn: asyncpg.Connection,
     *,
-    catalog: Any,
-    account: Any,
+    catalog: Catalog,
+    account: DeliveryAccount,
     delivery_id: uuid.UUID,
     price: Decimal,
     now: datetime,
-    found: Mapping[str, Any] | None = None,
+    lookup: SaleLookup | None = None,
 ) -> str | None:
     """Take one sale from the oldest open order of `account`'s client that covers the account and
     has room; returns its id, or None. Idempotent per delivery_id. Call inside a transaction.
-    `found`: the `sale_lookup` row, when the caller already read it.
+    `lookup`: the sale's `SaleLookup` (`sale_lookup`), when the caller read it already.
 
     Orders past their end date (in the client's time zone) are not used from that day on; the
     returns service's sweep also closes them."""
-    if found is None:
+    sale = Sale.of(catalog, account, delivery_id, price, now)
+    if lookup is None:
         # The repeat check and the candidate orders in one round trip: reserve runs for every sale.
-        found = await conn.fetchrow(
-            f"SELECT {sale_lookup(1, 2, 3, 4)}",
-            account.client,
-            sale_day(catalog, account, now),
-            account.id,
-            delivery_id,
-        )
-    if found["existing"] is not None:
-        return found["existing"] if found["existing_status"] in ("reserved", "confirmed") else None
-    for candidate in found["candidates"]:
+        row = await sql.fetchrow(conn, statement("SELECT :lookup", lookup=sale_lookup(sale)))
+        assert row is not None  # a select-list without FROM: always one row
+        lookup = SaleLookup.from_row(row)
+    if lookup.existing is not None:
+        return lookup.existing if lookup.existing_status in ("reserved", "confirmed") else None
+    for candidate in lookup.candidates:
         # Re-read under the lock: another replica may have taken the last of it, or paused it.
         order = await conn.fetchrow(
             "SELECT order_type, total, received, reserved, status, period FROM orders WHERE id = $1 FOR UPDATE",
@@ -200,19 +234,19 @@ async def reserve(
         )
         if order is None or order["status"] != "open":
             continue
-        taken = take_for_sale(order["order_type"], order["total"], order["received"], order["reserved"], price)
+        taken = take_for_sale(order["order_type"], order["total"], order["received"], order["reserved"], sale.price)
         if taken is None:
             continue
         await conn.execute("UPDATE orders SET reserved = reserved + $2 WHERE id = $1", candidate, taken)
         await conn.execute(
             "INSERT INTO order_charges (delivery_id, order_id, client_id, period, amount, price, status, reserved_at)"
             " VALUES ($1, $2, $3, $4, $5, $6, 'reserved', $7)",
-            delivery_id,
+            sale.delivery_id,
             candidate,
-            account.client,
+            sale.client_id,
             order["period"],
             taken,
-            price,
+            sale.price,
             now,
         )
         return candidate
@@ -230,7 +264,8 @@ async def settle(
 ) -> None:
     """Confirm (succeeded) or release a reservation; fill, close or renew the order. Idempotent per
     delivery_id: only a charge still 'reserved' changes anything. Call inside a transaction.
-    `notify_to`: who gets the order_filled email (default: ADMIN_EMAIL)."""
+    `notify_to`: who gets the order_filled email besides ADMIN_EMAIL, which notifier always adds
+    to an admin alert (the router passes its ADMIN_EMAIL, so the request names it)."""
     charge = await conn.fetchrow(
         "SELECT order_id, amount, status FROM order_charges WHERE delivery_id = $1 FOR UPDATE", delivery_id
     )
@@ -268,7 +303,7 @@ async def settle(
     )
     if was_filled or not is_filled(order["order_type"], order["total"], received):
         return
-    await _fill(conn, order, received, cost, delivery_id, now, notify_to)
+    await _fill(conn, order, received, cost, delivery_id, now, notify_to or [])
 
 
 async def _fill(
@@ -278,7 +313,7 @@ async def _fill(
     cost: Decimal,
     delivery_id: uuid.UUID,
     now: datetime,
-    notify_to: list[str] | None,
+    notify_to: list[str],
 ) -> None:
     next_step = after_fill(order["renewal"])
     status = "closed" if next_step == "close" else "open"
@@ -344,14 +379,7 @@ async def _fill(
                 changed_at=now,
             ),
         )
-    if notify_to is None:
-        notify_to = [Settings().admin_email]
-    unit = "leads" if order["order_type"] == "lead_quantity" else "dollars"
-    outcome = {
-        "renew": "It renews now for a new period.",
-        "stay_open": "It stays open until its end date.",
-        "close": "It is now closed.",
-    }[next_step]
+    # The wording is notifier's (its order_filled template); the request carries the facts.
     await add_event(
         conn,
         "notify.order_filled",
@@ -361,10 +389,7 @@ async def _fill(
             kind="order_filled",
             to=notify_to,
             client_id=order["client_id"],
-            subject=f"Order {order['id']} filled",
-            message=f"Order {order['id']} of client {order['client_id']} received {received} of {order['total']}"
-            f" {unit} (cost {cost}). {outcome}",
-            data=filled.model_dump(mode="json"),
+            data=OrderFilledData.model_validate(filled.model_dump(mode="json")),
         ),
     )
 

@@ -1,7 +1,8 @@
 """Transactional outbox and inbox.
 
-`add_event` / `add_reply` write a message in the caller's transaction; the relay publishes it
-afterwards as a persistent message with publisher confirms and message_id = the outbox row id, then
+`add_event` / `add_reply` write a message in the caller's transaction; `with_event` writes one in
+the same statement as the state change that causes it (a hot path's round trip saved). The relay
+publishes it afterwards as a persistent message with publisher confirms and message_id = the outbox row id, then
 deletes the row. A crash between commit and publish leaves the row for the next relay (in this or
 any other process); a crash between publish and delete re-publishes the same message_id, which
 consumers drop through their inbox.
@@ -15,13 +16,16 @@ import os
 import socket
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
+from shared import sql
 from shared.background import every
+from shared.sql import Statement, statement
 from shared.topology import Topology
 
 log = logging.getLogger("leadwire.outbox")
@@ -29,20 +33,18 @@ log = logging.getLogger("leadwire.outbox")
 NOTIFY_CHANNEL = "leadwire_outbox"
 
 
-# Set when this process runs a relay: its outbox NOTIFYs then name it, and only its own relay
-# wakes at once. Waking every process's relay on every event cost each of them an empty SKIP
-# LOCKED transaction per event; a row left by a process that died is still published by the
-# others' poll within one poll interval. A process without a relay (a CLI command) names no one,
-# so every relay wakes for its rows.
+# The process's relay, named in its outbox NOTIFYs so that only it wakes at once (the others'
+# polls still publish a row whose process died); empty in a process without a relay (a CLI
+# command), whose NOTIFYs wake every relay. Set by OutboxRelay: one relay per process.
+# Why targeted wake-ups: docs/benchmark.md, "Optimisations".
 _local_relay = ""
 
 
 # Set by the consumer middleware around a handler of a process that runs a relay: rows written
 # inside it are inserted without a NOTIFY, and the middleware wakes its own relay when the handler
-# returns (its transaction has committed by then). A NOTIFY costs more than the round trip: at
-# commit PostgreSQL serialises every notifying transaction on one cluster-wide lock, held through
-# the WAL flush, so commits that notify cannot share a flush. Rows written outside a handler (a
-# CLI command, a scheduler loop) still notify.
+# returns (its transaction has committed by then). PostgreSQL serialises notifying commits
+# cluster-wide (docs/benchmark.md, third round). Rows written outside a handler (a CLI command, a
+# scheduler loop) still notify.
 _handler_writes: ContextVar[list[str] | None] = ContextVar("leadwire_outbox_handler_writes", default=None)
 
 
@@ -74,6 +76,66 @@ def _notify_payload(routing_key: str) -> str | None:
     return _local_relay
 
 
+@dataclass(frozen=True)
+class Event:
+    """A message to publish once the transaction that writes it commits: one outbox row."""
+
+    message_id: uuid.UUID
+    exchange: str  # "events", "inbound", or "" for a queue named by the routing key
+    routing_key: str
+    payload: dict[str, Any]
+    headers: dict[str, Any]
+    notify: str | None  # the NOTIFY payload; None when the handler's own relay is woken instead
+
+
+def event(
+    routing_key: str,
+    message: BaseModel | dict[str, Any],
+    *,
+    exchange: str = "events",
+    headers: dict[str, Any] | None = None,
+    message_id: uuid.UUID | None = None,
+) -> Event:
+    """An event to write with `with_event` (or `add_event`). Within a handler this enrols the row
+    with the handler's relay (a wake-up for nothing if the statement then writes no row)."""
+    return Event(
+        message_id or uuid.uuid4(),
+        exchange,
+        routing_key,
+        _payload(message),
+        headers or {},
+        _notify_payload(routing_key),
+    )
+
+
+def with_event(ctes: str | Statement, message: Event, *, source: str, select: str = "") -> Statement:
+    """THE way to write an event: one statement holding a state change and the event it causes,
+
+        WITH <ctes>, event AS (one outbox row per row of the CTE <source>) SELECT [<select>,] notified
+
+    so that the two commit together without a BEGIN/COMMIT round trip each way, and the event is
+    written only when `source` returns a row (the state change happened). `notified` counts the
+    NOTIFYs sent (outside a handler; inside one the handler's relay is woken instead).
+    `add_event` is its single-row case."""
+    if isinstance(ctes, str):
+        ctes = statement(ctes)
+    return statement(
+        "WITH :ctes, event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
+        " SELECT :event_id::uuid, :event_exchange::text, :event_key::text, :event_payload::jsonb,"
+        " :event_headers::jsonb FROM " + source + " RETURNING id)"
+        " SELECT " + (select + ", " if select else "") + "(SELECT count(pg_notify(:notify_channel,"
+        " :notify_payload::text)) FROM event WHERE :notify_payload::text IS NOT NULL) AS notified",
+        ctes=ctes,
+        event_id=message.message_id,
+        event_exchange=message.exchange,
+        event_key=message.routing_key,
+        event_payload=message.payload,
+        event_headers=message.headers,
+        notify_channel=NOTIFY_CHANNEL,
+        notify_payload=message.notify,
+    )
+
+
 async def add_event(
     conn: asyncpg.Connection,
     routing_key: str,
@@ -83,12 +145,11 @@ async def add_event(
     headers: dict[str, Any] | None = None,
     message_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
-    """Queue `message` for publishing when the surrounding transaction commits."""
-    # Insert (and notify, outside a handler) in one statement: one round trip per event.
-    params = event_params(routing_key, message, exchange=exchange, headers=headers, message_id=message_id)
-    event_cte, notified = event_in_statement("one", 1)
-    await conn.execute(f"WITH one AS (SELECT 1), {event_cte} SELECT {notified}", *params)
-    return params[0]
+    """Queue `message` for publishing when the surrounding transaction commits (`with_event` with
+    no state change of its own: one round trip per event)."""
+    written = event(routing_key, message, exchange=exchange, headers=headers, message_id=message_id)
+    await sql.execute(conn, with_event("one AS (SELECT 1)", written, source="one"))
+    return written.message_id
 
 
 async def add_reply(
@@ -96,55 +157,21 @@ async def add_reply(
 ) -> uuid.UUID:
     """Queue a reply to a requester's reply-to queue (default exchange, routing key = queue)."""
     reply_id = uuid.uuid4()
-    await conn.execute(
-        "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
-        " VALUES ($1, '', $2, $3, $4, true) RETURNING id) SELECT pg_notify($5, $6) FROM reply"
-        " WHERE $6::text IS NOT NULL",
-        reply_id,
-        reply_to,
-        _payload(message),
-        correlation_id,
-        NOTIFY_CHANNEL,
-        _notify_payload(reply_to),
+    await sql.execute(
+        conn,
+        statement(
+            "WITH reply AS (INSERT INTO outbox (id, exchange, routing_key, payload, correlation_id, is_reply)"
+            " VALUES (:id, '', :reply_to, :payload, :correlation_id, true) RETURNING id)"
+            " SELECT pg_notify(:notify_channel, :notify_payload) FROM reply WHERE :notify_payload::text IS NOT NULL",
+            id=reply_id,
+            reply_to=reply_to,
+            payload=_payload(message),
+            correlation_id=correlation_id,
+            notify_channel=NOTIFY_CHANNEL,
+            notify_payload=_notify_payload(reply_to),
+        ),
     )
     return reply_id
-
-
-def event_in_statement(source: str, first_param: int) -> tuple[str, str]:
-    """SQL for a statement that writes its own state change and the event it causes, so that the
-    two commit together without a BEGIN/COMMIT round trip each way: a CTE `event` inserting one
-    outbox row per row of the CTE `source`, and a select-list expression that sends its NOTIFY.
-    Their parameters, from `$first_param` on, are `event_params(...)`."""
-    p = [f"${first_param + i}" for i in range(7)]
-    cte = (
-        f"event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
-        f" SELECT {p[0]}::uuid, {p[1]}::text, {p[2]}::text, {p[3]}::jsonb, {p[4]}::jsonb FROM {source}"
-        f" RETURNING id)"
-    )
-    notified = f"(SELECT count(pg_notify({p[5]}, {p[6]}::text)) FROM event WHERE {p[6]}::text IS NOT NULL)"
-    return cte, notified
-
-
-def event_params(
-    routing_key: str,
-    message: BaseModel | dict[str, Any],
-    *,
-    exchange: str = "events",
-    headers: dict[str, Any] | None = None,
-    message_id: uuid.UUID | None = None,
-) -> list[Any]:
-    """The parameters of `event_in_statement`, for one event (the first is its message id). Within
-    a handler this enrols the row with the handler's relay (a wake-up for nothing if the statement
-    then writes no row)."""
-    return [
-        message_id or uuid.uuid4(),
-        exchange,
-        routing_key,
-        _payload(message),
-        headers or {},
-        NOTIFY_CHANNEL,
-        _notify_payload(routing_key),
-    ]
 
 
 async def add_delayed(
@@ -154,24 +181,22 @@ async def add_delayed(
     return await add_event(conn, queue, message, exchange="", headers=headers)
 
 
-def claim_in_statement(first_param: int) -> str:
-    """SQL for a statement that claims its message in the inbox along with its first read: a CTE
-    `claim` returning true when `$first_param` (consumer) sees `$first_param+1` (message id) for
-    the first time. The same row `claim_message` writes."""
-    return (
-        f"claim AS (INSERT INTO inbox (consumer, message_id) VALUES (${first_param}, ${first_param + 1})"
-        " ON CONFLICT DO NOTHING RETURNING true)"
+def claim(consumer: str, message_id: str) -> Statement:
+    """A CTE `claim` for a statement that claims its message in the inbox along with its first
+    read: a row (true) when `consumer` sees `message_id` for the first time. The same row
+    `claim_message` writes."""
+    return statement(
+        "claim AS (INSERT INTO inbox (consumer, message_id) VALUES (:consumer, :message_id)"
+        " ON CONFLICT DO NOTHING RETURNING true)",
+        consumer=consumer,
+        message_id=message_id,
     )
 
 
 async def claim_message(conn: asyncpg.Connection, consumer: str, message_id: str) -> bool:
     """Inbox: True the first time `consumer` sees `message_id` (in this transaction), else False."""
     return bool(
-        await conn.fetchval(
-            "INSERT INTO inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING true",
-            consumer,
-            message_id,
-        )
+        await sql.fetchval(conn, statement("WITH :claim SELECT true FROM claim", claim=claim(consumer, message_id)))
     )
 
 

@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     portal_csrf_secret: str = Field("dev-only-change-me-too", alias="PORTAL_CSRF_SECRET")
 
     # Test-only fault injection: the name of a point at which the process kills itself
-    # (see shared/faults.py). Empty in production.
+    # (Runtime.crash_point). Empty in production.
     crash_point: str = Field("", alias="LEADWIRE_CRASH_POINT")
 
     def prefetch_for(self, service: str) -> int:

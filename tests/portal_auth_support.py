@@ -20,7 +20,7 @@ from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from services.portal_auth.main import build
 from shared import db
-from shared.catalog.model import Catalog
+from shared.process import Standalone
 from shared.rpc import RequestReply
 from shared.service import Runtime
 from shared.settings import Settings
@@ -101,11 +101,10 @@ async def seed_user(
         time_cost=config.argon2_time_cost, memory_cost=config.argon2_memory_kib, parallelism=config.argon2_parallelism
     )
     deps = usecases.Deps(
-        get_pool=lambda: None,
-        get_catalog=Catalog,
+        # add_user works on the connection it is given: no pool.
+        Standalone(None),
         config=config,
         passwords=passwords,
-        settings=Settings(),
         clock=lambda: T0,
     )
     conn = await db.connect(database_url)

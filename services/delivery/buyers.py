@@ -1,9 +1,7 @@
 """HTTP to buyers: one aiohttp session (connection pool) per delivery account.
 
-aiohttp rather than httpx: posting to the benchmark's buyer cost httpx about 2.3 ms of CPU per
-post at 32 concurrent posts (its connection pool does bookkeeping over every connection on every
-request) and aiohttp about 0.14 ms. A pool per account keeps a slow buyer's open connections away
-from the others' posts."""
+aiohttp rather than httpx for its CPU cost per post (measured in docs/benchmark.md, second round).
+A pool per account keeps a slow buyer's open connections away from the others' posts."""
 
 from __future__ import annotations
 

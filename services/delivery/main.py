@@ -17,21 +17,15 @@ def build(settings: Settings | None = None) -> Runtime:
     # A connection pool per delivery account; each request sets its own account's timeout.
     http = BuyerClients()
     runtime.on_close(http.aclose)
-    deps = usecases.Deps(
-        get_pool=lambda: runtime.pool,
-        http=http,
-        topology=runtime.topology,
-        settings=runtime.settings,
-        after_post=lambda: runtime.crash_point("delivery.after_post"),
-    )
+    deps = usecases.Deps(runtime, http, runtime.topology, after_post=lambda: runtime.crash_point("delivery.after_post"))
 
     @runtime.subscriber("delivery.requests", title="delivery: post leads to buyers")
     async def on_delivery_requested(request: DeliveryRequested) -> None:
-        await usecases.deliver(deps, runtime.catalog, request)
+        await usecases.deliver(deps, request)
 
     @runtime.subscriber("delivery.confirm-price", title="delivery: buyers' confirmed prices")
     async def on_confirm_price(message: ConfirmPrice) -> None:
-        await usecases.confirm_price(runtime.pool, runtime.catalog, message, incoming().message_id)
+        await usecases.confirm_price(deps, message, incoming().message_id)
 
     return runtime
 

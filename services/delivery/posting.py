@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from string import Template
-from typing import Any, Literal
+from typing import Any, Literal, assert_never
 from urllib.parse import urlencode
 from xml.sax.saxutils import escape as xml_escape
 
+from shared.catalog.model import DeliveryFormat as Format
 from shared.catalog.model import HttpDelivery, PriceRule
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -64,16 +65,46 @@ def _to_xml(values: dict[str, Any]) -> str:
     return f'<?xml version="1.0" encoding="UTF-8"?><lead>{items}</lead>'
 
 
-def _render_template(template: str, values: dict[str, Any], fmt: str) -> str:
-    def escape(v: Any) -> str:
-        text = "" if v is None else str(v)
-        if fmt == "json":
+def _escape(fmt: Format, text: str) -> str:
+    """A value as it goes into a body template of this format."""
+    match fmt:
+        case "json":
             return json.dumps(text)[1:-1]
-        if fmt == "xml":
+        case "xml":
             return xml_escape(text)
-        return text
+        case "form":
+            return text
+        case _:
+            assert_never(fmt)
 
-    return Template(template).safe_substitute({k: escape(v) for k, v in values.items()})
+
+def _encode(fmt: Format, values: dict[str, Any]) -> str:
+    """The body of a post in this format, without a template."""
+    match fmt:
+        case "json":
+            return json.dumps(values)
+        case "form":
+            return urlencode({k: "" if v is None else str(v) for k, v in values.items()})
+        case "xml":
+            return _to_xml(values)
+        case _:
+            assert_never(fmt)
+
+
+def content_type(fmt: Format) -> str:
+    match fmt:
+        case "json":
+            return "application/json"
+        case "form":
+            return "application/x-www-form-urlencoded"
+        case "xml":
+            return "application/xml"
+        case _:
+            assert_never(fmt)
+
+
+def _render_template(template: str, values: dict[str, Any], fmt: Format) -> str:
+    return Template(template).safe_substitute({k: _escape(fmt, "" if v is None else str(v)) for k, v in values.items()})
 
 
 def build_request(
@@ -97,20 +128,9 @@ def build_request(
         return BuyerRequest("GET", config.url, headers, None, params, kept, config.mask_fields)
     if config.body_template is not None:
         body = _render_template(config.body_template, values, config.format)
-    elif config.format == "json":
-        body = json.dumps(values)
-    elif config.format == "form":
-        body = urlencode({k: "" if v is None else str(v) for k, v in values.items()})
     else:
-        body = _to_xml(values)
-    headers.setdefault(
-        "Content-Type",
-        {
-            "json": "application/json",
-            "form": "application/x-www-form-urlencoded",
-            "xml": "application/xml",
-        }[config.format],
-    )
+        body = _encode(config.format, values)
+    headers.setdefault("Content-Type", content_type(config.format))
     return BuyerRequest(config.http_method, config.url, headers, body.encode(), {}, kept, config.mask_fields)
 
 

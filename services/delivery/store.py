@@ -11,69 +11,70 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 
-from shared.outbox import event_in_statement
+from shared import sql
+from shared.outbox import Event, with_event
+from shared.sql import Statement, statement
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery this consumer now holds: its attempt number (the fencing token) and whether its
+    account is paused."""
+
+    attempt: int
+    paused: bool
+    paused_reason: str | None
 
 
 async def claim(
     conn: asyncpg.Connection | asyncpg.Pool, delivery_id: uuid.UUID, account_id: str | None, *, lease_seconds: float
-) -> asyncpg.Record | None:
+) -> Claimed | None:
     """Move a delivery to 'posting' under a lease and count the attempt. Only one consumer wins:
     a 'requested' delivery whose retry is due, or a 'posting' one whose holder's lease ran out
-    (that consumer died mid-post). Returns the attempt number with the account's pause state, or
-    None when not ours to post.
+    (that consumer died mid-post). None when not ours to post.
 
     One statement, atomic on its own: the hot path claims without a BEGIN/COMMIT round trip each
     way, and reads the pause state in the same trip."""
-    return await conn.fetchrow(
-        "WITH claimed AS ("
-        " UPDATE deliveries SET status = 'posting', attempts = attempts + 1,"
-        " lease_until = now() + make_interval(secs => $2), not_before = NULL"
-        " WHERE id = $1 AND ("
-        "   (status = 'requested' AND coalesce(not_before, '-infinity') <= now())"
-        "   OR (status = 'posting' AND coalesce(lease_until, '-infinity') < now()))"
-        " RETURNING attempts)"
-        " SELECT claimed.attempts AS attempt, coalesce(s.paused, false) AS paused, s.paused_reason"
-        " FROM claimed LEFT JOIN delivery_account_state s ON s.delivery_account_id = $3",
-        delivery_id,
-        lease_seconds,
-        account_id,
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "WITH claimed AS ("
+            " UPDATE deliveries SET status = 'posting', attempts = attempts + 1,"
+            " lease_until = now() + make_interval(secs => :lease_seconds), not_before = NULL"
+            " WHERE id = :delivery_id AND ("
+            "   (status = 'requested' AND coalesce(not_before, '-infinity') <= now())"
+            "   OR (status = 'posting' AND coalesce(lease_until, '-infinity') < now()))"
+            " RETURNING attempts)"
+            " SELECT claimed.attempts AS attempt, coalesce(s.paused, false) AS paused, s.paused_reason"
+            " FROM claimed LEFT JOIN delivery_account_state s ON s.delivery_account_id = :account_id",
+            delivery_id=delivery_id,
+            lease_seconds=lease_seconds,
+            account_id=account_id,
+        ),
     )
+    return Claimed(row["attempt"], row["paused"], row["paused_reason"]) if row is not None else None
 
 
-async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT status, not_before, lease_until, now() AS now FROM deliveries WHERE id = $1",
-        delivery_id,
+@dataclass(frozen=True)
+class DeliveryState:
+    status: str
+    not_before: datetime | None
+    lease_until: datetime | None
+    now: datetime  # the database's clock, which the lease and the retry time are on
+
+
+async def state(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> DeliveryState | None:
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "SELECT status, not_before, lease_until, now() AS now FROM deliveries WHERE id = :delivery_id",
+            delivery_id=delivery_id,
+        ),
     )
-
-
-# The delivery log entry ($1-$9) and, when the buyer answered, the end of the account's
-# consecutive-failure count ($10): shared by the log alone and by the one-statement finish.
-_LOG_ATTEMPT = (
-    "logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
-    " status_code, response, outcome, error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)),"
-    # Touches the row only when there is something to reset: a busy account's successes do
-    # not all queue on its row lock.
-    " reset AS (UPDATE delivery_account_state SET consecutive_failures = 0"
-    " WHERE $10::text IS NOT NULL AND delivery_account_id = $10 AND consecutive_failures <> 0 RETURNING 1)"
-)
-
-
-def _finish(first: int) -> str:
-    """UPDATE closing delivery $1 claimed as attempt $2: status, price, reason, posted from $first."""
-    status, price, reason, posted = (f"${first + i}" for i in range(4))
-    return (
-        f"UPDATE deliveries SET status = {status}::text,"
-        f" account_price = CASE WHEN {price}::numeric IS NOT NULL AND {price}::numeric <> price"
-        f"   THEN coalesce(account_price, price) ELSE account_price END,"
-        f" price = coalesce({price}::numeric, price), reason = {reason}::text, completed_at = now(),"
-        f" lease_until = NULL, attempts = attempts - CASE WHEN {posted}::boolean THEN 0 ELSE 1 END"
-        f" WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true"
-    )
+    return DeliveryState(row["status"], row["not_before"], row["lease_until"], row["now"]) if row is not None else None
 
 
 @dataclass(frozen=True)
@@ -91,24 +92,58 @@ class AttemptLog:
     outcome: str
     error: str | None
 
-    def params(self) -> list[Any]:
-        return [
-            self.delivery_id,
-            self.attempt,
-            self.started_at,
-            self.duration_ms,
-            self.request,
-            self.status_code,
-            self.response,
-            self.outcome,
-            self.error,
-        ]
+
+def _logged(entry: AttemptLog, reset_failures_of: str | None) -> Statement:
+    """CTEs `logged`, the delivery log entry, and `reset`: when the buyer answered, the end of its
+    account's consecutive-failure count. Shared by the log alone and by the one-statement finish."""
+    return statement(
+        "logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
+        " status_code, response, outcome, error) VALUES (:delivery_id, :attempt, :started_at, :duration_ms,"
+        " :request, :status_code, :response, :outcome, :error)),"
+        # Touches the row only when there is something to reset: a busy account's successes do
+        # not all queue on its row lock.
+        " reset AS (UPDATE delivery_account_state SET consecutive_failures = 0"
+        " WHERE :reset_failures_of::text IS NOT NULL AND delivery_account_id = :reset_failures_of"
+        " AND consecutive_failures <> 0 RETURNING 1)",
+        delivery_id=entry.delivery_id,
+        attempt=entry.attempt,
+        started_at=entry.started_at,
+        duration_ms=entry.duration_ms,
+        request=entry.request,
+        status_code=entry.status_code,
+        response=entry.response,
+        outcome=entry.outcome,
+        error=entry.error,
+        reset_failures_of=reset_failures_of,
+    )
+
+
+def _close(
+    delivery_id: uuid.UUID, attempt: int, status: str, price: Decimal | None, reason: str | None, posted: bool
+) -> Statement:
+    """The UPDATE closing a delivery claimed as `attempt` (returns a row only while it is still
+    that attempt's): its status, the final price (the account's price kept when they differ), the
+    reason. `posted=False` (failed before posting): the claim's attempt is not counted."""
+    return statement(
+        "UPDATE deliveries SET status = :status::text,"
+        " account_price = CASE WHEN :price::numeric IS NOT NULL AND :price::numeric <> price"
+        "   THEN coalesce(account_price, price) ELSE account_price END,"
+        " price = coalesce(:price::numeric, price), reason = :reason::text, completed_at = now(),"
+        " lease_until = NULL, attempts = attempts - CASE WHEN :posted::boolean THEN 0 ELSE 1 END"
+        " WHERE id = :delivery_id AND status = 'posting' AND attempts = :attempt RETURNING true",
+        delivery_id=delivery_id,
+        attempt=attempt,
+        status=status,
+        price=price,
+        reason=reason,
+        posted=posted,
+    )
 
 
 async def log_attempt(conn: asyncpg.Connection, entry: AttemptLog, *, reset_failures_of: str | None = None) -> None:
     """Append to the delivery log. `reset_failures_of`: the account whose consecutive-failure
     count this attempt ends (an answer from the buyer), reset in the same round trip."""
-    await conn.execute(f"WITH {_LOG_ATTEMPT} SELECT 1", *entry.params(), reset_failures_of)
+    await sql.execute(conn, statement("WITH :logged SELECT 1", logged=_logged(entry, reset_failures_of)))
 
 
 async def finish(
@@ -124,8 +159,7 @@ async def finish(
     """Close the delivery this consumer claimed as `attempt`; False when it is no longer ours (a
     takeover, or someone finished it). `posted=False`: failed before posting, the claim's attempt
     is not counted."""
-    done = await conn.fetchval(_finish(3), delivery_id, attempt, status, price, reason, posted)
-    return bool(done)
+    return bool(await sql.fetchval(conn, _close(delivery_id, attempt, status, price, reason, posted)))
 
 
 async def log_and_finish(
@@ -136,39 +170,40 @@ async def log_and_finish(
     status: str,
     price: Decimal | None,
     reason: str | None,
-    event: list[Any],
+    event: Event,
 ) -> bool:
     """The buyer answered: log the attempt, end the account's failure count, close the delivery
-    and write its result event (`outbox.event_params`) — one statement, atomic on its own, so the
-    hot path commits without a BEGIN/COMMIT round trip each way. The event is written only when
-    the delivery was still ours to close; False when it was not (the attempt is logged either
-    way, as in the transaction this replaces)."""
-    event_cte, notified = event_in_statement("done", 15)
-    row = await conn.fetchrow(
-        f"WITH {_LOG_ATTEMPT}, done AS ({_finish(11)}), {event_cte}"
-        f" SELECT EXISTS (SELECT FROM done) AS finished, {notified} AS notified",
-        *entry.params(),
-        reset_failures_of,
-        status,
-        price,
-        reason,
-        True,
-        *event,
+    and write its result event — one statement, atomic on its own, so the hot path commits
+    without a BEGIN/COMMIT round trip each way. The event is written only when the delivery was
+    still ours to close; False when it was not (the attempt is logged either way, as in the
+    transaction this replaces)."""
+    ctes = statement(
+        ":logged, done AS (:close)",
+        logged=_logged(entry, reset_failures_of),
+        close=_close(entry.delivery_id, entry.attempt, status, price, reason, posted=True),
     )
-    return bool(row["finished"])
+    row = await sql.fetchrow(
+        conn, with_event(ctes, event, source="done", select="EXISTS (SELECT FROM done) AS finished")
+    )
+    return bool(row is not None and row["finished"])
 
 
 async def release_for_retry(
     conn: asyncpg.Connection, delivery_id: uuid.UUID, attempt: int, reason: str, delay_seconds: float
 ) -> bool:
-    done = await conn.fetchval(
-        "UPDATE deliveries SET status = 'requested', reason = $3, lease_until = NULL,"
-        " not_before = now() + make_interval(secs => $4)"
-        " WHERE id = $1 AND status = 'posting' AND attempts = $2 RETURNING true",
-        delivery_id,
-        attempt,
-        reason,
-        delay_seconds,
+    """Back to 'requested' with a not-before time, for the retry waiting in a delay queue; False
+    when the delivery is no longer this attempt's."""
+    done = await sql.fetchval(
+        conn,
+        statement(
+            "UPDATE deliveries SET status = 'requested', reason = :reason, lease_until = NULL,"
+            " not_before = now() + make_interval(secs => :delay_seconds)"
+            " WHERE id = :delivery_id AND status = 'posting' AND attempts = :attempt RETURNING true",
+            delivery_id=delivery_id,
+            attempt=attempt,
+            reason=reason,
+            delay_seconds=delay_seconds,
+        ),
     )
     return bool(done)
 
@@ -216,10 +251,29 @@ async def paused_accounts(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 # --- confirmed prices ----------------------------------------------------------------------------
 
 
-async def lock_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id, lead_id, client_id, delivery_account_id, price, status FROM deliveries WHERE id = $1 FOR UPDATE",
-        delivery_id,
+@dataclass(frozen=True)
+class LockedDelivery:
+    delivery_id: uuid.UUID
+    lead_id: uuid.UUID
+    client_id: str
+    account_id: str
+    price: Decimal
+    status: str
+
+
+async def lock_delivery(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> LockedDelivery | None:
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "SELECT id, lead_id, client_id, delivery_account_id, price, status FROM deliveries"
+            " WHERE id = :delivery_id FOR UPDATE",
+            delivery_id=delivery_id,
+        ),
+    )
+    if row is None:
+        return None
+    return LockedDelivery(
+        row["id"], row["lead_id"], row["client_id"], row["delivery_account_id"], row["price"], row["status"]
     )
 
 

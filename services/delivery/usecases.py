@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 
@@ -34,8 +35,10 @@ from shared.contracts import (
     NotificationRequested,
 )
 from shared.contracts.errors import Refused
-from shared.outbox import add_delayed, add_event, claim_message, event_params
+from shared.contracts.notifier import AccountPausedData, LeadDeliveryData
+from shared.outbox import add_delayed, add_event, claim_message, event
 from shared.portal_links import issue_link_token, portal_link
+from shared.process import Process
 from shared.service import TransientError
 from shared.settings import Settings
 from shared.topology import Topology
@@ -50,23 +53,27 @@ class UnknownDelivery(Refused):
     """A message names a delivery this installation never made (dead-lettered with this error)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Deps:
-    """What the delivery use cases need from the process."""
+    """What the delivery use cases need (built once, in main.py)."""
 
-    get_pool: Callable[[], asyncpg.Pool]  # the pool exists only once the process started
+    process: Process
     http: BuyerClients
     topology: Topology
-    settings: Settings
     in_flight: rules.InFlight = field(default_factory=rules.InFlight)
     after_post: Callable[[], None] | None = None  # fault injection: right after the buyer answered
 
     @property
     def pool(self) -> asyncpg.Pool:
-        return self.get_pool()
+        return self.process.pool
+
+    @property
+    def settings(self) -> Settings:
+        return self.process.settings
 
 
-async def deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested) -> None:
+async def deliver(deps: Deps, request: DeliveryRequested) -> None:
+    catalog = deps.process.catalog
     account = catalog.accounts_by_id.get(request.delivery_account_id)
     http_account = account if account is not None and isinstance(account.delivery, HttpDelivery) else None
     if http_account is not None:
@@ -109,12 +116,12 @@ async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, acc
     if claimed is None:
         await _missed_claim(deps, request)
         return
-    attempt = claimed["attempt"]
+    attempt = claimed.attempt
     refusal = rules.refusal_before_post(
         account_known=account is not None,
         account_active=account is not None and account.active,
-        paused=claimed["paused"],
-        paused_reason=claimed["paused_reason"],
+        paused=claimed.paused,
+        paused_reason=claimed.paused_reason,
         attempt=attempt,
         retry_count=config.retry.count if isinstance(config, HttpDelivery) else 0,
     )
@@ -135,12 +142,12 @@ async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, acc
 async def _missed_claim(deps: Deps, request: DeliveryRequested) -> None:
     """Someone else holds the delivery, it is finished, or its retry is not due: park or drop."""
     async with deps.pool.acquire() as conn, conn.transaction():
-        row = await store.state(conn, request.delivery_id)
+        found = await store.state(conn, request.delivery_id)
         missed = rules.after_missed_claim(
-            row["status"] if row else None,
-            row["now"] if row else datetime.now(UTC),
-            not_before=row["not_before"] if row else None,
-            lease_until=row["lease_until"] if row else None,
+            found.status if found else None,
+            found.now if found else datetime.now(UTC),
+            not_before=found.not_before if found else None,
+            lease_until=found.lease_until if found else None,
         )
         if missed.action == "park":
             tier = rules.park_tier(missed.seconds)
@@ -168,7 +175,9 @@ async def _send_by_email(
             lead_id=request.lead_id,
             lead_fields=request.fields,
             portal_link=portal_link(settings.portal_base_url, token),
-            data={"delivery_id": str(request.delivery_id), "delivery_account_id": request.delivery_account_id},
+            data=LeadDeliveryData(
+                delivery_id=str(request.delivery_id), delivery_account_id=request.delivery_account_id
+            ),
         ),
     )
     await store.log_attempt(
@@ -233,7 +242,7 @@ async def _post(
     final_price, note = request.price, verdict.reason
     if verdict.outcome == "accepted":
         final_price, note = rules.settle_price(
-            catalog.option(account.client, "allow_confirm_price"),
+            catalog.client_options(account.client).allow_confirm_price,
             request.price,
             verdict.price,
             verdict.price_problem,
@@ -257,13 +266,13 @@ async def _post(
         # counted toward a pause, and the whole outcome is one statement.
         if rules.next_step(verdict.outcome, attempt, config.retry.count, paused=False) == "succeed":
             status, price, reason = "succeeded", final_price, None
-            event = event_params("delivery.succeeded", _succeeded(request, final_price, attempt))
+            result = event("delivery.succeeded", _succeeded(request, final_price, attempt))
         else:
             status, price = "failed", None
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=False)
-            event = event_params("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
+            result = event("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
         await store.log_and_finish(
-            deps.pool, log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=event
+            deps.pool, log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=result
         )
         return
 
@@ -296,6 +305,7 @@ async def _count_for_pause(
     reason = f"{failures} consecutive failed attempts; last: {verdict.reason}"
     if await store.pause(conn, account.id, reason):
         log.warning("delivery account %s paused: %s", account.id, reason)
+        # The wording is notifier's (templates.py); the alert carries the facts.
         await add_event(
             conn,
             "notify.account_paused",
@@ -304,16 +314,9 @@ async def _count_for_pause(
                 kind="account_paused",
                 to=[settings.admin_email],
                 client_id=account.client,
-                subject=f"Delivery account {account.id} paused",
-                message=(
-                    f"Leadwire paused delivery account {account.id} (client {account.client}) after {reason}. "
-                    f"Resume it with: leadwire delivery resume {account.id}"
+                data=AccountPausedData(
+                    delivery_account_id=account.id, consecutive_failures=failures, last_error=verdict.reason
                 ),
-                data={
-                    "delivery_account_id": account.id,
-                    "consecutive_failures": failures,
-                    "last_error": verdict.reason,
-                },
             ),
         )
     return True
@@ -322,54 +325,58 @@ async def _count_for_pause(
 # --- confirmed prices ----------------------------------------------------------------------------
 
 
-async def confirm_price(pool: asyncpg.Pool, catalog: Catalog, message: ConfirmPrice, message_id: str | None) -> str:
+async def confirm_price(deps: Deps, message: ConfirmPrice, message_id: str | None) -> str:
     """Apply (or ignore, or refuse) a buyer's confirmed price for a delivery; returns the outcome."""
     offered = str(message.price)
-    async with pool.acquire() as conn, conn.transaction():
+    catalog = deps.process.catalog
+    async with deps.pool.acquire() as conn, conn.transaction():
         if message_id and not await claim_message(conn, CONFIRM_CONSUMER, message_id):
             return "repeat"
-        row = await store.lock_delivery(conn, message.delivery_id)
-        if row is None:
+        delivery = await store.lock_delivery(conn, message.delivery_id)
+        if delivery is None:
             raise UnknownDelivery(f"no delivery {message.delivery_id}")
         decision = rules.confirm_price(
-            catalog.option(row["client_id"], "allow_confirm_price"), row["status"], message.price, row["price"]
+            catalog.client_options(delivery.client_id).allow_confirm_price,
+            delivery.status,
+            message.price,
+            delivery.price,
         )
         if decision.outcome == "wait":
             # Rolls back the inbox claim too: the retried message is processed afresh.
             raise TransientError(f"confirm-price for delivery {message.delivery_id}: {decision.reason}")
         await store.log_price_confirmation(
             conn,
-            delivery_id=row["id"],
+            delivery_id=delivery.delivery_id,
             message_id=message_id,
             offered=offered[:200],
             outcome=decision.outcome,
-            price_before=row["price"],
+            price_before=delivery.price,
             price_after=decision.price,
             reason=decision.reason,
         )
         if decision.outcome != "applied":
-            log.warning("confirm-price for delivery %s %s: %s", row["id"], decision.outcome, decision.reason)
+            log.warning("confirm-price for delivery %s %s: %s", delivery.delivery_id, decision.outcome, decision.reason)
             return decision.outcome
         assert decision.price is not None
-        await store.set_confirmed_price(conn, row["id"], decision.price)
+        await store.set_confirmed_price(conn, delivery.delivery_id, decision.price)
         await add_event(
             conn,
             "delivery.price-confirmed",
             DeliveryPriceConfirmed(
-                delivery_id=row["id"],
-                lead_id=row["lead_id"],
-                client_id=row["client_id"],
-                delivery_account_id=row["delivery_account_id"],
-                previous_price=row["price"],
+                delivery_id=delivery.delivery_id,
+                lead_id=delivery.lead_id,
+                client_id=delivery.client_id,
+                delivery_account_id=delivery.account_id,
+                previous_price=delivery.price,
                 price=decision.price,
                 confirmed_by=message.confirmed_by,
             ),
         )
-        log.info("delivery %s price confirmed: %s (was %s)", row["id"], decision.price, row["price"])
+        log.info("delivery %s price confirmed: %s (was %s)", delivery.delivery_id, decision.price, delivery.price)
         return "applied"
 
 
-def _succeeded(request: DeliveryRequested, price, attempts: int) -> DeliverySucceeded:
+def _succeeded(request: DeliveryRequested, price: Decimal, attempts: int) -> DeliverySucceeded:
     return DeliverySucceeded(
         delivery_id=request.delivery_id,
         lead_id=request.lead_id,

@@ -19,6 +19,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.notifier.rules import clean_header, safe_link, valid_address
 from shared.contracts import NotificationRequested
+from shared.contracts.notifier import (
+    AccountPausedData,
+    AppointmentData,
+    LeadContactData,
+    LeadDeliveryData,
+    LeadForwardData,
+    NewLeadData,
+    OrderFilledData,
+    PasswordResetData,
+)
 
 # Kinds written by a person (a portal user's message to a contact); the rest are machine mail
 # and say so (RFC 3834), which keeps auto-responders from answering them.
@@ -96,9 +106,8 @@ def _link(blocks: list[Block], label_text: str, url: str | None) -> None:
         blocks.append(Link(label_text, safe))
 
 
-def _expiry(blocks: list[Block], data: Mapping[str, Any]) -> None:
-    days = data.get("expires_in_days")
-    if isinstance(days, int) and days > 0:
+def _expiry(blocks: list[Block], days: int | None) -> None:
+    if days is not None and days > 0:
         blocks.append(Paragraph(f"The link works for {days} day{'s' if days != 1 else ''}."))
 
 
@@ -106,32 +115,35 @@ def _expiry(blocks: list[Block], data: Mapping[str, Any]) -> None:
 
 
 def _lead_delivery(n: NotificationRequested) -> tuple[str, list[Block]]:
-    lead_type = _text(n.data.get("lead_type_name") or n.data.get("lead_type") or "")
+    d = n.details(LeadDeliveryData)
+    lead_type = _text(d.lead_type_name or d.lead_type or "")
     what = f"{lead_type} lead" if lead_type else "lead"
     blocks: list[Block] = [Paragraph(f"A new {what} has been delivered to you."), lead_table(n.lead_fields)]
     _link(blocks, "Open the lead in the portal", n.portal_link)
-    _expiry(blocks, n.data)
+    _expiry(blocks, d.expires_in_days)
     return n.subject or f"New {what}: {lead_name(n.lead_fields)}", blocks
 
 
 def _new_lead(n: NotificationRequested) -> tuple[str, list[Block]]:
-    lead_type = _text(n.data.get("lead_type_name") or n.data.get("lead_type") or "")
+    d = n.details(NewLeadData)
+    lead_type = _text(d.lead_type_name or d.lead_type or "")
     what = f"{lead_type} lead" if lead_type else "lead"
-    greeting = f"Hello {_text(n.data['user_name'])}," if n.data.get("user_name") else "Hello,"
-    client = _text(n.data.get("client_name") or n.client_id or "your account")
+    greeting = f"Hello {_text(d.user_name)}," if d.user_name else "Hello,"
+    client = _text(d.client_name or n.client_id or "your account")
     blocks: list[Block] = [
         Paragraph(greeting),
         Paragraph(f"A new {what} was delivered to {client}."),
         lead_table(n.lead_fields),
     ]
     _link(blocks, "Open the lead in the portal", n.portal_link)
-    _expiry(blocks, n.data)
+    _expiry(blocks, d.expires_in_days)
     blocks.append(Paragraph("You get this email because new lead notifications are on in your portal settings."))
     return n.subject or f"New lead: {lead_name(n.lead_fields)}", blocks
 
 
 def _lead_forward(n: NotificationRequested) -> tuple[str, list[Block]]:
-    sender = _text(n.data.get("from_name") or n.data.get("from_email") or "A Leadwire portal user")
+    d = n.details(LeadForwardData)
+    sender = _text(d.from_name or d.from_email or "A Leadwire portal user")
     blocks: list[Block] = [Paragraph(f"{sender} forwarded this lead to you.")]
     if n.message:
         blocks.append(Paragraph(n.message))
@@ -141,7 +153,8 @@ def _lead_forward(n: NotificationRequested) -> tuple[str, list[Block]]:
 
 def _lead_contact(n: NotificationRequested) -> tuple[str, list[Block]]:
     # Goes to the lead themselves: only the sender's words, never the lead record or portal data.
-    sender = _text(n.data.get("from_name") or n.data.get("client_name") or "")
+    d = n.details(LeadContactData)
+    sender = _text(d.from_name or d.client_name or "")
     blocks: list[Block] = [Paragraph(n.message or "")]
     if sender:
         blocks.append(Paragraph(f"— {sender}"))
@@ -151,8 +164,8 @@ def _lead_contact(n: NotificationRequested) -> tuple[str, list[Block]]:
 def _password_reset(n: NotificationRequested) -> tuple[str, list[Block]]:
     blocks: list[Block] = [Paragraph("Someone asked to reset the password of your Leadwire portal account.")]
     _link(blocks, "Choose a new password", n.portal_link)
-    minutes = n.data.get("expires_in_minutes")
-    if isinstance(minutes, int) and minutes > 0:
+    minutes = n.details(PasswordResetData).expires_in_minutes
+    if minutes is not None and minutes > 0:
         blocks.append(Paragraph(f"The link works once, for {minutes} minutes."))
     blocks.append(Paragraph("If it was not you, ignore this email: your password stays as it is."))
     return n.subject or "Reset your Leadwire portal password", blocks
@@ -163,74 +176,94 @@ def _details(data: Mapping[str, Any]) -> Table:
 
 
 def _account_paused(n: NotificationRequested) -> tuple[str, list[Block]]:
-    account = _text(n.data.get("delivery_account_id") or "a delivery account")
+    d = n.details(AccountPausedData)
+    account = _text(d.delivery_account_id or "a delivery account")
     blocks: list[Block] = [Paragraph(f"Delivery account {account} was paused automatically.")]
-    if n.message:
-        blocks.append(Paragraph(n.message))
-    if n.data:
-        blocks.append(_details(n.data))
+    message = n.message
+    if message is None and d.delivery_account_id and d.consecutive_failures is not None:
+        message = (
+            f"Leadwire paused delivery account {d.delivery_account_id} (client {n.client_id}) after"
+            f" {d.consecutive_failures} consecutive failed attempts; last: {d.last_error}. "
+            f"Resume it with: leadwire delivery resume {d.delivery_account_id}"
+        )
+    if message:
+        blocks.append(Paragraph(message))
+    if given := d.items_given():
+        blocks.append(_details(given))
     return n.subject or f"Delivery account {account} paused", blocks
 
 
 def _order_filled(n: NotificationRequested) -> tuple[str, list[Block]]:
-    order = _text(n.data.get("order_id") or "an order")
+    d = n.details(OrderFilledData)
+    order = _text(d.order_id or "an order")
     blocks: list[Block] = [Paragraph(f"Order {order} is filled.")]
-    if n.message:
-        blocks.append(Paragraph(n.message))
-    if n.data:
-        blocks.append(_details(n.data))
+    message = n.message
+    if message is None and d.order_id and d.received is not None and d.total is not None:
+        unit = "leads" if d.order_type == "lead_quantity" else "dollars"
+        if d.renewed:
+            outcome = "It renews now for a new period."
+        elif d.status == "closed":
+            outcome = "It is now closed."
+        else:
+            outcome = "It stays open until its end date."
+        message = (
+            f"Order {d.order_id} of client {d.client_id} received {_text(d.received)} of {_text(d.total)}"
+            f" {unit} (cost {_text(d.cost)}). {outcome}"
+        )
+    if message:
+        blocks.append(Paragraph(message))
+    if given := d.items_given():
+        blocks.append(_details(given))
     return n.subject or f"Order {order} filled", blocks
 
 
-def _appointment_facts(n: NotificationRequested) -> Table:
-    d = n.data
-    rows = [("When", format_when(d.get("starts_at"), d.get("time_zone")))]
-    if d.get("title"):
-        rows.append(("Title", _text(d["title"])))
-    if d.get("notes"):
-        rows.append(("Notes", _text(d["notes"])))
-    if d.get("assigned_name"):
-        rows.append(("Assigned to", _text(d["assigned_name"])))
-    if "reminder_minutes" in d:
-        rows.append(("Reminder", f"{_text(d['reminder_minutes'])} minutes before"))
+def _appointment_facts(n: NotificationRequested, d: AppointmentData) -> Table:
+    rows = [("When", format_when(d.starts_at, d.time_zone))]
+    if d.title:
+        rows.append(("Title", _text(d.title)))
+    if d.notes:
+        rows.append(("Notes", _text(d.notes)))
+    if d.assigned_name:
+        rows.append(("Assigned to", _text(d.assigned_name)))
+    if d.reminder_minutes is not None:
+        rows.append(("Reminder", f"{_text(d.reminder_minutes)} minutes before"))
     rows.append(("Lead", lead_name(n.lead_fields)))
     return Table(tuple(rows))
 
 
-def _appointment_name(n: NotificationRequested) -> str:
-    title = _text(n.data.get("title")).strip()
-    return title or f"appointment with {lead_name(n.lead_fields)}"
-
-
 def _appointment(n: NotificationRequested) -> tuple[str, list[Block]]:
-    when = format_when(n.data.get("starts_at"), n.data.get("time_zone"))
-    name = _appointment_name(n)
+    d = n.details(AppointmentData)
+    when = format_when(d.starts_at, d.time_zone)
+    name = _text(d.title).strip() or f"appointment with {lead_name(n.lead_fields)}"
     blocks: list[Block] = []
-    if n.kind == "appointment_created":
-        by = _text(n.data.get("created_by_name"))
-        blocks.append(Paragraph(f"{by} assigned you an appointment." if by else "You have a new appointment."))
-        subject = f"Appointment: {name}, {when}"
-    elif n.kind == "appointment_updated":
-        changed = n.data.get("changed") or []
-        blocks.append(
-            Paragraph(
-                "An appointment assigned to you was changed"
-                + (f" ({', '.join(label(c).lower() for c in changed)})." if changed else ".")
+    match n.kind:
+        case "appointment_created":
+            by = _text(d.created_by_name)
+            blocks.append(Paragraph(f"{by} assigned you an appointment." if by else "You have a new appointment."))
+            subject = f"Appointment: {name}, {when}"
+        case "appointment_updated":
+            changed = d.changed
+            blocks.append(
+                Paragraph(
+                    "An appointment assigned to you was changed"
+                    + (f" ({', '.join(label(c).lower() for c in changed)})." if changed else ".")
+                )
             )
-        )
-        subject = f"Appointment changed: {name}, {when}"
-    elif n.kind == "appointment_cancelled":
-        blocks.append(Paragraph("This appointment was cancelled; there will be no reminder."))
-        subject = f"Appointment cancelled: {name}, {when}"
-    else:  # appointment_reminder
-        if n.data.get("late"):
-            due = format_when(n.data.get("reminder_due_at"), n.data.get("time_zone"))
-            blocks.append(Paragraph(f"This reminder is late: it was due {due} but could not be sent then."))
-            subject = f"Late reminder: {name}, {when}"
-        else:
-            subject = f"Reminder: {name}, {when}"
-        blocks.append(Paragraph("You have an appointment coming up."))
-    blocks.append(_appointment_facts(n))
+            subject = f"Appointment changed: {name}, {when}"
+        case "appointment_cancelled":
+            blocks.append(Paragraph("This appointment was cancelled; there will be no reminder."))
+            subject = f"Appointment cancelled: {name}, {when}"
+        case "appointment_reminder":
+            if d.late:
+                due = format_when(d.reminder_due_at, d.time_zone)
+                blocks.append(Paragraph(f"This reminder is late: it was due {due} but could not be sent then."))
+                subject = f"Late reminder: {name}, {when}"
+            else:
+                subject = f"Reminder: {name}, {when}"
+            blocks.append(Paragraph("You have an appointment coming up."))
+        case _:
+            raise ValueError(f"{n.kind} is not an appointment email")
+    blocks.append(_appointment_facts(n, d))
     if n.kind != "appointment_cancelled" and n.lead_fields:
         blocks.append(lead_table(n.lead_fields))
     _link(blocks, "Open the lead in the portal", n.portal_link)

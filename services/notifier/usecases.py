@@ -29,6 +29,7 @@ from shared.contracts import (
     NotificationRequested,
 )
 from shared.contracts.errors import Refused
+from shared.contracts.notifier import AppointmentData, LeadContactData, LeadForwardData, NewLeadData
 from shared.outbox import add_event, add_reply, claim_message
 from shared.portal_links import issue_link_token, portal_link
 from shared.service import TransientError, describe
@@ -83,7 +84,7 @@ async def send_notification(
                     recipients=to,
                     message_id=message_id,
                     date=now or datetime.now(UTC),
-                    reply_to=request.data.get("reply_to"),
+                    reply_to=_reply_to(request),
                 )
                 refused = await mailer.send(message, to)
                 if after_send is not None:
@@ -98,8 +99,15 @@ async def send_notification(
     return True
 
 
+def _reply_to(request: NotificationRequested) -> str | None:
+    """A portal user's message (a forward, a note to the lead's contact) is answered to them."""
+    data = request.data
+    return data.reply_to if isinstance(data, LeadForwardData | LeadContactData) else None
+
+
 async def _reminder_wanted(conn: asyncpg.Connection, request: NotificationRequested) -> bool:
-    appointment_id, revision = request.data.get("appointment_id"), request.data.get("revision")
+    data = request.details(AppointmentData)
+    appointment_id, revision = data.appointment_id, data.revision
     if appointment_id is None or revision is None:
         return True
     return await store.reminder_current(conn, uuid.UUID(str(appointment_id)), int(revision))
@@ -154,14 +162,14 @@ async def notify_new_lead(
                         lead_id=outcome.lead_id,
                         lead_fields=fields,
                         portal_link=_link(settings, delivery.client_id, outcome.lead_id, now),
-                        data={
-                            "user_name": user["name"],
-                            "client_name": client.name if client else delivery.client_id,
-                            "lead_type": lead_type_id,
-                            "lead_type_name": _lead_type_name(catalog, lead_type_id),
-                            "expires_in_days": catalog.options.expire_portal_email_link_days,
-                            "delivery_id": str(delivery.delivery_id),
-                        },
+                        data=NewLeadData(
+                            user_name=user["name"],
+                            client_name=client.name if client else delivery.client_id,
+                            lead_type=lead_type_id,
+                            lead_type_name=_lead_type_name(catalog, lead_type_id),
+                            expires_in_days=catalog.options.expire_portal_email_link_days,
+                            delivery_id=str(delivery.delivery_id),
+                        ),
                     ),
                 )
                 queued += 1
@@ -282,7 +290,9 @@ async def create_appointment(
             await caller.accepted(conn, command.appointment_id, existing["status"], applied=False)
             return False
         await caller.accepted(conn, command.appointment_id, "scheduled", applied=True)
-        row = dict(await store.lock_appointment(conn, command.appointment_id))
+        locked = await store.lock_appointment(conn, command.appointment_id)
+        assert locked is not None  # inserted just above, in this transaction
+        row = dict(locked)
         await _appointment_email(
             conn,
             catalog,

@@ -20,6 +20,7 @@ from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from shared import db
 from shared.catalog.store import load_latest
+from shared.process import Standalone
 from shared.settings import Settings
 
 PASSWORD_ENV = "LEADWIRE_PASSWORD"
@@ -74,11 +75,10 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
             print(f"no client {args.client!r} in the catalog (apply it first: leadwire catalog apply)", file=sys.stderr)
             return 1
         deps = usecases.Deps(
-            get_pool=lambda: None,
-            get_catalog=lambda: catalog,
+            # add_user works on the connection it is given: no pool.
+            Standalone(None, catalog, settings),
             config=config,
             passwords=passwords,
-            settings=settings,
             clock=lambda: datetime.now(UTC),
         )
         try:

@@ -34,8 +34,7 @@ def build(
     runtime = Runtime("portal_auth", settings)
     config = config or PortalAuthConfig()
     deps = usecases.Deps(
-        get_pool=lambda: runtime.pool,
-        get_catalog=lambda: runtime.catalog,
+        runtime,
         config=config,
         passwords=Passwords(
             time_cost=config.argon2_time_cost,
@@ -43,7 +42,6 @@ def build(
             parallelism=config.argon2_parallelism,
             concurrency=config.hash_concurrency,
         ),
-        settings=runtime.settings,
         clock=clock or _utcnow,
     )
 

@@ -27,7 +27,7 @@ from services.portal_auth import credentials, rules, store
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from shared.catalog.model import Catalog
-from shared.contracts.notifier import NotificationRequested
+from shared.contracts.notifier import NotificationRequested, PasswordResetData
 from shared.contracts.portal_auth import (
     ChangePassword,
     CheckLink,
@@ -54,6 +54,7 @@ from shared.contracts.portal_auth import (
 )
 from shared.outbox import add_event, claim_message
 from shared.portal_links import read_link_token
+from shared.process import Process
 from shared.service import describe, validation_summary
 from shared.settings import Settings
 
@@ -101,14 +102,26 @@ class Refused(Exception):
         self.failure = failure
 
 
-@dataclass
+@dataclass(frozen=True)
 class Deps:
-    get_pool: Callable[[], asyncpg.Pool]
-    get_catalog: Callable[[], Catalog]
+    """What portal_auth's use cases need (built once, in main.py or by the CLI)."""
+
+    process: Process
     config: PortalAuthConfig
     passwords: Passwords
-    settings: Settings
-    clock: Callable[[], datetime]
+    clock: Callable[[], datetime]  # tests decide what time it is
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.process.pool
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.process.catalog
+
+    @property
+    def settings(self) -> Settings:
+        return self.process.settings
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,7 @@ def _access(catalog: Catalog, *, client_id: str, user_enabled: bool = True) -> r
         user_enabled=user_enabled,
         client_known=client is not None,
         client_active=client is not None and client.active,
-        lock_inactive_clients=bool(catalog.option(client_id, "disable_portal_for_inactive_clients")),
+        lock_inactive_clients=catalog.client_options(client_id).disable_portal_for_inactive_clients,
     )
 
 
@@ -243,7 +256,7 @@ async def _authenticate(conn: asyncpg.Connection, deps: Deps, token: str, now: d
         raise Refused(fail("session_invalid"))
     if state != "live":
         raise Refused(fail("session_expired"))
-    refusal = _access(deps.get_catalog(), client_id=row["client_id"], user_enabled=row["enabled"])
+    refusal = _access(deps.catalog, client_id=row["client_id"], user_enabled=row["enabled"])
     if refusal is not None:
         await store.revoke_session(conn, row["session_id"], refusal, now)
         raise Refused(fail(refusal))
@@ -297,12 +310,9 @@ async def _send_reset(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record
             client_id=user["client_id"],
             portal_link=f"{base}/reset/{token}",
             subject="Set your Client Portal password" if purpose == "invite" else "Reset your Client Portal password",
-            data={
-                "purpose": purpose,
-                "user_id": str(user["id"]),
-                "user_name": user["name"],
-                "expires_at": (now + ttl).isoformat(),
-            },
+            data=PasswordResetData(
+                purpose=purpose, user_id=str(user["id"]), user_name=user["name"], expires_at=(now + ttl).isoformat()
+            ),
         ),
     )
 
@@ -313,7 +323,7 @@ async def _send_reset(conn: asyncpg.Connection, deps: Deps, user: asyncpg.Record
 async def login(deps: Deps, req: Login, meta: RequestMeta, now: datetime) -> PortalAuthReply:
     key = rules.email_key(req.email)
     password = req.password.get_secret_value()
-    pool = deps.get_pool()
+    pool = deps.pool
     async with pool.acquire() as conn, conn.transaction():
         await _claim(conn, meta)
         await _start_attempt(conn, deps, key, now)
@@ -326,7 +336,7 @@ async def login(deps: Deps, req: Login, meta: RequestMeta, now: datetime) -> Por
     policy = deps.config.session_policy()
     async with pool.acquire() as conn, conn.transaction():
         await store.clear_failures(conn, key)
-        refusal = _access(deps.get_catalog(), client_id=user["client_id"], user_enabled=user["enabled"])
+        refusal = _access(deps.catalog, client_id=user["client_id"], user_enabled=user["enabled"])
         if refusal is not None:
             return fail(refusal)
         if rehash is not None:
@@ -348,7 +358,7 @@ async def login(deps: Deps, req: Login, meta: RequestMeta, now: datetime) -> Por
 
 
 async def verify(deps: Deps, req: Verify, meta: RequestMeta, now: datetime) -> PortalAuthReply:
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         return await _identity(
             conn, deps, session.user, session_id=session.session_id, last_seen_at=now, expires_at=session.expires_at
@@ -360,7 +370,7 @@ async def logout(deps: Deps, req: Logout, meta: RequestMeta, now: datetime) -> P
     parts = credentials.split_token(req.token)
     if parts is None:
         return fail("session_invalid")
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         row = await store.session_with_user(conn, parts[0])
         if row is None or not credentials.secret_matches(parts[1], row["secret_hash"]):
             return fail("session_invalid")
@@ -369,7 +379,7 @@ async def logout(deps: Deps, req: Logout, meta: RequestMeta, now: datetime) -> P
 
 
 async def revoke_all(deps: Deps, req: RevokeAll, meta: RequestMeta, now: datetime) -> PortalAuthReply:
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         count = await store.revoke_user_sessions(conn, session.user["id"], "revoke_all", now)
     return Done(count=count)
@@ -380,7 +390,7 @@ async def revoke_all(deps: Deps, req: RevokeAll, meta: RequestMeta, now: datetim
 
 async def change_password(deps: Deps, req: ChangePassword, meta: RequestMeta, now: datetime) -> PortalAuthReply:
     """Needs the current password (throttled like a login); ends every other session."""
-    pool = deps.get_pool()
+    pool = deps.pool
     async with pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         user = session.user
@@ -407,13 +417,10 @@ async def request_password_reset(
 ) -> PortalAuthReply:
     """Always `Done`: the answer never tells whether the email belongs to a user. A reset email
     goes out only to an enabled user who could use the portal, at most once a minute."""
-    async with deps.get_pool().acquire() as conn, conn.transaction():
+    async with deps.pool.acquire() as conn, conn.transaction():
         await _claim(conn, meta)
         user = await store.user_by_email(conn, rules.email_key(req.email))
-        if (
-            user is None
-            or _access(deps.get_catalog(), client_id=user["client_id"], user_enabled=user["enabled"]) is not None
-        ):
+        if user is None or _access(deps.catalog, client_id=user["client_id"], user_enabled=user["enabled"]) is not None:
             return Done()
         if await store.recent_reset(conn, user["id"], now - RESET_COOLDOWN):
             return Done()
@@ -428,7 +435,7 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
     if parts is None:
         return fail("reset_invalid")
     reset_id, secret = parts
-    pool = deps.get_pool()
+    pool = deps.pool
 
     def usable(reset: asyncpg.Record | None) -> TypeGuard[asyncpg.Record]:
         return (
@@ -465,12 +472,12 @@ async def reset_password(deps: Deps, req: ResetPassword, meta: RequestMeta, now:
 
 async def check_link(deps: Deps, req: CheckLink, meta: RequestMeta, now: datetime) -> PortalAuthReply:
     claims = read_link_token(deps.settings.portal_link_secret, req.link_token)
-    catalog = deps.get_catalog()
+    catalog = deps.catalog
     sold = False
     if claims is not None:
-        async with deps.get_pool().acquire() as conn:
+        async with deps.pool.acquire() as conn:
             sold = await store.lead_sold_to(conn, claims.lead_id, claims.client_id)
-    expire_days = int(catalog.option(claims.client_id, "expire_portal_email_link_days")) if claims else 0
+    expire_days = catalog.client_options(claims.client_id).expire_portal_email_link_days if claims else 0
     refusal = rules.link_refusal(
         claims,
         now=now,
@@ -551,7 +558,7 @@ async def add_user(
 
 
 async def create_user(deps: Deps, req: CreateUser, meta: RequestMeta, now: datetime) -> PortalAuthReply:
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         if not session.user["is_admin"]:
             return fail("forbidden")
@@ -591,7 +598,7 @@ async def update_user(deps: Deps, req: UpdateUser, meta: RequestMeta, now: datet
     }
     if req.clear_parent:
         changes["parent_user_id"] = None
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         actor = session.actor
         async with conn.transaction():
@@ -631,7 +638,7 @@ async def update_user(deps: Deps, req: UpdateUser, meta: RequestMeta, now: datet
 
 async def list_users(deps: Deps, req: ListUsers, meta: RequestMeta, now: datetime) -> PortalAuthReply:
     """Admins see every user of their client; others see themselves and their downline."""
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         session = await _authenticate(conn, deps, req.token, now)
         user = session.user
         if user["is_admin"]:
@@ -661,5 +668,5 @@ async def prune(deps: Deps) -> None:
     """Housekeeping (portal_auth's background loop): drop ended sessions, reset tokens and old
     counters."""
     now = deps.clock()
-    async with deps.get_pool().acquire() as conn:
+    async with deps.pool.acquire() as conn:
         await store.prune(conn, now, now - deps.config.login_policy().lock_for)

@@ -28,6 +28,7 @@ from services.returns import store, usecases
 from shared import db, orders
 from shared.catalog.store import load_latest
 from shared.contracts import OrderCommand, ReturnDecide, ReturnRequest
+from shared.process import Standalone
 from shared.settings import Settings
 
 
@@ -48,7 +49,7 @@ def _admin(args: argparse.Namespace) -> str:
 async def _decide(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         result = await usecases.decide_return(
-            pool,
+            usecases.Deps(Standalone(pool, settings=settings)),
             ReturnDecide(return_id=args.return_id, decision=args.decision, note=args.note, decided_by=_admin(args)),
         )
     print(result.message, file=sys.stdout if result.ok else sys.stderr)
@@ -59,8 +60,7 @@ async def _request(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         _, catalog = await load_latest(pool)
         outcome = await usecases.request_return(
-            pool,
-            catalog,
+            usecases.Deps(Standalone(pool, catalog, settings)),
             ReturnRequest(
                 return_id=uuid.uuid4(),
                 client_id=args.client_id,
@@ -82,8 +82,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await store.list_returns(pool, client_id=args.client, status=args.status, limit=args.limit)
     for r in rows:
         print(
-            f"{r['id']}  {r['requested_at']:%Y-%m-%d %H:%M}  {r['client_id']:<16} {r['status']:<8}"
-            f" {r['decision_reason'] or '':<16} lead {r['lead_id']}  {r['reason']}"
+            f"{r.return_id}  {r.requested_at:%Y-%m-%d %H:%M}  {r.client_id:<16} {r.status:<8}"
+            f" {r.decision_reason or '':<16} lead {r.lead_id}  {r.reason}"
         )
     return 0
 
@@ -91,7 +91,8 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 async def _order_status(args: argparse.Namespace, settings: Settings) -> int:
     async with _pool(settings) as pool:
         change = await usecases.order_command(
-            pool, OrderCommand(order_id=args.order_id, action=args.action, requested_by=f"cli:{getpass.getuser()}")
+            usecases.Deps(Standalone(pool, settings=settings)),
+            OrderCommand(order_id=args.order_id, action=args.action, requested_by=f"cli:{getpass.getuser()}"),
         )
     if not change.ok:
         print(f"order {args.order_id}: {change.error}", file=sys.stderr)

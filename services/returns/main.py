@@ -19,32 +19,31 @@ SWEEP_INTERVAL = 60.0
 
 def build(settings: Settings | None = None, *, sweep_interval: float = SWEEP_INTERVAL) -> Runtime:
     runtime = Runtime("returns", settings)
+    deps = usecases.Deps(runtime)
 
     with runtime.consumer("returns.commands", title="returns: return requests, decisions, order commands") as commands:
 
         @commands.on("return.request")
         async def on_return_request(request: ReturnRequest) -> None:
             raw = incoming()
-            await usecases.request_return(
-                runtime.pool, runtime.catalog, request, reply_to=raw.reply_to, correlation_id=raw.correlation_id
-            )
+            await usecases.request_return(deps, request, reply_to=raw.reply_to, correlation_id=raw.correlation_id)
 
         @commands.on("return.decide")
         async def on_return_decide(command: ReturnDecide) -> None:
-            await usecases.decide_return(runtime.pool, command, message_id=incoming().message_id)
+            await usecases.decide_return(deps, command, message_id=incoming().message_id)
 
         @commands.on("order.command")
         async def on_order_command(command: OrderCommand) -> None:
             raw = incoming()
             await usecases.order_command(
-                runtime.pool,
+                deps,
                 command,
                 message_id=raw.message_id,
                 reply_to=raw.reply_to,
                 correlation_id=raw.correlation_id,
             )
 
-    runtime.every("order sweep", sweep_interval, lambda: usecases.sweep_orders(runtime.pool))
+    runtime.every("order sweep", sweep_interval, lambda: usecases.sweep_orders(deps))
     return runtime
 
 

@@ -71,14 +71,14 @@ def account_pct(catalog: Catalog, client_id: str, account_id: str | None) -> Dec
     account = catalog.accounts_by_id.get(account_id) if account_id else None
     if account is not None and account.max_return_pct is not None:
         return Decimal(account.max_return_pct)
-    return Decimal(catalog.option(client_id, "return_pct_delivery_accounts"))
+    return catalog.client_options(client_id).return_pct_delivery_accounts
 
 
 def order_pct(catalog: Catalog, client_id: str, order_max_return_pct: Any) -> Decimal:
     """The order's Max Return %, else the client's override, else the global default."""
     if order_max_return_pct is not None:
         return Decimal(str(order_max_return_pct))
-    return Decimal(catalog.option(client_id, "return_pct_orders"))
+    return catalog.client_options(client_id).return_pct_orders
 
 
 def month_bounds(at: datetime, time_zone: str) -> tuple[datetime, datetime]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
@@ -14,21 +17,80 @@ RETURN_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class ReturnRecord:
+    """A return request as stored (RETURN_COLUMNS)."""
+
+    return_id: uuid.UUID
+    client_id: str
+    lead_id: uuid.UUID
+    delivery_id: uuid.UUID | None
+    delivery_account_id: str | None
+    order_id: str | None
+    reason: str
+    comment: str | None
+    status: str  # pending | approved | denied
+    decision_reason: str | None
+    note: str | None
+    requested_by: str | None
+    decided_by: str | None
+    holds_lead: bool
+    credit: Decimal | None
+    delivered_at: datetime | None
+    requested_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> ReturnRecord:
+        return cls(
+            return_id=row["id"],
+            client_id=row["client_id"],
+            lead_id=row["lead_id"],
+            delivery_id=row["delivery_id"],
+            delivery_account_id=row["delivery_account_id"],
+            order_id=row["order_id"],
+            reason=row["reason"],
+            comment=row["comment"],
+            status=row["status"],
+            decision_reason=row["decision_reason"],
+            note=row["note"],
+            requested_by=row["requested_by"],
+            decided_by=row["decided_by"],
+            holds_lead=row["holds_lead"],
+            credit=row["credit"],
+            delivered_at=row["delivered_at"],
+            requested_at=row["requested_at"],
+            decided_at=row["decided_at"],
+        )
+
+
+@dataclass(frozen=True)
+class DeliveredLead:
+    """The delivery that sold a lead to a client."""
+
+    delivery_id: uuid.UUID
+    account_id: str
+    price: Decimal
+    completed_at: datetime
+    lead_type_id: str
+
+
 async def lock_client(conn: asyncpg.Connection, client_id: str) -> None:
     """Serialise one client's return requests across every replica until commit: the caps count
     that client's returns, so two requests checked side by side could both take the last slot."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"returns:{client_id}")
 
 
-async def find_return(conn: asyncpg.Connection, return_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def find_return(conn: asyncpg.Connection, return_id: uuid.UUID, *, lock: bool = False) -> ReturnRecord | None:
+    row = await conn.fetchrow(
         f"SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1" + (" FOR UPDATE" if lock else ""), return_id
     )
+    return ReturnRecord.from_row(row) if row is not None else None
 
 
-async def delivered_lead(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> asyncpg.Record | None:
+async def delivered_lead(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> DeliveredLead | None:
     """The delivery that sold `lead_id` to `client_id`, if any."""
-    return await conn.fetchrow(
+    row = await conn.fetchrow(
         "SELECT d.id, d.delivery_account_id, d.price, d.completed_at, l.lead_type_id"
         " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
         " WHERE d.lead_id = $1 AND d.client_id = $2 AND d.status = 'succeeded'"
@@ -36,6 +98,9 @@ async def delivered_lead(conn: asyncpg.Connection, client_id: str, lead_id: uuid
         lead_id,
         client_id,
     )
+    if row is None:
+        return None
+    return DeliveredLead(row["id"], row["delivery_account_id"], row["price"], row["completed_at"], row["lead_type_id"])
 
 
 async def lead_is_held(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> bool:
@@ -153,6 +218,10 @@ async def decide(
     )
 
 
+async def set_credit(conn: asyncpg.Connection, return_id: uuid.UUID, credit: Decimal) -> None:
+    await conn.execute("UPDATE returns SET credit = $2 WHERE id = $1", return_id, credit)
+
+
 async def delivery_price(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> Decimal:
     return await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id)
 
@@ -183,12 +252,13 @@ async def list_returns(
     client_id: str | None = None,
     status: str | None = None,
     limit: int = 100,
-) -> list[asyncpg.Record]:
+) -> list[ReturnRecord]:
     """Newest first; pass client_id for anything a client sees."""
-    return await conn.fetch(
+    rows = await conn.fetch(
         f"SELECT {RETURN_COLUMNS} FROM returns WHERE ($1::text IS NULL OR client_id = $1)"
         " AND ($2::text IS NULL OR status = $2) ORDER BY requested_at DESC LIMIT $3",
         client_id,
         status,
         limit,
     )
+    return [ReturnRecord.from_row(r) for r in rows]

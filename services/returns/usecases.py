@@ -9,6 +9,7 @@ messages, by the inbox.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -17,7 +18,6 @@ import asyncpg
 
 from services.returns import rules, store
 from shared import orders
-from shared.catalog.model import Catalog
 from shared.contracts import (
     OrderCommand,
     OrderCommandResult,
@@ -27,6 +27,7 @@ from shared.contracts import (
     ReturnRequested,
 )
 from shared.outbox import add_event, add_reply, claim_message
+from shared.process import Process
 
 log = logging.getLogger("leadwire.returns")
 
@@ -34,26 +35,59 @@ DECIDE_CONSUMER = "returns.decide"
 ORDER_CONSUMER = "returns.order-command"
 
 
-def _requested(row: asyncpg.Record, detail: str | None = None) -> ReturnRequested:
+def _requested(record: store.ReturnRecord) -> ReturnRequested:
     return ReturnRequested(
-        return_id=row["id"],
-        client_id=row["client_id"],
-        lead_id=row["lead_id"],
-        delivery_id=row["delivery_id"],
-        delivery_account_id=row["delivery_account_id"],
-        order_id=row["order_id"],
-        reason=row["reason"],
-        comment=row["comment"],
-        status=row["status"],
-        decision_reason=row["decision_reason"],
-        detail=detail or row["note"],
-        requested_at=row["requested_at"],
+        return_id=record.return_id,
+        client_id=record.client_id,
+        lead_id=record.lead_id,
+        delivery_id=record.delivery_id,
+        delivery_account_id=record.delivery_account_id,
+        order_id=record.order_id,
+        reason=record.reason,
+        comment=record.comment,
+        status=record.status,
+        decision_reason=record.decision_reason,
+        detail=record.note,
+        requested_at=record.requested_at,
     )
 
 
+def _decided(
+    record: store.ReturnRecord,
+    *,
+    status: str,
+    decision_reason: str | None,
+    note: str | None,
+    credit: Decimal,
+    order_credit: Decimal,
+    decided_at: datetime,
+    decided_by: str | None = None,
+) -> ReturnDecided:
+    return ReturnDecided(
+        return_id=record.return_id,
+        client_id=record.client_id,
+        lead_id=record.lead_id,
+        delivery_id=record.delivery_id,
+        order_id=record.order_id,
+        status=status,
+        decision_reason=decision_reason,
+        note=note,
+        decided_by=decided_by,
+        credit=credit,
+        order_credit=order_credit,
+        decided_at=decided_at,
+    )
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the returns use cases need (built once, in main.py or by a CLI command)."""
+
+    process: Process
+
+
 async def request_return(
-    pool: asyncpg.Pool,
-    catalog: Catalog,
+    deps: Deps,
     request: ReturnRequest,
     *,
     reply_to: str | None = None,
@@ -61,7 +95,8 @@ async def request_return(
     now: datetime | None = None,
 ) -> ReturnRequested:
     now = now or datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    catalog = deps.process.catalog
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         existing = await store.find_return(conn, request.return_id)
         if existing is not None:
             # A repeat: answer with what happened the first time, change nothing.
@@ -72,9 +107,9 @@ async def request_return(
 
         await store.lock_client(conn, request.client_id)
         delivery = await store.delivered_lead(conn, request.client_id, request.lead_id)
-        delivered_at = delivery["completed_at"] if delivery else None
-        lead_type = catalog.lead_types_by_id.get(delivery["lead_type_id"]) if delivery else None
-        charge = await orders.charge_of(conn, delivery["id"]) if delivery else None
+        delivered_at = delivery.completed_at if delivery else None
+        lead_type = catalog.lead_types_by_id.get(delivery.lead_type_id) if delivery else None
+        charge = await orders.charge_of(conn, delivery.delivery_id) if delivery else None
         order_id = charge["order_id"] if charge is not None and charge["status"] == "confirmed" else None
 
         decision = rules.check_request(
@@ -85,15 +120,14 @@ async def request_return(
             now=now,
         )
         if decision is None:
-            assert delivery is not None and delivered_at is not None  # admitted: the lead was delivered
+            assert delivery is not None  # admitted: the lead was delivered
             time_zone = await store.client_time_zone(conn, request.client_id)
-            start, end = rules.month_bounds(delivered_at, time_zone)
-            account_id = delivery["delivery_account_id"]
+            start, end = rules.month_bounds(delivery.completed_at, time_zone)
             caps = [
                 rules.Cap(
                     "delivery_account",
-                    rules.account_pct(catalog, request.client_id, account_id),
-                    *await store.account_month(conn, account_id, start, end),
+                    rules.account_pct(catalog, request.client_id, delivery.account_id),
+                    *await store.account_month(conn, delivery.account_id, start, end),
                 )
             ]
             if order_id is not None:
@@ -107,8 +141,8 @@ async def request_return(
             return_id=request.return_id,
             client_id=request.client_id,
             lead_id=request.lead_id,
-            delivery_id=delivery["id"] if delivery else None,
-            delivery_account_id=delivery["delivery_account_id"] if delivery else None,
+            delivery_id=delivery.delivery_id if delivery else None,
+            delivery_account_id=delivery.account_id if delivery else None,
             order_id=order_id,
             reason=request.reason,
             comment=request.comment,
@@ -123,42 +157,35 @@ async def request_return(
         credit = order_credit = Decimal("0")
         if decision.status == "approved":
             assert delivery is not None  # approved within the caps of a delivered lead
-            credit, order_credit = await _credit(conn, request.return_id, request.client_id, delivery["id"], now)
-        row = await store.find_return(conn, request.return_id)
-        assert row is not None  # inserted above, in this transaction
-        outcome = _requested(row)
+            credit, order_credit = await _credit(conn, request.return_id, request.client_id, delivery.delivery_id, now)
+        record = await store.find_return(conn, request.return_id)
+        assert record is not None  # inserted above (or by a request with this id that won the race)
+        outcome = _requested(record)
         await add_event(conn, "return.requested", outcome)
         if decision.status != "pending":
-            await add_event(
-                conn,
-                "return.decided",
-                ReturnDecided(
-                    return_id=row["id"],
-                    client_id=row["client_id"],
-                    lead_id=row["lead_id"],
-                    delivery_id=row["delivery_id"],
-                    order_id=order_id,
-                    status=decision.status,
-                    decision_reason=decision.reason,
-                    note=decision.detail,
-                    credit=credit,
-                    order_credit=order_credit,
-                    decided_at=now,
-                ),
+            decided = _decided(
+                record,
+                status=decision.status,
+                decision_reason=decision.reason,
+                note=decision.detail,
+                credit=credit,
+                order_credit=order_credit,
+                decided_at=now,
             )
+            await add_event(conn, "return.decided", decided)
         if reply_to:
             await add_reply(conn, reply_to, correlation_id, outcome)
         return outcome
 
 
 async def _credit(
-    conn: asyncpg.Connection, return_id, client_id: str, delivery_id, now: datetime
+    conn: asyncpg.Connection, return_id: uuid.UUID, client_id: str, delivery_id: uuid.UUID, now: datetime
 ) -> tuple[Decimal, Decimal]:
     """Approval's money: the sale price back to the client's balance, the sale back to its order."""
     price = await store.delivery_price(conn, delivery_id)
     await store.credit_balance(conn, client_id, price, return_id)
     credited = await orders.credit_sale(conn, delivery_id=delivery_id, now=now)
-    await conn.execute("UPDATE returns SET credit = $2 WHERE id = $1", return_id, price)
+    await store.set_credit(conn, return_id, price)
     return price, credited[1] if credited else Decimal("0")
 
 
@@ -170,26 +197,27 @@ class DecideResult:
 
 
 async def decide_return(
-    pool: asyncpg.Pool, command: ReturnDecide, *, message_id: str | None = None, now: datetime | None = None
+    deps: Deps, command: ReturnDecide, *, message_id: str | None = None, now: datetime | None = None
 ) -> DecideResult:
     now = now or datetime.now(UTC)
     target = "approved" if command.decision == "approve" else "denied"
-    async with pool.acquire() as conn, conn.transaction():
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         if message_id is not None and not await claim_message(conn, DECIDE_CONSUMER, message_id):
             return DecideResult(True, None, "repeated message")
-        row = await store.find_return(conn, command.return_id, lock=True)
-        if row is None:
+        record = await store.find_return(conn, command.return_id, lock=True)
+        if record is None:
             return DecideResult(False, None, f"no return {command.return_id}")
-        if row["status"] != "pending":
-            same = row["status"] == target
-            return DecideResult(same, row["status"], f"return is already {row['status']}")
+        if record.status != "pending":
+            same = record.status == target
+            return DecideResult(same, record.status, f"return is already {record.status}")
         credit = order_credit = Decimal("0")
         if target == "approved":
-            credit, order_credit = await _credit(conn, row["id"], row["client_id"], row["delivery_id"], now)
+            assert record.delivery_id is not None  # pending: the lead was delivered
+            credit, order_credit = await _credit(conn, record.return_id, record.client_id, record.delivery_id, now)
         # A denied return keeps holding its lead: an admin's denial is final for that lead.
         await store.decide(
             conn,
-            row["id"],
+            record.return_id,
             status=target,
             decision_reason="admin",
             note=command.note or None,
@@ -200,31 +228,27 @@ async def decide_return(
         await add_event(
             conn,
             "return.decided",
-            ReturnDecided(
-                return_id=row["id"],
-                client_id=row["client_id"],
-                lead_id=row["lead_id"],
-                delivery_id=row["delivery_id"],
-                order_id=row["order_id"],
+            _decided(
+                record,
                 status=target,
                 decision_reason="admin",
                 note=command.note or None,
-                decided_by=command.decided_by,
                 credit=credit,
                 order_credit=order_credit,
                 decided_at=now,
+                decided_by=command.decided_by,
             ),
         )
         return DecideResult(
             True,
             target,
-            f"return {row['id']} {target}"
-            + (f"; {credit} credited to {row['client_id']}" if target == "approved" else ""),
+            f"return {record.return_id} {target}"
+            + (f"; {credit} credited to {record.client_id}" if target == "approved" else ""),
         )
 
 
 async def order_command(
-    pool: asyncpg.Pool,
+    deps: Deps,
     command: OrderCommand,
     *,
     message_id: str | None = None,
@@ -233,7 +257,7 @@ async def order_command(
     now: datetime | None = None,
 ) -> orders.StatusChange:
     now = now or datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         if message_id is not None and not await claim_message(conn, ORDER_CONSUMER, message_id):
             return orders.StatusChange(command.order_id, ok=True, status=None, error="repeated message")
         change = await orders.change_status(
@@ -254,9 +278,9 @@ async def order_command(
         return change
 
 
-async def sweep_orders(pool: asyncpg.Pool, now: datetime | None = None) -> list[str]:
-    """Close the orders whose end date has passed."""
-    async with pool.acquire() as conn, conn.transaction():
+async def sweep_orders(deps: Deps, now: datetime | None = None) -> list[str]:
+    """Close the orders whose end date has passed (the service's background loop)."""
+    async with deps.process.pool.acquire() as conn, conn.transaction():
         closed = await orders.close_expired(conn, now or datetime.now(UTC))
     if closed:
         log.info("closed %d order(s) past their end date: %s", len(closed), ", ".join(closed))

@@ -14,6 +14,7 @@ from shared.settings import Settings
 
 def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("router", settings)
+    deps = usecases.Deps(runtime, after_commit=lambda: runtime.crash_point("router.after_commit"))
 
     # A NUL in a property is the lead's problem to report (it is kept and rejected), not a reason
     # to refuse the message.
@@ -23,17 +24,14 @@ def build(settings: Settings | None = None) -> Runtime:
         ctx = usecases.LeadContext.from_message(
             raw.headers, raw.message_id, raw.reply_to, raw.correlation_id, original_routing_key(raw)
         )
-        await usecases.receive_lead(
-            runtime.pool,
-            runtime.catalog,
-            lead,
-            ctx,
-            after_commit=lambda: runtime.crash_point("router.after_commit"),
-        )
+        await usecases.receive_lead(deps, lead, ctx)
 
     @runtime.subscriber("router.delivery-results", title="router: delivery results")
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:
-        await usecases.record_delivery_result(runtime.pool, runtime.catalog, result, incoming().message_id)
+        message_id = incoming().message_id
+        if not message_id:
+            raise ValueError("a delivery result without a message_id cannot be told from its repeats")
+        await usecases.record_delivery_result(deps, result, message_id)
 
     return runtime
 

@@ -10,16 +10,18 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, assert_never
 from zoneinfo import ZoneInfo
 
 from shared.catalog.model import (
     Caps,
     Catalog,
+    Client,
     Criterion,
     DeliveryAccount,
     Distribution,
     FieldType,
+    ForceIdMapping,
     LeadType,
     Schedule,
 )
@@ -315,17 +317,33 @@ def max_sales(catalog: Catalog, lead_type_id: str, source_id: str) -> int:
     return limit
 
 
+def force_value(client: Client, mapping: ForceIdMapping) -> str | None:
+    """The client's value a force id is matched against (Delivery Force ID Mapping)."""
+    match mapping:
+        case ForceIdMapping.client_id:
+            return client.id
+        case ForceIdMapping.external_ref:
+            return client.external_ref
+        case ForceIdMapping.email:
+            return client.email
+        case ForceIdMapping.name:
+            return client.name
+        case _:
+            assert_never(mapping)
+
+
 def force_target(catalog: Catalog, force_id: str) -> str | None:
     """The client a force id names, through the Delivery Force ID Mapping option."""
-    field = {"client_id": "id"}.get(
-        catalog.options.delivery_force_id_mapping.value, catalog.options.delivery_force_id_mapping.value
-    )
     wanted = force_id.strip().casefold()
     for client in catalog.clients:
-        value = getattr(client, field)
+        value = force_value(client, catalog.options.delivery_force_id_mapping)
         if value is not None and str(value).strip().casefold() == wanted:
             return client.id
     return None
+
+
+# Distribution methods that take turns: a counter per group, shared by every router replica.
+ROTATING = frozenset({Distribution.round_robin, Distribution.weighted})
 
 
 def order_accounts(
@@ -338,15 +356,22 @@ def order_accounts(
     the turn counter walks a cycle in which each account appears `weight` times, so over every
     cycle each account is offered first exactly weight/total of the time."""
     by_entry = sorted(accounts, key=lambda a: position[a.id])
-    if method is Distribution.priority:
-        return sorted(by_entry, key=lambda a: a.priority)
-    if method is Distribution.highest_price:
-        return sorted(by_entry, key=lambda a: (-a.price, a.priority))
-    if not by_entry:
-        return []
-    if method is Distribution.round_robin:
-        k = turn % len(by_entry)
-        return by_entry[k:] + by_entry[:k]
+    match method:
+        case Distribution.priority:
+            return sorted(by_entry, key=lambda a: a.priority)
+        case Distribution.highest_price:
+            return sorted(by_entry, key=lambda a: (-a.price, a.priority))
+        case Distribution.round_robin:
+            k = turn % len(by_entry) if by_entry else 0
+            return by_entry[k:] + by_entry[:k]
+        case Distribution.weighted:
+            return _weighted_order(by_entry, turn)
+        case _:
+            # A new Distribution member fails type checking here until it is given its order.
+            assert_never(method)
+
+
+def _weighted_order(by_entry: list[DeliveryAccount], turn: int) -> list[DeliveryAccount]:
     weighted = [a for a in by_entry if a.weight > 0]
     total = sum(a.weight for a in weighted)
     if total == 0:
@@ -385,7 +410,7 @@ def rotating_groups(catalog: Catalog, accounts: list[DeliveryAccount]) -> list[s
     clients = {a.client for a in accounts}
     result = []
     for group_id, exclusive, method, members in group_layout(catalog):
-        rotating = exclusive and method in (Distribution.round_robin, Distribution.weighted)
+        rotating = exclusive and method in ROTATING
         if rotating and sum(1 for a in accounts if a.client in members) > 1 and clients & set(members):
             result.append(group_id)
     return result
@@ -420,6 +445,7 @@ class Attempt:
     account: str
     client: str
     status: str  # requested | posting | succeeded | failed
+    reason: str | None = None  # why it failed
 
 
 @dataclass(frozen=True)
@@ -482,6 +508,101 @@ def next_step(
     if in_flight:
         return NextStep()
     return NextStep(done=True, sold=sold > 0)
+
+
+# --- A lead received: its problems, its duplicates, its plan; a lead finished: its outcome ------------
+
+MISSING_KEY = FieldProblem(
+    "message_id", "an idempotency key is required: set the AMQP message_id property or an 'idempotency-key' header"
+)
+
+
+def lead_problems(
+    catalog: Catalog, lead_type_id: str, source_id: str, field_problems: list[FieldProblem], *, has_key: bool
+) -> list[FieldProblem]:
+    """Every reason to reject a lead, in the order the outcome lists them: no idempotency key, an
+    unknown lead type, an unknown or inactive source, then its fields' problems."""
+    problems = [] if has_key else [MISSING_KEY]
+    if lead_type_id not in catalog.lead_types_by_id:
+        problems.append(FieldProblem("lead_type", f"unknown lead type {lead_type_id!r}"))
+    source = catalog.sources_by_id.get(source_id)
+    if source is None:
+        problems.append(FieldProblem("source", f"unknown lead source {source_id!r}"))
+    elif not source.active:
+        problems.append(FieldProblem("source", f"lead source {source_id!r} is inactive"))
+    return problems + field_problems
+
+
+def routes_duplicates(catalog: Catalog) -> bool:
+    """Whether a duplicate may be routed at all: some client takes duplicates (Route Duplicate
+    Leads). When none does, a duplicate is decided 'duplicate' at once."""
+    return any(catalog.client_options(c.id).route_duplicate_leads for c in catalog.clients)
+
+
+def duplicate_exclusions(catalog: Catalog, holders: frozenset[str]) -> frozenset[str]:
+    """The clients a duplicate must never go to: those that do not take duplicates, and those that
+    hold this person through another lead (`holders`)."""
+    refusing = {c.id for c in catalog.clients if not catalog.client_options(c.id).route_duplicate_leads}
+    return frozenset(refusing) | holders
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A lead's route: the stages its accounts are offered in, and how many may buy it."""
+
+    stages: tuple[Stage, ...]
+    max_sales: int
+
+
+@dataclass(frozen=True)
+class Unsold:
+    """A lead that cannot be offered to anyone, and why."""
+
+    reason: str
+
+
+def plan(
+    catalog: Catalog,
+    lead_type_id: str,
+    source_id: str,
+    force_id: str | None,
+    candidates: list[DeliveryAccount],
+    *,
+    paused: frozenset[str],
+    excluded: frozenset[str],
+    turns: dict[str, int],
+) -> Plan | Unsold:
+    """The plan of a valid lead from its eligible accounts (`eligible_accounts`): with a force id,
+    only the forced client's accounts, in one exclusive stage; otherwise the client groups in
+    order. Paused accounts and excluded clients (duplicates) are left out."""
+    if force_id:
+        target = force_target(catalog, force_id)
+        if target is None:
+            mapping = catalog.options.delivery_force_id_mapping.value
+            return Unsold(f"force id {force_id!r} matches no client ({mapping})")
+        eligible = narrow(candidates, paused=paused, excluded_clients=excluded, only_client=target)
+        stages = forced_stages(catalog, eligible, target)
+        if not stages:
+            return Unsold(f"no eligible delivery account of forced client {target!r}")
+    else:
+        stages = build_stages(catalog, narrow(candidates, paused=paused, excluded_clients=excluded), turns)
+    return Plan(tuple(stages), max_sales(catalog, lead_type_id, source_id))
+
+
+def outcome(attempts: list[Attempt], *, duplicate: bool, skipped: bool) -> tuple[str, str | None]:
+    """A routed lead's status and reason once nothing is in flight and nothing is left to try:
+    sold when any delivery succeeded; else a duplicate stays 'duplicate'; else unsold, saying why
+    (the last buyer's refusal, caps and orders, or no eligible account)."""
+    if any(a.status == "succeeded" for a in attempts):
+        return "sold", None
+    if duplicate:
+        return "duplicate", "duplicate lead; no buyer that takes duplicates bought it"
+    if attempts:
+        last = next((a.reason for a in reversed(attempts) if a.reason), "refused")
+        return "unsold", f"no delivery account accepted the lead (last: {last})"
+    if skipped:
+        return "unsold", "every eligible delivery account is at its cap or has no order with room"
+    return "unsold", "no eligible delivery account"
 
 
 # --- Caps ------------------------------------------------------------------------------------------

@@ -1,64 +1,130 @@
-"""Router SQL."""
+"""Router SQL. Rows the routing logic reads come back as frozen values (`RoutedLead`,
+`DeliveryRow`); a statement that does several things in one round trip is built from named
+fragments (shared/sql.py), never from hand-numbered parameters."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
-from services.router.rules import Attempt
-from shared.orders import sale_lookup
-from shared.outbox import claim_in_statement, event_in_statement
+from services.router.rules import Attempt, Stage
+from shared import sql
+from shared.orders import Sale, SaleLookup, sale_lookup
+from shared.outbox import Event, claim, with_event
+from shared.sql import statement
 
 
-async def insert_lead(
-    conn: asyncpg.Connection,
-    *,
-    lead_id: uuid.UUID,
-    source_id: str,
-    idempotency_key: str,
-    lead_type_id: str,
-    fields: dict[str, Any],
-    force_id: str | None,
-    reply_to: str | None,
-    correlation_id: str | None,
-    status: str,
-    reason: str | None = None,
-    errors: list[dict[str, str]] | None = None,
-    fingerprint: str | None = None,
-    plan: list[dict[str, Any]] | None = None,
-    max_sales: int = 1,
-    excluded_clients: list[str] | None = None,
-    original_lead_id: uuid.UUID | None = None,
-) -> bool:
-    """Store a new lead as decided ('rejected', 'duplicate', 'unsold') or being routed ('routing',
-    with its plan). False when this source already sent this key: the (source, idempotency key)
-    unique constraint is router.leads' inbox."""
-    inserted = await conn.fetchval(
-        "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to,"
-        " correlation_id, reason, errors, fingerprint, plan, max_sales, excluded_clients, original_lead_id,"
-        " decided_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-        " CASE WHEN $7 = 'routing' THEN NULL ELSE now() END)"
-        " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING true",
-        lead_id,
-        source_id,
-        idempotency_key,
-        lead_type_id,
-        fields,
-        force_id,
-        status,
-        reply_to,
-        correlation_id,
-        reason,
-        errors,
-        fingerprint,
-        plan or [],
-        max_sales,
-        excluded_clients or [],
-        original_lead_id,
+@dataclass(frozen=True)
+class NewLead:
+    """A lead as it is first stored: decided at once ('rejected', 'duplicate', 'unsold') or being
+    routed ('routing', with its plan)."""
+
+    lead_id: uuid.UUID
+    source_id: str
+    idempotency_key: str
+    lead_type_id: str
+    fields: dict[str, Any]
+    force_id: str | None
+    reply_to: str | None
+    correlation_id: str | None
+    status: str
+    reason: str | None = None
+    errors: list[dict[str, str]] | None = None
+    fingerprint: str | None = None
+    plan: list[dict[str, Any]] | None = None
+    max_sales: int = 1
+    excluded_clients: list[str] | None = None
+    original_lead_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class RoutedLead:
+    """A lead being routed, as a delivery result finds it (locked)."""
+
+    lead_id: uuid.UUID
+    source_id: str
+    idempotency_key: str
+    lead_type_id: str
+    fields: dict[str, Any]
+    fingerprint: str | None
+    status: str
+    stages: tuple[Stage, ...]
+    skipped: frozenset[str]
+    max_sales: int
+    original_lead_id: uuid.UUID | None
+    reply_to: str | None
+    correlation_id: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> RoutedLead:
+        return cls(
+            row["id"],
+            row["source_id"],
+            row["idempotency_key"],
+            row["lead_type_id"],
+            row["fields"],
+            row["fingerprint"],
+            row["status"],
+            tuple(Stage.from_json(s) for s in row["plan"]),
+            frozenset(row["skipped"]),
+            row["max_sales"],
+            row["original_lead_id"],
+            row["reply_to"],
+            row["correlation_id"],
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery of a lead, as the router reads it back (delivery owns its status)."""
+
+    delivery_id: uuid.UUID
+    client_id: str
+    account_id: str
+    price: Decimal
+    status: str  # requested | posting | succeeded | failed
+    reason: str | None
+    order_id: str | None
+
+    def attempt(self) -> Attempt:
+        return Attempt(self.account_id, self.client_id, self.status)
+
+
+async def insert_lead(conn: asyncpg.Connection, lead: NewLead) -> bool:
+    """Store a new lead. False when this source already sent this key: the (source, idempotency
+    key) unique constraint is router.leads' inbox."""
+    inserted = await sql.fetchval(
+        conn,
+        statement(
+            "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to,"
+            " correlation_id, reason, errors, fingerprint, plan, max_sales, excluded_clients, original_lead_id,"
+            " decided_at) VALUES (:lead_id, :source_id, :idempotency_key, :lead_type_id, :fields, :force_id, :status,"
+            " :reply_to, :correlation_id, :reason, :errors, :fingerprint, :plan, :max_sales, :excluded_clients,"
+            " :original_lead_id, CASE WHEN :status = 'routing' THEN NULL ELSE now() END)"
+            " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING true",
+            lead_id=lead.lead_id,
+            source_id=lead.source_id,
+            idempotency_key=lead.idempotency_key,
+            lead_type_id=lead.lead_type_id,
+            fields=lead.fields,
+            force_id=lead.force_id,
+            status=lead.status,
+            reply_to=lead.reply_to,
+            correlation_id=lead.correlation_id,
+            reason=lead.reason,
+            errors=lead.errors,
+            fingerprint=lead.fingerprint,
+            plan=lead.plan or [],
+            max_sales=lead.max_sales,
+            excluded_clients=lead.excluded_clients or [],
+            original_lead_id=lead.original_lead_id,
+        ),
     )
     return bool(inserted)
 
@@ -71,14 +137,19 @@ async def lock_fingerprint(conn: asyncpg.Connection, fingerprint: str) -> None:
 
 async def find_original(
     conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
-        "SELECT id FROM leads WHERE lead_type_id = $1 AND fingerprint = $2 AND received_at >= $3"
-        " AND status <> 'rejected' ORDER BY received_at LIMIT 1",
-        lead_type_id,
-        fingerprint,
-        since,
+) -> uuid.UUID | None:
+    """The earliest lead with this fingerprint received since `since` (rejected leads aside)."""
+    found: uuid.UUID | None = await sql.fetchval(
+        conn,
+        statement(
+            "SELECT id FROM leads WHERE lead_type_id = :lead_type_id AND fingerprint = :fingerprint"
+            " AND received_at >= :since AND status <> 'rejected' ORDER BY received_at LIMIT 1",
+            lead_type_id=lead_type_id,
+            fingerprint=fingerprint,
+            since=since,
+        ),
     )
+    return found
 
 
 async def clients_with_fingerprint(
@@ -91,14 +162,17 @@ async def clients_with_fingerprint(
     """Clients that received (or are being sent) a lead with this fingerprint received since
     `since`, other than lead `other_than`. Read under the fingerprint lock, in a statement of its
     own: one that waited for the lock would read the deliveries as of before the wait."""
-    rows = await conn.fetch(
-        "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
-        " WHERE l.lead_type_id = $1 AND l.fingerprint = $2 AND l.received_at >= $3"
-        " AND l.id IS DISTINCT FROM $4 AND d.status IN ('requested', 'posting', 'succeeded')",
-        lead_type_id,
-        fingerprint,
-        since,
-        other_than,
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "SELECT DISTINCT d.client_id FROM leads l JOIN deliveries d ON d.lead_id = l.id"
+            " WHERE l.lead_type_id = :lead_type_id AND l.fingerprint = :fingerprint AND l.received_at >= :since"
+            " AND l.id IS DISTINCT FROM :other_than AND d.status IN ('requested', 'posting', 'succeeded')",
+            lead_type_id=lead_type_id,
+            fingerprint=fingerprint,
+            since=since,
+            other_than=other_than,
+        ),
     )
     return {r["client_id"] for r in rows}
 
@@ -108,148 +182,164 @@ async def pauses_and_turns(pool: asyncpg.Pool, rotating_groups: list[str]) -> tu
     Deliberately outside the lead's transaction: a group's counter row is locked for this one
     statement, not for the whole routing decision; groups are taken in name order so two routers
     never wait on each other's rows crosswise."""
-    row = await pool.fetchrow(
-        "WITH turns AS ("
-        " INSERT INTO group_rotation (group_id, counter) SELECT g, 0 FROM unnest($1::text[]) g ORDER BY g"
-        " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter + 1 RETURNING group_id, counter)"
-        " SELECT array(SELECT delivery_account_id FROM delivery_account_state WHERE paused) AS paused,"
-        " array(SELECT group_id FROM turns) AS groups, array(SELECT counter FROM turns) AS counters",
-        sorted(rotating_groups),
+    row = await sql.fetchrow(
+        pool,
+        statement(
+            "WITH turns AS ("
+            " INSERT INTO group_rotation (group_id, counter) SELECT g, 0 FROM unnest(:groups::text[]) g ORDER BY g"
+            " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter + 1 RETURNING group_id, counter)"
+            " SELECT array(SELECT delivery_account_id FROM delivery_account_state WHERE paused) AS paused,"
+            " array(SELECT group_id FROM turns) AS groups, array(SELECT counter FROM turns) AS counters",
+            groups=sorted(rotating_groups),
+        ),
     )
+    assert row is not None  # a select-list without FROM: always one row
     return frozenset(row["paused"]), dict(zip(row["groups"], row["counters"], strict=True))
 
 
 async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: list[str]) -> None:
-    await conn.execute("UPDATE leads SET skipped = $2 WHERE id = $1", lead_id, skipped)
+    await sql.execute(
+        conn, statement("UPDATE leads SET skipped = :skipped WHERE id = :lead_id", lead_id=lead_id, skipped=skipped)
+    )
 
 
 async def decide_lead(
-    conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, reason: str | None, event: list[Any]
+    conn: asyncpg.Connection, lead_id: uuid.UUID, status: str, reason: str | None, event: Event
 ) -> None:
-    """The routed lead's outcome, once its deliveries are done, with its `lead.<status>` event
-    (`outbox.event_params`) in one round trip."""
-    event_cte, notified = event_in_statement("decided", 4)
-    await conn.execute(
-        "WITH decided AS (UPDATE leads SET status = $2, reason = $3, decided_at = now() WHERE id = $1 RETURNING id),"
-        f" {event_cte} SELECT {notified}",
-        lead_id,
-        status,
-        reason,
-        *event,
+    """The routed lead's outcome, once its deliveries are done, with its `lead.<status>` event, in
+    one round trip."""
+    decided = statement(
+        "decided AS (UPDATE leads SET status = :status, reason = :reason, decided_at = now() WHERE id = :lead_id"
+        " RETURNING id)",
+        lead_id=lead_id,
+        status=status,
+        reason=reason,
     )
+    await sql.execute(conn, with_event(decided, event, source="decided"))
 
 
 async def claim_and_lock_lead(
     conn: asyncpg.Connection, consumer: str, message_id: str, lead_id: uuid.UUID
-) -> tuple[bool, asyncpg.Record | None]:
+) -> tuple[bool, RoutedLead | None]:
     """Claim a message in the inbox and, the first time only, lock its lead and, while the lead is
-    still routing, its fingerprint: (claimed, lead row or None). One round trip.
+    still routing, its fingerprint: (claimed, the lead or None). One round trip.
 
     Lock order: the lead row, then the fingerprint (the projection is computed from the locked
     row), then whatever caps and orders the step touches. A lead being received takes only the
     fingerprint, then caps and orders; it never waits on an existing lead's row, so the two orders
     cannot cross. The lead's deliveries, and the other clients holding its person, must be read by
     later statements: one that waited here for a lock would read them as of before the wait."""
-    row = await conn.fetchrow(
-        f"WITH {claim_in_statement(1)}"
-        " SELECT c.claimed, l.*, CASE WHEN l.status = 'routing' AND l.fingerprint IS NOT NULL"
-        "  THEN pg_advisory_xact_lock(hashtextextended(l.fingerprint, 0)) END AS fingerprint_locked"
-        " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
-        " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status, plan,"
-        "  skipped, max_sales, original_lead_id, reply_to, correlation_id FROM leads WHERE id = $3 AND c.claimed"
-        "  FOR UPDATE) l ON true",
-        consumer,
-        message_id,
-        lead_id,
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "WITH :claim"
+            " SELECT c.claimed, l.*, CASE WHEN l.status = 'routing' AND l.fingerprint IS NOT NULL"
+            "  THEN pg_advisory_xact_lock(hashtextextended(l.fingerprint, 0)) END AS fingerprint_locked"
+            " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
+            " LEFT JOIN LATERAL (SELECT id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status,"
+            "  plan, skipped, max_sales, original_lead_id, reply_to, correlation_id FROM leads"
+            "  WHERE id = :lead_id AND c.claimed FOR UPDATE) l ON true",
+            claim=claim(consumer, message_id),
+            lead_id=lead_id,
+        ),
     )
-    return row["claimed"], row if row["id"] is not None else None
+    assert row is not None  # one row, claimed or not
+    return row["claimed"], RoutedLead.from_row(row) if row["id"] is not None else None
 
 
 async def take_caps(
-    conn: asyncpg.Connection,
-    account_id: str,
-    windows: list[tuple[str, datetime, int]],
-    sale: tuple[str, date, uuid.UUID],
-) -> tuple[list[list[str]] | None, asyncpg.Record | None]:
-    """Count one sale in each of an account's cap windows, and read the order lookup of the sale
-    (`orders.sale_lookup` for (client, day, delivery id)) in the same round trip. Returns the
-    windows as [period, start] keys, or None when one of them is full — then the caller rolls back
-    what this statement took (it runs in a savepoint) — and the lookup row (None without windows:
-    no statement is made). One statement for every window: each counter is updated under its
-    row lock only while below its cap, so concurrent routers can never push a count past it, and
-    every router locks an account's windows in the same order."""
+    conn: asyncpg.Connection, account_id: str, windows: list[tuple[str, datetime, int]], sale: Sale
+) -> tuple[list[list[str]] | None, SaleLookup | None]:
+    """Count one sale in each of an account's cap windows, and read the sale's order lookup
+    (`orders.sale_lookup`) in the same round trip. Returns the windows as [period, start] keys, or
+    None when one of them is full — then the caller rolls back what this statement took (it runs
+    in a savepoint) — and the lookup (None without windows: no statement is made). One statement
+    for every window: each counter is updated under its row lock only while below its cap, so
+    concurrent routers can never push a count past it, and every router locks an account's
+    windows in the same order."""
     if not windows:
         return [], None
-    client_id, day, delivery_id = sale
-    row = await conn.fetchrow(
-        "WITH w AS (SELECT * FROM unnest($2::text[], $3::timestamp[], $4::int[]) AS w(period, period_start, cap)),"
-        " taken AS (INSERT INTO cap_usage (delivery_account_id, period, period_start, used)"
-        "  SELECT $1, period, period_start, 1 FROM w"
-        "  ON CONFLICT (delivery_account_id, period, period_start) DO UPDATE SET used = cap_usage.used + 1"
-        "  WHERE cap_usage.used < (SELECT w.cap FROM w WHERE w.period = excluded.period)"
-        "  RETURNING 1)"
-        f" SELECT (SELECT count(*) FROM taken) AS taken, {sale_lookup(5, 6, 1, 7)}",
-        account_id,
-        [p for p, _, _ in windows],
-        [s for _, s, _ in windows],
-        [c for _, _, c in windows],
-        client_id,
-        day,
-        delivery_id,
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "WITH w AS (SELECT * FROM unnest(:periods::text[], :starts::timestamp[], :caps::int[])"
+            "  AS w(period, period_start, cap)),"
+            " taken AS (INSERT INTO cap_usage (delivery_account_id, period, period_start, used)"
+            "  SELECT :account_id, period, period_start, 1 FROM w"
+            "  ON CONFLICT (delivery_account_id, period, period_start) DO UPDATE SET used = cap_usage.used + 1"
+            "  WHERE cap_usage.used < (SELECT w.cap FROM w WHERE w.period = excluded.period)"
+            "  RETURNING 1)"
+            " SELECT (SELECT count(*) FROM taken) AS taken, :lookup",
+            account_id=account_id,
+            periods=[p for p, _, _ in windows],
+            starts=[s for _, s, _ in windows],
+            caps=[c for _, _, c in windows],
+            lookup=sale_lookup(sale),
+        ),
     )
+    assert row is not None  # a select-list without FROM: always one row
+    lookup = SaleLookup.from_row(row)
     if row["taken"] < len(windows):
-        return None, row
-    return [[period, start.isoformat()] for period, start, _cap in windows], row
+        return None, lookup
+    return [[period, start.isoformat()] for period, start, _cap in windows], lookup
 
 
 async def release_caps(conn: asyncpg.Connection, delivery_id: uuid.UUID) -> None:
     """Give back the cap units a failed delivery held."""
-    await conn.execute(
-        "UPDATE cap_usage c SET used = c.used - 1"
-        " FROM deliveries d, jsonb_array_elements(d.cap_keys) k"
-        " WHERE d.id = $1 AND c.delivery_account_id = d.delivery_account_id"
-        " AND c.period = k->>0 AND c.period_start = (k->>1)::timestamp AND c.used > 0",
-        delivery_id,
+    await sql.execute(
+        conn,
+        statement(
+            "UPDATE cap_usage c SET used = c.used - 1"
+            " FROM deliveries d, jsonb_array_elements(d.cap_keys) k"
+            " WHERE d.id = :delivery_id AND c.delivery_account_id = d.delivery_account_id"
+            " AND c.period = k->>0 AND c.period_start = (k->>1)::timestamp AND c.used > 0",
+            delivery_id=delivery_id,
+        ),
     )
 
 
-async def request_delivery(
-    conn: asyncpg.Connection,
-    delivery_id: uuid.UUID,
-    lead_id: uuid.UUID,
-    client_id: str,
-    account_id: str,
-    price: Decimal,
-    group_id: str,
-    cap_keys: list[list[str]],
-    order_id: str | None,
-    event: list[Any],
-) -> None:
-    """Insert the delivery and its `delivery.requested` event (`outbox.event_params`) in one round trip."""
-    event_cte, notified = event_in_statement("delivery", 9)
-    await conn.execute(
-        "WITH delivery AS (INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status,"
-        " group_id, cap_keys, order_id) VALUES ($1, $2, $3, $4, $5, 'requested', $6, $7, $8) RETURNING id),"
-        f" {event_cte} SELECT {notified}",
-        delivery_id,
-        lead_id,
-        client_id,
-        account_id,
-        price,
-        group_id,
-        cap_keys,
-        order_id,
-        *event,
+@dataclass(frozen=True)
+class NewDelivery:
+    delivery_id: uuid.UUID
+    lead_id: uuid.UUID
+    client_id: str
+    account_id: str
+    price: Decimal
+    group_id: str
+    cap_keys: list[list[str]]
+    order_id: str | None
+
+
+async def request_delivery(conn: asyncpg.Connection, delivery: NewDelivery, event: Event) -> None:
+    """Insert the delivery and its `delivery.requested` event in one round trip."""
+    inserted = statement(
+        "delivery AS (INSERT INTO deliveries (id, lead_id, client_id, delivery_account_id, price, status,"
+        " group_id, cap_keys, order_id) VALUES (:delivery_id, :lead_id, :client_id, :account_id, :price,"
+        " 'requested', :group_id, :cap_keys, :order_id) RETURNING id)",
+        delivery_id=delivery.delivery_id,
+        lead_id=delivery.lead_id,
+        client_id=delivery.client_id,
+        account_id=delivery.account_id,
+        price=delivery.price,
+        group_id=delivery.group_id,
+        cap_keys=delivery.cap_keys,
+        order_id=delivery.order_id,
     )
+    await sql.execute(conn, with_event(inserted, event, source="delivery"))
 
 
-async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT id, client_id, delivery_account_id, price, status, reason, order_id FROM deliveries"
-        " WHERE lead_id = $1 ORDER BY created_at, id",
-        lead_id,
+async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[DeliveryRow]:
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "SELECT id, client_id, delivery_account_id, price, status, reason, order_id FROM deliveries"
+            " WHERE lead_id = :lead_id ORDER BY created_at, id",
+            lead_id=lead_id,
+        ),
     )
-
-
-def as_attempts(rows: list[asyncpg.Record]) -> list[Attempt]:
-    return [Attempt(r["delivery_account_id"], r["client_id"], r["status"]) for r in rows]
+    return [
+        DeliveryRow(
+            r["id"], r["client_id"], r["delivery_account_id"], r["price"], r["status"], r["reason"], r["order_id"]
+        )
+        for r in rows
+    ]

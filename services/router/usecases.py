@@ -6,22 +6,26 @@ the full decision with its events queued for the relay.
 
 Everything that must hold across router replicas is held by PostgreSQL inside that transaction:
 the lead row lock orders a lead's own steps, an advisory lock per fingerprint makes exactly one of
-two identical leads the original, cap counters and order balances are taken with conditional
-updates under row locks, and a failed delivery gives back what it took.
+two identical leads the original (and serialises every step of leads of one person), cap counters
+and order balances are taken with conditional updates under row locks, and a failed delivery gives
+back what it took. The decisions themselves are in rules.py.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from services.router import rules, store
+from services.router.store import DeliveryRow, NewDelivery, NewLead, RoutedLead
 from shared import orders
-from shared.catalog.model import Catalog, DeliveryAccount
+from shared.catalog.model import Catalog, DeliveryAccount, LeadType
 from shared.contracts import (
     DeliveryFailed,
     DeliveryRequested,
@@ -31,32 +35,30 @@ from shared.contracts import (
     LeadOutcome,
     SoldDelivery,
 )
-from shared.outbox import add_event, add_reply, event_params
+from shared.outbox import add_event, add_reply, event
+from shared.process import Process
 
 RESULTS_CONSUMER = "router.delivery-results"
 
 
-class _Unavailable(Exception):
-    """An account cannot take this lead after all (cap full, no order with room)."""
+@dataclass(frozen=True)
+class Deps:
+    """What the router's use cases need from their process (built once, in main.py)."""
+
+    process: Process
+    after_commit: Callable[[], None] | None = None  # fault injection: right after a lead's commit
 
 
+@dataclass(frozen=True)
 class LeadContext:
     """Where a lead came from, as the broker told us: its properties fit to store
     (`rules.read_envelope`), the routing key it was published with, and what was wrong with them."""
 
-    def __init__(
-        self,
-        idempotency_key: str,
-        reply_to: str | None = None,
-        correlation_id: str | None = None,
-        routing_key: str | None = None,
-        problems: tuple[rules.FieldProblem, ...] = (),
-    ) -> None:
-        self.idempotency_key = idempotency_key
-        self.reply_to = reply_to
-        self.correlation_id = correlation_id
-        self.routing_key = routing_key
-        self.problems = problems
+    idempotency_key: str
+    reply_to: str | None = None
+    correlation_id: str | None = None
+    routing_key: str | None = None
+    problems: tuple[rules.FieldProblem, ...] = ()
 
     @classmethod
     def from_message(
@@ -71,278 +73,275 @@ class LeadContext:
         return cls(envelope.idempotency_key, envelope.reply_to, envelope.correlation_id, routing_key, envelope.problems)
 
 
+class _Unavailable(Exception):
+    """An account cannot take this lead after all (cap full, no order with room)."""
+
+
+# --- receiving a lead: validate -> de-duplicate -> plan -> store -------------------------------------
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A lead as received, validated before its transaction: what it is, under which key, its
+    normalised fields and problems, and (for a known lead type) its eligible accounts with the
+    pauses and group turns that apply — read outside the transaction, in one round trip."""
+
+    lead_id: uuid.UUID
+    key: str
+    lead: InboundLead
+    ctx: LeadContext
+    lead_type: LeadType | None
+    fields: dict[str, Any]
+    problems: list[rules.FieldProblem]
+    candidates: list[DeliveryAccount]
+    paused: frozenset[str]
+    turns: dict[str, int]
+
+
 async def receive_lead(
-    pool: asyncpg.Pool,
-    catalog: Catalog,
-    lead: InboundLead,
-    ctx: LeadContext,
-    now: datetime | None = None,
-    after_commit: Callable[[], None] | None = None,
+    deps: Deps, lead: InboundLead, ctx: LeadContext, now: datetime | None = None
 ) -> uuid.UUID | None:
     """Validate and store a lead, then reject it, mark it duplicate, or start offering it to the
     delivery accounts of its plan. Returns the lead id, or None for a lead already received."""
     now = now or datetime.now(UTC)
-    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
-    turns: dict[str, int] = {}
-    paused: frozenset[str] = frozenset()
-    candidates: list[DeliveryAccount] = []
-    validated: tuple[dict[str, Any], list[rules.FieldProblem]] = (lead.fields, [])
-    if lead_type is not None:
-        validated = rules.validate_fields(lead_type, lead.fields)
-        # Eligibility before pauses: the pause list and the rotating groups' turns then come in
-        # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
-        candidates = rules.eligible_accounts(catalog, lead_type.id, validated[0], now)
-        paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, candidates))
+    pool, catalog = deps.process.pool, deps.process.catalog
+    arrival = await _validate(pool, catalog, lead, ctx, now)
     async with pool.acquire() as conn:
         async with conn.transaction():
-            lead_id = await _receive(conn, catalog, lead, ctx, now, validated, turns, paused, candidates)
-        if after_commit is not None:
-            after_commit()
+            lead_id = await _receive(conn, catalog, arrival, now)
+        if deps.after_commit is not None:
+            deps.after_commit()
     return lead_id
 
 
-async def _receive(
-    conn: asyncpg.Connection,
-    catalog: Catalog,
-    lead: InboundLead,
-    ctx: LeadContext,
-    now: datetime,
-    validated: tuple[dict[str, Any], list[rules.FieldProblem]],
-    turns: dict[str, int],
-    paused: frozenset[str],
-    candidates: list[DeliveryAccount],
-) -> uuid.UUID | None:
+async def _validate(
+    pool: asyncpg.Pool, catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime
+) -> _Arrival:
     lead_id = uuid.uuid4()
+    # A lead without a key is kept and answered like any invalid lead, under a key of its own:
+    # without a key from the source a re-send cannot be recognised.
+    key = ctx.idempotency_key or f"missing:{lead_id}"
+    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
+    fields, field_problems = rules.validate_fields(lead_type, lead.fields) if lead_type else (lead.fields, [])
+    # What the envelope and the body carry wrong (a NUL, a lead_type its routing key contradicts)
+    # comes first, then every other reason to reject the lead.
     problems = list(ctx.problems)
     problems += rules.body_problems(lead.nul_paths, lead.lead_type, ctx.routing_key or f"lead.{lead.lead_type}")
-    if not ctx.idempotency_key:
-        # Kept and answered like any invalid lead, under a key of its own: without a key from
-        # the source a re-send cannot be recognised.
-        ctx.idempotency_key = f"missing:{lead_id}"
-        problems.append(
-            rules.FieldProblem(
-                "message_id",
-                "an idempotency key is required: set the AMQP message_id property or an 'idempotency-key' header",
-            )
-        )
+    problems += rules.lead_problems(
+        catalog, lead.lead_type, lead.source, field_problems, has_key=bool(ctx.idempotency_key)
+    )
+    candidates: list[DeliveryAccount] = []
+    paused: frozenset[str] = frozenset()
+    turns: dict[str, int] = {}
+    if lead_type is not None:
+        # Eligibility before pauses: the pause list and the rotating groups' turns then come in
+        # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
+        candidates = rules.eligible_accounts(catalog, lead_type.id, fields, now)
+        paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, candidates))
+    return _Arrival(lead_id, key, lead, ctx, lead_type, fields, problems, candidates, paused, turns)
 
-    async def store_lead(status: str, **decided: Any) -> bool:
-        """Insert the lead with what was decided of it; False when this source already sent this
-        key (a redelivery, or a re-send): then nothing of this decision stays."""
-        return await store.insert_lead(
-            conn,
-            lead_id=lead_id,
+
+@dataclass(frozen=True)
+class _Duplicates:
+    """What the duplicate check found: the lead's fingerprint; the original it repeats, if any;
+    whether it may be routed at all (some client takes duplicates); the clients it must not go to,
+    and the clients holding its person through another lead."""
+
+    fingerprint: str | None = None
+    original_lead_id: uuid.UUID | None = None
+    routed: bool = True
+    excluded: frozenset[str] = frozenset()
+    holders: frozenset[str] = frozenset()
+
+
+async def _receive(conn: asyncpg.Connection, catalog: Catalog, arrival: _Arrival, now: datetime) -> uuid.UUID | None:
+    if arrival.problems:
+        errors = [FieldError(field=p.field, message=p.message) for p in arrival.problems]
+        return await _finish(conn, arrival, now, "rejected", "invalid lead", errors=errors)
+    assert arrival.lead_type is not None  # no problems: a known lead type
+    duplicates = await _deduplicate(conn, catalog, arrival.lead_type, arrival.fields, now)
+    if not duplicates.routed:
+        return await _finish(conn, arrival, now, "duplicate", "duplicate lead", duplicates=duplicates)
+    planned = rules.plan(
+        catalog,
+        arrival.lead_type.id,
+        arrival.lead.source,
+        arrival.lead.force_id,
+        arrival.candidates,
+        paused=arrival.paused,
+        excluded=duplicates.excluded,
+        turns=arrival.turns,
+    )
+    if isinstance(planned, rules.Unsold):
+        return await _finish(conn, arrival, now, "unsold", planned.reason, duplicates=duplicates)
+    return await _store_and_route(conn, catalog, arrival, duplicates, planned, now)
+
+
+async def _deduplicate(
+    conn: asyncpg.Connection, catalog: Catalog, lead_type: LeadType, fields: dict[str, Any], now: datetime
+) -> _Duplicates:
+    """The fingerprint lock makes the check and the insert one atomic step across replicas: the
+    lead row inserted under the lock becomes visible to the next holder at commit. The lead is
+    stored only once decided or planned (one row version, not two): a redelivered lead is
+    recognised at that insert, after the lock, and what was decided for it is dropped."""
+    fingerprint = rules.fingerprint(lead_type, fields)
+    if fingerprint is None:
+        return _Duplicates()
+    await store.lock_fingerprint(conn, fingerprint)
+    since = now - timedelta(days=lead_type.duplicate_window_days)
+    original = await store.find_original(conn, lead_type.id, fingerprint, since)
+    if original is None:
+        return _Duplicates(fingerprint)
+    if not rules.routes_duplicates(catalog):
+        return _Duplicates(fingerprint, original, routed=False)
+    # Route Duplicate Leads: only to clients that take duplicates and never had this person.
+    holders = frozenset(await store.clients_with_fingerprint(conn, lead_type.id, fingerprint, since))
+    return _Duplicates(fingerprint, original, excluded=rules.duplicate_exclusions(catalog, holders), holders=holders)
+
+
+async def _finish(
+    conn: asyncpg.Connection,
+    arrival: _Arrival,
+    now: datetime,
+    status: str,
+    reason: str,
+    *,
+    errors: list[FieldError] | None = None,
+    duplicates: _Duplicates = _Duplicates(),
+) -> uuid.UUID | None:
+    """Store a lead decided at once (rejected, duplicate, unsold) with its outcome; None when this
+    source already sent this key (a redelivery, or a re-send): then nothing of this decision stays."""
+    lead, ctx = arrival.lead, arrival.ctx
+    if not await store.insert_lead(
+        conn,
+        NewLead(
+            lead_id=arrival.lead_id,
             source_id=lead.source,
-            idempotency_key=ctx.idempotency_key,
+            idempotency_key=arrival.key,
             lead_type_id=lead.lead_type,
+            fields=lead.fields,
             force_id=lead.force_id,
             reply_to=ctx.reply_to,
             correlation_id=ctx.correlation_id,
             status=status,
-            **{"fields": lead.fields, **decided},
-        )
-
-    def outcome(status: str, **kw: Any) -> LeadOutcome:
-        return LeadOutcome(
-            lead_id=lead_id,
-            status=status,
-            source=lead.source,
-            idempotency_key=ctx.idempotency_key,
-            lead_type=lead.lead_type,
-            decided_at=now,
-            **kw,
-        )
-
-    async def finish(status: str, reason: str, **kw: Any) -> uuid.UUID | None:
-        if not await store_lead(
-            status, reason=reason, original_lead_id=kw.get("original_lead_id"), fingerprint=kw.pop("fingerprint", None)
-        ):
-            return None
-        await _emit_outcome(conn, outcome(status, reason=reason, **kw), ctx.reply_to, ctx.correlation_id)
-        return lead_id
-
-    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
-    source = catalog.sources_by_id.get(lead.source)
-    if lead_type is None:
-        problems.append(rules.FieldProblem("lead_type", f"unknown lead type {lead.lead_type!r}"))
-    if source is None:
-        problems.append(rules.FieldProblem("source", f"unknown lead source {lead.source!r}"))
-    elif not source.active:
-        problems.append(rules.FieldProblem("source", f"lead source {lead.source!r} is inactive"))
-    fields, field_problems = validated
-    problems += field_problems
-    if problems:
-        errors = [FieldError(field=p.field, message=p.message) for p in problems]
-        if not await store_lead("rejected", reason="invalid lead", errors=[e.model_dump() for e in errors]):
-            return None
-        await _emit_outcome(
-            conn, outcome("rejected", reason="invalid lead", errors=errors), ctx.reply_to, ctx.correlation_id
-        )
-        return lead_id
-
-    # Duplicates: the fingerprint lock makes the check and the insert one atomic step across
-    # replicas; the lead row inserted below, under the lock, becomes visible to the next holder at
-    # commit. The lead is stored only once decided or planned (one row version, not two): a
-    # redelivered lead is recognised at that insert, after the lock, and what was decided for it
-    # is dropped.
-    fp = rules.fingerprint(lead_type, fields)
-    original_id: uuid.UUID | None = None
-    excluded: set[str] = set()
-    holders: set[str] = set()
-    if fp is not None:
-        await store.lock_fingerprint(conn, fp)
-        since = now - timedelta(days=lead_type.duplicate_window_days)
-        original = await store.find_original(conn, lead_type.id, fp, since)
-        if original is not None:
-            original_id = original["id"]
-            refusing = {c.id for c in catalog.clients if not catalog.option(c.id, "route_duplicate_leads")}
-            if len(refusing) == len(catalog.clients):
-                return await finish("duplicate", "duplicate lead", original_lead_id=original_id, fingerprint=fp)
-            # Route Duplicate Leads: only to clients that take duplicates and never had this person.
-            holders = await store.clients_with_fingerprint(conn, lead_type.id, fp, since)
-            excluded = refusing | holders
-
-    max_sales = rules.max_sales(catalog, lead_type.id, lead.source)
-    if lead.force_id:
-        target = rules.force_target(catalog, lead.force_id)
-        if target is None:
-            mapping = catalog.options.delivery_force_id_mapping.value
-            return await finish(
-                "unsold",
-                f"force id {lead.force_id!r} matches no client ({mapping})",
-                original_lead_id=original_id,
-                fingerprint=fp,
-            )
-        eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded), only_client=target)
-        stages = rules.forced_stages(catalog, eligible, target)
-        if not stages:
-            return await finish(
-                "unsold",
-                f"no eligible delivery account of forced client {target!r}",
-                original_lead_id=original_id,
-                fingerprint=fp,
-            )
-    else:
-        eligible = rules.narrow(candidates, paused=paused, excluded_clients=frozenset(excluded))
-        stages = rules.build_stages(catalog, eligible, turns)
-
-    if not await store_lead(
-        "routing",
-        fields=fields,
-        fingerprint=fp,
-        plan=[s.to_json() for s in stages],
-        max_sales=max_sales,
-        excluded_clients=sorted(excluded),
-        original_lead_id=original_id,
+            reason=reason,
+            errors=[e.model_dump() for e in errors] if errors else None,
+            fingerprint=duplicates.fingerprint,
+            original_lead_id=duplicates.original_lead_id,
+        ),
     ):
         return None
-    state = _LeadState(
-        lead_id,
-        lead.source,
-        ctx.idempotency_key,
-        lead_type.id,
-        fields,
-        fp,
-        stages,
-        set(),
-        max_sales,
-        original_id,
-        ctx.reply_to,
-        ctx.correlation_id,
+    outcome = LeadOutcome(
+        lead_id=arrival.lead_id,
+        status=status,
+        source=lead.source,
+        idempotency_key=arrival.key,
+        lead_type=lead.lead_type,
+        decided_at=now,
+        reason=reason,
+        errors=errors or [],
+        original_lead_id=duplicates.original_lead_id,
     )
-    await _advance(conn, catalog, state, [], now, frozenset(holders))
-    return lead_id
+    await add_event(conn, f"lead.{status}", outcome)
+    if ctx.reply_to:
+        await add_reply(conn, ctx.reply_to, ctx.correlation_id, outcome)
+    return arrival.lead_id
 
 
-class _LeadState:
-    def __init__(
-        self,
-        lead_id: uuid.UUID,
-        source: str,
-        key: str,
-        lead_type: str,
-        fields: dict[str, Any],
-        fingerprint: str | None,
-        stages: list[rules.Stage],
-        skipped: set[str],
-        max_sales: int,
-        original_lead_id: uuid.UUID | None,
-        reply_to: str | None,
-        correlation_id: str | None,
-    ) -> None:
-        self.lead_id, self.source, self.key, self.lead_type, self.fields = lead_id, source, key, lead_type, fields
-        self.fingerprint = fingerprint
-        self.stages, self.skipped, self.max_sales = stages, skipped, max_sales
-        self.original_lead_id, self.reply_to, self.correlation_id = original_lead_id, reply_to, correlation_id
+async def _store_and_route(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    arrival: _Arrival,
+    duplicates: _Duplicates,
+    planned: rules.Plan,
+    now: datetime,
+) -> uuid.UUID | None:
+    """Store the lead with its plan, then send it to its first account(s)."""
+    lead, ctx = arrival.lead, arrival.ctx
+    routed = RoutedLead(
+        lead_id=arrival.lead_id,
+        source_id=lead.source,
+        idempotency_key=arrival.key,
+        lead_type_id=lead.lead_type,
+        fields=arrival.fields,
+        fingerprint=duplicates.fingerprint,
+        status="routing",
+        stages=planned.stages,
+        skipped=frozenset(),
+        max_sales=planned.max_sales,
+        original_lead_id=duplicates.original_lead_id,
+        reply_to=ctx.reply_to,
+        correlation_id=ctx.correlation_id,
+    )
+    if not await store.insert_lead(
+        conn,
+        NewLead(
+            lead_id=routed.lead_id,
+            source_id=routed.source_id,
+            idempotency_key=routed.idempotency_key,
+            lead_type_id=routed.lead_type_id,
+            fields=routed.fields,
+            force_id=lead.force_id,
+            reply_to=routed.reply_to,
+            correlation_id=routed.correlation_id,
+            status="routing",
+            fingerprint=routed.fingerprint,
+            plan=[s.to_json() for s in planned.stages],
+            max_sales=planned.max_sales,
+            excluded_clients=sorted(duplicates.excluded),
+            original_lead_id=routed.original_lead_id,
+        ),
+    ):
+        return None
+    await _advance(conn, catalog, routed, [], now, duplicates.holders)
+    return routed.lead_id
 
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> _LeadState:
-        return cls(
-            row["id"],
-            row["source_id"],
-            row["idempotency_key"],
-            row["lead_type_id"],
-            row["fields"],
-            row["fingerprint"],
-            [rules.Stage.from_json(s) for s in row["plan"]],
-            set(row["skipped"]),
-            row["max_sales"],
-            row["original_lead_id"],
-            row["reply_to"],
-            row["correlation_id"],
-        )
 
-
-async def _emit_outcome(
-    conn: asyncpg.Connection, outcome: LeadOutcome, reply_to: str | None, correlation_id: str | None
-) -> None:
-    await add_event(conn, f"lead.{outcome.status}", outcome)
-    if reply_to:
-        await add_reply(conn, reply_to, correlation_id, outcome)
+# --- moving a lead on -----------------------------------------------------------------------------
 
 
 async def _advance(
     conn: asyncpg.Connection,
     catalog: Catalog,
-    lead: _LeadState,
-    deliveries: list[asyncpg.Record],
+    lead: RoutedLead,
+    deliveries: list[DeliveryRow],
     now: datetime,
     holders: frozenset[str],
 ) -> None:
     """Send the lead to whatever its plan says comes next, or decide its outcome. `holders` are the
     clients that hold this person through another lead, read under the fingerprint lock: the lead
     skips them (Route Duplicate Leads, in both directions)."""
-    attempts = store.as_attempts(deliveries)
+    attempts = [d.attempt() for d in deliveries]
     client_of = {
         a: catalog.accounts_by_id[a].client for s in lead.stages for a in s.accounts if a in catalog.accounts_by_id
     }
-    skipped_before = len(lead.skipped)
+    skipped = set(lead.skipped)
     while True:
-        step = rules.next_step(lead.stages, attempts, lead.skipped, lead.max_sales, client_of, holders)
+        step = rules.next_step(list(lead.stages), attempts, skipped, lead.max_sales, client_of, holders)
         if step.done:
-            await _decide(conn, lead, deliveries, now)
+            await _decide(conn, lead, deliveries, bool(skipped), now)
             break
         if not step.request:
             break
         for group_id, account_id in step.request:
-            delivery_id = await _reserve_and_request(conn, catalog, lead, group_id, account_id, now)
-            if delivery_id is None:
-                lead.skipped.add(account_id)
-            else:
+            if await _reserve_and_request(conn, catalog, lead, group_id, account_id, now):
                 attempts.append(rules.Attempt(account_id, client_of[account_id], "requested"))
-    if len(lead.skipped) != skipped_before:
-        await store.save_skipped(conn, lead.lead_id, sorted(lead.skipped))
+            else:
+                skipped.add(account_id)
+    if skipped != lead.skipped:
+        await store.save_skipped(conn, lead.lead_id, sorted(skipped))
 
 
 async def _reserve_and_request(
-    conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, group_id: str, account_id: str, now: datetime
-) -> uuid.UUID | None:
+    conn: asyncpg.Connection, catalog: Catalog, lead: RoutedLead, group_id: str, account_id: str, now: datetime
+) -> bool:
     """Take the account's cap units and order share, then ask delivery to post. All or nothing
-    (a savepoint): an account that cannot take the lead keeps nothing reserved."""
+    (a savepoint): an account that cannot take the lead keeps nothing reserved. False when it
+    cannot take it."""
     account = catalog.accounts_by_id.get(account_id)
     client = catalog.clients_by_id.get(account.client) if account else None
     if account is None or client is None or not account.active or not client.active:
-        return None  # left the catalog, or was deactivated, since the plan was made
+        return False  # left the catalog, or was deactivated, since the plan was made
     delivery_id = uuid.uuid4()
     # A savepoint, not compensation: rolling back to it also drops the row locks the failed
     # attempt took (a full cap counter, an order without room), which would otherwise be held
@@ -350,121 +349,98 @@ async def _reserve_and_request(
     # Never released: a release is a round trip, and what it guards commits with the lead anyway.
     await conn.execute("SAVEPOINT reserve")
     try:
-        cap_keys, found = await store.take_caps(
-            conn,
-            account.id,
-            rules.cap_windows(account.caps, client.time_zone, now),
-            (account.client, orders.sale_day(catalog, account, now), delivery_id),
+        sale = orders.Sale.of(catalog, account, delivery_id, account.price, now)
+        cap_keys, lookup = await store.take_caps(
+            conn, account.id, rules.cap_windows(account.caps, client.time_zone, now), sale
         )
         if cap_keys is None:
             raise _Unavailable
         order_id = await orders.reserve(
-            conn, catalog=catalog, account=account, delivery_id=delivery_id, price=account.price, now=now, found=found
+            conn, catalog=catalog, account=account, delivery_id=delivery_id, price=account.price, now=now, lookup=lookup
         )
         if account.require_order and order_id is None:
             raise _Unavailable
     except _Unavailable:
         await conn.execute("ROLLBACK TO SAVEPOINT reserve")
-        return None
+        return False
+    requested = DeliveryRequested(
+        delivery_id=delivery_id,
+        lead_id=lead.lead_id,
+        lead_type=lead.lead_type_id,
+        client_id=account.client,
+        delivery_account_id=account.id,
+        price=account.price,
+        fields=lead.fields,
+    )
     await store.request_delivery(
         conn,
-        delivery_id,
-        lead.lead_id,
-        account.client,
-        account.id,
-        account.price,
-        group_id,
-        cap_keys,
-        order_id,
-        event_params(
-            "delivery.requested",
-            DeliveryRequested(
-                delivery_id=delivery_id,
-                lead_id=lead.lead_id,
-                lead_type=lead.lead_type,
-                client_id=account.client,
-                delivery_account_id=account.id,
-                price=account.price,
-                fields=lead.fields,
-            ),
-        ),
+        NewDelivery(delivery_id, lead.lead_id, account.client, account.id, account.price, group_id, cap_keys, order_id),
+        event("delivery.requested", requested),
     )
-    return delivery_id
+    return True
 
 
-async def _decide(conn: asyncpg.Connection, lead: _LeadState, deliveries: list[asyncpg.Record], now: datetime) -> None:
-    sold = [d for d in deliveries if d["status"] == "succeeded"]
-    if sold:
-        status, reason = "sold", None
-    elif lead.original_lead_id is not None:
-        status, reason = "duplicate", "duplicate lead; no buyer that takes duplicates bought it"
-    elif deliveries:
-        last = next((d["reason"] for d in reversed(deliveries) if d["reason"]), "refused")
-        status, reason = "unsold", f"no delivery account accepted the lead (last: {last})"
-    elif lead.skipped:
-        status, reason = "unsold", "every eligible delivery account is at its cap or has no order with room"
-    else:
-        status, reason = "unsold", "no eligible delivery account"
+async def _decide(
+    conn: asyncpg.Connection, lead: RoutedLead, deliveries: list[DeliveryRow], skipped: bool, now: datetime
+) -> None:
+    status, reason = rules.outcome(
+        [d.attempt() for d in deliveries], duplicate=lead.original_lead_id is not None, skipped=skipped
+    )
     outcome = LeadOutcome(
         lead_id=lead.lead_id,
         status=status,
-        source=lead.source,
-        idempotency_key=lead.key,
-        lead_type=lead.lead_type,
+        source=lead.source_id,
+        idempotency_key=lead.idempotency_key,
+        lead_type=lead.lead_type_id,
         decided_at=now,
         reason=reason,
         original_lead_id=lead.original_lead_id,
         deliveries=[
             SoldDelivery(
-                delivery_id=d["id"],
-                client_id=d["client_id"],
-                delivery_account_id=d["delivery_account_id"],
-                price=d["price"],
+                delivery_id=d.delivery_id, client_id=d.client_id, delivery_account_id=d.account_id, price=d.price
             )
-            for d in sold
+            for d in deliveries
+            if d.status == "succeeded"
         ],
     )
-    await store.decide_lead(conn, lead.lead_id, status, reason, event_params(f"lead.{status}", outcome))
+    await store.decide_lead(conn, lead.lead_id, status, reason, event(f"lead.{status}", outcome))
     if lead.reply_to:
         await add_reply(conn, lead.reply_to, lead.correlation_id, outcome)
 
 
 async def record_delivery_result(
-    pool: asyncpg.Pool,
-    catalog: Catalog,
-    result: DeliverySucceeded | DeliveryFailed,
-    message_id: str,
-    now: datetime | None = None,
+    deps: Deps, result: DeliverySucceeded | DeliveryFailed, message_id: str, now: datetime | None = None
 ) -> None:
     """A delivery finished: settle what it reserved, then move the lead on."""
     now = now or datetime.now(UTC)
+    pool, catalog = deps.process.pool, deps.process.catalog
     async with pool.acquire() as conn, conn.transaction():
-        claimed, row = await store.claim_and_lock_lead(conn, RESULTS_CONSUMER, message_id, result.lead_id)
+        claimed, lead = await store.claim_and_lock_lead(conn, RESULTS_CONSUMER, message_id, result.lead_id)
         if not claimed:
             return
         deliveries = await store.deliveries_of(conn, result.lead_id)
-        this = next((d for d in deliveries if d["id"] == result.delivery_id), None)
+        this = next((d for d in deliveries if d.delivery_id == result.delivery_id), None)
         # Settle first, whatever the lead's state: another delivery's result may already have
         # decided the lead from the statuses in the database, but this delivery's cap units and
         # order share are settled only here, once (the inbox claim above).
         succeeded = isinstance(result, DeliverySucceeded)
         if not succeeded:
             await store.release_caps(conn, result.delivery_id)
-        if this is None or this["order_id"] is not None:
+        if this is None or this.order_id is not None:
             await orders.settle(
                 conn,
                 delivery_id=result.delivery_id,
                 succeeded=succeeded,
-                final_price=result.price if succeeded else 0,
+                final_price=result.price if isinstance(result, DeliverySucceeded) else Decimal(0),
                 now=now,
+                notify_to=[deps.process.settings.admin_email],
             )
-        if row is None or row["status"] != "routing":
+        if lead is None or lead.status != "routing":
             return  # already decided: nothing more to send
-        lead = _LeadState.from_row(row)
         await _advance(conn, catalog, lead, deliveries, now, await _holders(conn, catalog, lead, now))
 
 
-async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState, now: datetime) -> frozenset[str]:
+async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: RoutedLead, now: datetime) -> frozenset[str]:
     """Clients holding this lead's person through another lead in the duplicate window — a copy
     that arrived after this lead included (a refused original must not be re-offered to the client
     that took its duplicate meanwhile). The caller holds the fingerprint lock
@@ -472,7 +448,7 @@ async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState,
     sent to a client between this read and this lead's next request."""
     if lead.fingerprint is None:
         return frozenset()
-    lead_type = catalog.lead_types_by_id.get(lead.lead_type)
+    lead_type = catalog.lead_types_by_id.get(lead.lead_type_id)
     # A lead type gone from the catalog has no window any more: every copy counts (the safe side).
     since = (
         now - timedelta(days=lead_type.duplicate_window_days)
@@ -480,5 +456,5 @@ async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: _LeadState,
         else datetime.min.replace(tzinfo=UTC)
     )
     return frozenset(
-        await store.clients_with_fingerprint(conn, lead.lead_type, lead.fingerprint, since, other_than=lead.lead_id)
+        await store.clients_with_fingerprint(conn, lead.lead_type_id, lead.fingerprint, since, other_than=lead.lead_id)
     )

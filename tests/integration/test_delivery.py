@@ -18,7 +18,7 @@ from services.delivery import store as delivery_store
 from services.delivery.main import build as build_delivery
 from services.router.main import build as build_router
 from shared.contracts import ConfirmPrice
-from shared.outbox import event_params
+from shared.outbox import event
 from shared.portal_links import read_link_token
 from shared.service import Runtime
 from tests.delivery_support import IdempotentBuyer, account, catalog, seed_delivery
@@ -367,7 +367,7 @@ async def test_an_answered_posts_one_statement_close_is_fenced_by_the_attempt(se
             status="succeeded",
             price=Decimal("30.00"),
             reason=None,
-            event=event_params("delivery.succeeded", {"delivery_id": str(request.delivery_id)}),
+            event=event("delivery.succeeded", {"delivery_id": str(request.delivery_id)}),
         )
 
     assert not await log_and_finish(attempt=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any, cast
 
 import pytest
 
@@ -140,7 +141,7 @@ async def test_wait_queues_dead_letter_at_least_once():
             return Bindable()
 
     topology = Topology("regress", (0.5, 1.0))
-    await topology.declare(Recorder())
+    await topology.declare(cast(Any, Recorder()))
     waits = [q for q in declared if ".retry." in q.name or ".delay." in q.name]
     assert len(waits) == len(WORK_QUEUES) * 2 + 8  # two retry tiers each, eight delivery delay tiers
     for queue in waits:

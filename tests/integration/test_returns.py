@@ -19,11 +19,18 @@ import pytest_asyncio
 from services.returns import usecases
 from services.returns.main import build as build_returns
 from shared import db
+from shared.catalog.model import Catalog
 from shared.contracts import ReturnDecide, ReturnRequest
+from shared.process import Standalone
 from tests.returns_support import catalog_of, order_row, outbox_keys, returns_catalog, sell
 from tests.support import EventTap, apply_yaml, wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def deps(pool, catalog: Catalog) -> usecases.Deps:
+    return usecases.Deps(Standalone(pool, catalog))
+
 
 D = Decimal
 NOW = datetime(2026, 6, 15, 15, 0, tzinfo=UTC)
@@ -79,7 +86,7 @@ async def test_request_rules_each_deny_at_once_with_their_reason(settings, conn,
     ((bolts, _),) = await sell(conn, at=NOW - timedelta(days=1), client_id="bolt", account_id="bolt-post")
 
     async def status(req: ReturnRequest) -> tuple[str, str | None]:
-        out = await usecases.request_return(pool, catalog, req, now=NOW)
+        out = await usecases.request_return(deps(pool, catalog), req, now=NOW)
         return out.status, out.decision_reason
 
     assert await status(ask(bolts)) == ("denied", "not_delivered")  # sold to another client
@@ -120,7 +127,7 @@ async def test_auto_approval_credits_the_order_and_the_balance_within_the_caps(s
     catalog = await catalog_of(conn)
     sold = await sell(conn, at=NOW - timedelta(hours=1), count=4, catalog=catalog)
     assert (await order_row(conn, "o1"))["received"] == D("4")
-    outcomes = [await usecases.request_return(pool, catalog, ask(lead_id), now=NOW) for lead_id, _ in sold[:3]]
+    outcomes = [await usecases.request_return(deps(pool, catalog), ask(lead_id), now=NOW) for lead_id, _ in sold[:3]]
     # The order allows floor(4 × 50%) = 2 returns: the third is over its cap.
     assert [(o.status, o.decision_reason) for o in outcomes] == [
         ("approved", "auto_approved"),
@@ -150,7 +157,7 @@ async def test_admin_decisions_by_cli_and_by_message(settings, conn, pool):
     sold = await sell(conn, at=at, count=3, catalog=catalog)
     reqs = [ask(lead_id) for lead_id, _ in sold]
     for req in reqs:
-        assert (await usecases.request_return(pool, catalog, req)).status == "pending"
+        assert (await usecases.request_return(deps(pool, catalog), req)).status == "pending"
 
     env = {**os.environ, "DATABASE_URL": settings.database_url}
     cli = [os.path.join(os.path.dirname(sys.executable), "leadwire"), "returns"]
@@ -197,7 +204,7 @@ async def test_admin_decisions_by_cli_and_by_message(settings, conn, pool):
     assert await conn.fetchval("SELECT balance FROM client_balances WHERE client_id = 'acme'") == D("50.00")
     assert (await order_row(conn, "o1"))["received"] == D("25.00")
     # An admin's denial still holds the lead: it cannot be asked for again.
-    assert (await usecases.request_return(pool, catalog, ask(sold[1][0]))).decision_reason == "already_returned"
+    assert (await usecases.request_return(deps(pool, catalog), ask(sold[1][0]))).decision_reason == "already_returned"
 
 
 async def test_the_cap_period_is_the_calendar_month_of_delivery_in_the_clients_zone(settings, conn, pool):
@@ -210,14 +217,14 @@ async def test_the_cap_period_is_the_calendar_month_of_delivery_in_the_clients_z
     may = await sell(conn, at=datetime(2026, 6, 1, 2, 0, tzinfo=UTC), count=10)
     june = await sell(conn, at=datetime(2026, 6, 1, 5, 0, tzinfo=UTC), count=19)
     got = [
-        (await usecases.request_return(pool, catalog, ask(lead), now=NOW)).status
+        (await usecases.request_return(deps(pool, catalog), ask(lead), now=NOW)).status
         for lead, _ in (may[0], may[1], june[0], june[1])
     ]
     # 10% of 10 is 1 for May; 10% of 19 rounds down to 1 for June.
     assert got == ["pending", "denied", "pending", "denied"]
     # One more June delivery makes room for a second June return.
     await sell(conn, at=datetime(2026, 6, 10, tzinfo=UTC), count=1)
-    assert (await usecases.request_return(pool, catalog, ask(june[2][0]), now=NOW)).status == "pending"
+    assert (await usecases.request_return(deps(pool, catalog), ask(june[2][0]), now=NOW)).status == "pending"
 
 
 async def test_a_lead_sold_through_router_and_delivery_is_returned_with_a_reply(settings, conn):

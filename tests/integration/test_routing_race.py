@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import aio_pika
 import pytest
@@ -24,7 +19,6 @@ from shared.service import Runtime
 from tests.support import apply_yaml, start_buyer, wait_for
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 ROUTERS = 3
 UNIQUE, PAIRS = 700, 150  # 700 + 2 * 150 = 1,000 leads
 CAP = 7
@@ -92,16 +86,6 @@ def race_catalog(buyer) -> str:
     )
 
 
-async def _consumers(settings, queue: str) -> int:
-    connection = await aio_pika.connect(settings.amqp_url)
-    try:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.consumer_count
-    finally:
-        await connection.close()
-
-
 async def test_three_routers_hold_every_invariant(settings, conn):
     buyer, stop_buyer = start_buyer()
     # Every 10th post is refused: refusals must give back caps and order shares.
@@ -115,27 +99,13 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     await apply_yaml(settings.database_url, race_catalog(buyer))
     async with Runtime("setup", settings).running():
         pass  # topology declared before the routers start
-    env = {
-        **os.environ,
-        "AMQP_URL": settings.amqp_url,
-        "DATABASE_URL": settings.database_url,
-        "LEADWIRE_NAMESPACE": settings.namespace,
-        "LEADWIRE_POLL_INTERVAL": "0.1",
-        "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
-        "LEADWIRE_DB_POOL_MAX": "8",
-    }
-    routers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "faststream", "run", "services.router.main:app"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(ROUTERS)
-    ]
+    routers = Processes(service_env(settings, LEADWIRE_DB_POOL_MAX="8"))
     try:
-        await wait_for(_all_consuming(settings), timeout=60)
+        for n in range(ROUTERS):
+            routers.service("router", slot=f"router#{n}")
+        await wait_for_consumers(
+            settings.amqp_url, {f"{settings.namespace}.router.leads": ROUTERS}, check=routers.check_alive
+        )
         async with build_delivery(settings).running():
             keys = await _publish_leads(settings)
             await wait_for(
@@ -144,10 +114,7 @@ async def test_three_routers_hold_every_invariant(settings, conn):
             )
             await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"), timeout=60)
     finally:
-        for p in routers:
-            p.send_signal(signal.SIGTERM)
-        for p in routers:
-            p.wait(timeout=30)
+        routers.stop(grace=30)
         stop_buyer()
 
     # Every lead: exactly one row, one terminal status, one outcome event (checked via the DB
@@ -202,13 +169,6 @@ async def test_three_routers_hold_every_invariant(settings, conn):
     # The caps and orders did bind: the test proves nothing if they never filled.
     assert per_account["a1"] == CAP and per_account["c1"] == ORDER_TOTAL and per_account["f1"] == 10
     assert f_order["received"] == f_order["total"]
-
-
-def _all_consuming(settings):
-    async def check() -> bool:
-        return await _consumers(settings, f"{settings.namespace}.router.leads") == ROUTERS
-
-    return check
 
 
 async def _publish_leads(settings) -> list[str]:

@@ -26,11 +26,11 @@ def test_example_catalog_is_valid_and_round_trips():
 
 def test_client_options_resolve_overrides_before_globals():
     catalog = parse_catalog(EXAMPLE.read_text())
-    assert catalog.option("sunrise", "allow_confirm_price") is True  # client override
-    assert catalog.option("brightpath", "allow_confirm_price") is False  # global
-    assert catalog.option("helios", "return_pct_delivery_accounts") == 15
-    assert catalog.option("brightpath", "return_pct_delivery_accounts") == 10
-    assert catalog.option("helios", "route_duplicate_leads") is True
+    assert catalog.client_options("sunrise").allow_confirm_price is True  # client override
+    assert catalog.client_options("brightpath").allow_confirm_price is False  # global
+    assert catalog.client_options("helios").return_pct_delivery_accounts == 15
+    assert catalog.client_options("brightpath").return_pct_delivery_accounts == 10
+    assert catalog.client_options("helios").route_duplicate_leads is True
 
 
 def test_every_error_is_reported_with_its_line_and_path():

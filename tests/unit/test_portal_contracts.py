@@ -87,6 +87,7 @@ async def test_the_client_answers_a_request_its_contract_refuses_without_sending
     """A NUL (or an over-long token) in what the portal passes on is `bad_request`, never an
     exception in the web tier (the portal's /link/%00 was a 500)."""
     from services.portal_auth.client import PortalAuthClient
+    from shared.contracts.portal_auth import Failure
     from shared.topology import Topology
 
     class NoBroker:
@@ -99,4 +100,5 @@ async def test_the_client_answers_a_request_its_contract_refuses_without_sending
         await client.verify("x" * 600),
         await client.login("a\x00@b.c", "pw"),
     ):
+        assert isinstance(answer, Failure)
         assert (answer.ok, answer.error) == (False, "bad_request")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import aiormq
 import pytest
 
@@ -51,7 +53,7 @@ async def test_a_quorum_queue_refused_while_its_home_node_starts_is_declared_on_
             "fresh.events": [TimeoutError()],
         }
     )
-    await topology.declare(broker)
+    await topology.declare(cast(Any, broker))
     assert broker.declared.count(leads) == 1
     assert (leads, "lead.#") in broker.bound
     assert len(broker.bound) == sum(len(q.bindings) for q in WORK_QUEUES.values())
@@ -63,4 +65,4 @@ async def test_a_queue_that_exists_with_other_arguments_fails_at_once():
     refusal = aiormq.exceptions.ChannelPreconditionFailed("PRECONDITION_FAILED - inequivalent arg 'x-queue-type'")
     broker = RefusingBroker({leads: [refusal]})
     with pytest.raises(aiormq.exceptions.ChannelPreconditionFailed):
-        await topology.declare(broker)
+        await topology.declare(cast(Any, broker))

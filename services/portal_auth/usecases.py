@@ -67,7 +67,7 @@ DEADLINE_HEADER = "x-deadline-ms"
 RESET_COOLDOWN = timedelta(minutes=1)
 
 # mypy reads TypeAdapter's argument as a class; an Annotated union is a special form pydantic takes.
-REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type]
+REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type, unused-ignore]
 
 MESSAGES: dict[ErrorCode, str] = {
     "invalid_credentials": "wrong email or password",

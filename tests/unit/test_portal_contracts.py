@@ -14,7 +14,7 @@ from shared.contracts.portal_auth import ChangePassword, Login, PortalAuthReques
 from shared.service import validation_summary
 
 # mypy reads TypeAdapter's argument as a class; an Annotated union is a special form pydantic takes.
-REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type]
+REQUEST: TypeAdapter[PortalAuthRequest] = TypeAdapter(PortalAuthRequest)  # type: ignore[arg-type, unused-ignore]
 SECRET = "correct horse battery staple"
 
 
@@ -94,7 +94,7 @@ async def test_the_client_answers_a_request_its_contract_refuses_without_sending
         async def request(self, *args, **kwargs):
             raise AssertionError("nothing is sent")
 
-    client = PortalAuthClient(NoBroker(), Topology("t"))  # type: ignore[arg-type]
+    client = PortalAuthClient(NoBroker(), Topology("t"))  # type: ignore[arg-type, unused-ignore]
     for answer in (
         await client.check_link("\x00"),
         await client.verify("x" * 600),

@@ -44,7 +44,9 @@ NAVIGATION: list[NavEntry] = [
 ]
 
 # Links of the avatar menu (A5), above its sign-out buttons (which are forms, always there).
-AVATAR_MENU: list[NavEntry] = []
+AVATAR_MENU: list[NavEntry] = [
+    NavEntry("Settings", "/settings"),
+]
 
 
 @dataclass

@@ -207,6 +207,44 @@ async def lead_activity(
     )
 
 
+# --- Users (portal_auth's table, read-only) ----------------------------------------------------------
+
+USER_COLUMNS = (
+    "u.id, u.client_id, u.email, u.name, u.phone, u.is_admin, u.view_downline, u.enabled,"
+    " u.notify_new_leads, u.parent_user_id, u.password_hash IS NOT NULL AS has_password"
+)
+
+
+async def portal_user(conn: asyncpg.Connection, viewer: Viewer, user_id: uuid.UUID) -> asyncpg.Record | None:
+    """One user of the viewer's client whom the viewer may see (admins: anyone; others
+    themselves and their downline), or None."""
+    p = Params()
+    client, user = p(viewer.client_id), p(user_id)
+    return await conn.fetchrow(
+        f"SELECT {USER_COLUMNS} FROM portal_users u WHERE u.client_id = {client} AND u.id = {user}"
+        f" AND {_user_visible(viewer, p)}",
+        *p.values,
+    )
+
+
+def _user_visible(viewer: Viewer, p: Params) -> str:
+    if viewer.user_ids is None:
+        return "TRUE"
+    return f"u.id = ANY({p(list(viewer.user_ids))}::uuid[])"
+
+
+async def portal_users(conn: asyncpg.Connection, viewer: Viewer) -> list[asyncpg.Record]:
+    """The client's users the viewer may see (admins: all; others themselves and their downline),
+    by name then email."""
+    p = Params()
+    client = p(viewer.client_id)
+    return await conn.fetch(
+        f"SELECT {USER_COLUMNS} FROM portal_users u WHERE u.client_id = {client} AND {_user_visible(viewer, p)}"
+        " ORDER BY lower(u.name), lower(u.email)",
+        *p.values,
+    )
+
+
 # --- Dashboard ------------------------------------------------------------------------------------
 
 

@@ -78,6 +78,57 @@ class Viewer:
         return assigned_user_id is not None and assigned_user_id in self.user_ids
 
 
+# --- Settings and users (H1–H8) --------------------------------------------------------------------
+
+MAX_NAME = 200
+MAX_PHONE = 50
+PASSWORD_HINT = "At least 10 characters, not your email address. A passphrase of a few words is easy to remember."
+
+
+def sentence(text: str) -> str:
+    """A reply's message ("the current password is wrong") as a sentence for the page."""
+    text = text.strip()
+    if not text:
+        return ""
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+@dataclass(frozen=True)
+class ContactDetails:
+    name: str
+    phone: str
+
+
+def check_contact_details(name: str, phone: str) -> tuple[ContactDetails | None, dict[str, str]]:
+    errors: dict[str, str] = {}
+    name = " ".join(name.split())
+    phone = " ".join(phone.split())
+    if len(name) > MAX_NAME:
+        errors["name"] = f"Keep the name under {MAX_NAME} characters."
+    if len(phone) > MAX_PHONE:
+        errors["phone"] = f"Keep the phone number under {MAX_PHONE} characters."
+    elif phone and not re.fullmatch(r"[0-9+()./ x-]+", phone):
+        errors["phone"] = "A phone number has digits, spaces and + ( ) - . / x only."
+    return (ContactDetails(name, phone) if not errors else None), errors
+
+
+def check_new_password(current: str, new: str, confirm: str) -> dict[str, str]:
+    """The change-password form's own checks (portal_auth checks the policy itself)."""
+    errors: dict[str, str] = {}
+    if not current:
+        errors["current"] = "Enter your current password."
+    elif len(current) > 1024:
+        errors["current"] = "That password is too long."
+    if not new:
+        errors["password"] = "Choose a new password."
+    elif len(new) > 1024:
+        errors["password"] = "Use at most 1024 characters."
+    elif new != confirm:
+        errors["confirm"] = "The two passwords are not the same."
+    return errors
+
+
 # --- Days in the client's time zone --------------------------------------------------------------
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from services.portal import access, dashboard, leads
+from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
 from services.portal_auth.client import PortalAuthClient
@@ -28,7 +30,8 @@ from shared.web import create_web_app
 
 HERE = Path(__file__).parent
 # The route modules, each an APIRouter mounted under the base path. Part 2's pages are added here.
-PAGES = (access, dashboard, leads)
+PAGES: tuple[ModuleType, ...] = (access, dashboard, leads)
+PAGES += (settings_pages,)  # H1–H3
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 

@@ -41,6 +41,7 @@ class NavEntry:
 NAVIGATION: list[NavEntry] = [
     NavEntry("Dashboard", "/dashboard"),
     NavEntry("Leads", "/leads"),
+    NavEntry("Users", "/users", admin_only=True),
 ]
 
 # Links of the avatar menu (A5), above its sign-out buttons (which are forms, always there).

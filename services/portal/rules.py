@@ -129,6 +129,73 @@ def check_new_password(current: str, new: str, confirm: str) -> dict[str, str]:
     return errors
 
 
+@dataclass(frozen=True)
+class UserForm:
+    """The "+New" / edit user form, checked. `email` is only used when creating."""
+
+    name: str
+    email: str
+    phone: str
+    is_admin: bool
+    view_downline: bool
+    enabled: bool
+    notify_new_leads: bool
+    parent_user_id: uuid.UUID | None
+
+
+USER_FLAGS = ("is_admin", "view_downline", "enabled", "notify_new_leads")
+
+
+def check_user_form(
+    form: Mapping[str, str], *, creating: bool, parents: Iterable[uuid.UUID]
+) -> tuple[UserForm | None, dict[str, str]]:
+    """A user form as posted (checkboxes are "on" or absent). `parents`: the ids the parent
+    picker offered (the client's users); anything else is refused here, and portal_auth checks
+    again (same client, no cycles)."""
+    errors: dict[str, str] = {}
+    details, found = check_contact_details(form.get("name", ""), form.get("phone", ""))
+    errors.update(found)
+    email = form.get("email", "").strip()
+    if creating:
+        if not email:
+            errors["email"] = "Enter the new user's email address."
+        elif not valid_address(email):
+            errors["email"] = "Enter a valid email address, like name@example.com."
+    parent_text = form.get("parent", "").strip()
+    parent: uuid.UUID | None = None
+    if parent_text:
+        parent = parse_uuid(parent_text)
+        if parent is None or parent not in set(parents):
+            errors["parent"] = "Choose the parent from the list."
+    if errors or details is None:
+        return None, errors
+    flags = {name: form.get(name) == "on" for name in USER_FLAGS}
+    return UserForm(details.name, email, details.phone, parent_user_id=parent, **flags), {}
+
+
+# portal_auth's refusals of create_user / update_user, as the page says them (field, sentence).
+USER_REFUSALS: dict[str, tuple[str, str]] = {
+    "conflict": ("email", "This email address already has a portal login (here or with another company)."),
+    "not_found": ("form", "There is no such user in your portal."),
+    "weak_password": ("form", "That password is too weak."),
+}
+
+
+def user_refusal(error: str, message: str) -> tuple[str, str]:
+    """(field, sentence) for a refused user command."""
+    if error in USER_REFUSALS:
+        return USER_REFUSALS[error]
+    if error == "forbidden" and "admin user" in message and "at least one" in message:
+        return "form", "Your company needs at least one enabled admin: this change would leave it without one."
+    if error == "forbidden":
+        return "form", "Only an admin may do this."
+    if error == "bad_request" and ("parent" in message or "below themselves" in message):
+        return "parent", sentence(message)
+    if error in ("unavailable", "deadline_exceeded"):
+        return "form", "Nothing was changed: the sign-in service is not answering. Please try again in a moment."
+    return "form", sentence(message) or "That change was refused."
+
+
 # --- Days in the client's time zone --------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from types import ModuleType
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.portal import access, dashboard, leads
+from services.portal import access, dashboard, leads, users
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
@@ -32,6 +32,7 @@ HERE = Path(__file__).parent
 # The route modules, each an APIRouter mounted under the base path. Part 2's pages are added here.
 PAGES: tuple[ModuleType, ...] = (access, dashboard, leads)
 PAGES += (settings_pages,)  # H1–H3
+PAGES += (users,)  # H4–H8
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 

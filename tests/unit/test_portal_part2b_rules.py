@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from services.portal import rules
@@ -52,3 +54,55 @@ def test_contact_details(name, phone, errors):
 )
 def test_new_password_form(current, new, confirm, errors):
     assert set(rules.check_new_password(current, new, confirm)) == errors
+
+
+PARENT = uuid.UUID("11111111-1111-1111-1111-111111111111")
+
+
+@pytest.mark.parametrize(
+    ("form", "creating", "errors"),
+    [
+        ({"name": "Nina", "email": "nina@acme.test", "enabled": "on"}, True, set()),
+        ({"name": "Nina", "email": ""}, True, {"email"}),
+        ({"name": "Nina", "email": "nope"}, True, {"email"}),
+        ({"name": "Nina", "email": ""}, False, set()),  # the email is not edited
+        ({"name": "Nina", "email": "n@a.test", "parent": str(PARENT)}, True, set()),
+        ({"name": "Nina", "email": "n@a.test", "parent": str(uuid.uuid4())}, True, {"parent"}),
+        ({"name": "Nina", "email": "n@a.test", "parent": "../x"}, True, {"parent"}),
+        ({"name": "x" * 300, "email": "n@a.test", "phone": "abc"}, True, {"name", "phone"}),
+    ],
+)
+def test_user_form(form, creating, errors):
+    checked, found = rules.check_user_form(form, creating=creating, parents=[PARENT])
+    assert set(found) == errors
+    assert (checked is None) == bool(errors)
+
+
+def test_user_form_reads_checkboxes_and_parent():
+    checked, _ = rules.check_user_form(
+        {"email": "n@a.test", "is_admin": "on", "enabled": "on", "parent": str(PARENT)}, creating=True, parents=[PARENT]
+    )
+    assert checked is not None
+    assert (checked.is_admin, checked.view_downline, checked.enabled, checked.notify_new_leads) == (
+        True,
+        False,
+        True,
+        False,
+    )
+    assert checked.parent_user_id == PARENT
+
+
+@pytest.mark.parametrize(
+    ("error", "message", "where"),
+    [
+        ("conflict", "", "email"),
+        ("forbidden", "a client needs at least one enabled admin user", "form"),
+        ("forbidden", "only an admin user may change this", "form"),
+        ("bad_request", "a user cannot be below themselves", "parent"),
+        ("bad_request", "the parent user is not a user of this client", "parent"),
+        ("unavailable", "", "form"),
+    ],
+)
+def test_user_refusals(error, message, where):
+    found, sentence = rules.user_refusal(error, message)
+    assert found == where and sentence

@@ -23,7 +23,7 @@ import asyncpg
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
-from shared import sql
+from shared import metrics, sql
 from shared.background import every
 from shared.sql import Statement, statement
 from shared.topology import Topology
@@ -254,6 +254,7 @@ class OutboxRelay:
             rows = sorted(rows, key=lambda r: r["created_at"])
             await asyncio.gather(*(self._publish(r) for r in rows))
         self.published += len(rows)
+        metrics.OUTBOX_PUBLISHED.inc(len(rows))
         return len(rows)
 
     async def _publish(self, row: asyncpg.Record) -> None:

@@ -41,7 +41,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ValidationError
 
-from shared import db, health, outbox
+from shared import db, health, metrics, outbox
 from shared.background import Loop, Work, every
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
@@ -52,7 +52,7 @@ from shared.listener import PgListener
 from shared.outbox import NOTIFY_CHANNEL as OUTBOX_CHANNEL
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
-from shared.topology import Topology, topic_matches
+from shared.topology import WORK_QUEUES, Topology, topic_matches
 
 log = logging.getLogger("leadwire")
 
@@ -151,10 +151,14 @@ class FailureRouting(BaseMiddleware):
         relay = self.runtime.relay
         # Outbox rows the handler commits wake this process's relay directly, without a NOTIFY.
         written = outbox.handler_scope() if relay is not None else None
+        # Counts of state changes wait for the handler to return (its transaction committed).
+        counts = metrics.handler_scope()
         try:
             if not self.keeps_bad_properties:
                 refuse_nul_properties(msg.raw_message)
-            return await call_next(msg)
+            result = await call_next(msg)
+            metrics.apply(counts)
+            return result
         except asyncio.CancelledError:
             raise  # shutdown: the channel closes and the broker requeues the message
         except Exception as exc:  # noqa: BLE001 - every failure is routed, none crashes the consumer
@@ -232,8 +236,10 @@ class Runtime:
         self.name = name
         self.settings = settings or Settings()
         self.topology = Topology(self.settings.namespace, self.settings.retry_delays)
+        self.metrics = metrics.enabled(self.settings.metrics_port)
         self.broker = RabbitBroker(
             self.settings.amqp_url,
+            middlewares=[metrics.faststream_middleware(name)] if self.metrics else (),
             # A bounded prefetch; unroutable mandatory publishes raise instead of vanishing.
             default_channel=Channel(prefetch_count=self.settings.prefetch_for(name), on_return_raises=True),
             graceful_timeout=15.0,
@@ -251,6 +257,8 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self.dead_lettered = 0
+        self.metrics_port: int | None = None  # where /metrics is served, once running
+        self._sampler_channel: aio_pika.abc.AbstractChannel | None = None
         self.consumer_id = f"{name}@{socket.gethostname()}:{os.getpid()}"
 
     # --- handlers --------------------------------------------------------------------------------
@@ -343,6 +351,7 @@ class Runtime:
         if isinstance(exc, TRANSIENT) and retries < len(self.topology.retry_delays):
             headers.update({"x-retry-count": retries + 1, "x-last-error": describe(exc)})
             log.warning("%s: transient failure, retry %d: %s", queue, retries + 1, describe(exc))
+            metrics.MESSAGE_RETRIES.labels(queue).inc()
             await self.broker.publish(
                 raw.body, queue=self.topology.retry_name(queue, retries), headers=headers, **common
             )
@@ -359,6 +368,7 @@ class Runtime:
         log.error("%s: dead-lettering message %s: %s", queue, raw.message_id, describe(exc))
         await self.broker.publish(raw.body, queue=self.topology.dlq_name(queue), headers=headers, **common)
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(queue).inc()
         try:
             # Text that came with the message may hold a NUL, which PostgreSQL refuses: the row
             # keeps U+FFFD in its place (the DLQ copy keeps everything byte for byte).
@@ -405,6 +415,9 @@ class Runtime:
         )
         heartbeat = every(health.INTERVAL, partial(health.beat, self.broker, self.pool), name="heartbeat")
         self._running = [self.relay.loop, cache.loop, heartbeat, *self.loops.values()]
+        if self.metrics:
+            self.metrics_port = metrics.serve(self.name, self.settings.metrics_port)
+            self._running.append(every(self.settings.metrics_interval, self._sample_metrics, name="metrics sampler"))
         for loop in self._running:
             loop.rearm()
         self._tasks = [asyncio.create_task(loop.run()) for loop in self._running]
@@ -422,6 +435,20 @@ class Runtime:
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks.clear()
         self._running = []
+
+    async def _sample_metrics(self) -> int:
+        """One round of the metrics sampler (shared/metrics.py `sample`), on a channel of its own:
+        a passive declare of a missing queue closes its channel, never the consumers'."""
+        if self._sampler_channel is None or self._sampler_channel.is_closed:
+            connection = self.broker._connection
+            if connection is None:
+                return 0
+            self._sampler_channel = await connection.channel()
+        queues = {}
+        for logical in WORK_QUEUES:
+            queues[logical] = self.topology.queue_name(logical)
+            queues[f"{logical}.dlq"] = self.topology.dlq_name(logical)
+        return await metrics.sample(self.pool, self._sampler_channel, queues)
 
     def on_close(self, closer: Callable[[], Awaitable[Any]]) -> None:
         """Release a resource of the service's own (an HTTP client, an SMTP connection) at stop."""

@@ -54,6 +54,18 @@ class Settings(BaseSettings):
     # Keys the portal's CSRF form tokens; must be the same for every portal replica.
     portal_csrf_secret: str = Field("dev-only-change-me-too", alias="PORTAL_CSRF_SECRET")
 
+    # Observability (docs/operations.md). Metrics: the port this process serves /metrics on
+    # (unset: the service's default port, shared/metrics.py DEFAULT_PORTS; 0: any free port;
+    # `off`: no metrics endpoint, no FastStream metrics middleware, no sampling).
+    metrics_port: str | None = Field(None, alias="LEADWIRE_METRICS_PORT")
+    # How often a metrics-serving process samples the outbox, paused accounts and queue depths.
+    metrics_interval: float = Field(10.0, alias="LEADWIRE_METRICS_INTERVAL")
+    # Log lines: `json` (one JSON object per line) or `text`; and the level.
+    log_format: str = Field("json", alias="LEADWIRE_LOG_FORMAT")
+    log_level: str = Field("INFO", alias="LEADWIRE_LOG_LEVEL")
+    # Traces go to this OTLP/HTTP endpoint (e.g. http://otel-collector:4318); unset: tracing off.
+    otlp_endpoint: str | None = Field(None, alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+
     # Test-only fault injection: the name of a point at which the process kills itself
     # (Runtime.crash_point). Empty in production.
     crash_point: str = Field("", alias="LEADWIRE_CRASH_POINT")

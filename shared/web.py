@@ -18,6 +18,7 @@ import html
 import inspect
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import metrics
 from shared.rpc import RequestReply
 from shared.service import Runtime
 
@@ -103,6 +105,39 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class RequestMetrics:
+    """Times every HTTP request into `leadwire_http_request_duration_seconds` by route template
+    (`/portal/leads/{lead_id}`, never the raw path: bounded labels, no ids or tokens), method and
+    status. A request no route matched is labelled with its mount's path (static files) or
+    `unmatched`; one that raised, status 500."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        root = scope.get("root_path", "")
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                mounted = scope.get("root_path", "")
+                route = mounted[len(root) :] if mounted != root else "unmatched"
+            metrics.HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
 
 
 def _refusing_receive(error: Callable[[], HTTPException]) -> Receive:
@@ -277,6 +312,9 @@ def create_web_app(
         for name, value in headers.items():
             response.headers.setdefault(name, value)
         return response
+
+    # Outermost: times every answer, the body limit's 413s and the error pages included.
+    app.add_middleware(RequestMetrics)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -25,6 +25,7 @@ import asyncpg
 
 from services.delivery import posting, rules, store
 from services.delivery.buyers import BuyerClients, HttpError
+from shared import metrics
 from shared.catalog.model import Catalog, DeliveryAccount, EmailDelivery, HttpDelivery
 from shared.contracts import (
     ConfirmPrice,
@@ -234,8 +235,10 @@ async def _post(
         verdict = posting.Verdict("transient", reason=f"no answer within {config.timeout_seconds:g} s")
     except HttpError as exc:
         verdict = posting.Verdict("transient", reason=f"connection failed: {type(exc).__name__}: {exc}")
-    duration_ms = int((time.perf_counter() - clock) * 1000)
+    seconds = time.perf_counter() - clock
+    duration_ms = int(seconds * 1000)
     deps.in_flight.observe(account.id, duration_ms / 1000)
+    metrics.post_answered(account.id, verdict.outcome, seconds)
     if deps.after_post is not None:
         deps.after_post()
 
@@ -284,6 +287,7 @@ async def _post(
             reason = verdict.reason or "transient failure"
             if await store.release_for_retry(conn, request.delivery_id, attempt, reason, config.retry.delay_seconds):
                 await add_delayed(conn, deps.topology.delay_name(REQUESTS, config.retry.delay_seconds), request)
+                metrics.post_retry(account.id)
         else:
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=paused)
             if await store.finish(conn, request.delivery_id, attempt, "failed", reason=reason):
@@ -305,6 +309,7 @@ async def _count_for_pause(
     reason = f"{failures} consecutive failed attempts; last: {verdict.reason}"
     if await store.pause(conn, account.id, reason):
         log.warning("delivery account %s paused: %s", account.id, reason)
+        metrics.account_paused(account.id)
         # The wording is notifier's (templates.py); the alert carries the facts.
         await add_event(
             conn,

@@ -19,6 +19,7 @@ import asyncpg
 
 from services.notifier import rules, store, templates
 from services.notifier.mailer import Mailer
+from shared import metrics
 from shared.catalog.model import Catalog
 from shared.contracts import (
     AppointmentAccepted,
@@ -86,7 +87,12 @@ async def send_notification(
                     date=now or datetime.now(UTC),
                     reply_to=_reply_to(request),
                 )
-                refused = await mailer.send(message, to)
+                try:
+                    refused = await mailer.send(message, to)
+                except Exception:
+                    metrics.email(request.kind, "failed")
+                    raise
+                metrics.email(request.kind, "sent")
                 if after_send is not None:
                     after_send()
                 await store.mark_sent(conn, request.notification_id, refused)

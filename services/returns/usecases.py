@@ -17,7 +17,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.returns import rules, store
-from shared import orders
+from shared import metrics, orders
 from shared.contracts import (
     OrderCommand,
     OrderCommandResult,
@@ -162,6 +162,7 @@ async def request_return(
         assert record is not None  # inserted above (or by a request with this id that won the race)
         outcome = _requested(record)
         await add_event(conn, "return.requested", outcome)
+        metrics.return_decided(decision.status, "rules")
         if decision.status != "pending":
             decided = _decided(
                 record,
@@ -239,6 +240,7 @@ async def decide_return(
                 decided_by=command.decided_by,
             ),
         )
+        metrics.return_decided(target, "admin")
         return DecideResult(
             True,
             target,

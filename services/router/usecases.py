@@ -13,6 +13,7 @@ back what it took. The decisions themselves are in rules.py.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ import asyncpg
 
 from services.router import rules, store
 from services.router.store import DeliveryRow, NewDelivery, NewLead, RoutedLead
-from shared import orders
+from shared import metrics, orders
 from shared.catalog.model import Catalog, DeliveryAccount, LeadType
 from shared.contracts import (
     DeliveryFailed,
@@ -96,6 +97,7 @@ class _Arrival:
     candidates: list[DeliveryAccount]
     paused: frozenset[str]
     turns: dict[str, int]
+    known_source: str | None  # the source, when the catalog knows it
 
 
 async def receive_lead(
@@ -103,6 +105,7 @@ async def receive_lead(
 ) -> uuid.UUID | None:
     """Validate and store a lead, then reject it, mark it duplicate, or start offering it to the
     delivery accounts of its plan. Returns the lead id, or None for a lead already received."""
+    started = time.perf_counter()
     now = now or datetime.now(UTC)
     pool, catalog = deps.process.pool, deps.process.catalog
     arrival = await _validate(pool, catalog, lead, ctx, now)
@@ -111,6 +114,7 @@ async def receive_lead(
             lead_id = await _receive(conn, catalog, arrival, now)
         if deps.after_commit is not None:
             deps.after_commit()
+    metrics.ROUTING_SECONDS.labels("receive").observe(time.perf_counter() - started)
     return lead_id
 
 
@@ -138,7 +142,8 @@ async def _validate(
         # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
         candidates = rules.eligible_accounts(catalog, lead_type.id, fields, now)
         paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, candidates))
-    return _Arrival(lead_id, key, lead, ctx, lead_type, fields, problems, candidates, paused, turns)
+    known_source = lead.source if lead.source in catalog.sources_by_id else None
+    return _Arrival(lead_id, key, lead, ctx, lead_type, fields, problems, candidates, paused, turns, known_source)
 
 
 @dataclass(frozen=True)
@@ -245,7 +250,14 @@ async def _finish(
     await add_event(conn, f"lead.{status}", outcome)
     if ctx.reply_to:
         await add_reply(conn, ctx.reply_to, ctx.correlation_id, outcome)
+    _count_outcome(arrival.known_source, arrival.lead_type.id if arrival.lead_type else None, status)
     return arrival.lead_id
+
+
+def _count_outcome(source: str | None, lead_type: str | None, status: str) -> None:
+    """One lead decided: counted once its transaction commits. A source or lead type the catalog
+    does not know is counted as `unknown` (what a source sends must not mint label values)."""
+    metrics.lead_decided(source or "unknown", lead_type or "unknown", status)
 
 
 async def _store_and_route(
@@ -354,14 +366,15 @@ async def _reserve_and_request(
             conn, account.id, rules.cap_windows(account.caps, client.time_zone, now), sale
         )
         if cap_keys is None:
-            raise _Unavailable
+            raise _Unavailable("cap")
         order_id = await orders.reserve(
             conn, catalog=catalog, account=account, delivery_id=delivery_id, price=account.price, now=now, lookup=lookup
         )
         if account.require_order and order_id is None:
-            raise _Unavailable
-    except _Unavailable:
+            raise _Unavailable("order")
+    except _Unavailable as refusal:
         await conn.execute("ROLLBACK TO SAVEPOINT reserve")
+        metrics.router_refused(account.id, str(refusal))
         return False
     requested = DeliveryRequested(
         delivery_id=delivery_id,
@@ -406,12 +419,24 @@ async def _decide(
     await store.decide_lead(conn, lead.lead_id, status, reason, event(f"lead.{status}", outcome))
     if lead.reply_to:
         await add_reply(conn, lead.reply_to, lead.correlation_id, outcome)
+    # Routed leads came from a known source and lead type (checked when they arrived).
+    _count_outcome(lead.source_id, lead.lead_type_id, status)
 
 
 async def record_delivery_result(
     deps: Deps, result: DeliverySucceeded | DeliveryFailed, message_id: str, now: datetime | None = None
 ) -> None:
     """A delivery finished: settle what it reserved, then move the lead on."""
+    started = time.perf_counter()
+    try:
+        await _record_delivery_result(deps, result, message_id, now)
+    finally:
+        metrics.ROUTING_SECONDS.labels("result").observe(time.perf_counter() - started)
+
+
+async def _record_delivery_result(
+    deps: Deps, result: DeliverySucceeded | DeliveryFailed, message_id: str, now: datetime | None
+) -> None:
     now = now or datetime.now(UTC)
     pool, catalog = deps.process.pool, deps.process.catalog
     async with pool.acquire() as conn, conn.transaction():

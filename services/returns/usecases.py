@@ -97,6 +97,9 @@ async def request_return(
     now = now or datetime.now(UTC)
     catalog = deps.process.catalog
     async with deps.process.pool.acquire() as conn, conn.transaction():
+        # Under the client's lock, so a repeat that raced its first copy (a double-clicked form)
+        # waits for it and then finds it, instead of being judged again.
+        await store.lock_client(conn, request.client_id)
         existing = await store.find_return(conn, request.return_id)
         if existing is not None:
             # A repeat: answer with what happened the first time, change nothing.
@@ -105,7 +108,6 @@ async def request_return(
                 await add_reply(conn, reply_to, correlation_id, outcome)
             return outcome
 
-        await store.lock_client(conn, request.client_id)
         delivery = await store.delivered_lead(conn, request.client_id, request.lead_id)
         delivered_at = delivery.completed_at if delivery else None
         lead_type = catalog.lead_types_by_id.get(delivery.lead_type_id) if delivery else None

@@ -213,6 +213,7 @@ async def running_site(
     from services.delivery.main import build as build_delivery
     from services.notifier.main import build as build_notifier
     from services.portal_auth.main import build as build_portal_auth
+    from services.returns.main import build as build_returns
     from services.router.main import build as build_router
 
     await apply_catalog_text(settings.database_url, catalog or portal_catalog())
@@ -221,6 +222,7 @@ async def running_site(
         "notifier": lambda: build_notifier(settings),
         "router": lambda: build_router(settings),
         "delivery": lambda: build_delivery(settings),
+        "returns": lambda: build_returns(settings),
     }
     async with AsyncExitStack() as stack:
         runtimes: dict[str, Runtime] = {}

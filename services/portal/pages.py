@@ -41,6 +41,7 @@ class NavEntry:
 NAVIGATION: list[NavEntry] = [
     NavEntry("Dashboard", "/dashboard"),
     NavEntry("Leads", "/leads"),
+    NavEntry("Returns", "/returns"),
     NavEntry("Users", "/users", admin_only=True),
 ]
 

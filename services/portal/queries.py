@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncpg
 
-from services.portal.rules import COUNT_CAP, PAGE_SIZE, LeadFilter, Sort, Viewer
+from services.portal.rules import COUNT_CAP, PAGE_SIZE, RETURNS_PAGE_SIZE, LeadFilter, ReturnsFilter, Sort, Viewer
 
 # The searchable text of a lead: every field value, as the trigram index of migration 0030 has it.
 # Must stay character for character the indexed expression, or the index is not used.
@@ -313,5 +313,104 @@ async def recent_leads(conn: asyncpg.Connection, viewer: Viewer, limit: int) -> 
         " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
         f" WHERE d.client_id = {client} AND d.status = 'succeeded' AND {_visible(viewer, p)}"
         f" ORDER BY d.completed_at DESC, d.id DESC LIMIT {int(limit)}",
+        *p.values,
+    )
+
+
+# --- Returns (D5, F1–F6) ---------------------------------------------------------------------------
+
+
+async def return_basis(conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID) -> asyncpg.Record | None:
+    """What a return of the lead is judged on, as the returns service reads it: the delivery that
+    sold it to the client (account, time) and the order that paid for it (a confirmed charge),
+    with that order's own Max Return %. None when the viewer may not see the lead."""
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetchrow(
+        "SELECT d.id AS delivery_id, d.delivery_account_id, d.completed_at, l.lead_type_id,"
+        " c.order_id, o.spec->>'max_return_pct' AS order_return_pct"
+        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        " LEFT JOIN order_charges c ON c.delivery_id = d.id AND c.status = 'confirmed'"
+        " LEFT JOIN orders o ON o.id = c.order_id"
+        f" WHERE d.client_id = {client} AND d.lead_id = {lead} AND d.status = 'succeeded'"
+        f" AND {_visible(viewer, p)}"
+        " ORDER BY d.completed_at DESC LIMIT 1",
+        *p.values,
+    )
+
+
+async def account_returns_month(
+    conn: asyncpg.Connection, viewer: Viewer, account_id: str, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """(leads delivered, returns counted) for one of the client's delivery accounts over [start,
+    end) of delivery time: the returns service's cap arithmetic (services/returns/store.py)."""
+    p = Params()
+    client, account, since, until = p(viewer.client_id), p(account_id), p(start), p(end)
+    row = await conn.fetchrow(
+        f"SELECT (SELECT count(*) FROM deliveries WHERE client_id = {client} AND delivery_account_id = {account}"
+        f"        AND status = 'succeeded' AND completed_at >= {since} AND completed_at < {until}) AS delivered,"
+        f"       (SELECT count(*) FROM returns WHERE client_id = {client} AND delivery_account_id = {account}"
+        "        AND holds_lead AND status IN ('pending', 'approved')"
+        f"        AND delivered_at >= {since} AND delivered_at < {until}) AS counted",
+        *p.values,
+    )
+    return int(row["delivered"]), int(row["counted"])
+
+
+async def order_returns_month(
+    conn: asyncpg.Connection, viewer: Viewer, order_id: str, start: datetime, end: datetime
+) -> tuple[int, int]:
+    """(leads the order paid for, returns counted) over [start, end) of delivery time."""
+    p = Params()
+    client, order, since, until = p(viewer.client_id), p(order_id), p(start), p(end)
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM order_charges c JOIN deliveries d ON d.id = c.delivery_id"
+        f"        WHERE c.order_id = {order} AND d.client_id = {client} AND c.status IN ('confirmed', 'credited')"
+        f"        AND d.completed_at >= {since} AND d.completed_at < {until}) AS delivered,"
+        f"       (SELECT count(*) FROM returns WHERE client_id = {client} AND order_id = {order} AND holds_lead"
+        f"        AND status IN ('pending', 'approved') AND delivered_at >= {since} AND delivered_at < {until})"
+        "        AS counted",
+        *p.values,
+    )
+    return int(row["delivered"]), int(row["counted"])
+
+
+RETURN_FIELDS = (
+    "r.id, r.lead_id, r.reason, r.comment, r.status, r.decision_reason, r.note, r.credit, r.requested_at, r.decided_at"
+)
+
+
+async def return_of(
+    conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID, return_id: uuid.UUID
+) -> asyncpg.Record | None:
+    """One return request of the viewer's client for a lead the viewer sees."""
+    p = Params()
+    client, lead, ident = p(viewer.client_id), p(lead_id), p(return_id)
+    return await conn.fetchrow(
+        f"SELECT {RETURN_FIELDS} FROM returns r WHERE r.id = {ident} AND r.client_id = {client}"
+        f" AND r.lead_id = {lead} AND {_lead_visible(viewer, p, client, lead)}",
+        *p.values,
+    )
+
+
+async def returns_page(conn: asyncpg.Connection, viewer: Viewer, f: ReturnsFilter, zone: str) -> list[asyncpg.Record]:
+    """The Returns screen: the client's return requests of leads the viewer sees, newest first,
+    RETURNS_PAGE_SIZE + 1 rows (the extra one says there is a next page), keyset-paged."""
+    p = Params()
+    start, end = f.bounds(zone)
+    clauses = [f"r.client_id = {p(viewer.client_id)}"]
+    if f.status:
+        clauses.append(f"r.status = {p(f.status)}")
+    if start is not None:
+        clauses.append(f"r.requested_at >= {p(start)}")
+    if end is not None:
+        clauses.append(f"r.requested_at < {p(end)}")
+    if f.after is not None:
+        clauses.append(f"(r.requested_at, r.id) < ({p(f.after[0])}::timestamptz, {p(f.after[1])}::uuid)")
+    clauses.append(_visible(viewer, p, "r"))
+    return await conn.fetch(
+        f"SELECT {RETURN_FIELDS}, l.lead_type_id, l.fields FROM returns r JOIN leads l ON l.id = r.lead_id"
+        f" WHERE {' AND '.join(clauses)}"
+        f" ORDER BY r.requested_at DESC, r.id DESC LIMIT {RETURNS_PAGE_SIZE + 1}",
         *p.values,
     )

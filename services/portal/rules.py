@@ -20,8 +20,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from services.returns.rules import account_pct, allowed_returns
 from services.router.rules import normalise_field
-from shared.catalog.model import FieldType, LeadType
+from shared.catalog.model import Catalog, FieldType, LeadType
 from shared.contracts.portal_auth import ErrorCode, Identity, LinkGrant, Scope
 
 PAGE_SIZE = 50
@@ -746,3 +747,172 @@ def parse_uuid(text: str) -> uuid.UUID | None:
         return uuid.UUID(text)
     except ValueError:
         return None
+
+
+# --- Returns (D5, F1–F6) ---------------------------------------------------------------------------
+
+MAX_RETURN_REASON = 200
+MAX_RETURN_COMMENT = 2000
+RETURN_STATUSES = ("pending", "approved", "denied")
+RETURNS_PAGE_SIZE = 50
+
+# What the returns service's decision reasons mean to a buyer (returns' DecisionReason).
+RETURN_REFUSALS = {
+    "window_expired": "the return window for this lead has closed",
+    "cap_exceeded": "this month's return allowance is used up",
+    "already_returned": "this lead was already returned",
+    "invalid_reason": "that reason is not one this lead type accepts",
+    "not_delivered": "this lead was not delivered to your company",
+}
+RETURN_DECISIONS = {
+    "auto_approved": "Approved at once (within your allowance)",
+    "admin": "Decided by your lead provider",
+    **{k: v[0].upper() + v[1:] for k, v in RETURN_REFUSALS.items()},
+}
+RETURN_STATUS_NAMES = {"pending": "Pending", "approved": "Approved", "denied": "Denied"}
+
+
+@dataclass(frozen=True)
+class ReturnForm:
+    reason: str
+    comment: str | None
+
+
+def check_return_form(reason: str, comment: str, reasons: Sequence[str]) -> tuple[ReturnForm | None, dict[str, str]]:
+    """The Return form: a reason from the lead type's list (any reason when the type lists none)
+    and an optional comment."""
+    errors: dict[str, str] = {}
+    reason = reason.strip()
+    if not reason:
+        errors["reason"] = "Choose a reason." if reasons else "Give a reason."
+    elif reasons and reason not in reasons:
+        errors["reason"] = "Choose one of the listed reasons."
+    elif len(reason) > MAX_RETURN_REASON:
+        errors["reason"] = f"Keep the reason under {MAX_RETURN_REASON} characters."
+    elif "\x00" in reason:
+        errors["reason"] = "The reason holds a character that cannot be stored."
+    comment = comment.strip()
+    if len(comment) > MAX_RETURN_COMMENT:
+        errors["comment"] = f"Keep the comment under {MAX_RETURN_COMMENT} characters."
+    elif "\x00" in comment:
+        errors["comment"] = "The comment holds a character that cannot be stored."
+    return (ReturnForm(reason, comment or None) if not errors else None), errors
+
+
+def returnable_until(delivered_at: datetime, window_days: int) -> datetime:
+    """The last instant a return is on time (the returns service's rule: now − delivered ≤ window)."""
+    return delivered_at + timedelta(days=window_days)
+
+
+def may_request_return(latest: Mapping[str, Any] | None) -> bool:
+    """Whether a lead can be asked for again: never returned, or its last request was refused by a
+    rule (which does not hold the lead). Pending, approved and admin-denied returns hold it."""
+    if latest is None:
+        return True
+    return latest["status"] == "denied" and latest["decision_reason"] != "admin"
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """One return cap as the buyer sees it: `used` of `allowed` for leads delivered in `month`."""
+
+    scope: Literal["delivery_account", "order"]
+    name: str
+    pct: Decimal
+    delivered: int
+    used: int
+    allowed: int
+    month: date
+
+    @property
+    def full(self) -> bool:
+        return self.used >= self.allowed
+
+    def words(self) -> str:
+        return f"{self.used} of {self.allowed} used"
+
+
+def return_answer(status: str, decision_reason: str | None, credit: Decimal | None = None) -> tuple[str, str]:
+    """(kind, sentence) for a return request's outcome: kind is accepted or refused."""
+    if status == "pending":
+        return "accepted", "Return accepted: it is pending review by your lead provider."
+    if status == "approved":
+        money = f" ${credit:.2f} credited." if credit else ""
+        return "accepted", "Return accepted and approved." + money
+    if decision_reason == "admin":
+        return "refused", "Return denied by your lead provider."
+    why = RETURN_REFUSALS.get(decision_reason or "", "the return was not accepted")
+    return "refused", f"Return refused: {why}."
+
+
+@dataclass(frozen=True)
+class ReturnsFilter:
+    status: str | None
+    first_day: date | None
+    last_day: date | None
+    after: tuple[datetime, uuid.UUID] | None
+
+    def params(self, **changes: Any) -> dict[str, str]:
+        values = {
+            "status": self.status or "",
+            "from": self.first_day.isoformat() if self.first_day else "",
+            "to": self.last_day.isoformat() if self.last_day else "",
+        }
+        values.update({k: v for k, v in changes.items() if v is not None})
+        return {k: v for k, v in values.items() if v}
+
+    def bounds(self, zone: str) -> tuple[datetime | None, datetime | None]:
+        start = day_start(self.first_day, zone) if self.first_day else None
+        end = day_start(self.last_day + timedelta(days=1), zone) if self.last_day else None
+        return start, end
+
+
+def encode_returns_cursor(requested_at: datetime, return_id: uuid.UUID) -> str:
+    return f"{requested_at.astimezone(UTC).isoformat()}_{return_id}"
+
+
+def parse_returns_filter(params: Mapping[str, str]) -> tuple[ReturnsFilter | None, dict[str, str]]:
+    """The Returns screen's filters: status (pending, approved, denied; empty for all), a return
+    date range From–To (client days, both included, either optional) and a page cursor."""
+    errors: dict[str, str] = {}
+    status = params.get("status", "").strip()
+    if status and status not in RETURN_STATUSES:
+        errors["status"] = "Choose Pending, Approved, Denied or All."
+    days: dict[str, date | None] = {}
+    for key in ("from", "to"):
+        text = params.get(key, "").strip()
+        days[key] = parse_day(text) if text else None
+        if text and days[key] is None:
+            errors[key] = "Enter a date like 2026-03-31."
+    first, last = days["from"], days["to"]
+    if first and last and first > last:
+        errors["to"] = "The end date is before the start date."
+    after = None
+    cursor = params.get("after", "")
+    if cursor:
+        stamp, _, ident = cursor.partition("_")
+        parsed_id = parse_uuid(ident)
+        try:
+            at = datetime.fromisoformat(stamp) if len(stamp) <= 40 else None
+        except ValueError:
+            at = None
+        if parsed_id is None or at is None or at.tzinfo is None:
+            errors["after"] = "This page link is not valid. Start again from the first page."
+        else:
+            after = (at, parsed_id)
+    if errors:
+        return None, errors
+    return ReturnsFilter(status or None, first, last, after), {}
+
+
+def returns_offered(catalog: Catalog, client_id: str) -> bool:
+    """F1, "depends on the contract": the client may return leads unless the effective return %
+    (the account's, else the client's, else the global default) is 0 for every one of its
+    delivery accounts. The lead page offers no Return button otherwise."""
+    return any(account_pct(catalog, client_id, a.id) > 0 for a in catalog.delivery_accounts if a.client == client_id)
+
+
+def allowance(
+    scope: Literal["delivery_account", "order"], name: str, pct: Decimal, delivered: int, used: int, month: date
+) -> Allowance:
+    return Allowance(scope, name, pct, delivered, used, allowed_returns(delivered, pct), month)

@@ -19,7 +19,7 @@ from types import ModuleType
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.portal import access, dashboard, leads, users
+from services.portal import access, dashboard, leads, returns, users
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
@@ -29,10 +29,12 @@ from shared.settings import Settings
 from shared.web import create_web_app
 
 HERE = Path(__file__).parent
-# The route modules, each an APIRouter mounted under the base path. Part 2's pages are added here.
+# The route modules, each an APIRouter mounted under the base path (and an optional
+# `install(portal)` run once). Part 2's pages are added here.
 PAGES: tuple[ModuleType, ...] = (access, dashboard, leads)
 PAGES += (settings_pages,)  # H1–H3
 PAGES += (users,)  # H4–H8
+PAGES += (returns,)  # D5, F1–F6
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -77,4 +79,8 @@ def create_app(
     app.mount(portal.static_path, StaticFiles(directory=HERE / "static"), name="static")
     for module in PAGES:
         app.include_router(module.router, prefix=portal.base_path)
+        # A page module may hook into the shared templates (e.g. the lead page's Return button).
+        install = getattr(module, "install", None)
+        if install is not None:
+            install(portal)
     return app

@@ -91,10 +91,13 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/leads/{lead_id}/export.json": [""],
             "/link/{token}": [""],
             "/reset/{token}": [""],
+            "/returns": ["", "?status=pending", "?from=2020-01-01"],
+            "/leads/{lead_id}/return": ["", f"?return_id={uuid.uuid4()}"],
         }
         posts = {
             "/leads/{lead_id}/contact": {"subject": "hi", "message": "hello"},
             "/leads/{lead_id}/forward": {"to": "me@acme.example", "note": ""},
+            "/leads/{lead_id}/return": {"reason": "wrong_number", "return_id": str(uuid.uuid4())},
             "/logout": {},
             "/logout-everywhere": {},
             "/login": {"email": "bea@bolt.test", "password": "x"},
@@ -139,6 +142,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         async with site.db() as conn:
             assert await conn.fetchval("SELECT count(*) FROM portal_activity WHERE client_id = 'acme'") == 0
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'notify.lead%'") == 0
+            assert await conn.fetchval("SELECT count(*) FROM returns") == 0
 
         # The export as A holds A's lead and nothing of B's.
         export = await (await page.request.get(f"{site.url}/leads/export.csv")).text()

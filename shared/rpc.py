@@ -100,6 +100,67 @@ class RequestReply:
             Reply(message.body, message.correlation_id or "", dict(message.headers or {}), message.content_type)
         )
 
+    async def send(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: BaseModel | dict[str, Any] | bytes,
+        *,
+        timeout: float,
+        headers: dict[str, Any] | None = None,
+        message_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> asyncio.Future[Reply]:
+        """Publish a request (confirmed by the broker when this returns) and return the future its
+        reply will complete, without waiting for it: the caller waits as it likes (for the reply
+        or something else) and must call `forget(correlation_id)` when it stops waiting. Raises
+        RequestFailed when the request could not be sent, TimeoutError when the publish itself
+        outlasts `timeout`."""
+        if timeout <= 0:
+            raise ValueError("a request needs a positive timeout")
+        if self._channel is None:
+            raise RequestFailed("the request-reply client is not started")
+        correlation_id = correlation_id or str(uuid.uuid4())
+        if isinstance(body, BaseModel):
+            payload = body.model_dump_json().encode()
+        elif isinstance(body, bytes):
+            payload = body
+        else:
+            payload = json.dumps(body, default=str).encode()
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._waiting[correlation_id] = future
+        try:
+            async with asyncio.timeout(timeout):
+                target = (
+                    await self._channel.get_exchange(exchange, ensure=False)
+                    if exchange
+                    else self._channel.default_exchange
+                )
+                await target.publish(
+                    aio_pika.Message(
+                        payload,
+                        content_type="application/json",
+                        correlation_id=correlation_id,
+                        message_id=message_id or correlation_id,
+                        reply_to=self._reply_queue_name,
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        headers={**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)},
+                    ),
+                    routing_key=routing_key,
+                    mandatory=True,
+                )
+        except (asyncio.CancelledError, TimeoutError):
+            self._waiting.pop(correlation_id, None)
+            raise
+        except Exception as exc:  # unroutable, channel closed, broker away
+            self._waiting.pop(correlation_id, None)
+            raise RequestFailed(f"{type(exc).__name__}: {exc}") from exc
+        return future
+
+    def forget(self, correlation_id: str) -> None:
+        """Stop waiting for a reply `send` expects (a late reply is then dropped)."""
+        self._waiting.pop(correlation_id, None)
+
     async def request(
         self,
         exchange: str,

@@ -1,0 +1,1 @@
+"""HTTP lead intake and the buyer API (docs/intake.md, docs/buyer-api.md)."""

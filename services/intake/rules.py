@@ -1,0 +1,237 @@
+"""The intake's pure decisions: reading a post (JSON or form), the wait a request asks for, the
+idempotency key, the API key in the headers, and the HTTP answer a lead's state gives. No I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qsl
+
+# How long a post waits for its outcome when it does not say, and the most it may ask for.
+DEFAULT_WAIT = 2.0
+MAX_WAIT = 10.0
+MAX_KEY_LENGTH = 200
+MAX_FORCE_ID = 200
+MAX_CALLBACK_URL = 2000
+# Top-level names of a flat post that are not lead fields.
+RESERVED = ("force_id", "callback_url")
+# What a structured post (the AMQP body's shape, `{"fields": {...}}`) may carry beside `fields`.
+STRUCTURED = frozenset({"fields", "force_id", "callback_url", "source", "lead_type", "version"})
+
+JSON_TYPES = ("application/json", "text/json")
+FORM_TYPES = ("application/x-www-form-urlencoded",)
+
+
+class BadPost(ValueError):
+    """The request cannot be read as a lead post (400, nothing stored)."""
+
+
+class WrongSource(ValueError):
+    """The body names a source other than the key's (403, nothing stored)."""
+
+
+@dataclass(frozen=True)
+class Post:
+    fields: dict[str, Any]
+    force_id: str | None = None
+    callback_url: str | None = None
+
+
+def media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def parse_post(content_type: str | None, body: bytes, *, source: str, lead_type: str) -> Post:
+    """A post's fields, force id and callback URL. JSON (an object: the lead's fields, with
+    `force_id` and `callback_url` beside them; or the AMQP body's shape `{"fields": {...},
+    "force_id": ..., "source": ..., "lead_type": ...}`) or form-encoded (`field=value&...`)."""
+    kind = media_type(content_type)
+    if kind in FORM_TYPES:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadPost("the form body is not UTF-8") from None
+        pairs = parse_qsl(text, keep_blank_values=True)
+        data: dict[str, Any] = {}
+        for name, value in pairs:
+            if name in data:
+                raise BadPost(f"the form names {name!r} more than once")
+            data[name] = value
+        return _flat(data)
+    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise BadPost(f"unsupported Content-Type {kind!r}: send application/json or application/x-www-form-urlencoded")
+    if not body.strip():
+        raise BadPost("the body is empty: send the lead's fields as a JSON object")
+    try:
+        value = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadPost("the body is not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise BadPost(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise BadPost("the body is not JSON: nested too deeply") from None
+    if not isinstance(value, dict):
+        raise BadPost(f"the body must be a JSON object, not {_json_kind(value)}")
+    if isinstance(value.get("fields"), dict):
+        unknown = sorted(set(value) - STRUCTURED)
+        if unknown:
+            raise BadPost(f"unknown top-level key(s) beside 'fields': {', '.join(unknown)}")
+        if "source" in value and value["source"] != source:
+            raise WrongSource(f"this API key posts as source {source!r} only; the body names {value['source']!r}")
+        if "lead_type" in value and value["lead_type"] != lead_type:
+            raise BadPost(f"the body's lead_type {value['lead_type']!r} does not match the URL's {lead_type!r}")
+        if "version" in value and value["version"] != 1:
+            raise BadPost("version must be 1")
+        return _post(value["fields"], value.get("force_id"), value.get("callback_url"))
+    return _flat(value)
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+
+
+def _flat(data: dict[str, Any]) -> Post:
+    fields = {k: v for k, v in data.items() if k not in RESERVED}
+    return _post(fields, data.get("force_id"), data.get("callback_url"))
+
+
+def _post(fields: dict[str, Any], force_id: Any, callback_url: Any) -> Post:
+    if force_id == "":
+        force_id = None
+    if force_id is not None:
+        if not isinstance(force_id, str | int) or isinstance(force_id, bool):
+            raise BadPost("force_id must be a string")
+        force_id = str(force_id)
+        if len(force_id) > MAX_FORCE_ID:
+            raise BadPost(f"force_id must be at most {MAX_FORCE_ID} characters")
+        if "\x00" in force_id:
+            raise BadPost("force_id must not contain the NUL character (\\u0000)")
+    if callback_url == "":
+        callback_url = None
+    if callback_url is not None:
+        callback_url = check_callback_url(callback_url)
+    return Post(dict(fields), force_id, callback_url)
+
+
+def check_callback_url(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_CALLBACK_URL
+        or not re.match(r"^https?://[^\s/?#]+[^\s]*$", value)
+    ):
+        raise BadPost(f"callback_url must be an http:// or https:// URL of at most {MAX_CALLBACK_URL} characters")
+    return value
+
+
+def read_wait(query: str | None, prefer: str | None) -> float:
+    """Seconds to wait for the outcome: `?wait=N`, else `Prefer: wait=N` (RFC 7240), else the
+    default; capped at MAX_WAIT; 0 answers at once."""
+    raw = query
+    if raw is None and prefer:
+        match = re.search(r"(?:^|[,;\s])wait=(\d+(?:\.\d+)?)", prefer)
+        raw = match.group(1) if match else None
+    if raw is None:
+        return DEFAULT_WAIT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise BadPost(f"wait must be a number of seconds (0 to {MAX_WAIT:g})") from None
+    if not seconds >= 0:  # also NaN
+        raise BadPost(f"wait must be a number of seconds (0 to {MAX_WAIT:g})")
+    return min(seconds, MAX_WAIT)
+
+
+def read_idempotency_key(header: str | None) -> str:
+    """The Idempotency-Key header; a post without one gets a key of its own (`http:<uuid>`), so
+    each such post is a new lead."""
+    if header is None:
+        return f"http:{uuid.uuid4()}"
+    key = header.strip()
+    if not key or len(key) > MAX_KEY_LENGTH:
+        raise BadPost(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")
+    if "\x00" in key:
+        raise BadPost("Idempotency-Key must not contain the NUL character")
+    return key
+
+
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The API key a request carries: `Authorization: Bearer <key>`, or `X-Api-Key: <key>`."""
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    if x_api_key and x_api_key.strip():
+        return x_api_key.strip()
+    return None
+
+
+# --- answers ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeadState:
+    """What the intake knows of a posted lead: its receipt, and the router's lead once it exists."""
+
+    receipt_id: uuid.UUID
+    lead_type: str
+    lead_id: uuid.UUID | None = None
+    status: str | None = None  # routing, sold, unsold, duplicate, rejected; None: not received yet
+    reason: str | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    price: Decimal = Decimal("0")
+    buyers: int = 0
+    test: bool = False
+
+    @property
+    def decided(self) -> bool:
+        return self.status in ("sold", "unsold", "duplicate", "rejected")
+
+
+def status_path(state: LeadState, prefix: str = "/v1") -> str:
+    return f"{prefix}/leads/{state.lead_id or state.receipt_id}"
+
+
+def answer(state: LeadState, *, polling: bool = False) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, JSON body) for a lead's state. A post answers 200 when decided (sold, unsold,
+    duplicate), 422 when rejected, 202 while pending; a status poll (`polling`) answers 200 for
+    every state it finds. Buyer identities are never shown."""
+    body: dict[str, Any] = {
+        "receipt_id": str(state.receipt_id),
+        "lead_id": str(state.lead_id) if state.lead_id else None,
+        "lead_type": state.lead_type,
+        "status": state.status if state.decided else "pending",
+        "status_url": status_path(state),
+    }
+    if state.status == "sold":
+        body["price"] = format(state.price, "f")
+        body["buyers"] = state.buyers
+    elif state.decided:
+        body["reason"] = state.reason
+    if state.status == "rejected":
+        body["errors"] = [{"field": e.get("field"), "message": e.get("message")} for e in state.errors]
+    if polling:
+        return 200, body
+    if not state.decided:
+        return 202, body
+    return (422 if state.status == "rejected" else 200), body
+
+
+def error_body(status: int, message: str) -> dict[str, str]:
+    codes = {
+        400: "bad_request",
+        401: "unauthorized",
+        403: "forbidden",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "too_large",
+        415: "unsupported_media_type",
+        429: "rate_limited",
+        503: "unavailable",
+    }
+    return {"error": codes.get(status, "error" if status < 500 else "failed"), "message": message}

@@ -1,0 +1,237 @@
+"""HTTP lead intake over real HTTP (uvicorn on a free port), with the real router and delivery
+on a real broker and database, and a real HTTP buyer (docs/intake.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from harness.buyer import FakeBuyer
+from shared import api_keys, db
+from shared.settings import Settings
+from tests.intake_support import running_intake, solar
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+async def test_outcome_codes_sold_rejected_unsold_duplicate(settings: Settings, buyer: FakeBuyer) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        sold = await http.post("/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "s-1"})
+        assert sold.status_code == 200, sold.text
+        body = sold.json()
+        assert body["status"] == "sold"
+        assert body["price"] == "25.00"
+        assert body["buyers"] == 1
+        assert "acme" not in sold.text  # buyer identities are never shown
+        assert body["status_url"] == f"/v1/leads/{body['lead_id']}"
+
+        rejected = await http.post(
+            "/v1/leads/solar", json={"phone": "12", "state": "ZZ", "colour": "red"}, headers={"Idempotency-Key": "r-1"}
+        )
+        assert rejected.status_code == 422, rejected.text
+        errors = {e["field"] for e in rejected.json()["errors"]}
+        assert errors == {"first_name", "phone", "state", "colour"}
+        assert rejected.json()["status"] == "rejected"
+
+        unsold = await http.post(
+            "/v1/leads/auto", json={"first_name": "Ada", "phone": "4155550199"}, headers={"Idempotency-Key": "u-1"}
+        )
+        assert unsold.status_code == 200, unsold.text
+        assert unsold.json()["status"] == "unsold"
+        assert unsold.json()["reason"]
+
+        duplicate = await http.post("/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "d-1"})
+        assert duplicate.status_code == 200, duplicate.text
+        assert duplicate.json()["status"] == "duplicate"
+        assert "original_lead_id" not in duplicate.json()
+
+        # The status URL answers the same, for this source only.
+        again = await http.get(body["status_url"])
+        assert again.status_code == 200 and again.json()["status"] == "sold"
+        by_receipt = await http.get(f"/v1/leads/{body['receipt_id']}")
+        assert by_receipt.json()["lead_id"] == body["lead_id"]
+        async with site.client(site.partner_key) as other:
+            assert (await other.get(body["status_url"])).status_code == 404
+            assert (await other.get("/v1/leads/not-a-uuid")).status_code == 404
+
+
+async def test_form_encoded_and_force_id(settings: Settings, buyer: FakeBuyer) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        answer = await http.post(
+            "/v1/leads/solar",
+            content="first_name=Grace&phone=415-555-0142&state=CA&force_id=BOLT",
+            headers={"Content-Type": "application/x-www-form-urlencoded", "Idempotency-Key": "f-1"},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["price"] == "20.00"  # only bolt, by its external ref
+        assert buyer.paths() == ["/bolt"]
+
+
+async def test_pending_answers_202_then_the_status_url_decides(settings: Settings, buyer: FakeBuyer) -> None:
+    buyer.on("/acme", delay=1.5)
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        answer = await http.post("/v1/leads/solar?wait=0.2", json=solar(), headers={"Idempotency-Key": "p-1"})
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "pending"
+        assert answer.headers["Location"] == answer.json()["status_url"]
+        url = answer.json()["status_url"]
+        final: dict[str, object] = {}
+
+        async def decided() -> bool:
+            final.update((await http.get(url)).json())
+            return final["status"] != "pending"
+
+        await wait_for(decided, timeout=20)
+        assert final["status"] == "sold"
+        # The re-send waits (Prefer) and gets the decided answer, with the same receipt.
+        resend = await http.post(
+            "/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "p-1", "Prefer": "wait=5"}
+        )
+        assert resend.status_code == 200
+        assert resend.json()["receipt_id"] == answer.json()["receipt_id"]
+
+
+async def test_twenty_concurrent_posts_with_one_key_make_one_lead(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        answers = await asyncio.gather(
+            *(
+                http.post("/v1/leads/solar?wait=10", json=solar(), headers={"Idempotency-Key": "same-key"})
+                for _ in range(20)
+            )
+        )
+        assert {a.status_code for a in answers} == {200}, [a.text for a in answers]
+        assert {a.json()["lead_id"] for a in answers} == {answers[0].json()["lead_id"]}
+        assert {a.json()["status"] for a in answers} == {"sold"}
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 1
+        assert await conn.fetchval("SELECT count(*) FROM deliveries") == 1
+        assert len(buyer.received) == 1
+
+
+async def test_a_key_posts_as_its_own_source_only(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        refused = await http.post(
+            "/v1/leads/solar", json={"source": "partner", "fields": solar()}, headers={"Idempotency-Key": "x-1"}
+        )
+        assert refused.status_code == 403, refused.text
+        assert "partner" in refused.json()["message"]
+        # The AMQP body's shape, naming its own source, is accepted.
+        same = await http.post(
+            "/v1/leads/solar",
+            json={"source": "web", "lead_type": "solar", "fields": solar("415-555-0111")},
+            headers={"Idempotency-Key": "x-2"},
+        )
+        assert same.status_code == 200, same.text
+        rows = await conn.fetch("SELECT source_id, idempotency_key FROM leads")
+        assert [(r["source_id"], r["idempotency_key"]) for r in rows] == [("web", "x-2")]
+        # One key, two sources: the same idempotency key is a different lead per source.
+        async with site.client(site.partner_key) as partner:
+            other = await partner.post(
+                "/v1/leads/solar", json=solar("415-555-0112"), headers={"Idempotency-Key": "x-2"}
+            )
+            assert other.status_code == 200
+            assert other.json()["lead_id"] != same.json()["lead_id"]
+        assert await conn.fetchval("SELECT source_id FROM leads WHERE id = $1", uuid.UUID(other.json()["lead_id"])) == (
+            "partner"
+        )
+
+
+async def test_request_errors(settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        big = await http.post(
+            "/v1/leads/solar",
+            content=b"{" + b" " * (5 * 1024 * 1024) + b"}",
+            headers={"Content-Type": "application/json"},
+        )
+        assert big.status_code == 413
+        assert big.json()["error"] == "too_large"
+        bad = await http.post(
+            "/v1/leads/solar", content=b'{"first_name": "Ada",', headers={"Content-Type": "application/json"}
+        )
+        assert bad.status_code == 400
+        assert "not JSON" in bad.json()["message"] and "line 1" in bad.json()["message"]
+        array = await http.post("/v1/leads/solar", json=[1, 2])
+        assert array.status_code == 400 and "JSON object" in array.json()["message"]
+        assert (await http.post("/v1/leads/nosuch", json=solar())).status_code == 404
+        assert (await http.post("/v1/leads/solar?wait=soon", json=solar())).status_code == 400
+        assert (
+            await http.post("/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "k" * 201})
+        ).status_code == 400
+        xml = await http.post("/v1/leads/solar", content=b"<lead/>", headers={"Content-Type": "application/xml"})
+        assert xml.status_code == 400
+        async with site.client() as anonymous:
+            no_key = await anonymous.post("/v1/leads/solar", json=solar())
+            assert no_key.status_code == 401 and no_key.headers["WWW-Authenticate"].startswith("Bearer")
+        forged = site.web_key[:-4] + "AAAA"
+        async with site.client(forged) as wrong:
+            assert (await wrong.post("/v1/leads/solar", json=solar())).status_code == 401
+        async with site.client(await site.buyer_key("acme")) as buyer_key:
+            assert (await buyer_key.post("/v1/leads/solar", json=solar())).status_code == 401
+        # X-Api-Key works as well as the bearer header; a revoked key stops at once.
+        token = await site.source_key("web")
+        async with site.client(headers={"X-Api-Key": token}) as other:
+            ok = await other.post("/v1/leads/solar", json=solar("415-555-0177"), headers={"Idempotency-Key": "ok"})
+            assert ok.status_code == 200, ok.text
+            assert await api_keys.revoke(conn, "source", api_keys.parse_token("source", token) or "")
+            assert (await other.post("/v1/leads/solar", json=solar())).status_code == 401
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 1  # nothing else was stored
+
+
+async def test_rate_limit_per_key_answers_429_with_retry_after(settings: Settings, buyer: FakeBuyer) -> None:
+    async with running_intake(settings, buyer) as site:
+        slow = await site.source_key("web", rate_per_second=3)
+        async with site.client(slow) as http:
+            answers = await asyncio.gather(*(http.get(f"/v1/leads/{uuid.uuid4()}") for _ in range(10)))
+        codes = [a.status_code for a in answers]
+        # Ten requests span at most two one-second windows: at most six get through.
+        assert codes.count(429) >= 4 and set(codes) <= {404, 429}
+        limited = next(a for a in answers if a.status_code == 429)
+        assert int(limited.headers["Retry-After"]) >= 1
+        # Another key of the same source has a window of its own.
+        async with site.client(site.web_key) as http:
+            assert (await http.get(f"/v1/leads/{uuid.uuid4()}")).status_code == 404
+
+
+async def test_callback_url_is_called_once_with_the_outcome(settings: Settings, buyer: FakeBuyer) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        callback = buyer.url("/callback")
+        answer = await http.post(
+            "/v1/leads/solar?wait=0", json={**solar(), "callback_url": callback}, headers={"Idempotency-Key": "cb-1"}
+        )
+        assert answer.status_code in (200, 202)
+        await wait_for(lambda: "/callback" in buyer.paths(), timeout=20)
+        await asyncio.sleep(1.5)  # two more rounds of the relay: still one call
+        calls = [r for r in buyer.received if r.path == "/callback"]
+        assert len(calls) == 1
+        assert calls[0].json()["status"] == "sold"
+        assert calls[0].json()["receipt_id"] == answer.json()["receipt_id"]
+
+
+async def test_instructions_are_generated_from_the_catalog(settings: Settings, buyer: FakeBuyer) -> None:
+    async with running_intake(settings, buyer, services=()) as site, site.client() as http:
+        doc = (await http.get("/v1/openapi.json")).json()
+        schema = doc["components"]["schemas"]["Lead_solar"]
+        assert set(schema["required"]) == {"first_name", "phone", "state"}
+        assert schema["properties"]["roof"]["enum"] == ["shingle", "tile", "metal"]
+        assert "/v1/leads/auto" in doc["paths"]
+        page = await http.get("/v1/lead-types/solar")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assert "curl" in page.text and "Idempotency-Key" in page.text and "/v1/leads/solar" in page.text
+        assert (await http.get("/v1/lead-types/nosuch")).status_code == 404
+        assert "/v1/lead-types/auto" in (await http.get("/")).text
+
+
+async def test_a_database_is_migrated_with_the_key_tables(database_url: str) -> None:
+    async with db.connection(database_url) as conn:
+        key = await api_keys.create_source_key(conn, "web")
+        found = await api_keys.authenticate(conn, "source", key.token)
+        assert found is not None and found.owner == "web"
+        stored = await conn.fetchval("SELECT token_sha256 FROM source_api_keys WHERE key_id = $1", key.key_id)
+        assert key.token.encode() not in stored and len(stored) == 32

@@ -5,6 +5,7 @@ example catalog, serves a demo buyer endpoint, publishes a stream of sample lead
 some duplicates) to the inbound exchange, and prints a live summary of what was sold to whom.
 The Client Portal runs too (uvicorn, at PORTAL_BASE_URL), with a demo buyer login for Sunrise
 Solar; now and then an appointment is booked on one of Sunrise's leads, so its dashboard fills up.
+The admin console runs too (uvicorn, at ADMIN_BASE_URL), with a demo owner login.
 
   scripts/run                      # until Ctrl-C
   scripts/run --duration 30 --rate 20
@@ -36,6 +37,7 @@ from harness.broker import consumer_count  # noqa: E402
 from harness.buyer import Answer, FakeBuyer, ReceivedRequest  # noqa: E402
 from harness.catalog import apply_catalog_text  # noqa: E402
 from harness.processes import Processes, service_env  # noqa: E402
+from services.admin.config import AdminConfig  # noqa: E402
 from shared import db  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
@@ -45,6 +47,9 @@ SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier")
 DEMO_CLIENT = "sunrise"
 DEMO_EMAIL = "demo@sunrise.example"
 DEMO_PASSWORD = "leadwire-demo"
+# The admin console's demo owner (docs/admin.md).
+DEMO_STAFF_EMAIL = "admin@leadwire.example"
+DEMO_STAFF_PASSWORD = "leadwire-admin-demo"
 FIRST_NAMES = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Linus", "Radia", "Dennis"]
 STATES = ["CA", "CA", "NV", "AZ", "CO", "UT", "TX", "NY"]
 
@@ -119,6 +124,19 @@ async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, co
                 pass
     finally:
         await connection.close()
+
+
+def create_demo_staff(env: dict[str, str]) -> str:
+    """The admin console's demo owner, made with the command a seller uses for the first owner."""
+    argv = [sys.executable, "-m", "shared.cli", "staff", "create", "--email", DEMO_STAFF_EMAIL, "--role", "owner"]
+    result = subprocess.run(
+        argv, cwd=ROOT, env={**env, "LEADWIRE_PASSWORD": DEMO_STAFF_PASSWORD}, capture_output=True, text=True
+    )
+    if result.returncode == 0:
+        return "created"
+    if "exists already" in result.stderr:
+        return "exists"
+    raise RuntimeError(f"could not create the demo staff login: {result.stderr.strip()}")
 
 
 def create_demo_login(env: dict[str, str]) -> str:
@@ -231,9 +249,26 @@ async def main() -> int:
             "warning",
         ],
     )
+    admin_url = AdminConfig().base_url.rstrip("/")
+    admin = urlsplit(admin_url)
+    processes.spawn(
+        "admin",
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "services.admin.web:create_app",
+            *["--host", admin.hostname or "127.0.0.1", "--port", str(admin.port or 80)],
+            "--log-level",
+            "warning",
+        ],
+    )
     print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
     login = create_demo_login(env)
     print(f"==> Client Portal: {portal_url}/login  (demo buyer {DEMO_EMAIL} / {DEMO_PASSWORD}, {login})")
+    staff = create_demo_staff(env)
+    print(f"==> Admin console: {admin_url}/login  (demo owner {DEMO_STAFF_EMAIL} / {DEMO_STAFF_PASSWORD}, {staff})")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

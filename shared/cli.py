@@ -22,7 +22,7 @@ from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
 from shared.catalog.store import apply_catalog, export_catalog
 from shared.settings import Settings
 
-SERVICE_COMMANDS = ("router", "delivery", "returns", "portal_auth", "notifier", "intake")
+SERVICE_COMMANDS = ("router", "delivery", "returns", "portal_auth", "notifier", "intake", "admin")
 
 
 def _print_errors(exc: CatalogInvalid) -> None:

@@ -30,6 +30,7 @@ def test_run_command_shows_leads_being_sold(settings):
         "LEADWIRE_NAMESPACE": settings.namespace,
         "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
         "PORTAL_BASE_URL": f"http://127.0.0.1:{_free_port()}/portal",
+        "ADMIN_BASE_URL": f"http://127.0.0.1:{_free_port()}/admin",
     }
     result = subprocess.run(
         ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
@@ -43,6 +44,9 @@ def test_run_command_shows_leads_being_sold(settings):
     # The Client Portal ran (a process that exits fails the run) and its demo login was printed.
     assert f"Client Portal: {env['PORTAL_BASE_URL']}/login" in result.stdout
     assert "demo buyer demo@sunrise.example / leadwire-demo" in result.stdout
+    # And the admin console, with its demo owner.
+    assert f"Admin console: {env['ADMIN_BASE_URL']}/login" in result.stdout
+    assert "demo owner admin@leadwire.example / leadwire-admin-demo" in result.stdout
     final = result.stdout[result.stdout.index("=== final") :]
     found = re.search(r"sold: (\d+)", final)
     assert found is not None, final

@@ -1,0 +1,1 @@
+"""The admin console: the seller's side of Leadwire (docs/admin.md)."""

@@ -1,0 +1,305 @@
+"""The admin console's use cases. Each change is one transaction holding the change (or the
+command to the owning service, through the outbox) and its audit row, so the audit never misses a
+change and never records one that did not happen.
+
+Staff sign-in is a realm of its own, done here with portal_auth's own pieces (argon2id hashing in
+`services.portal_auth.credentials`, the throttling and session rules of
+`services.portal_auth.rules`) on the console's own tables (migration 0700): see docs/admin.md,
+"Staff sign-in".
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from services.admin import rules, store
+from services.admin.config import AdminConfig
+from services.admin.rules import Role, Staff
+from services.portal_auth import credentials
+from services.portal_auth import rules as auth_rules
+from services.portal_auth.credentials import Passwords
+from shared.process import Process
+
+log = logging.getLogger("leadwire.admin")
+
+
+@dataclass
+class Deps:
+    process: Process
+    config: AdminConfig
+    passwords: Passwords
+    clock: Callable[[], datetime]
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.process.pool
+
+    @classmethod
+    def passwords_for(cls, config: AdminConfig) -> Passwords:
+        return Passwords(
+            time_cost=config.argon2_time_cost,
+            memory_cost=config.argon2_memory_kib,
+            parallelism=config.argon2_parallelism,
+            concurrency=config.hash_concurrency,
+        )
+
+
+class Refused(Exception):
+    """A change that cannot be made: `errors` maps a form field (or "form") to its message."""
+
+    def __init__(self, errors: dict[str, str], status: int = 400) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+        self.status = status
+
+
+async def record(conn: asyncpg.Connection, who: Staff | str, action: str, target: str, **detail: Any) -> None:
+    """The audit row of a change, in the change's transaction. `who`: the staff user of the
+    request, or a text actor (the CLI)."""
+    if isinstance(who, Staff):
+        await store.audit(
+            conn,
+            actor=who.email,
+            staff_id=who.staff_id,
+            via=who.via,
+            api_key_id=who.api_key_id,
+            action=action,
+            target=target,
+            detail=detail,
+        )
+    else:
+        await store.audit(
+            conn, actor=who, staff_id=None, via="cli", api_key_id=None, action=action, target=target, detail=detail
+        )
+
+
+# --- Staff users ---------------------------------------------------------------------------------
+
+
+async def create_staff(
+    conn: asyncpg.Connection,
+    deps: Deps,
+    who: Staff | str,
+    *,
+    email: str,
+    name: str,
+    role: str,
+    password: str,
+) -> uuid.UUID:
+    """A staff user with a password (the CLI's first owner, or an owner adding a colleague).
+    Raises Refused with the field in error."""
+    email = email.strip()
+    errors: dict[str, str] = {}
+    if (problem := rules.email_problem(email)) is not None:
+        errors["email"] = problem
+    parsed = rules.parse_role(role)
+    if parsed is None:
+        errors["role"] = "Choose a role: owner, admin, operator or viewer."
+    if len(name) > 200:
+        errors["name"] = "A name has at most 200 characters."
+    if (problem := auth_rules.password_problem(password, email)) is not None:
+        errors["password"] = problem[0].upper() + problem[1:] + "."
+    if errors:
+        raise Refused(errors)
+    password_hash = await deps.passwords.hash(password)
+    staff_id = uuid.uuid4()
+    async with conn.transaction():
+        created = await store.insert_staff(
+            conn,
+            staff_id=staff_id,
+            email=email,
+            email_key=auth_rules.email_key(email),
+            name=name.strip(),
+            role=str(parsed),
+            password_hash=password_hash,
+            now=deps.clock(),
+        )
+        if not created:
+            raise Refused({"email": "A staff user with this email exists already."})
+        await record(conn, who, "staff.create", email, role=parsed, staff_id=str(staff_id))
+    return staff_id
+
+
+async def change_staff(deps: Deps, who: Staff, staff_id: uuid.UUID, *, role: str, enabled: bool) -> None:
+    """An owner changes a staff user's role or disables them; the last enabled owner stays one.
+    Disabling ends the user's sessions; their API keys stop working at once (checked per call)."""
+    parsed = rules.parse_role(role)
+    if parsed is None:
+        raise Refused({"role": "Choose a role: owner, admin, operator or viewer."})
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await store.lock_staff_table(conn)
+        target = await store.staff_by_id(conn, staff_id)
+        if target is None:
+            raise Refused({"form": "There is no such staff user."}, 404)
+        was_owner = target["role"] == "owner" and target["enabled"]
+        stays_owner = parsed == "owner" and enabled
+        if was_owner and not stays_owner and await store.enabled_owners(conn) <= 1:
+            raise Refused({"role": "The console keeps one enabled owner: make another owner first."})
+        await store.update_staff(conn, staff_id, role=parsed, enabled=enabled)
+        if not enabled:
+            await store.revoke_staff_sessions(conn, staff_id, "disabled", deps.clock())
+        await record(
+            conn,
+            who,
+            "staff.change",
+            target["email"],
+            role={"from": target["role"], "to": parsed},
+            enabled={"from": target["enabled"], "to": enabled},
+        )
+
+
+# --- Sign-in -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginRefused:
+    reason: str  # invalid_credentials, throttled, disabled
+    retry_after: datetime | None = None
+
+
+async def login(deps: Deps, email: str, password: str) -> tuple[str, Staff] | LoginRefused:
+    """A new session for a staff user, throttled per email exactly as portal_auth throttles
+    portal logins: the attempt counts as failed until the password proves right."""
+    key = auth_rules.email_key(email)
+    now = deps.clock()
+    policy = deps.config.login_policy()
+    async with deps.pool.acquire() as conn, conn.transaction():
+        counter = await store.lock_failures(conn, key)
+        throttle = auth_rules.login_throttle(counter["failed_count"], counter["last_failed_at"], now, policy)
+        if not throttle.allowed:
+            return LoginRefused("throttled", throttle.retry_after)
+        failures = auth_rules.current_failures(counter["failed_count"], counter["last_failed_at"], now, policy)
+        await store.record_failure(conn, key, failures + 1, now)
+        user = await store.staff_by_email(conn, key)
+    if not await deps.passwords.verify(user["password_hash"] if user else None, password):
+        return LoginRefused("invalid_credentials")
+    assert user is not None
+    rehash = await deps.passwords.hash(password) if deps.passwords.needs_rehash(user["password_hash"]) else None
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await store.clear_failures(conn, key)
+        if not user["enabled"]:
+            return LoginRefused("disabled")
+        if rehash is not None:
+            await store.set_password(conn, user["id"], rehash, now)
+        session_id, token, secret_hash = credentials.new_token()
+        await store.insert_session(
+            conn,
+            session_id=session_id,
+            staff_id=user["id"],
+            secret_hash=secret_hash,
+            now=now,
+            expires_at=now + deps.config.session_policy().lifetime,
+        )
+    log.info("staff user %s signed in", user["id"])
+    staff = Staff(str(user["id"]), user["email"], user["name"], user["role"], "console", session_id=str(session_id))
+    return token, staff
+
+
+async def verify_session(deps: Deps, token: str) -> Staff | None:
+    """The staff user of a live session (read now, never cached: a role change or a disabled
+    user takes effect at the next click), or None."""
+    parts = credentials.split_token(token)
+    if parts is None:
+        return None
+    now = deps.clock()
+    async with deps.pool.acquire() as conn:
+        row = await store.session_with_staff(conn, parts[0])
+        if row is None or not credentials.secret_matches(parts[1], row["secret_hash"]):
+            return None
+        state = auth_rules.session_state(
+            last_seen_at=row["last_seen_at"],
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+            now=now,
+            policy=deps.config.session_policy(),
+        )
+        if state != "live" or not row["enabled"]:
+            return None
+        await store.touch_session(conn, row["session_id"], now)
+    return Staff(
+        str(row["staff_id"]), row["email"], row["name"], row["role"], "console", session_id=str(row["session_id"])
+    )
+
+
+async def logout(deps: Deps, staff: Staff) -> None:
+    if staff.session_id is None:
+        return
+    async with deps.pool.acquire() as conn:
+        await store.revoke_session(conn, uuid.UUID(staff.session_id), "logout", deps.clock())
+
+
+# --- API keys ------------------------------------------------------------------------------------
+
+
+async def verify_key(deps: Deps, presented: str) -> Staff | None:
+    """The staff user an API key acts for, with the key's role capped by the user's role now;
+    None for an unknown, wrong, revoked key or a disabled user. Checked against the database on
+    every call: revoking takes effect at the next call."""
+    parts = rules.parse_key(presented)
+    if parts is None:
+        return None
+    key_id, secret = parts
+    row = await store.key_with_staff(deps.pool, key_id)
+    if row is None or not credentials.secret_matches(secret, row["secret_hash"]):
+        return None
+    if row["revoked_at"] is not None or not row["enabled"]:
+        return None
+    now = deps.clock()
+    await store.touch_key(deps.pool, key_id, now, now - timedelta(seconds=deps.config.api_key_touch_seconds))
+    role = rules.effective_role(row["role"], row["key_role"])
+    return Staff(str(row["staff_id"]), row["email"], row["name"], role, "api", api_key_id=key_id)
+
+
+async def create_key(deps: Deps, who: Staff, *, name: str, role: str) -> tuple[str, str]:
+    """(key id, the key itself). The key is shown once: only SHA-256 of its secret is kept."""
+    errors: dict[str, str] = {}
+    if (problem := rules.key_name_problem(name)) is not None:
+        errors["name"] = problem
+    parsed = rules.parse_role(role)
+    if parsed is None:
+        errors["role"] = "Choose a role: owner, admin, operator or viewer."
+    elif not rules.may_grant(who.role, parsed):
+        errors["role"] = f"A key can have at most your own role ({who.role})."
+    if errors:
+        raise Refused(errors)
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await store.insert_key(
+            conn,
+            key_id=key_id,
+            staff_id=uuid.UUID(who.staff_id),
+            name=name.strip(),
+            role=str(parsed),
+            secret_hash=credentials.digest(secret),
+            now=deps.clock(),
+        )
+        await record(conn, who, "api_key.create", key_id, name=name.strip(), role=parsed)
+    return key_id, rules.format_key(key_id, secret)
+
+
+async def revoke_key(deps: Deps, who: Staff, key_id: str) -> None:
+    """A staff user revokes their own keys; an owner anyone's."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        owner = await store.key_owner(conn, key_id)
+        if owner is None or (str(owner) != who.staff_id and not who.may("manage_staff")):
+            raise Refused({"form": "There is no such API key."}, 404)
+        revoked = await store.revoke_key(conn, key_id, who.email, deps.clock())
+        if revoked is None:
+            raise Refused({"form": "This key is revoked already."}, 409)
+        await record(conn, who, "api_key.revoke", key_id, name=revoked["name"])
+
+
+def role_of(value: str) -> Role:
+    parsed = rules.parse_role(value)
+    if parsed is None:
+        raise ValueError(f"unknown role {value!r}")
+    return parsed

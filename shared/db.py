@@ -19,6 +19,13 @@ import asyncpg
 MIGRATION_LOCK_KEY = 0x1EAD_317E
 
 
+# Every plan of ours is an interactive one (the portal's 100,000-row sorts included,
+# bench/portal.py), and neither of these pays for it: JIT compilation costs ~100 ms the first time a
+# plan crosses jit_above_cost, and parallel workers, on a few busy cores, made the portal's searches
+# 5x slower (a 27 ms search took 170 ms with two workers started for it).
+SESSION_SETTINGS = {"jit": "off", "max_parallel_workers_per_gather": "0"}
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # Without these codecs jsonb comes back as str and would be re-published as text/plain.
     for typename in ("json", "jsonb"):
@@ -41,11 +48,12 @@ async def create_pool(database_url: str, *, min_size: int = 2, max_size: int = 2
         reset=_keep_session,
         # Bound every statement so a handler never outlives the broker's graceful timeout.
         command_timeout=10,
+        server_settings=SESSION_SETTINGS,
     )
 
 
 async def connect(database_url: str) -> asyncpg.Connection:
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, server_settings=SESSION_SETTINGS)
     await _init_connection(conn)
     return conn
 

@@ -42,6 +42,7 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Dashboard", "/dashboard"),
     NavEntry("Leads", "/leads"),
     NavEntry("Returns", "/returns"),
+    NavEntry("Orders", "/orders"),
     NavEntry("Users", "/users", admin_only=True),
 ]
 

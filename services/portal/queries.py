@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 
 from services.portal.rules import COUNT_CAP, PAGE_SIZE, RETURNS_PAGE_SIZE, LeadFilter, ReturnsFilter, Sort, Viewer
+from shared.contracts import OrderFiguresView
+from shared.orders import order_figures
 
 # The searchable text of a lead: every field value, as the trigram index of migration 0030 has it.
 # Must stay character for character the indexed expression, or the index is not used.
@@ -414,3 +416,12 @@ async def returns_page(conn: asyncpg.Connection, viewer: Viewer, f: ReturnsFilte
         f" ORDER BY r.requested_at DESC, r.id DESC LIMIT {RETURNS_PAGE_SIZE + 1}",
         *p.values,
     )
+
+
+# --- Order Manager (G1–G14) ------------------------------------------------------------------------
+
+
+async def orders_of(conn: asyncpg.Connection, viewer: Viewer) -> list[OrderFiguresView]:
+    """The client's orders with their figures (shared.orders, always scoped to the client). Every
+    user of the client sees them; only admins act on them."""
+    return await order_figures(conn, client_id=viewer.client_id)

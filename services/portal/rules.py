@@ -916,3 +916,39 @@ def allowance(
     scope: Literal["delivery_account", "order"], name: str, pct: Decimal, delivered: int, used: int, month: date
 ) -> Allowance:
     return Allowance(scope, name, pct, delivered, used, allowed_returns(delivered, pct), month)
+
+
+# --- Order Manager (G1–G14) ------------------------------------------------------------------------
+
+ORDER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")  # the catalog's Id
+ORDER_STATUS_NAMES = {"open": "Open", "paused": "Paused", "closed": "Closed"}
+RENEWAL_NAMES = {"on_fill": "On fill", "close_at_end": "Close at end date", "none": "No renewal"}
+ORDER_ACTIONS = {"pause": "paused", "resume": "resumed"}
+
+
+def valid_order_id(text: str) -> bool:
+    return bool(ORDER_ID.fullmatch(text))
+
+
+def order_amount(order_type: str, value: Decimal) -> str:
+    """A figure in the order's units: leads for a lead quantity order, dollars for a dollar one."""
+    if order_type == "lead_quantity":
+        count = value.to_integral_value() if value == value.to_integral_value() else value
+        return f"{count:,} lead" + ("" if count == 1 else "s")
+    return f"${value:,.2f}"
+
+
+def order_actions(status: str, is_admin: bool) -> list[str]:
+    """The buttons an order offers: admins pause open orders and resume paused ones (G3)."""
+    if not is_admin:
+        return []
+    return {"open": ["pause"], "paused": ["resume"]}.get(status, [])
+
+
+def order_refusal(error: str | None) -> str:
+    """The returns service's refusal of an order command, as a sentence."""
+    match = re.fullmatch(r"cannot (\w+) an order that is (\w+)", error or "")
+    if match:
+        done = {"pause": "paused", "resume": "resumed", "close": "closed"}.get(match[1], match[1])
+        return f"This order is {match[2]}, so it cannot be {done}."
+    return "The order could not be changed."

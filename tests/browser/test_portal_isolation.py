@@ -93,11 +93,14 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/reset/{token}": [""],
             "/returns": ["", "?status=pending", "?from=2020-01-01"],
             "/leads/{lead_id}/return": ["", f"?return_id={uuid.uuid4()}"],
+            "/orders": ["", "?done=paused&order=bolt-q"],
         }
         posts = {
             "/leads/{lead_id}/contact": {"subject": "hi", "message": "hello"},
             "/leads/{lead_id}/forward": {"to": "me@acme.example", "note": ""},
             "/leads/{lead_id}/return": {"reason": "wrong_number", "return_id": str(uuid.uuid4())},
+            "/orders/{order_id}/pause": {},  # B's orders: tests/browser/test_portal_orders.py
+            "/orders/{order_id}/resume": {},
             "/logout": {},
             "/logout-everywhere": {},
             "/login": {"email": "bea@bolt.test", "password": "x"},

@@ -125,3 +125,45 @@ def test_returns_offered_follows_the_effective_account_percent(options, account_
     catalog = _catalog(options, account_pct)
     assert rules.returns_offered(catalog, "acme") is offered
     assert rules.returns_offered(catalog, "bolt") is False  # no delivery account: nothing to return
+
+
+@pytest.mark.parametrize(
+    ("order_type", "value", "text"),
+    [
+        ("lead_quantity", Decimal("100"), "100 leads"),
+        ("lead_quantity", Decimal("1"), "1 lead"),
+        ("lead_quantity", Decimal("1500.00"), "1,500 leads"),
+        ("dollar_amount", Decimal("1234.5"), "$1,234.50"),
+        ("dollar_amount", Decimal("0"), "$0.00"),
+    ],
+)
+def test_order_amount_in_its_units(order_type, value, text):
+    assert rules.order_amount(order_type, value) == text
+
+
+@pytest.mark.parametrize(
+    ("status", "is_admin", "actions"),
+    [("open", True, ["pause"]), ("paused", True, ["resume"]), ("closed", True, []), ("open", False, [])],
+)
+def test_order_actions_are_for_admins(status, is_admin, actions):
+    assert rules.order_actions(status, is_admin) == actions
+
+
+@pytest.mark.parametrize(
+    ("error", "sentence"),
+    [
+        ("cannot resume an order that is closed", "This order is closed, so it cannot be resumed."),
+        ("cannot pause an order that is closed", "This order is closed, so it cannot be paused."),
+        ("something else", "The order could not be changed."),
+        (None, "The order could not be changed."),
+    ],
+)
+def test_order_refusal(error, sentence):
+    assert rules.order_refusal(error) == sentence
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"), [("acme-q1", True), ("a.b:c_d", True), ("../x", False), ("", False), ("x" * 65, False)]
+)
+def test_valid_order_id(text, ok):
+    assert rules.valid_order_id(text) is ok

@@ -4,6 +4,7 @@
   leadwire catalog check FILE     validate only
   leadwire catalog export         print the current catalog as YAML
   leadwire migrate                create the database if needed and apply migrations
+  leadwire broker users           per-role RabbitMQ users with permission patterns (shared/broker_users.py)
 
 Services add their own commands in `services/<name>/cli.py`, a module with
 `register(subparsers)` that adds parsers and sets `handler=<async function (args, settings) -> int>`.
@@ -79,6 +80,31 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def _broker_users(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import broker_users
+
+    sources = [s for s in (args.sources or "").split(",") if s]
+    if args.catalog_sources:
+        async with db.connection(settings.database_url) as conn:
+            sources += [s.id for s in (await export_catalog(conn)).sources if s.id not in sources]
+    services = [s for s in args.services.split(",") if s]
+    unknown = [s for s in services if s not in broker_users.SERVICES]
+    if unknown:
+        print(f"unknown service(s): {', '.join(unknown)} (known: {', '.join(broker_users.SERVICES)})", file=sys.stderr)
+        return 1
+    namespace = args.namespace or settings.namespace
+    users = broker_users.plan(namespace, sources, services)
+    try:
+        broker_users.apply(users, vhost=args.vhost, rabbitmqctl=args.rabbitmqctl)
+    except (RuntimeError, OSError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print("broker users (passwords shown once):", file=sys.stderr)
+    for user in users:
+        print(f"{user.role:12} {broker_users.amqp_url_for(settings.amqp_url, user)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="leadwire", description="Leadwire administration")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
     check_p.set_defaults(handler=_apply, dry_run=True)
     catalog.add_parser("export", help="print the current catalog as YAML").set_defaults(handler=_export)
     sub.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(handler=_migrate)
+    broker = sub.add_parser("broker", help="RabbitMQ set-up").add_subparsers(dest="action", required=True)
+    users = broker.add_parser("users", help="create per-role broker users with permission patterns (rabbitmqctl)")
+    users.add_argument("--sources", default="", help="comma-separated source ids: a publish-to-inbound-only user each")
+    users.add_argument("--catalog-sources", action="store_true", help="also every source of the current catalog")
+    users.add_argument(
+        "--services", default=",".join(("router", "delivery", "returns", "portal_auth", "notifier", "portal", "intake"))
+    )
+    users.add_argument("--namespace", default=None, help="default: LEADWIRE_NAMESPACE")
+    users.add_argument("--vhost", default="/")
+    users.add_argument("--rabbitmqctl", default="rabbitmqctl")
+    users.set_defaults(handler=_broker_users)
     for name in SERVICE_COMMANDS:
         try:
             module = importlib.import_module(f"services.{name}.cli")

@@ -31,7 +31,12 @@ def intake_catalog(buyer: FakeBuyer, **overrides: Any) -> str:
         "retry": {"count": 1, "delay_seconds": 1},
     }
     doc: dict[str, Any] = {
-        "options": {"route_duplicate_leads": False, "allow_confirm_price": True},
+        "options": {
+            "route_duplicate_leads": False,
+            "allow_confirm_price": True,
+            "default_return_pct_delivery_accounts": 100,
+            "default_return_pct_orders": 100,
+        },
         "lead_types": [
             {
                 "id": "solar",
@@ -117,20 +122,22 @@ async def running_intake(
     *,
     catalog: str | None = None,
     services: tuple[str, ...] = ("router", "delivery"),
+    restricted: dict[str, Settings] | None = None,
 ) -> AsyncIterator[IntakeSite]:
+    """The intake app with `services` running beside it on `settings`; `restricted` runs more
+    services, each on settings of its own (another broker user)."""
     from services.delivery.main import build as build_delivery
     from services.returns.main import build as build_returns
     from services.router.main import build as build_router
 
     await apply_catalog_text(settings.database_url, catalog or intake_catalog(buyer))
-    builders = {
-        "router": lambda: build_router(settings),
-        "delivery": lambda: build_delivery(settings),
-        "returns": lambda: build_returns(settings),
-    }
+    builders = {"router": build_router, "delivery": build_delivery, "returns": build_returns}
+    chosen = [(name, settings) for name in services] + list((restricted or {}).items())
     async with AsyncExitStack() as stack:
-        started = await asyncio.gather(*(stack.enter_async_context(builders[name]().running()) for name in services))
-        runtimes = dict(zip(services, started, strict=True))
+        started = await asyncio.gather(
+            *(stack.enter_async_context(builders[name](own).running()) for name, own in chosen)
+        )
+        runtimes = dict(zip([name for name, _ in chosen], started, strict=True))
         app = create_app(settings)
         url = await stack.enter_async_context(serve(app))
         runtimes["intake"] = app.state.runtime

@@ -25,7 +25,10 @@ def build(settings: Settings | None = None) -> Runtime:
 
     @runtime.subscriber("delivery.confirm-price", title="delivery: buyers' confirmed prices")
     async def on_confirm_price(message: ConfirmPrice) -> None:
-        await usecases.confirm_price(deps, message, incoming().message_id)
+        raw = incoming()
+        await usecases.confirm_price(
+            deps, message, raw.message_id, reply_to=raw.reply_to, correlation_id=raw.correlation_id
+        )
 
     return runtime
 

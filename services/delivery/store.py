@@ -15,6 +15,7 @@ from decimal import Decimal
 import asyncpg
 
 from shared import sql
+from shared.contracts.delivery import PriceConfirmationResult
 from shared.outbox import Event, with_event
 from shared.sql import Statement, statement
 
@@ -306,4 +307,22 @@ async def log_price_confirmation(
         price_before,
         price_after,
         reason,
+    )
+
+
+async def price_confirmation_of(
+    conn: asyncpg.Connection, delivery_id: uuid.UUID, message_id: str
+) -> PriceConfirmationResult | None:
+    """What the first copy of a confirm-price message (by its message id) came to."""
+    row = await conn.fetchrow(
+        "SELECT c.outcome, c.reason, d.price FROM delivery_price_confirmations c"
+        " JOIN deliveries d ON d.id = c.delivery_id"
+        " WHERE c.delivery_id = $1 AND c.message_id = $2 ORDER BY c.id LIMIT 1",
+        delivery_id,
+        message_id,
+    )
+    if row is None:
+        return None
+    return PriceConfirmationResult(
+        delivery_id=delivery_id, outcome=row["outcome"], price=row["price"], reason=row["reason"]
     )

@@ -34,10 +34,11 @@ from shared.contracts import (
     DeliveryRequested,
     DeliverySucceeded,
     NotificationRequested,
+    PriceConfirmationResult,
 )
 from shared.contracts.errors import Refused
 from shared.contracts.notifier import AccountPausedData, LeadDeliveryData
-from shared.outbox import add_delayed, add_event, claim_message, event
+from shared.outbox import add_delayed, add_event, add_reply, claim_message, event
 from shared.portal_links import issue_link_token, portal_link
 from shared.process import Process
 from shared.service import TransientError
@@ -330,16 +331,36 @@ async def _count_for_pause(
 # --- confirmed prices ----------------------------------------------------------------------------
 
 
-async def confirm_price(deps: Deps, message: ConfirmPrice, message_id: str | None) -> str:
-    """Apply (or ignore, or refuse) a buyer's confirmed price for a delivery; returns the outcome."""
+async def confirm_price(
+    deps: Deps,
+    message: ConfirmPrice,
+    message_id: str | None,
+    *,
+    reply_to: str | None = None,
+    correlation_id: str | None = None,
+) -> str:
+    """Apply (or ignore, or refuse) a buyer's confirmed price for a delivery; returns the outcome.
+    A command acting for a client (`client_id`) may name only that client's deliveries: any other
+    is refused as unknown (dead-lettered, and answered `refused`). With `reply_to`, the sender
+    gets a `PriceConfirmationResult`, in the same transaction (a repeat: the first copy's)."""
     offered = str(message.price)
     catalog = deps.process.catalog
     async with deps.pool.acquire() as conn, conn.transaction():
         if message_id and not await claim_message(conn, CONFIRM_CONSUMER, message_id):
+            if reply_to:
+                first = await store.price_confirmation_of(conn, message.delivery_id, message_id)
+                if first is not None:
+                    await add_reply(conn, reply_to, correlation_id, first.model_copy(update={"repeat": True}))
             return "repeat"
         delivery = await store.lock_delivery(conn, message.delivery_id)
         if delivery is None:
             raise UnknownDelivery(f"no delivery {message.delivery_id}")
+        if message.client_id is not None and delivery.client_id != message.client_id:
+            # The same words as for a delivery that does not exist: nothing about another client.
+            log.warning(
+                "confirm-price for delivery %s refused: not client %r's", delivery.delivery_id, message.client_id
+            )
+            raise UnknownDelivery(f"no delivery {message.delivery_id} of client {message.client_id!r}")
         decision = rules.confirm_price(
             catalog.client_options(delivery.client_id).allow_confirm_price,
             delivery.status,
@@ -359,6 +380,16 @@ async def confirm_price(deps: Deps, message: ConfirmPrice, message_id: str | Non
             price_after=decision.price,
             reason=decision.reason,
         )
+        if reply_to:
+            answer = PriceConfirmationResult(
+                delivery_id=delivery.delivery_id,
+                outcome=decision.outcome,
+                price=decision.price
+                if decision.outcome == "applied" and decision.price is not None
+                else delivery.price,
+                reason=decision.reason,
+            )
+            await add_reply(conn, reply_to, correlation_id, answer)
         if decision.outcome != "applied":
             log.warning("confirm-price for delivery %s %s: %s", delivery.delivery_id, decision.outcome, decision.reason)
             return decision.outcome

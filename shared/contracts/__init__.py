@@ -12,6 +12,7 @@ from shared.contracts.delivery import (
     DeliveryPriceConfirmed,
     DeliveryRequested,
     DeliverySucceeded,
+    PriceConfirmationResult,
 )
 from shared.contracts.errors import ErrorReply
 from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
@@ -60,6 +61,7 @@ __all__ = [
     "PortalAuthFailure",
     "PortalAuthReply",
     "PortalAuthRequest",
+    "PriceConfirmationResult",
     "ReturnDecide",
     "ReturnDecided",
     "ReturnRequest",

@@ -6,6 +6,8 @@ import uuid
 from decimal import Decimal
 from typing import Any, Literal
 
+from pydantic import Field
+
 from shared.contracts.base import Contract
 
 
@@ -52,12 +54,32 @@ class ConfirmPrice(Contract):
     `<ns>.events`, routing key `delivery.confirm-price`; set a stable AMQP `message_id`.
 
     `price` is taken as sent (number or text such as "12.50") so that a bad price is refused with
-    a logged reason instead of being dead-lettered as a malformed message."""
+    a logged reason instead of being dead-lettered as a malformed message.
+
+    `client_id` is the client the command acts for (the buyer API sets the key's client): a
+    delivery of any other client is refused as unknown. Left out, the command acts for the seller
+    (an admin), which only a broker user allowed to publish to `<ns>.events` can send.
+    With `reply_to`, the sender gets a `PriceConfirmationResult` (or an error reply)."""
 
     version: Literal[1] = 1
     delivery_id: uuid.UUID
     price: Any
     confirmed_by: str | None = None  # who confirmed (a buyer's user, an admin), for the log
+    client_id: str | None = Field(None, min_length=1, max_length=64)
+
+
+class PriceConfirmationResult(Contract):
+    """delivery -> the sender of a `ConfirmPrice` that set `reply_to`: what became of it.
+    `price` is the delivery's price after the command; a repeat (same `message_id`) gets the first
+    copy's answer with `repeat: true`."""
+
+    version: Literal[1] = 1
+    ok: Literal[True] = True
+    delivery_id: uuid.UUID
+    outcome: Literal["applied", "ignored", "refused"]
+    price: Decimal
+    reason: str | None = None
+    repeat: bool = False
 
 
 class DeliveryPriceConfirmed(Contract):

@@ -47,13 +47,16 @@ class ReturnRequest(Contract):
 
 
 class ReturnDecide(Contract):
-    """admin -> returns: approve or deny a pending return. Routing key `return.decide`."""
+    """admin -> returns: approve or deny a pending return. Routing key `return.decide`. With
+    `client_id`, the command acts for that client only: a return of another client is refused
+    (dead-lettered, and answered `refused` to a `reply_to`) as if it did not exist."""
 
     version: Literal[1] = 1
     return_id: uuid.UUID
     decision: Literal["approve", "deny"]
     note: str = Field("", max_length=2000)
     decided_by: str | None = Field(None, max_length=200)
+    client_id: str | None = Field(None, min_length=1, max_length=64)
 
 
 class ReturnRequested(Contract):

@@ -19,6 +19,7 @@ from shared.contracts.delivery import (
     DeliveryPriceConfirmed,
     DeliveryRequested,
     DeliverySucceeded,
+    PriceConfirmationResult,
 )
 from shared.contracts.errors import ErrorReply
 from shared.contracts.leads import InboundLead, LeadOutcome
@@ -77,7 +78,12 @@ CONSUMED: dict[str, tuple[Route, ...]] = {
     ),
     "delivery.requests": (Route("delivery.requested", DeliveryRequested, "Post this lead to this delivery account."),),
     "delivery.confirm-price": (
-        Route("delivery.confirm-price", ConfirmPrice, "A price a buyer or an admin confirms for one delivery."),
+        Route(
+            "delivery.confirm-price",
+            ConfirmPrice,
+            "A price a buyer or an admin confirms for one delivery.",
+            (PriceConfirmationResult, ErrorReply),
+        ),
     ),
     "returns.commands": (
         Route("return.request", ReturnRequest, "Return a lead.", (ReturnRequested, ErrorReply)),

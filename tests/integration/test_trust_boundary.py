@@ -1,0 +1,166 @@
+"""The broker's trust boundary: commands acting for a client are checked against that client
+(ConfirmPrice, ReturnDecide), and per-role broker users keep sources off `<ns>.events`
+(`leadwire broker users`, shared/broker_users.py) — with real RabbitMQ users."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from decimal import Decimal
+
+import aio_pika
+import aiormq
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from harness.buyer import FakeBuyer
+from shared import broker_users
+from shared.contracts import ConfirmPrice, ErrorReply, PriceConfirmationResult, ReturnDecide, ReturnRequest
+from shared.rpc import RequestReply
+from shared.settings import Settings
+from tests.intake_support import running_intake, solar
+from tests.support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture
+async def rpc(settings: Settings) -> AsyncIterator[RequestReply]:
+    client = RequestReply(settings.amqp_url, name="test", namespace=settings.namespace)
+    await client.start()
+    yield client
+    await client.close()
+
+
+async def test_confirm_price_acts_for_its_own_client_only(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection, rpc: RequestReply
+) -> None:
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        sold = (await http.post("/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "t-1"})).json()
+        delivery_id = await conn.fetchval("SELECT id FROM deliveries WHERE lead_id = $1", uuid.UUID(sold["lead_id"]))
+        events = f"{settings.namespace}.events"
+
+        # Another client's delivery: refused, answered, nothing changed.
+        other = ConfirmPrice(delivery_id=delivery_id, price="0.01", client_id="bolt")
+        reply = await rpc.request(events, "delivery.confirm-price", other, timeout=10, message_id="cp-bolt")
+        refused = ErrorReply.model_validate_json(reply.body)
+        assert refused.error == "refused"
+        assert "bolt" in refused.message and "acme" not in refused.message
+        assert await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id) == Decimal("25.00")
+
+        # Its own client's: applied and answered; the repeat gets the first answer.
+        own = ConfirmPrice(delivery_id=delivery_id, price="12.00", client_id="acme", confirmed_by="test")
+        reply = await rpc.request(events, "delivery.confirm-price", own, timeout=10, message_id="cp-acme")
+        applied = PriceConfirmationResult.model_validate_json(reply.body)
+        assert (applied.outcome, applied.price, applied.repeat) == ("applied", Decimal("12.00"), False)
+        reply = await rpc.request(events, "delivery.confirm-price", own, timeout=10, message_id="cp-acme")
+        repeat = PriceConfirmationResult.model_validate_json(reply.body)
+        assert (repeat.outcome, repeat.price, repeat.repeat) == ("applied", Decimal("12.00"), True)
+        assert await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id) == Decimal("12.00")
+
+        # A bad price is refused with the reason, as a result (the command was well-formed).
+        bad = ConfirmPrice(delivery_id=delivery_id, price="cheap", client_id="acme")
+        reply = await rpc.request(events, "delivery.confirm-price", bad, timeout=10)
+        assert PriceConfirmationResult.model_validate_json(reply.body).outcome == "refused"
+
+
+async def test_return_decisions_act_for_their_own_client_only(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection, rpc: RequestReply
+) -> None:
+    async with (
+        running_intake(settings, buyer, services=("router", "delivery", "returns")) as site,
+        site.client(site.web_key) as http,
+    ):
+        sold = (await http.post("/v1/leads/solar", json=solar(), headers={"Idempotency-Key": "t-2"})).json()
+        events = f"{settings.namespace}.events"
+        request = ReturnRequest(
+            return_id=uuid.uuid4(), client_id="acme", lead_id=uuid.UUID(sold["lead_id"]), reason="wrong_number"
+        )
+        reply = await rpc.request(events, "return.request", request, timeout=10)
+        assert reply.json()["status"] == "pending"
+
+        wrong = ReturnDecide(return_id=request.return_id, decision="approve", client_id="bolt")
+        reply = await rpc.request(events, "return.decide", wrong, timeout=10)
+        assert ErrorReply.model_validate_json(reply.body).error == "refused"
+        status = "SELECT status FROM returns WHERE id = $1"
+        assert await conn.fetchval(status, request.return_id) == "pending"
+
+        right = ReturnDecide(return_id=request.return_id, decision="approve", client_id="acme")
+        await rpc.send(events, "return.decide", right, timeout=10, correlation_id=str(uuid.uuid4()))
+        await wait_for(lambda: _status_is(conn, request.return_id, "approved"))
+
+
+async def _status_is(conn: asyncpg.Connection, return_id: uuid.UUID, wanted: str) -> bool:
+    return await conn.fetchval("SELECT status FROM returns WHERE id = $1", return_id) == wanted
+
+
+needs_rabbitmqctl = pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed here")
+
+
+@needs_rabbitmqctl
+async def test_broker_users_sources_publish_to_inbound_only_and_services_run_on_their_own(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    ns = settings.namespace
+    users = {u.role: u for u in broker_users.plan(ns, ["web"], ["router", "delivery"])}
+    try:
+        broker_users.apply(list(users.values()))
+    except RuntimeError as exc:  # not allowed to talk to the node (not root nor rabbitmq)
+        pytest.skip(str(exc))
+    as_user = {role: broker_users.amqp_url_for(settings.amqp_url, u) for role, u in users.items()}
+    try:
+        # The services run as their own users (they declare the topology and consume their queues).
+        restricted = {
+            role: Settings(
+                AMQP_URL=as_user[role],
+                DATABASE_URL=settings.database_url,
+                LEADWIRE_NAMESPACE=ns,
+                LEADWIRE_POLL_INTERVAL=0.1,
+                LEADWIRE_RETRY_DELAYS=(0.2, 0.5),
+                LEADWIRE_DB_POOL_MAX=5,
+            )
+            for role in ("router", "delivery")
+        }
+        async with running_intake(settings, buyer, services=(), restricted=restricted):
+            source = await aio_pika.connect(as_user["source"])
+            try:
+                channel = await source.channel(publisher_confirms=True)
+                inbound = await channel.get_exchange(f"{ns}.inbound", ensure=False)
+                await inbound.publish(
+                    aio_pika.Message(
+                        b'{"lead_type": "solar", "source": "web", "fields": '
+                        b'{"first_name": "Ada", "phone": "4155550100", "state": "CA"}}',
+                        headers={"idempotency-key": "by-broker-user"},
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key="lead.solar",
+                )
+                await wait_for(lambda: _lead_sold(conn, "by-broker-user"), timeout=20)
+                delivery_id = await conn.fetchval("SELECT id FROM deliveries")
+
+                # The events exchange is closed to a source: the broker refuses the publish.
+                events = await channel.get_exchange(f"{ns}.events", ensure=False)
+                with pytest.raises((aiormq.exceptions.ChannelAccessRefused, aio_pika.exceptions.ChannelClosed)):
+                    await events.publish(
+                        aio_pika.Message(
+                            ConfirmPrice(delivery_id=delivery_id, price="0.01").model_dump_json().encode(),
+                            message_id="forged",
+                        ),
+                        routing_key="delivery.confirm-price",
+                    )
+                # Nor may it read a service's queue.
+                channel = await source.channel()
+                with pytest.raises((aiormq.exceptions.ChannelAccessRefused, aio_pika.exceptions.ChannelClosed)):
+                    queue = await channel.get_queue(f"{ns}.delivery.requests", ensure=False)
+                    await queue.get(fail=False)
+            finally:
+                await source.close()
+        assert await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id) == Decimal("25.00")
+    finally:
+        broker_users.delete([u.name for u in users.values()])
+
+
+async def _lead_sold(conn: asyncpg.Connection, key: str) -> bool:
+    return await conn.fetchval("SELECT status FROM leads WHERE idempotency_key = $1", key) == "sold"

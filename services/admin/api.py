@@ -9,12 +9,17 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.admin import queries, store, usecases
+from services.admin import queries, rules, store, usecases
 from services.admin.auth import ApiConfigurer, ApiOwner, ApiReader, console_of
+from services.admin.options import form_values
 from services.admin.rules import Role, Staff
+from shared.catalog.loader import dump_catalog
+from shared.catalog.model import Catalog
+from shared.catalog.store import load_latest
 
 router = APIRouter()
 
@@ -166,3 +171,194 @@ async def audit(
     """Every change made in the console, its API or `leadwire staff`, newest first."""
     rows = await queries.audit(console_of(request).pool, before=before, action=action, actor=actor, limit=limit)
     return [AuditEntry(**{k: r[k] for k in AuditEntry.model_fields}) for r in rows]
+
+
+# --- The catalog and the Client Options ------------------------------------------------------------
+
+
+def if_match(request: Request) -> int:
+    """The catalog version an edit starts from: header `If-Match: <version>` (quotes allowed)."""
+    raw = (request.headers.get("if-match") or "").strip().strip('"').removeprefix("W/").strip('"')
+    if not raw:
+        raise HTTPException(428, 'Send If-Match: "<catalog version>" (the version this edit starts from).')
+    if not raw.isdigit() or len(raw) > 18:
+        raise HTTPException(400, "If-Match must be a catalog version number.")
+    return int(raw)
+
+
+class Saved(BaseModel):
+    version: int = Field(description="The catalog version now current")
+    changed: bool = Field(description="False when the edit changed nothing (no new version)")
+
+
+async def saved(request: Request, version: int | None) -> JSONResponse:
+    current, _ = await load_latest(console_of(request).pool)
+    return JSONResponse({"version": current, "changed": version is not None}, headers={"ETag": f'"{current}"'})
+
+
+class CatalogDocument(BaseModel):
+    version: int
+    document: dict[str, Any]
+
+
+@router.get("/catalog", responses=ERRORS)
+async def get_catalog(request: Request, staff: Staff = ApiReader) -> JSONResponse:
+    """The current catalog version and its document (as `leadwire catalog export` would print it,
+    but as stored: orders with their applied status). The ETag is the version."""
+    version, catalog = await load_latest(console_of(request).pool)
+    body = CatalogDocument(version=version, document=catalog.model_dump(mode="json"))
+    return JSONResponse(body.model_dump(mode="json"), headers={"ETag": f'"{version}"'})
+
+
+class CatalogText(Body):
+    yaml: str = Field(max_length=900_000, description="The whole catalog, as YAML (docs/catalog.md)")
+
+
+CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "Someone saved another version since If-Match"}
+}
+PRECONDITION: dict[int | str, dict[str, Any]] = {428: {"model": Problem, "description": "No If-Match header"}}
+
+
+@router.put("/catalog", responses={**ERRORS, **CONFLICT, **PRECONDITION}, response_model=Saved)
+async def put_catalog(request: Request, body: CatalogText, staff: Staff = ApiConfigurer) -> JSONResponse:
+    """Replace the whole catalog: validated exactly as `leadwire catalog apply` (`errors.yaml`
+    lists every error with its line), applied as a new version only if the current version is
+    still the one in If-Match."""
+    version = await usecases.save_catalog_text(console_of(request).deps, staff, if_match(request), body.yaml)
+    return await saved(request, version)
+
+
+class EffectiveValue(BaseModel):
+    key: str
+    label: str
+    value: str
+    source: Literal["global", "client", "group", "account", "order"]
+    detail: str
+
+
+class ClientOptionsView(BaseModel):
+    id: str
+    name: str
+    overrides: dict[str, Any]
+    effective: list[EffectiveValue]
+
+
+class OptionsView(BaseModel):
+    version: int
+    options: dict[str, Any]
+    groups: dict[str, bool | None]
+    clients: list[ClientOptionsView]
+
+
+@router.get("/options", responses=ERRORS)
+async def get_options(request: Request, staff: Staff = ApiReader) -> OptionsView:
+    """The Client Options: global values, each group's Apply Groups as Criteria, each client's
+    overrides and effective values with their source."""
+    version, catalog = await load_latest(console_of(request).pool)
+    return OptionsView(
+        version=version,
+        options=catalog.options.model_dump(mode="json"),
+        groups={g.id: g.apply_groups_as_criteria for g in catalog.groups},
+        clients=[
+            ClientOptionsView(
+                id=c.id,
+                name=c.name,
+                overrides=c.options.model_dump(mode="json", exclude_none=True),
+                effective=[EffectiveValue(**vars(e)) for e in rules.effective_options(catalog, c.id)],
+            )
+            for c in catalog.clients
+        ],
+    )
+
+
+Scalar = bool | int | float | str | None
+
+
+class OptionsEdit(Body):
+    options: dict[str, Scalar] = Field(
+        default_factory=dict, description="Global options to change (others stay as they are)"
+    )
+    clients: dict[str, dict[str, Scalar]] = Field(
+        default_factory=dict,
+        description="Per client id: overrides to set; null removes an override (the client follows the global option)",
+    )
+    groups: dict[str, bool | None] = Field(
+        default_factory=dict, description="Per group id: apply_groups_as_criteria; null follows the global option"
+    )
+
+
+def _form_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+@router.put("/options", responses={**ERRORS, **CONFLICT, **PRECONDITION}, response_model=Saved)
+async def put_options(request: Request, body: OptionsEdit, staff: Staff = ApiConfigurer) -> JSONResponse:
+    """Change Client Options: the same use case as the screen (errors by field, named as the
+    screen's fields: `global.<option>`, `client.<id>.<override>`, `group.<id>.apply_groups_as_criteria`)."""
+    console = console_of(request)
+    base = if_match(request)
+    _, catalog = await load_latest(console.pool)
+    form = form_values(catalog)
+    errors: dict[str, str] = {}
+    for key, value in body.options.items():
+        if f"global.{key}" not in form:
+            errors[f"global.{key}"] = "There is no such option."
+        form[f"global.{key}"] = _form_text(value)
+    for client_id, overrides in body.clients.items():
+        for key, value in overrides.items():
+            name = f"client.{client_id}.{key}"
+            if name not in form:
+                errors[name] = "There is no such client or override."
+            form[name] = _form_text(value)
+    for group_id, group_value in body.groups.items():
+        name = f"group.{group_id}.apply_groups_as_criteria"
+        if name not in form:
+            errors[name] = "There is no such group."
+        form[name] = _form_text(group_value)
+    if errors:
+        raise usecases.Refused(errors)
+    version = await usecases.save_options(console.deps, staff, base, form)
+    return await saved(request, version)
+
+
+class VersionSummary(BaseModel):
+    version: int
+    applied_at: datetime
+    applied_by: str
+    digest: str
+
+
+@router.get("/catalog/versions", responses=ERRORS)
+async def list_versions(
+    request: Request,
+    before: int | None = Query(None, ge=1, le=2**62),
+    limit: int = Query(50, ge=1, le=500),
+    staff: Staff = ApiReader,
+) -> list[VersionSummary]:
+    rows = await queries.catalog_versions(console_of(request).pool, before=before, limit=limit)
+    return [VersionSummary(**dict(r)) for r in rows]
+
+
+class VersionView(VersionSummary):
+    document: dict[str, Any]
+    diff: list[str] = Field(description="Unified diff of the YAML against the previous version")
+
+
+@router.get("/catalog/versions/{version}", responses={**ERRORS, 404: {"model": Problem}})
+async def get_version(request: Request, version: int = Path(ge=1, le=2**62), staff: Staff = ApiReader) -> VersionView:
+    pool = console_of(request).pool
+    row = await queries.catalog_version(pool, version)
+    if row is None:
+        raise HTTPException(404, f"There is no catalog version {version}.")
+    previous = await queries.previous_version(pool, version)
+    before = dump_catalog(Catalog.model_validate(previous["document"])) if previous else ""
+    diff = rules.text_diff(
+        before,
+        dump_catalog(Catalog.model_validate(row["document"])),
+        before_name=f"version {previous['version']}" if previous else "(nothing)",
+        after_name=f"version {version}",
+    )
+    return VersionView(**dict(row), diff=[line for _, line in diff])

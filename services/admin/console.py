@@ -141,6 +141,7 @@ API_CODES = {
     409: "conflict",
     413: "too_large",
     422: "invalid",
+    428: "precondition_required",
     429: "throttled",
     503: "unavailable",
 }

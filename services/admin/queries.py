@@ -48,3 +48,35 @@ async def audit(
             limit=limit,
         ),
     )
+
+
+async def catalog_versions(pool: asyncpg.Pool, *, before: int | None, limit: int) -> list[asyncpg.Record]:
+    return await sql.fetch(
+        pool,
+        statement(
+            "SELECT version, applied_at, applied_by, digest FROM catalog_versions"
+            " WHERE (CAST(:before AS bigint) IS NULL OR version < :before) ORDER BY version DESC LIMIT :limit",
+            before=before,
+            limit=limit,
+        ),
+    )
+
+
+async def catalog_version(pool: asyncpg.Pool, version: int) -> asyncpg.Record | None:
+    return await sql.fetchrow(
+        pool,
+        statement(
+            "SELECT version, applied_at, applied_by, digest, document FROM catalog_versions WHERE version = :v",
+            v=version,
+        ),
+    )
+
+
+async def previous_version(pool: asyncpg.Pool, version: int) -> asyncpg.Record | None:
+    return await sql.fetchrow(
+        pool,
+        statement(
+            "SELECT version, document FROM catalog_versions WHERE version < :v ORDER BY version DESC LIMIT 1",
+            v=version,
+        ),
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 # --- Roles -------------------------------------------------------------------------------------
 
@@ -124,3 +124,308 @@ def safe_next(value: str | None, base_path: str) -> str | None:
     if "\\" in value or any(ord(c) < 32 for c in value):
         return None
     return value
+
+
+# --- Client Options ------------------------------------------------------------------------------
+
+OptionSource = Literal["global", "client", "group", "account", "order"]
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    key: str  # the global option's name in `options`
+    label: str  # the seed's name for it
+    kind: Literal["bool", "int", "percent", "choice"]
+    help: str
+    client_key: str | None = None  # the per-client override in `clients[].options`, if any
+
+
+# The seed's options, in the seed's order (../shared/seeds/client-settings-options.txt).
+OPTION_SPECS: tuple[OptionSpec, ...] = (
+    OptionSpec(
+        "apply_groups_as_criteria",
+        "Apply Groups as Criteria",
+        "bool",
+        "Yes: deliveries are exclusive within a client group (one client of the group gets a lead, then the "
+        "next group). The default for groups that do not set it; each group may override it.",
+    ),
+    OptionSpec(
+        "allow_confirm_price",
+        "Allow Confirm Price",
+        "bool",
+        "Yes: a price returned by the buyer's API after delivery replaces the delivery account's price.",
+        "allow_confirm_price",
+    ),
+    OptionSpec(
+        "disable_portal_for_inactive_clients",
+        "Disable Access to Portal for Inactive Users",
+        "bool",
+        "Yes: users of inactive clients cannot sign in to the Client Portal.",
+    ),
+    OptionSpec(
+        "expire_portal_email_link_days",
+        "Expire Portal Email Link",
+        "int",
+        "Days an emailed portal link keeps working; 0 means it never expires.",
+    ),
+    OptionSpec(
+        "delivery_force_id_mapping",
+        "Delivery Force ID Mapping",
+        "choice",
+        "Which client field a lead's force id is matched against.",
+    ),
+    OptionSpec(
+        "route_duplicate_leads",
+        "Route Duplicate Leads",
+        "bool",
+        "Yes: duplicates are delivered to buyers after the original (never to a client that had the original).",
+        "route_duplicate_leads",
+    ),
+    OptionSpec(
+        "default_return_pct_delivery_accounts",
+        "Default Return Percentage on Delivery Accounts",
+        "percent",
+        "Return cap of a delivery account without its own; each client may override it.",
+        "return_pct_delivery_accounts",
+    ),
+    OptionSpec(
+        "default_return_pct_orders",
+        "Default Return Percentage on Orders",
+        "percent",
+        "Return allowance of an order without its own; each client may override it.",
+        "return_pct_orders",
+    ),
+)
+FORCE_ID_CHOICES = ("client_id", "external_ref", "email", "name")
+CLIENT_KEYS = tuple(s.client_key for s in OPTION_SPECS if s.client_key)
+
+
+@dataclass(frozen=True)
+class Effective:
+    """One option as it applies to one client: its value, and where that value comes from."""
+
+    key: str
+    label: str
+    value: str
+    source: OptionSource
+    detail: str = ""
+
+
+def show(value: object) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
+def effective_options(catalog: Any, client_id: str) -> list[Effective]:
+    """Every option as it applies to `client_id`, with its source: the client's own override,
+    its group's setting, a delivery account's or an order's own return cap, else the global
+    option (the seed's troubleshooting: "review both default settings and individual client
+    settings")."""
+    options = catalog.options
+    client = catalog.clients_by_id[client_id]
+    own = client.options
+    rows: list[Effective] = []
+    group = next((g for g in catalog.groups if client_id in g.clients), None)
+    if group is not None and group.apply_groups_as_criteria is not None:
+        rows.append(
+            Effective(
+                "apply_groups_as_criteria",
+                "Apply Groups as Criteria",
+                show(group.apply_groups_as_criteria),
+                "group",
+                f"group {group.id}",
+            )
+        )
+    else:
+        where = f"group {group.id} does not set it" if group else "in no group (the last, implicit group)"
+        rows.append(
+            Effective(
+                "apply_groups_as_criteria",
+                "Apply Groups as Criteria",
+                show(options.apply_groups_as_criteria),
+                "global",
+                where,
+            )
+        )
+    for spec in OPTION_SPECS[1:]:
+        override = getattr(own, spec.client_key) if spec.client_key else None
+        if override is not None:
+            rows.append(Effective(spec.key, spec.label, show(override), "client"))
+            continue
+        value = getattr(options, spec.key)
+        detail = ""
+        if spec.key == "expire_portal_email_link_days":
+            detail = "never expires" if value == 0 else f"{value} days"
+        elif spec.key == "delivery_force_id_mapping":
+            mapped = client.id if show(value) == "client_id" else getattr(client, show(value))
+            detail = (
+                f"this client's {show(value)}: {mapped}" if mapped is not None else f"this client has no {show(value)}"
+            )
+        rows.append(Effective(spec.key, spec.label, show(value), "global", detail))
+    for account in catalog.delivery_accounts:
+        if account.client == client_id and account.max_return_pct is not None:
+            rows.append(
+                Effective(
+                    "default_return_pct_delivery_accounts",
+                    "Return Percentage on Delivery Account",
+                    show(account.max_return_pct),
+                    "account",
+                    f"account {account.id}",
+                )
+            )
+    for order in catalog.orders:
+        if order.client == client_id and order.max_return_pct is not None:
+            rows.append(
+                Effective(
+                    "default_return_pct_orders",
+                    "Return Percentage on Order",
+                    show(order.max_return_pct),
+                    "order",
+                    f"order {order.id}",
+                )
+            )
+    return rows
+
+
+def _bool_field(value: str, *, inherit: bool) -> tuple[bool | None, str | None]:
+    if inherit and value == "":
+        return None, None
+    if value in ("true", "false"):
+        return value == "true", None
+    return None, ("Choose yes, no or the default." if inherit else "Choose yes or no.")
+
+
+def options_patch(document: dict[str, Any], form: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The catalog document with the Client Options form applied (global options, each client's
+    overrides, each group's Apply Groups as Criteria), and the errors found before validation
+    (a choice that is not one of the offered ones). Numbers stay text here: the catalog's own
+    validation judges them, exactly as `leadwire catalog apply` would."""
+    doc = {**document}
+    errors: dict[str, str] = {}
+    options = dict(doc.get("options") or {})
+    for spec in OPTION_SPECS:
+        name = f"global.{spec.key}"
+        raw = str(form.get(name) or "").strip()
+        if spec.kind == "bool":
+            value, problem = _bool_field(raw, inherit=False)
+            if problem:
+                errors[name] = problem
+            else:
+                options[spec.key] = value
+        elif spec.kind == "choice":
+            if raw not in FORCE_ID_CHOICES:
+                errors[name] = "Choose one of the offered fields."
+            else:
+                options[spec.key] = raw
+        elif raw == "":
+            errors[name] = "Enter a number."
+        else:
+            options[spec.key] = raw
+    doc["options"] = options
+
+    clients = []
+    for client in doc.get("clients") or []:
+        client = {**client}
+        own = dict(client.get("options") or {})
+        for key in CLIENT_KEYS:
+            name = f"client.{client['id']}.{key}"
+            if name not in form:
+                continue  # not on the form (a client added since): left as it is
+            raw = str(form.get(name) or "").strip()
+            if key in ("allow_confirm_price", "route_duplicate_leads"):
+                value, problem = _bool_field(raw, inherit=True)
+                if problem:
+                    errors[name] = problem
+                    continue
+                own[key] = value
+            else:
+                own[key] = raw or None
+        client["options"] = {k: v for k, v in own.items() if v is not None}
+        clients.append(client)
+    doc["clients"] = clients
+
+    groups = []
+    for group in doc.get("groups") or []:
+        group = {**group}
+        name = f"group.{group['id']}.apply_groups_as_criteria"
+        if name in form:
+            value, problem = _bool_field(str(form.get(name) or "").strip(), inherit=True)
+            if problem:
+                errors[name] = problem
+            else:
+                group["apply_groups_as_criteria"] = value
+        groups.append(group)
+    doc["groups"] = groups
+    return doc, errors
+
+
+_CLIENT_OPTION = re.compile(r"^clients\[\d+\] \((.+?)\)\.options\.(\w+)$")
+_GROUP_OPTION = re.compile(r"^groups\[\d+\] \((.+?)\)\.apply_groups_as_criteria$")
+_FORCE_VALUE = re.compile(r"^clients\[\d+\] \((.+?)\)\.(external_ref|email|name)$")
+
+
+def option_field(location: str) -> str | None:
+    """The Client Options form field a catalog error belongs beside (None: not one of the form's)."""
+    if location.startswith("options."):
+        return "global." + location.removeprefix("options.").split(".")[0]
+    if match := _CLIENT_OPTION.match(location):
+        return f"client.{match.group(1)}.{match.group(2)}"
+    if match := _GROUP_OPTION.match(location):
+        return f"group.{match.group(1)}.apply_groups_as_criteria"
+    if _FORCE_VALUE.match(location):
+        # Two clients share the value the force id mapping now points at.
+        return "global.delivery_force_id_mapping"
+    return None
+
+
+# --- Catalog versions ----------------------------------------------------------------------------
+
+
+def text_diff(before: str, after: str, *, before_name: str, after_name: str) -> list[tuple[str, str]]:
+    """A unified diff as (kind, line) with kind add / del / hunk / same, for the page to colour."""
+    import difflib
+
+    out: list[tuple[str, str]] = []
+    for line in difflib.unified_diff(
+        before.splitlines(), after.splitlines(), fromfile=before_name, tofile=after_name, lineterm="", n=3
+    ):
+        if line.startswith(("+++", "---")):
+            kind = "file"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "same"
+        out.append((kind, line))
+    return out
+
+
+def option_changes(before: Any, after: Any) -> dict[str, Any]:
+    """What a save changed in the Client Options (global, per client, per group): name ->
+    [before, after], for the audit."""
+    changes: dict[str, Any] = {}
+    old_opts, new_opts = before.options.model_dump(mode="json"), after.options.model_dump(mode="json")
+    for key in new_opts:
+        if old_opts.get(key) != new_opts[key]:
+            changes[f"options.{key}"] = [old_opts.get(key), new_opts[key]]
+    old_clients = {c.id: c.options.model_dump(mode="json") for c in before.clients}
+    for client in after.clients:
+        mine = client.options.model_dump(mode="json")
+        theirs = old_clients.get(client.id, {})
+        for key in mine:
+            if theirs.get(key) != mine[key]:
+                changes[f"clients.{client.id}.options.{key}"] = [theirs.get(key), mine[key]]
+    old_groups = {g.id: g.apply_groups_as_criteria for g in before.groups}
+    for group in after.groups:
+        if old_groups.get(group.id) != group.apply_groups_as_criteria:
+            changes[f"groups.{group.id}.apply_groups_as_criteria"] = [
+                old_groups.get(group.id),
+                group.apply_groups_as_criteria,
+            ]
+    return changes

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+import yaml
 
 from services.admin import rules, store
 from services.admin.config import AdminConfig
@@ -26,6 +27,9 @@ from services.admin.rules import Role, Staff
 from services.portal_auth import credentials
 from services.portal_auth import rules as auth_rules
 from services.portal_auth.credentials import Passwords
+from shared.catalog.loader import CatalogInvalid, parse_catalog
+from shared.catalog.model import Catalog
+from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
 from shared.process import Process
 
 log = logging.getLogger("leadwire.admin")
@@ -303,3 +307,81 @@ def role_of(value: str) -> Role:
     if parsed is None:
         raise ValueError(f"unknown role {value!r}")
     return parsed
+
+
+# --- The catalog: Client Options and whole-catalog edits ------------------------------------------
+
+
+class Conflict(Refused):
+    """Someone else saved a catalog version after the one this edit started from."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(
+            {
+                "form": f"Someone else saved catalog version {current} while you were editing version {expected}. "
+                "Nothing was saved: your changes are still in the form below. Review what changed, then save again."
+            },
+            409,
+        )
+        self.expected = expected
+        self.current = current
+
+
+def _catalog_errors(exc: CatalogInvalid, field_of: Callable[[str], str | None]) -> dict[str, str]:
+    """Catalog errors by form field; those that belong to no field of the form under "form"."""
+    errors: dict[str, str] = {}
+    loose: list[str] = []
+    for error in exc.errors:
+        name = field_of(error.location)
+        if name is None:
+            loose.append(f"{error.location}: {error.message}")
+        else:
+            errors[name] = f"{errors[name]} {error.message}" if name in errors else error.message
+    if loose:
+        errors["form"] = "The catalog would not be valid: " + "; ".join(loose)
+    return errors
+
+
+async def _apply(deps: Deps, who: Staff, base_version: int, catalog: Catalog, action: str, **detail: Any) -> int | None:
+    """Apply `catalog` as the version after `base_version` (or refuse with Conflict), and audit
+    it in the same transaction. None: identical to the current catalog, nothing saved."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        try:
+            version = await apply_catalog(conn, catalog, expected_version=base_version, applied_by=who.email)
+        except CatalogConflict as exc:
+            raise Conflict(exc.expected, exc.current) from exc
+        except CatalogInvalid as exc:
+            raise Refused(_catalog_errors(exc, lambda _: None)) from exc
+        if version is not None:
+            await record(conn, who, action, f"catalog version {version}", from_version=base_version, **detail)
+    return version
+
+
+async def save_options(deps: Deps, who: Staff, base_version: int, form: Any) -> int | None:
+    """The Client Options form: patch the latest catalog document, validate the whole catalog as
+    `leadwire catalog apply` does (every error beside its field, nothing saved on any), apply it
+    as a new version unless someone saved since `base_version`."""
+    current, catalog = await load_latest(deps.pool)
+    if current != base_version:
+        raise Conflict(base_version, current)
+    patched, errors = rules.options_patch(catalog.model_dump(mode="json"), form)
+    try:
+        new = parse_catalog(yaml.safe_dump(patched, sort_keys=False, allow_unicode=True))
+    except CatalogInvalid as exc:
+        errors = {**_catalog_errors(exc, rules.option_field), **errors}
+    if errors:
+        raise Refused(errors)
+    return await _apply(deps, who, base_version, new, "options.save", changes=rules.option_changes(catalog, new))
+
+
+async def save_catalog_text(deps: Deps, who: Staff, base_version: int, text: str) -> int | None:
+    """A whole catalog as YAML (the console's catalog editor, `PUT /catalog`): exactly
+    `leadwire catalog apply`, plus the version check and the audit."""
+    try:
+        catalog = parse_catalog(text)
+    except CatalogInvalid as exc:
+        raise Refused({"yaml": "\n".join(str(e) for e in exc.errors)}) from exc
+    current, old = await load_latest(deps.pool)
+    if current != base_version:
+        raise Conflict(base_version, current)
+    return await _apply(deps, who, base_version, catalog, "catalog.apply", changes=rules.option_changes(old, catalog))

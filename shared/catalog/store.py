@@ -22,15 +22,37 @@ def digest(catalog: Catalog) -> str:
     return hashlib.sha256(json.dumps(_document(catalog), sort_keys=True).encode()).hexdigest()
 
 
-async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | None:
+class CatalogConflict(Exception):
+    """The catalog changed since the version an editor started from (optimistic concurrency)."""
+
+    def __init__(self, expected: int, current: int) -> None:
+        super().__init__(f"the catalog is at version {current}, not {expected}")
+        self.expected = expected
+        self.current = current
+
+
+async def apply_catalog(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    *,
+    expected_version: int | None = None,
+    applied_by: str | None = None,
+) -> int | None:
     """Store `catalog` as the new version, all or nothing. Returns the new version number, or
-    None when the catalog is identical to the current one (nothing to do)."""
+    None when the catalog is identical to the current one (nothing to do). With
+    `expected_version` (an editor's starting point: the admin console), raises CatalogConflict
+    when another apply came first; the check is made under the apply lock. `applied_by` is kept
+    with the version (default: the database user)."""
     doc = _document(catalog)
     doc_digest = digest(catalog)
     async with conn.transaction():
         # One apply at a time: concurrent applies would otherwise interleave their projections.
         await conn.execute("LOCK TABLE catalog_versions IN EXCLUSIVE MODE")
-        current = await conn.fetchrow("SELECT digest, document FROM catalog_versions ORDER BY version DESC LIMIT 1")
+        current = await conn.fetchrow(
+            "SELECT version, digest, document FROM catalog_versions ORDER BY version DESC LIMIT 1"
+        )
+        if expected_version is not None and (current["version"] if current else 0) != expected_version:
+            raise CatalogConflict(expected_version, current["version"] if current else 0)
         if current is not None and current["digest"] == doc_digest:
             return None
         # An order's live status (paused in the portal, closed when filled) is the truth; the file
@@ -54,7 +76,11 @@ async def apply_catalog(conn: asyncpg.Connection, catalog: Catalog) -> int | Non
             raise CatalogInvalid(errors)
 
         version = await conn.fetchval(
-            "INSERT INTO catalog_versions (digest, document) VALUES ($1, $2) RETURNING version", doc_digest, doc
+            "INSERT INTO catalog_versions (digest, document, applied_by) VALUES ($1, $2, coalesce($3, current_user))"
+            " RETURNING version",
+            doc_digest,
+            doc,
+            applied_by,
         )
         await conn.execute("DELETE FROM delivery_accounts")
         await conn.execute("DELETE FROM client_groups")

@@ -23,7 +23,7 @@ import asyncpg
 from faststream.rabbit import RabbitBroker
 from pydantic import BaseModel
 
-from shared import metrics, sql
+from shared import metrics, sql, tracing
 from shared.background import every
 from shared.sql import Statement, statement
 from shared.topology import Topology
@@ -98,12 +98,14 @@ def event(
 ) -> Event:
     """An event to write with `with_event` (or `add_event`). Within a handler this enrols the row
     with the handler's relay (a wake-up for nothing if the statement then writes no row)."""
+    headers = dict(headers) if headers else {}
+    tracing.inject(headers)  # the relay publishes it in this trace (shared/tracing.py)
     return Event(
         message_id or uuid.uuid4(),
         exchange,
         routing_key,
         _payload(message),
-        headers or {},
+        headers,
         _notify_payload(routing_key),
     )
 
@@ -258,6 +260,11 @@ class OutboxRelay:
         return len(rows)
 
     async def _publish(self, row: asyncpg.Record) -> None:
+        # In the trace of the handler that wrote the row (each row is its own task: gather).
+        with tracing.attached(row["headers"]):
+            await self._publish_row(row)
+
+    async def _publish_row(self, row: asyncpg.Record) -> None:
         if row["exchange"] == "":
             # Straight to a queue: a requester's reply-to, or one of our delay queues.
             await self._broker.publish(

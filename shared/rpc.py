@@ -29,6 +29,8 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
 from pydantic import BaseModel
 
+from shared import tracing
+
 log = logging.getLogger("leadwire.rpc")
 
 DEADLINE_HEADER = "x-deadline-ms"
@@ -203,7 +205,7 @@ class RequestReply:
                             message_id=message_id or correlation_id,
                             reply_to=self._reply_queue_name,
                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            headers={**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)},
+                            headers=_traced({**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)}),
                         ),
                         routing_key=routing_key,
                         mandatory=True,
@@ -215,3 +217,9 @@ class RequestReply:
                 return await future
         finally:
             self._waiting.pop(correlation_id, None)
+
+
+def _traced(headers: dict[str, Any]) -> dict[str, Any]:
+    """The request joins the caller's trace (shared/tracing.py)."""
+    tracing.inject(headers)
+    return headers

@@ -41,7 +41,7 @@ from faststream.rabbit import Channel, RabbitBroker, RabbitRouter
 from faststream.specification import AsyncAPI
 from pydantic import BaseModel, ValidationError
 
-from shared import db, health, metrics, outbox
+from shared import db, health, logs, metrics, outbox, tracing
 from shared.background import Loop, Work, every
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
@@ -154,8 +154,14 @@ class FailureRouting(BaseMiddleware):
         # Counts of state changes wait for the handler to return (its transaction committed).
         counts = metrics.handler_scope()
         try:
+            raw = msg.raw_message
+            # The ids every log line of this handler carries (shared/logs.py); the body is decoded
+            # once, FastStream keeps it for the handler.
+            tracing.start(raw.headers)
+            logs.enter_message(raw.message_id, None)
             if not self.keeps_bad_properties:
-                refuse_nul_properties(msg.raw_message)
+                refuse_nul_properties(raw)
+            logs.enter_message(raw.message_id, await msg.decode())
             result = await call_next(msg)
             metrics.apply(counts)
             return result
@@ -237,9 +243,19 @@ class Runtime:
         self.settings = settings or Settings()
         self.topology = Topology(self.settings.namespace, self.settings.retry_delays)
         self.metrics = metrics.enabled(self.settings.metrics_port)
+        self.tracer_provider = tracing.provider(name, self.settings)
+        middlewares: list[Any] = []
+        if self.tracer_provider is not None:
+            from faststream.rabbit.opentelemetry import RabbitTelemetryMiddleware
+
+            middlewares.append(RabbitTelemetryMiddleware(tracer_provider=self.tracer_provider))
+        if self.metrics:
+            middlewares.append(metrics.faststream_middleware(name))
         self.broker = RabbitBroker(
             self.settings.amqp_url,
-            middlewares=[metrics.faststream_middleware(name)] if self.metrics else (),
+            middlewares=middlewares,
+            # Its lines go through the root logger's handler (shared/logs.py), as JSON.
+            logger=logging.getLogger("leadwire.broker"),
             # A bounded prefetch; unroutable mandatory publishes raise instead of vanishing.
             default_channel=Channel(prefetch_count=self.settings.prefetch_for(name), on_return_raises=True),
             graceful_timeout=15.0,
@@ -365,7 +381,9 @@ class Runtime:
                 "x-dead-lettered-by": self.consumer_id,
             }
         )
-        log.error("%s: dead-lettering message %s: %s", queue, raw.message_id, describe(exc))
+        # A contract's validation error names the values it refused: the line names the fields only.
+        why = validation_summary(exc) if isinstance(exc, ValidationError) else describe(exc)
+        log.error("%s: dead-lettering message %s: %s", queue, raw.message_id, why)
         await self.broker.publish(raw.body, queue=self.topology.dlq_name(queue), headers=headers, **common)
         self.dead_lettered += 1
         metrics.DEAD_LETTERS.labels(queue).inc()
@@ -477,6 +495,7 @@ class Runtime:
     def app(self, description: str = "") -> FastStream:
         @asynccontextmanager
         async def lifespan(context: ContextRepo) -> AsyncIterator[None]:
+            logs.configure(self.name, self.settings)
             await self.start()
             try:
                 yield

@@ -29,7 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared import metrics
+from shared import logs, metrics, tracing
 from shared.rpc import RequestReply
 from shared.service import Runtime
 
@@ -108,10 +108,11 @@ class BodySizeLimit:
 
 
 class RequestMetrics:
-    """Times every HTTP request into `leadwire_http_request_duration_seconds` by route template
-    (`/portal/leads/{lead_id}`, never the raw path: bounded labels, no ids or tokens), method and
-    status. A request no route matched is labelled with its mount's path (static files) or
-    `unmatched`; one that raised, status 500."""
+    """Starts the request's trace id when tracing is off (shared/tracing.py `start`: a
+    `traceparent` header is continued). Times every HTTP request into
+    `leadwire_http_request_duration_seconds` by route template (`/portal/leads/{lead_id}`, never
+    the raw path: bounded labels, no ids or tokens), method and status. A request no route matched
+    is labelled with its mount's path (static files) or `unmatched`; one that raised, status 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -123,6 +124,10 @@ class RequestMetrics:
         started = time.perf_counter()
         status = 500
         root = scope.get("root_path", "")
+        # Tracing off: the request still has a trace id for its log lines and what it sends.
+        if not tracing.enabled():
+            traceparent = next((v for k, v in scope.get("headers") or () if k == b"traceparent"), None)
+            tracing.start({tracing.HEADER: traceparent} if traceparent else None)
 
         async def send_status(message: Message) -> None:
             nonlocal status
@@ -138,6 +143,20 @@ class RequestMetrics:
                 mounted = scope.get("root_path", "")
                 route = mounted[len(root) :] if mounted != root else "unmatched"
             metrics.HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
+
+
+def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
+    """A request span's name: the method and the path with secret segments masked (the route
+    template is not known yet when the span starts)."""
+    path = mask_secrets(str(scope.get("path", "")))
+    return f"{scope.get('method', 'HTTP')} {path}", {"http.target": path}
+
+
+def _mask_span_secrets(span: Any, scope: Scope) -> None:
+    """The request span's URL attributes with secret path segments masked, as in access logs."""
+    for key, value in dict(getattr(span, "attributes", None) or {}).items():
+        if isinstance(value, str) and SECRET_PATHS.search(value):
+            span.set_attribute(key, mask_secrets(value))
 
 
 def _refusing_receive(error: Callable[[], HTTPException]) -> Receive:
@@ -284,6 +303,7 @@ def create_web_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logs.configure(runtime.name, runtime.settings)
         install_access_log_masking()
         async with runtime.running():
             rpc: RequestReply | None = None
@@ -315,6 +335,18 @@ def create_web_app(
 
     # Outermost: times every answer, the body limit's 413s and the error pages included.
     app.add_middleware(RequestMetrics)
+    if runtime.tracer_provider is not None:
+        # A span per request (continuing a caller's traceparent), the current span while the
+        # request runs: what it sends by request-reply or through the outbox joins the trace.
+        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+        app.add_middleware(
+            OpenTelemetryMiddleware,
+            tracer_provider=runtime.tracer_provider,
+            exclude_spans=["receive", "send"],
+            default_span_details=_span_details,
+            server_request_hook=_mask_span_secrets,
+        )
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

@@ -289,6 +289,14 @@ async def _post(
             if await store.release_for_retry(conn, request.delivery_id, attempt, reason, config.retry.delay_seconds):
                 await add_delayed(conn, deps.topology.delay_name(REQUESTS, config.retry.delay_seconds), request)
                 metrics.post_retry(account.id)
+                log.info(
+                    "delivery %s to %s: %s; attempt %d, trying again in %g s",
+                    request.delivery_id,
+                    account.id,
+                    reason,
+                    attempt,
+                    config.retry.delay_seconds,
+                )
         else:
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=paused)
             if await store.finish(conn, request.delivery_id, attempt, "failed", reason=reason):

@@ -25,7 +25,7 @@ import asyncpg
 
 from services.router import rules, store
 from services.router.store import DeliveryRow, NewDelivery, NewLead, RoutedLead
-from shared import metrics, orders
+from shared import logs, metrics, orders
 from shared.catalog.model import Catalog, DeliveryAccount, LeadType
 from shared.contracts import (
     DeliveryFailed,
@@ -122,6 +122,7 @@ async def _validate(
     pool: asyncpg.Pool, catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime
 ) -> _Arrival:
     lead_id = uuid.uuid4()
+    logs.bind_lead(lead_id)  # every log line from here on names the lead
     # A lead without a key is kept and answered like any invalid lead, under a key of its own:
     # without a key from the source a re-send cannot be recognised.
     key = ctx.idempotency_key or f"missing:{lead_id}"

@@ -30,17 +30,19 @@ async def add_portal_user(
     name: str = "",
     enabled: bool = True,
     notify_new_leads: bool = False,
+    is_admin: bool = False,
 ) -> uuid.UUID:
     user_id = uuid.uuid4()
     await conn.execute(
-        "INSERT INTO portal_users (id, client_id, email, name, enabled, notify_new_leads)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO portal_users (id, client_id, email, name, enabled, notify_new_leads, is_admin)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         user_id,
         client_id,
         email_address,
         name,
         enabled,
         notify_new_leads,
+        is_admin,
     )
     return user_id
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from services.notifier import usecases
 from services.notifier.mailer import Mailer
-from shared.contracts import AppointmentCancel, AppointmentCreate, AppointmentUpdate, LeadOutcome, NotificationRequested
+from shared.contracts import (
+    AppointmentCancel,
+    AppointmentCreate,
+    AppointmentUpdate,
+    LeadAssigned,
+    LeadOutcome,
+    NotificationRequested,
+)
 from shared.service import Runtime, incoming
 from shared.settings import Settings
 
@@ -36,6 +43,10 @@ def build(settings: Settings | None = None) -> Runtime:
         @requests.on("lead.sold")
         async def on_lead_sold(outcome: LeadOutcome) -> None:
             await usecases.notify_new_lead(runtime.pool, runtime.catalog, runtime.settings, outcome, _message_id())
+
+        @requests.on("lead.assigned")
+        async def on_lead_assigned(event: LeadAssigned) -> None:
+            await usecases.notify_assigned_lead(runtime.pool, runtime.catalog, runtime.settings, event, _message_id())
 
         # A caller that set reply_to is answered: accepted here, refused by failure routing.
         @requests.on("appointment.create")

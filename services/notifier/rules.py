@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -38,6 +39,34 @@ def derived_id(*parts: object) -> uuid.UUID:
 
 def new_lead_notification_id(delivery_id: uuid.UUID, user_id: uuid.UUID) -> uuid.UUID:
     return derived_id("new_lead", delivery_id, user_id)
+
+
+# --- Who hears of a new lead ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    """An enabled portal user of the client with the new-lead notification on."""
+
+    id: uuid.UUID
+    is_admin: bool
+    view_downline: bool
+
+
+def told_at_sale(user: Subscriber) -> bool:
+    """When a lead is sold, only admins hear of it: they see every lead of the client. Nobody else
+    can see it until it is assigned."""
+    return user.is_admin
+
+
+def told_on_assignment(user: Subscriber, assignee: uuid.UUID, chain: Sequence[uuid.UUID]) -> bool:
+    """When a lead is assigned, the users whose scope now covers it hear of it: the assignee, and
+    the users above the assignee (`chain`: the assignee's parent, its parent, ...) who have View
+    Downline. Admins were told at the sale. (One email per delivery and user, ever: notification
+    ids are derived from both, so a reassignment back and forth tells nobody twice.)"""
+    if user.is_admin:
+        return False
+    return user.id == assignee or (user.view_downline and user.id in chain)
 
 
 def appointment_notification_id(appointment_id: uuid.UUID, event: str, marker: object) -> uuid.UUID:

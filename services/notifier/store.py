@@ -77,20 +77,38 @@ async def portal_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> asyncpg.R
 
 async def new_lead_subscribers(conn: asyncpg.Connection, client_id: str) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT id, email, name FROM portal_users WHERE client_id = $1 AND enabled AND notify_new_leads"
-        " ORDER BY created_at, id",
+        "SELECT id, email, name, is_admin, view_downline FROM portal_users"
+        " WHERE client_id = $1 AND enabled AND notify_new_leads ORDER BY created_at, id",
         client_id,
     )
 
 
-async def any_new_lead_subscribers(conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str]) -> bool:
+async def any_new_lead_subscribers(
+    conn: asyncpg.Connection | asyncpg.Pool, client_ids: list[str], *, admins_only: bool = False
+) -> bool:
     return bool(client_ids) and bool(
         await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM portal_users WHERE client_id = ANY($1::text[]) AND enabled"
-            " AND notify_new_leads)",
+            " AND notify_new_leads AND (is_admin OR NOT $2))",
             client_ids,
+            admins_only,
         )
     )
+
+
+async def chain_above(conn: asyncpg.Connection, user_id: uuid.UUID, client_id: str) -> list[uuid.UUID]:
+    """The user's parent, its parent, and so on (the same client only; a cycle ends the walk)."""
+    rows = await conn.fetch(
+        "WITH RECURSIVE up (id, parent_user_id) AS ("
+        "  SELECT id, parent_user_id FROM portal_users WHERE id = $1 AND client_id = $2"
+        "  UNION"
+        "  SELECT p.id, p.parent_user_id FROM portal_users p JOIN up ON p.id = up.parent_user_id"
+        "  WHERE p.client_id = $2)"
+        " SELECT id FROM up WHERE id <> $1",
+        user_id,
+        client_id,
+    )
+    return [r["id"] for r in rows]
 
 
 async def lead(conn: asyncpg.Connection, lead_id: uuid.UUID) -> asyncpg.Record | None:

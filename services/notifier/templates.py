@@ -133,8 +133,10 @@ def _new_lead(n: NotificationRequested) -> tuple[str, list[Block]]:
     blocks: list[Block] = [
         Paragraph(greeting),
         Paragraph(f"A new {what} was delivered to {client}."),
-        lead_table(n.lead_fields),
     ]
+    if d.assigned_to:
+        blocks.append(Paragraph(f"It was assigned to {_text(d.assigned_to)}."))
+    blocks.append(lead_table(n.lead_fields))
     _link(blocks, "Open the lead in the portal", n.portal_link)
     _expiry(blocks, d.expires_in_days)
     blocks.append(Paragraph("You get this email because new lead notifications are on in your portal settings."))

@@ -26,6 +26,7 @@ from shared.contracts import (
     AppointmentCancel,
     AppointmentCreate,
     AppointmentUpdate,
+    LeadAssigned,
     LeadOutcome,
     NotificationRequested,
 )
@@ -39,6 +40,7 @@ from shared.settings import Settings
 log = logging.getLogger("leadwire.notifier")
 
 LEAD_SOLD_CONSUMER = "notifier.lead-sold"
+ASSIGNED_CONSUMER = "notifier.lead-assigned"
 APPOINTMENT_CONSUMER = "notifier.appointments"
 REMINDER_BATCH = 100
 
@@ -140,13 +142,15 @@ async def notify_new_lead(
     message_id: str,
     now: datetime | None = None,
 ) -> int:
-    """A lead was sold: queue a new-lead email for each enabled portal user of each buying client
-    who turned the notification on. Returns how many were queued."""
+    """A lead was sold: queue a new-lead email for each enabled **admin** portal user of each
+    buying client who turned the notification on (rules.told_at_sale: only admins can see a lead
+    nobody was assigned; the others hear of it when it is assigned, `notify_assigned_lead`).
+    Returns how many were queued."""
     now = now or datetime.now(UTC)
     queued = 0
     # Most sales have no one to tell: find that out in one read, without a transaction or an inbox
     # row (doing nothing twice is harmless).
-    if not await store.any_new_lead_subscribers(pool, [d.client_id for d in outcome.deliveries]):
+    if not await store.any_new_lead_subscribers(pool, [d.client_id for d in outcome.deliveries], admins_only=True):
         return 0
     async with pool.acquire() as conn, conn.transaction():
         if not await claim_message(conn, LEAD_SOLD_CONSUMER, message_id):
@@ -155,30 +159,114 @@ async def notify_new_lead(
         fields = dict(lead["fields"]) if lead is not None else {}
         lead_type_id = lead["lead_type_id"] if lead is not None else outcome.lead_type
         for delivery in outcome.deliveries:
-            client = catalog.clients_by_id.get(delivery.client_id)
             for user in await store.new_lead_subscribers(conn, delivery.client_id):
-                await add_event(
+                if not rules.told_at_sale(_subscriber(user)):
+                    continue
+                await _queue_new_lead(
                     conn,
-                    "notify.new_lead",
-                    NotificationRequested(
-                        notification_id=rules.new_lead_notification_id(delivery.delivery_id, user["id"]),
-                        kind="new_lead",
-                        to=[user["email"]],
-                        client_id=delivery.client_id,
-                        lead_id=outcome.lead_id,
-                        lead_fields=fields,
-                        portal_link=_link(settings, delivery.client_id, outcome.lead_id, now),
-                        data=NewLeadData(
-                            user_name=user["name"],
-                            client_name=client.name if client else delivery.client_id,
-                            lead_type=lead_type_id,
-                            lead_type_name=_lead_type_name(catalog, lead_type_id),
-                            expires_in_days=catalog.options.expire_portal_email_link_days,
-                            delivery_id=str(delivery.delivery_id),
-                        ),
-                    ),
+                    catalog,
+                    settings,
+                    user,
+                    client_id=delivery.client_id,
+                    lead_id=outcome.lead_id,
+                    delivery_id=delivery.delivery_id,
+                    lead_type_id=lead_type_id,
+                    fields=fields,
+                    now=now,
                 )
                 queued += 1
+    return queued
+
+
+def _subscriber(user: asyncpg.Record) -> rules.Subscriber:
+    return rules.Subscriber(user["id"], user["is_admin"], user["view_downline"])
+
+
+async def _queue_new_lead(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    settings: Settings,
+    user: asyncpg.Record,
+    *,
+    client_id: str,
+    lead_id: uuid.UUID,
+    delivery_id: uuid.UUID,
+    lead_type_id: str | None,
+    fields: dict[str, Any],
+    now: datetime,
+    assigned_to: str | None = None,
+) -> None:
+    client = catalog.clients_by_id.get(client_id)
+    data = NewLeadData(
+        user_name=user["name"],
+        client_name=client.name if client else client_id,
+        lead_type=lead_type_id,
+        lead_type_name=_lead_type_name(catalog, lead_type_id),
+        expires_in_days=catalog.options.expire_portal_email_link_days,
+        delivery_id=str(delivery_id),
+        # Only set when an assignment caused the email: a detail nobody set is not sent.
+        **({"assigned_to": assigned_to} if assigned_to is not None else {}),
+    )
+    await add_event(
+        conn,
+        "notify.new_lead",
+        NotificationRequested(
+            # One per (delivery, user), whatever caused it: told at the sale or at an assignment,
+            # nobody gets two new-lead emails about one lead.
+            notification_id=rules.new_lead_notification_id(delivery_id, user["id"]),
+            kind="new_lead",
+            to=[user["email"]],
+            client_id=client_id,
+            lead_id=lead_id,
+            lead_fields=fields,
+            portal_link=_link(settings, client_id, lead_id, now),
+            data=data,
+        ),
+    )
+
+
+async def notify_assigned_lead(
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    event: LeadAssigned,
+    message_id: str,
+    now: datetime | None = None,
+) -> int:
+    """A lead was assigned in the portal: queue a new-lead email for each subscribed user whose
+    scope now covers it and who is not an admin (rules.told_on_assignment) — the assignee, and
+    the users above them with View Downline. Returns how many were queued (0 for a repeat)."""
+    now = now or datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim_message(conn, ASSIGNED_CONSUMER, message_id or str(event.assignment_id)):
+            return 0
+        subscribers = await store.new_lead_subscribers(conn, event.client_id)
+        if not subscribers or not await store.lead_delivered_to(conn, event.lead_id, event.client_id):
+            return 0
+        assignee = await store.portal_user(conn, event.user_id)
+        if assignee is None or assignee["client_id"] != event.client_id:
+            return 0
+        chain = await store.chain_above(conn, event.user_id, event.client_id)
+        lead = await store.lead(conn, event.lead_id)
+        fields = dict(lead["fields"]) if lead is not None else {}
+        queued = 0
+        for user in subscribers:
+            if not rules.told_on_assignment(_subscriber(user), event.user_id, chain):
+                continue
+            await _queue_new_lead(
+                conn,
+                catalog,
+                settings,
+                user,
+                client_id=event.client_id,
+                lead_id=event.lead_id,
+                delivery_id=event.delivery_id,
+                lead_type_id=lead["lead_type_id"] if lead is not None else None,
+                fields=fields,
+                now=now,
+                assigned_to="you" if user["id"] == event.user_id else (assignee["name"] or assignee["email"]),
+            )
+            queued += 1
     return queued
 
 

@@ -208,6 +208,9 @@ async def emailed_link(request: Request, token: str, session: MaybeSignedIn) -> 
         async with portal.pool.acquire() as conn:
             if await queries.lead_detail(conn, session.viewer, answer.lead_id) is not None:
                 return RedirectResponse(portal.url(f"/leads/{answer.lead_id}"), status_code=303)
+        # Signed in as a user of this client whose scope does not cover the lead: the link does
+        # not widen it (the email went to someone else, or the lead was assigned away since).
+        return _link_refused(request, "other_user")
     view = await lead_view(portal, viewer, answer.lead_id)
     if view is None:
         return _link_refused(request, "invalid")
@@ -231,6 +234,11 @@ LINK_REFUSALS = {
         404,
         "This link is for another account",
         "You are signed in to a different company's portal. Sign out, then open the link again.",
+    ),
+    "other_user": (
+        404,
+        "This lead is not yours to see",
+        "You are signed in as a user who does not have this lead. Ask your portal admin to assign it to you.",
     ),
     "inactive": (403, "Portal access is turned off", rules.SIGNED_OUT_REASONS["inactive"]),
     "unavailable": (503, "Please try again", "The link could not be checked right now. Please try again in a moment."),

@@ -21,7 +21,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from services.portal import queries, rules, usecases
 from services.portal.auth import Session, SignedIn, portal_of, session_form
-from services.portal.pages import Portal, field
+from services.portal.pages import LEAD_NOTICES, LEAD_PANELS, Portal, field
 from shared import db
 from shared.catalog.model import LeadType
 
@@ -182,6 +182,7 @@ class LeadView:
     return_label: str
     assigned: str | None
     activity: list[Any]
+    assigned_user_id: uuid.UUID | None = None
 
 
 async def lead_view(portal: Portal, viewer: rules.Viewer, lead_id: uuid.UUID) -> LeadView | None:
@@ -213,6 +214,7 @@ async def lead_view(portal: Portal, viewer: rules.Viewer, lead_id: uuid.UUID) ->
         return_info=returned,
         return_label=rules.return_label(returned["status"] if returned else None) or "Not returned",
         assigned=(row["assigned_name"] or row["assigned_email"]) if row["assigned_user_id"] else None,
+        assigned_user_id=row["assigned_user_id"],
         activity=[
             {
                 "kind": "Emailed the contact" if a["kind"] == "lead_contact" else "Forwarded",
@@ -240,12 +242,18 @@ SENT_NOTICES = {"contact": "Your email to the contact is on its way.", "forward"
 @router.get("/leads/{lead_id}")
 async def lead_page(request: Request, lead_id: str, session: SignedIn) -> Response:
     view = await _visible_lead(request, session, lead_id)
-    notice = SENT_NOTICES.get(request.query_params.get("sent", ""))
-    return _render_lead(request, view, notice=notice)
+    notice = SENT_NOTICES.get(request.query_params.get("sent", "")) or panel_notice(request)
+    return await render_lead(request, session, view, notice=notice)
 
 
-def _render_lead(
+def panel_notice(request: Request) -> str | None:
+    """A notice a lead panel's form asked for after its redirect (`?done=<key>`)."""
+    return LEAD_NOTICES.get(request.query_params.get("done", ""))
+
+
+async def render_lead(
     request: Request,
+    session: Session,
     view: LeadView,
     status: int = 200,
     *,
@@ -253,7 +261,10 @@ def _render_lead(
     typed: dict[str, dict[str, str]] | None = None,
     errors: dict[str, dict[str, str]] | None = None,
     open_form: str | None = None,
+    panel_state: dict[str, dict[str, Any]] | None = None,
 ) -> Response:
+    """The lead page. Its panels (pages.LEAD_PANELS: assignment, appointments, ...) each load their
+    own context; `panel_state` overrides a panel's context (a form shown again with its errors)."""
     # Fresh ids for the forms: one email per rendered form, however often it is submitted. A form
     # shown again with its errors keeps its id.
     forms = {
@@ -262,7 +273,13 @@ def _render_lead(
     }
     for name, values in (typed or {}).items():
         forms[name] = values
-    return portal_of(request).render(
+    portal = portal_of(request)
+    panels = []
+    for panel in LEAD_PANELS:
+        context = await panel.load(portal, session, view)
+        context.update((panel_state or {}).get(panel.name, {}))
+        panels.append((panel.template, context))
+    return portal.render(
         request,
         "lead.html",
         status,
@@ -271,6 +288,7 @@ def _render_lead(
         forms=forms,
         errors=errors or {},
         open_form=open_form,
+        panels=panels,
     )
 
 
@@ -372,4 +390,4 @@ async def _email_form(request: Request, lead_id: str, session: Session, name: st
         if isinstance(outcome, usecases.Sent):
             return RedirectResponse(portal.url(f"/leads/{view.lead_id}", {"sent": name}), status_code=303)
         errors = outcome.errors
-    return _render_lead(request, view, 400, typed={name: typed}, errors={name: errors}, open_form=name)
+    return await render_lead(request, session, view, 400, typed={name: typed}, errors={name: errors}, open_form=name)

@@ -8,7 +8,7 @@ settings) by adding entries here, with `admin_only` where only admins may go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,6 +50,23 @@ NAVIGATION: list[NavEntry] = [
 AVATAR_MENU: list[NavEntry] = [
     NavEntry("Settings", "/settings"),
 ]
+
+
+@dataclass(frozen=True)
+class LeadPanel:
+    """A section of the lead page that another module adds (assignment, appointments, ...):
+    `load(portal, session, lead view)` gives the context its template (`template`, included in
+    lead.html with that context as `panel`) renders."""
+
+    name: str
+    template: str
+    load: Callable[[Portal, Any, Any], Awaitable[dict[str, Any]]]
+
+
+# The lead page's panels, in order, and the notices their forms may ask for after a redirect to
+# the lead page (`?done=<key>`). Modules register theirs when web.py imports them.
+LEAD_PANELS: list[LeadPanel] = []
+LEAD_NOTICES: dict[str, str] = {}
 
 
 @dataclass

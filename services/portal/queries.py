@@ -247,6 +247,19 @@ async def portal_users(conn: asyncpg.Connection, viewer: Viewer) -> list[asyncpg
     )
 
 
+async def assignable_users(conn: asyncpg.Connection, viewer: Viewer) -> list[asyncpg.Record]:
+    """The users the viewer may assign leads and appointments to: every enabled user of the client
+    for an admin; an enabled user of their downline (themselves included) for View Downline; only
+    themselves otherwise (scope `own` assigns no leads, but books appointments for themselves)."""
+    p = Params()
+    client = p(viewer.client_id)
+    return await conn.fetch(
+        f"SELECT {USER_COLUMNS} FROM portal_users u WHERE u.client_id = {client} AND u.enabled"
+        f" AND {_user_visible(viewer, p)} ORDER BY lower(u.name), lower(u.email)",
+        *p.values,
+    )
+
+
 # --- Dashboard ------------------------------------------------------------------------------------
 
 

@@ -197,6 +197,12 @@ def user_refusal(error: str, message: str) -> tuple[str, str]:
     return "form", sentence(message) or "That change was refused."
 
 
+def may_assign(viewer: Viewer) -> bool:
+    """Who assigns leads (H5): admins (any lead, any enabled user) and View Downline users (the
+    leads they see, to their downline); a user of scope `own` does not."""
+    return viewer.scope in ("all", "downline")
+
+
 # --- Days in the client's time zone --------------------------------------------------------------
 
 

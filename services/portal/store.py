@@ -55,3 +55,73 @@ async def record_activity(
             now,
         )
     )
+
+
+# --- Lead assignment ---------------------------------------------------------------------------------
+
+
+async def lock_assignment(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> uuid.UUID | None:
+    """Serialise writes to one lead's assignment (this transaction only) and read who has it now."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('portal.assign:' || $1 || ':' || $2::uuid::text, 0))",
+        client_id,
+        lead_id,
+    )
+    value = await conn.fetchval(
+        "SELECT user_id FROM lead_assignments WHERE client_id = $1 AND lead_id = $2", client_id, lead_id
+    )
+    return value if isinstance(value, uuid.UUID) else None
+
+
+async def assignee_allowed(
+    conn: asyncpg.Connection, client_id: str, user_id: uuid.UUID, *, below: uuid.UUID | None
+) -> bool:
+    """Whether `user_id` is an enabled user of the client that may be given work now — and, with
+    `below`, one of that user's downline (themselves included: the walk up from `user_id` meets
+    `below`). The user row is share-locked, so a disable waits for this transaction and is not
+    overtaken by it."""
+    enabled = await conn.fetchval(
+        "SELECT enabled FROM portal_users WHERE id = $1 AND client_id = $2 FOR SHARE", user_id, client_id
+    )
+    if not enabled:
+        return False
+    if below is None:
+        return True
+    return bool(
+        await conn.fetchval(
+            "WITH RECURSIVE up (id, parent_user_id) AS ("
+            "  SELECT id, parent_user_id FROM portal_users WHERE id = $1 AND client_id = $2"
+            "  UNION"
+            "  SELECT p.id, p.parent_user_id FROM portal_users p JOIN up ON p.id = up.parent_user_id"
+            "  WHERE p.client_id = $2)"
+            " SELECT EXISTS (SELECT 1 FROM up WHERE id = $3)",
+            user_id,
+            client_id,
+            below,
+        )
+    )
+
+
+async def set_assignment(
+    conn: asyncpg.Connection,
+    *,
+    client_id: str,
+    lead_id: uuid.UUID,
+    user_id: uuid.UUID,
+    assigned_by: uuid.UUID,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO lead_assignments (client_id, lead_id, user_id, assigned_by, assigned_at)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (client_id, lead_id) DO UPDATE"
+        " SET user_id = excluded.user_id, assigned_by = excluded.assigned_by, assigned_at = excluded.assigned_at",
+        client_id,
+        lead_id,
+        user_id,
+        assigned_by,
+        now,
+    )
+
+
+async def clear_assignment(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM lead_assignments WHERE client_id = $1 AND lead_id = $2", client_id, lead_id)

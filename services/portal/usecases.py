@@ -19,7 +19,7 @@ import asyncpg
 
 from services.portal import queries, rules, store
 from shared.catalog.model import Catalog
-from shared.contracts import NotificationRequested
+from shared.contracts import LeadAssigned, NotificationRequested
 from shared.contracts.portal_auth import Identity
 from shared.outbox import add_event
 
@@ -155,3 +155,59 @@ async def _send_about_lead(
         )
         await add_event(conn, f"notify.{kind}", request)
     return Sent(tuple(request.to))
+
+
+# --- Lead assignment (H5) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assigned:
+    user_id: uuid.UUID | None  # None: the lead is no longer assigned
+    changed: bool  # False: it was already so
+
+
+async def assign_lead(
+    pool: asyncpg.Pool, identity: Identity, lead_id: uuid.UUID, user_id: uuid.UUID | None, now: datetime
+) -> Assigned | Refused:
+    """Give a lead to a user (or, admins only, to nobody). Admins assign any lead of the client to
+    any enabled user of it; View Downline users assign the leads they see to an enabled user of
+    their downline (themselves included); others assign nothing. One transaction holds the
+    assignment and its `lead.assigned` event (notifier's new-lead emails for the new scopes);
+    writes to one lead are serialised, and an assignment that changes nothing publishes nothing."""
+    viewer = rules.Viewer.of(identity)
+    if not rules.may_assign(viewer):
+        return Refused({"form": "Only admins and users with View Downline assign leads."})
+    if user_id is None and viewer.scope != "all":
+        return Refused({"assignee": "Choose who gets the lead."})
+    async with pool.acquire() as conn, conn.transaction():
+        lead = await queries.lead_detail(conn, viewer, lead_id)
+        if lead is None:
+            raise LeadNotFound(str(lead_id))
+        current = await store.lock_assignment(conn, identity.client_id, lead_id)
+        if user_id is None:
+            if current is not None:
+                await store.clear_assignment(conn, identity.client_id, lead_id)
+            return Assigned(None, changed=current is not None)
+        below = None if viewer.scope == "all" else identity.user_id
+        if not await store.assignee_allowed(conn, identity.client_id, user_id, below=below):
+            return Refused({"assignee": "Choose an enabled user from the list."})
+        if current == user_id:
+            return Assigned(user_id, changed=False)
+        await store.set_assignment(
+            conn, client_id=identity.client_id, lead_id=lead_id, user_id=user_id, assigned_by=identity.user_id, now=now
+        )
+        await add_event(
+            conn,
+            "lead.assigned",
+            LeadAssigned(
+                assignment_id=uuid.uuid4(),
+                client_id=identity.client_id,
+                lead_id=lead_id,
+                delivery_id=lead["delivery_id"],
+                user_id=user_id,
+                previous_user_id=current,
+                assigned_by=identity.user_id,
+                assigned_at=now,
+            ),
+        )
+    return Assigned(user_id, changed=True)

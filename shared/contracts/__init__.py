@@ -5,6 +5,7 @@ with a clear error. Additive changes (a new optional field) keep the version; an
 it. docs/messages.md documents each message, its exchange and routing key.
 """
 
+from shared.contracts.assignments import LeadAssigned
 from shared.contracts.base import Contract
 from shared.contracts.delivery import (
     ConfirmPrice,
@@ -51,6 +52,7 @@ __all__ = [
     "ErrorReply",
     "FieldError",
     "InboundLead",
+    "LeadAssigned",
     "LeadOutcome",
     "NotificationRequested",
     "OrderCommand",

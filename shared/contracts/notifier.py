@@ -56,6 +56,7 @@ class NewLeadData(LeadDeliveryData):
 
     user_name: str | None = None
     client_name: str | None = None
+    assigned_to: str | None = None  # sent because of an assignment: the assignee's name, or "you"
 
 
 class LeadForwardData(NotificationData):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.contracts import portal_auth as auth
+from shared.contracts.assignments import LeadAssigned
 from shared.contracts.delivery import (
     ConfirmPrice,
     DeliveryFailed,
@@ -105,7 +106,8 @@ CONSUMED: dict[str, tuple[Route, ...]] = {
     ),
     "notifier.requests": (
         Route("notify.{kind}", NotificationRequested, "Send one email, once (kind: see NotificationRequested.kind)."),
-        Route("lead.sold", LeadOutcome, "A sold lead: new-lead emails to the buyers' subscribed portal users."),
+        Route("lead.sold", LeadOutcome, "A sold lead: new-lead emails to the buyers' subscribed admin users."),
+        Route("lead.assigned", LeadAssigned, "A lead assigned in the portal: new-lead emails its scopes make due."),
         Route("appointment.create", AppointmentCreate, "Book an appointment.", (AppointmentAccepted, ErrorReply)),
         Route("appointment.update", AppointmentUpdate, "Change an appointment.", (AppointmentAccepted, ErrorReply)),
         Route("appointment.cancel", AppointmentCancel, "Cancel an appointment.", (AppointmentAccepted, ErrorReply)),

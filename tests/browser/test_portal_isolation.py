@@ -94,6 +94,10 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/returns": ["", "?status=pending", "?from=2020-01-01"],
             "/leads/{lead_id}/return": ["", f"?return_id={uuid.uuid4()}"],
             "/orders": ["", "?done=paused&order=bolt-q"],
+            "/settings": [""],
+            "/users": [""],
+            "/users/new": [""],
+            "/users/{user_id}": [""],
         }
         posts = {
             "/leads/{lead_id}/contact": {"subject": "hi", "message": "hello"},
@@ -106,6 +110,14 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/login": {"email": "bea@bolt.test", "password": "x"},
             "/forgot": {"email": "bea@bolt.test"},
             "/reset/{token}": {"password": "x", "confirm": "x"},
+            "/leads/{lead_id}/assign": {"assignee": "{user_id}"},
+            "/users/{user_id}": {"name": "Owned"},
+            "/users/{user_id}/invite": {},
+            # A's own settings and users: nothing of B's to reach (run last, below).
+            "/settings/contact": {"name": "A"},
+            "/settings/notifications": {},
+            "/settings/password": {"current": "x", "password": "y", "confirm": "y"},
+            "/users": {"name": "x", "email": "x@acme.test"},
         }
         # Every route the portal has is in this crawl: a new page must be added here.
         routes = {
@@ -118,7 +130,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         assert routes <= crawled, routes - crawled
 
         def url(path: str) -> str:
-            return site.url + path.replace("{lead_id}", b).replace("{token}", b_link)
+            return site.url + path.replace("{lead_id}", b).replace("{token}", b_link).replace("{user_id}", str(bea))
 
         for path, queries in gets.items():
             for query in queries:
@@ -129,13 +141,14 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                 for secret in secrets:
                     if secret not in asked:  # a search box shows what was searched for
                         assert secret not in body, (path, query, secret)
-                if "{lead_id}" in path:
-                    assert response.status == 404, path  # not 403: B's lead does not exist for A
+                if "{lead_id}" in path or "{user_id}" in path:
+                    assert response.status == 404, path  # not 403: B's lead or user does not exist for A
         for path, form in posts.items():
-            if path.startswith(("/logout", "/login", "/forgot", "/reset")):
-                continue  # these touch no lead; they run last, below
+            if path.startswith(("/logout", "/login", "/forgot", "/reset", "/settings")) or path == "/users":
+                continue  # these touch no lead or user of B's; they run last, below
             for csrf in (a_csrf, b_csrf):
-                fields = {**form, "csrf": csrf, "notification_id": str(uuid.uuid4())}
+                fields = {k: v.replace("{user_id}", str(bea)) for k, v in form.items()}
+                fields.update(csrf=csrf, notification_id=str(uuid.uuid4()))
                 response = await page.request.post(url(path), form=fields, max_redirects=0)
                 body = await response.text()
                 assert response.status in (403, 404), (path, response.status)
@@ -144,8 +157,17 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                     assert secret not in body, (path, secret)
         async with site.db() as conn:
             assert await conn.fetchval("SELECT count(*) FROM portal_activity WHERE client_id = 'acme'") == 0
+            assert await conn.fetchval("SELECT count(*) FROM lead_assignments") == 0
+            assert await conn.fetchval("SELECT name FROM portal_users WHERE id = $1", bea) != "Owned"
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'notify.lead%'") == 0
             assert await conn.fetchval("SELECT count(*) FROM returns") == 0
+
+        # A's own settings and users forms answer A, with nothing of B's.
+        for path in ("/settings/contact", "/settings/notifications", "/settings/password", "/users"):
+            response = await page.request.post(url(path), form={**posts[path], "csrf": a_csrf or ""}, max_redirects=0)
+            body = await response.text()
+            assert response.status < 500, (path, response.status)
+            assert not any(secret in body for secret in secrets), path
 
         # The export as A holds A's lead and nothing of B's.
         export = await (await page.request.get(f"{site.url}/leads/export.csv")).text()

@@ -139,11 +139,13 @@ async def test_lead_fields_stay_text_in_the_html_part(nsettings, smtp):
     assert EVIL in email.text()
 
 
-async def test_new_lead_notifications_reach_only_the_buying_clients_subscribed_users(nsettings, smtp, conn, catalog):
-    await add_portal_user(conn, "acme", "bea@acme.example.com", name="Bea", notify_new_leads=True)
-    await add_portal_user(conn, "acme", "quiet@acme.example.com", notify_new_leads=False)
-    await add_portal_user(conn, "acme", "gone@acme.example.com", notify_new_leads=True, enabled=False)
-    await add_portal_user(conn, "bolt", "bolt@bolt.example.com", notify_new_leads=True)
+async def test_new_lead_notifications_reach_only_the_buying_clients_subscribed_admins(nsettings, smtp, conn, catalog):
+    await add_portal_user(conn, "acme", "bea@acme.example.com", name="Bea", notify_new_leads=True, is_admin=True)
+    await add_portal_user(conn, "acme", "quiet@acme.example.com", notify_new_leads=False, is_admin=True)
+    await add_portal_user(conn, "acme", "gone@acme.example.com", notify_new_leads=True, enabled=False, is_admin=True)
+    # Not an admin: sees no lead until one is assigned to them, so is told then (lead.assigned).
+    await add_portal_user(conn, "acme", "sam@acme.example.com", notify_new_leads=True)
+    await add_portal_user(conn, "bolt", "bolt@bolt.example.com", notify_new_leads=True, is_admin=True)
     lead_id, delivery_id = await add_sold_lead(conn, "acme", {"first_name": EVIL, "phone": "4155550100"})
     outcome = LeadOutcome(
         lead_id=lead_id,

@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 
+from services.notifier.rules import Subscriber, told_at_sale, told_on_assignment
 from services.portal import rules
 
 
@@ -106,3 +107,30 @@ def test_user_form_reads_checkboxes_and_parent():
 def test_user_refusals(error, message, where):
     found, sentence = rules.user_refusal(error, message)
     assert found == where and sentence
+
+
+# --- notifier: who hears of a new lead -------------------------------------------------------------
+
+ADMIN, DANA, CARL, EVE = (uuid.UUID(int=n) for n in range(1, 5))
+
+
+@pytest.mark.parametrize(
+    ("user", "at_sale", "on_carl"),
+    [
+        (Subscriber(ADMIN, True, False), True, False),  # admins: told at the sale, not again
+        (Subscriber(DANA, False, True), False, True),  # View Downline above Carl
+        (Subscriber(DANA, False, False), False, False),  # above Carl but without View Downline
+        (Subscriber(CARL, False, False), False, True),  # the assignee
+        (Subscriber(EVE, False, True), False, False),  # View Downline, but Carl is not below her
+    ],
+)
+def test_who_hears_of_a_new_lead(user, at_sale, on_carl):
+    assert told_at_sale(user) is at_sale
+    assert told_on_assignment(user, CARL, chain=[DANA, ADMIN]) is on_carl
+
+
+def test_who_may_assign():
+    def viewer(scope):
+        return rules.Viewer("acme", scope, None if scope == "all" else (CARL,), CARL)
+
+    assert [rules.may_assign(viewer(s)) for s in ("all", "downline", "own")] == [True, True, False]

@@ -43,6 +43,7 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Leads", "/leads"),
     NavEntry("Returns", "/returns"),
     NavEntry("Orders", "/orders"),
+    NavEntry("Appointments", "/appointments"),
     NavEntry("Users", "/users", admin_only=True),
 ]
 

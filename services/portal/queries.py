@@ -260,6 +260,69 @@ async def assignable_users(conn: asyncpg.Connection, viewer: Viewer) -> list[asy
     )
 
 
+# --- Appointments (notifier's table, read-only) --------------------------------------------------------
+
+APPOINTMENT_COLUMNS = (
+    "ap.id, ap.client_id, ap.lead_id, ap.assigned_user_id, ap.created_by_user_id, ap.title, ap.notes,"
+    " ap.starts_at, ap.reminder_minutes, ap.status, ap.reminder_queued_at, ap.created_at"
+)
+
+
+async def lead_appointments(conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A lead's appointments the viewer may see (admins: all; others: those assigned to one of
+    their users), soonest first, cancelled ones included."""
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetch(
+        f"SELECT {APPOINTMENT_COLUMNS}, u.name AS assigned_name, u.email AS assigned_email,"
+        " l.lead_type_id, l.fields"
+        " FROM appointments ap LEFT JOIN portal_users u ON u.id = ap.assigned_user_id"
+        " LEFT JOIN leads l ON l.id = ap.lead_id"
+        f" WHERE ap.client_id = {client} AND ap.lead_id = {lead} AND {_appointment_visible(viewer, p)}"
+        " ORDER BY ap.starts_at, ap.id",
+        *p.values,
+    )
+
+
+async def appointment(conn: asyncpg.Connection, viewer: Viewer, appointment_id: uuid.UUID) -> asyncpg.Record | None:
+    """One appointment of the viewer's client that the viewer may see, or None (404)."""
+    p = Params()
+    client, appointment_param = p(viewer.client_id), p(appointment_id)
+    return await conn.fetchrow(
+        f"SELECT {APPOINTMENT_COLUMNS}, u.name AS assigned_name, u.email AS assigned_email,"
+        " l.lead_type_id, l.fields"
+        " FROM appointments ap LEFT JOIN portal_users u ON u.id = ap.assigned_user_id"
+        " LEFT JOIN leads l ON l.id = ap.lead_id"
+        f" WHERE ap.client_id = {client} AND ap.id = {appointment_param} AND {_appointment_visible(viewer, p)}",
+        *p.values,
+    )
+
+
+async def appointment_list(
+    conn: asyncpg.Connection, viewer: Viewer, *, when: str, now: datetime, limit: int
+) -> list[asyncpg.Record]:
+    """The Appointments tab: `upcoming` (scheduled, not started; soonest first), `past`
+    (scheduled, started; latest first) or `cancelled` (latest first), each with its lead and
+    assignee, at most `limit`."""
+    p = Params()
+    client = p(viewer.client_id)
+    if when == "upcoming":
+        condition, order = f"ap.status = 'scheduled' AND ap.starts_at >= {p(now)}", "ap.starts_at, ap.id"
+    elif when == "past":
+        condition, order = f"ap.status = 'scheduled' AND ap.starts_at < {p(now)}", "ap.starts_at DESC, ap.id DESC"
+    else:
+        condition, order = "ap.status = 'cancelled'", "ap.starts_at DESC, ap.id DESC"
+    return await conn.fetch(
+        f"WITH chosen AS (SELECT {APPOINTMENT_COLUMNS} FROM appointments ap"
+        f" WHERE ap.client_id = {client} AND {condition} AND {_appointment_visible(viewer, p)}"
+        f" ORDER BY {order} LIMIT {int(limit)})"
+        " SELECT ap.*, l.lead_type_id, l.fields, u.name AS assigned_name, u.email AS assigned_email"
+        " FROM chosen ap LEFT JOIN leads l ON l.id = ap.lead_id LEFT JOIN portal_users u ON u.id = ap.assigned_user_id"
+        f" ORDER BY {order}",
+        *p.values,
+    )
+
+
 # --- Dashboard ------------------------------------------------------------------------------------
 
 

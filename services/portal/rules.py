@@ -203,6 +203,108 @@ def may_assign(viewer: Viewer) -> bool:
     return viewer.scope in ("all", "downline")
 
 
+# --- Appointments (D7, E1–E7) ------------------------------------------------------------------------
+
+MAX_APPOINTMENT_TITLE = 200
+MAX_APPOINTMENT_NOTES = 4000
+# The reminder choices of the editor: minutes before the start (notifier takes 0 to 30 days).
+REMINDER_CHOICES: tuple[tuple[int, str], ...] = (
+    (0, "At the start time"),
+    (15, "15 minutes before"),
+    (30, "30 minutes before"),
+    (60, "1 hour before"),
+    (120, "2 hours before"),
+    (1440, "1 day before"),
+)
+APPOINTMENT_VIEWS = ("upcoming", "past", "cancelled")
+APPOINTMENTS_SHOWN = 200
+
+
+@dataclass(frozen=True)
+class AppointmentForm:
+    title: str
+    starts_at: datetime  # UTC
+    reminder_minutes: int
+    notes: str
+    assignee: uuid.UUID
+
+
+def local_instant(day: date, clock: time, zone: str) -> datetime | None:
+    """The UTC instant of a wall-clock time in the zone; None for a time the zone skips (the hour
+    lost when clocks go forward). A repeated hour (clocks going back) is its first occurrence."""
+    tz = ZoneInfo(zone)
+    local = datetime.combine(day, clock, tzinfo=tz)
+    instant = local.astimezone(UTC)
+    if instant.astimezone(tz).replace(tzinfo=None) != local.replace(tzinfo=None):
+        return None
+    return instant
+
+
+def parse_clock(text: str) -> time | None:
+    if not re.fullmatch(r"\d{2}:\d{2}", text):
+        return None
+    try:
+        return time.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def check_appointment_form(
+    form: Mapping[str, str],
+    *,
+    zone: str,
+    now: datetime,
+    assignees: Iterable[uuid.UUID],
+    current_start: datetime | None = None,
+) -> tuple[AppointmentForm | None, dict[str, str]]:
+    """The appointment editor as posted: title, date and time (wall clock in the client's zone),
+    reminder, notes, assignee (one of `assignees`: the users the creator may assign). A new time
+    must be in the future; an edit may keep the time it has (`current_start`)."""
+    errors: dict[str, str] = {}
+    title = " ".join(form.get("title", "").split())
+    if not title:
+        errors["title"] = "Enter a title."
+    elif len(title) > MAX_APPOINTMENT_TITLE:
+        errors["title"] = f"Keep the title under {MAX_APPOINTMENT_TITLE} characters."
+    day = parse_day(form.get("date", "").strip())
+    clock = parse_clock(form.get("time", "").strip())
+    starts_at: datetime | None = None
+    if day is None:
+        errors["date"] = "Enter the date as YYYY-MM-DD."
+    if clock is None:
+        errors["time"] = "Enter the time as HH:MM (24-hour clock)."
+    if day is not None and clock is not None:
+        starts_at = local_instant(day, clock, zone)
+        if starts_at is None:
+            errors["time"] = "That time does not exist on that day (the clocks go forward). Choose another."
+        elif starts_at != current_start and starts_at <= now:
+            errors["date"] = "Choose a time in the future."
+    reminder_text = form.get("reminder", "").strip()
+    reminder = int(reminder_text) if reminder_text.isdigit() and len(reminder_text) < 6 else None
+    if reminder not in {minutes for minutes, _ in REMINDER_CHOICES}:
+        errors["reminder"] = "Choose when to be reminded from the list."
+    notes = form.get("notes", "").strip()
+    if len(notes) > MAX_APPOINTMENT_NOTES:
+        errors["notes"] = f"Keep the notes under {MAX_APPOINTMENT_NOTES} characters."
+    assignee = parse_uuid(form.get("assignee", "").strip())
+    if assignee is None or assignee not in set(assignees):
+        errors["assignee"] = "Choose who the appointment is for from the list."
+    if errors or starts_at is None or reminder is None or assignee is None:
+        return None, errors
+    return AppointmentForm(title, starts_at, reminder, notes, assignee), {}
+
+
+def appointment_refusal(message: str) -> str:
+    """notifier's reason for refusing an appointment command, as the page says it."""
+    if "disabled" in message:
+        return "The appointment was refused: the user it is for is disabled."
+    if "not a user of client" in message:
+        return "The appointment was refused: the user it is for is not one of your company's users."
+    if "was not delivered" in message:
+        return "The appointment was refused: this lead is not one of your company's leads."
+    return "The appointment was refused: " + (sentence(message) or "no reason was given.")
+
+
 # --- Days in the client's time zone --------------------------------------------------------------
 
 

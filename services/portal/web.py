@@ -19,7 +19,7 @@ from types import ModuleType
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.portal import access, assignment, dashboard, leads, orders, returns, users
+from services.portal import access, appointments, assignment, dashboard, leads, orders, returns, users
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
@@ -37,6 +37,7 @@ PAGES += (users,)  # H4–H8
 PAGES += (returns,)  # D5, F1–F6
 PAGES += (orders,)  # G1–G14
 PAGES += (assignment,)  # H5 lead assignment
+PAGES += (appointments,)  # D7, E1–E7
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 

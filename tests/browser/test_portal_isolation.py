@@ -38,6 +38,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             ]
             b_delivery = await conn.fetchval("SELECT id FROM deliveries WHERE lead_id = $1", b_leads[0])
             # B's users' activity and appointments exist too.
+            b_appointment = uuid.uuid4()
             bea = await conn.fetchval("SELECT id FROM portal_users WHERE email = 'bea@bolt.test'")
             await conn.execute(
                 "INSERT INTO portal_activity (id, client_id, lead_id, user_id, kind, recipients, subject)"
@@ -50,7 +51,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                 "INSERT INTO appointments (id, client_id, lead_id, assigned_user_id, title, starts_at,"
                 " reminder_minutes, status, last_requested_at) VALUES ($1, 'bolt', $2, $3, 'BoltSecret meeting',"
                 " $4, 60, 'scheduled', now())",
-                uuid.uuid4(),
+                b_appointment,
                 b_leads[0],
                 bea,
                 now + timedelta(days=1),
@@ -98,6 +99,9 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/users": [""],
             "/users/new": [""],
             "/users/{user_id}": [""],
+            "/appointments": ["", "?view=past", "?view=cancelled"],
+            "/appointments/{appointment_id}": [""],
+            "/leads/{lead_id}/appointments/new": [""],
         }
         posts = {
             "/leads/{lead_id}/contact": {"subject": "hi", "message": "hello"},
@@ -113,6 +117,16 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/leads/{lead_id}/assign": {"assignee": "{user_id}"},
             "/users/{user_id}": {"name": "Owned"},
             "/users/{user_id}/invite": {},
+            "/leads/{lead_id}/appointments": {
+                "appointment_id": str(uuid.uuid4()),
+                "title": "x",
+                "date": "2099-01-01",
+                "time": "10:00",
+                "reminder": "60",
+                "assignee": "{user_id}",
+            },
+            "/appointments/{appointment_id}": {"title": "Owned", "date": "2099-01-01", "time": "10:00"},
+            "/appointments/{appointment_id}/cancel": {"command_id": str(uuid.uuid4())},
             # A's own settings and users: nothing of B's to reach (run last, below).
             "/settings/contact": {"name": "A"},
             "/settings/notifications": {},
@@ -130,7 +144,9 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         assert routes <= crawled, routes - crawled
 
         def url(path: str) -> str:
-            return site.url + path.replace("{lead_id}", b).replace("{token}", b_link).replace("{user_id}", str(bea))
+            return site.url + path.replace("{lead_id}", b).replace("{token}", b_link).replace(
+                "{user_id}", str(bea)
+            ).replace("{appointment_id}", str(b_appointment))
 
         for path, queries in gets.items():
             for query in queries:
@@ -141,7 +157,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                 for secret in secrets:
                     if secret not in asked:  # a search box shows what was searched for
                         assert secret not in body, (path, query, secret)
-                if "{lead_id}" in path or "{user_id}" in path:
+                if "{lead_id}" in path or "{user_id}" in path or "{appointment_id}" in path:
                     assert response.status == 404, path  # not 403: B's lead or user does not exist for A
         for path, form in posts.items():
             if path.startswith(("/logout", "/login", "/forgot", "/reset", "/settings")) or path == "/users":
@@ -158,6 +174,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         async with site.db() as conn:
             assert await conn.fetchval("SELECT count(*) FROM portal_activity WHERE client_id = 'acme'") == 0
             assert await conn.fetchval("SELECT count(*) FROM lead_assignments") == 0
+            assert await conn.fetchval("SELECT status || title FROM appointments") == "scheduledBoltSecret meeting"
             assert await conn.fetchval("SELECT name FROM portal_users WHERE id = $1", bea) != "Owned"
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'notify.lead%'") == 0
             assert await conn.fetchval("SELECT count(*) FROM returns") == 0

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, date, datetime, time
 
 import pytest
 
@@ -134,3 +135,66 @@ def test_who_may_assign():
         return rules.Viewer("acme", scope, None if scope == "all" else (CARL,), CARL)
 
     assert [rules.may_assign(viewer(s)) for s in ("all", "downline", "own")] == [True, True, False]
+
+
+# --- appointments ------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LA = "America/Los_Angeles"
+
+
+def test_local_instant_in_the_clients_zone_with_dst():
+    assert rules.local_instant(date(2026, 7, 1), time(10, 30), LA) == datetime(2026, 7, 1, 17, 30, tzinfo=UTC)
+    assert rules.local_instant(date(2026, 1, 15), time(10, 30), LA) == datetime(2026, 1, 15, 18, 30, tzinfo=UTC)
+    # 02:30 does not exist on the day clocks go forward; 01:30 happens twice when they go back.
+    assert rules.local_instant(date(2026, 3, 8), time(2, 30), LA) is None
+    assert rules.local_instant(date(2026, 11, 1), time(1, 30), LA) == datetime(2026, 11, 1, 8, 30, tzinfo=UTC)
+
+
+GOOD = {"title": "Visit", "date": "2026-03-02", "time": "09:15", "reminder": "60", "notes": "", "assignee": str(CARL)}
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        ({}, set()),
+        ({"title": "  "}, {"title"}),
+        ({"title": "x" * 201}, {"title"}),
+        ({"date": "2026-02-30"}, {"date"}),
+        ({"date": "yesterday"}, {"date"}),
+        ({"time": "9:15"}, {"time"}),
+        ({"time": "24:00"}, {"time"}),
+        ({"date": "2026-03-01", "time": "03:59"}, {"date"}),  # 11:59 UTC: already past
+        ({"date": "2026-03-08", "time": "02:30"}, {"time"}),  # skipped by DST
+        ({"reminder": "45"}, {"reminder"}),
+        ({"reminder": "-1"}, {"reminder"}),
+        ({"notes": "n" * 4001}, {"notes"}),
+        ({"assignee": str(EVE)}, {"assignee"}),
+        ({"assignee": "me"}, {"assignee"}),
+    ],
+)
+def test_appointment_form(changes, errors):
+    checked, found = rules.check_appointment_form({**GOOD, **changes}, zone=LA, now=NOW, assignees=[CARL, DANA])
+    assert set(found) == errors
+    if not errors:
+        assert checked == rules.AppointmentForm("Visit", datetime(2026, 3, 2, 17, 15, tzinfo=UTC), 60, "", CARL)
+
+
+def test_an_edit_may_keep_a_past_time():
+    past = {**GOOD, "date": "2026-03-01", "time": "03:00"}
+    start = datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+    checked, found = rules.check_appointment_form(past, zone=LA, now=NOW, assignees=[CARL], current_start=start)
+    assert found == {} and checked is not None and checked.starts_at == start
+
+
+@pytest.mark.parametrize(
+    ("message", "words"),
+    [
+        ("portal user 123 is disabled", "disabled"),
+        ("portal user 1 is not a user of client 'acme'", "not one of your company's users"),
+        ("lead 1 was not delivered to client 'acme'", "not one of your company's leads"),
+        ("something else", "Something else."),
+    ],
+)
+def test_appointment_refusals(message, words):
+    assert words in rules.appointment_refusal(message)

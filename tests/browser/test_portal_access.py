@@ -119,10 +119,15 @@ async def test_a3_forgot_password_sends_an_email_whose_link_sets_a_new_password(
 
 async def test_a4_the_left_navigation_leads_to_every_page_and_marks_the_current_one(page, mail_settings, smtp):
     async with running_site(mail_settings, smtp) as site:
-        await site.user("acme", "ann@acme.test")
-        await site.login(page, "ann@acme.test")
+        await site.user("acme", "ann@acme.test")  # the first user: an admin
+        await site.user("acme", "sam@acme.test")
+        await site.login(page, "sam@acme.test")
         nav = page.locator("nav.sidebar")
-        assert await nav.locator("li a").all_inner_texts() == ["Dashboard", "Leads"]
+        everyone = ["Dashboard", "Leads", "Returns", "Orders", "Appointments"]
+        assert await nav.locator("li a").all_inner_texts() == everyone  # Users is for admins only
+        await page.context.clear_cookies()
+        await site.login(page, "ann@acme.test")
+        assert await nav.locator("li a").all_inner_texts() == [*everyone, "Users"]
         assert await nav.locator("[aria-current=page]").inner_text() == "Dashboard"
         await nav.locator("text=Leads").click()
         await page.wait_for_url(f"{site.url}/leads")

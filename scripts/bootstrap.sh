@@ -46,6 +46,8 @@ ensure_services() {
     command -v amqp-publish >/dev/null || apt_install amqp-tools
     # chromium: the browser tests drive Debian's build through Playwright (no browser download).
     command -v chromium >/dev/null || apt_install chromium
+    # promtool (Debian's prometheus package): tests/unit/test_ops_config.py checks the alert rules.
+    command -v promtool >/dev/null || apt_install --no-install-recommends prometheus
 }
 
 export AMQP_URL="${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"

@@ -38,7 +38,7 @@ from harness.buyer import Answer, FakeBuyer, ReceivedRequest  # noqa: E402
 from harness.catalog import apply_catalog_text  # noqa: E402
 from harness.processes import Processes, service_env  # noqa: E402
 from services.admin.config import AdminConfig  # noqa: E402
-from shared import db  # noqa: E402
+from shared import db, metrics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
@@ -269,6 +269,7 @@ async def main() -> int:
     print(f"==> Client Portal: {portal_url}/login  (demo buyer {DEMO_EMAIL} / {DEMO_PASSWORD}, {login})")
     staff = create_demo_staff(env)
     print(f"==> Admin console: {admin_url}/login  (demo owner {DEMO_STAFF_EMAIL} / {DEMO_STAFF_PASSWORD}, {staff})")
+    print(metrics_summary(settings, processes.slots))
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -316,6 +317,15 @@ async def main() -> int:
             processes.stop(grace=20)
             buyer.stop()
     return status
+
+
+def metrics_summary(settings: Settings, services: list[str]) -> str:
+    """Where each process serves its Prometheus metrics (docs/operations.md)."""
+    ports = {name: metrics.port_for(name, settings.metrics_port) for name in services}
+    if all(port is None for port in ports.values()):
+        return "==> metrics: off (LEADWIRE_METRICS_PORT=off)"
+    where = "  ".join(f"{name} http://127.0.0.1:{port}/metrics" for name, port in ports.items() if port)
+    return f"==> Prometheus metrics (docs/operations.md): {where}"
 
 
 async def wait_for_exchange(settings: Settings, stop: asyncio.Event) -> None:

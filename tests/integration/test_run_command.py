@@ -47,6 +47,9 @@ def test_run_command_shows_leads_being_sold(settings):
     # And the admin console, with its demo owner.
     assert f"Admin console: {env['ADMIN_BASE_URL']}/login" in result.stdout
     assert "demo owner admin@leadwire.example / leadwire-admin-demo" in result.stdout
+    # Where each process serves its metrics (docs/operations.md).
+    assert "router http://127.0.0.1:9101/metrics" in result.stdout
+    assert "portal http://127.0.0.1:9106/metrics" in result.stdout
     final = result.stdout[result.stdout.index("=== final") :]
     found = re.search(r"sold: (\d+)", final)
     assert found is not None, final

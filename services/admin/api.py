@@ -13,8 +13,8 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.admin import queries, rules, store, usecases
-from services.admin.auth import ApiConfigurer, ApiOwner, ApiReader, console_of
+from services.admin import operations, queries, rules, store, usecases
+from services.admin.auth import ApiConfigurer, ApiOperator, ApiOwner, ApiReader, console_of
 from services.admin.options import form_values
 from services.admin.rules import Role, Staff
 from shared.catalog.loader import dump_catalog
@@ -362,3 +362,88 @@ async def get_version(request: Request, version: int = Path(ge=1, le=2**62), sta
         after_name=f"version {version}",
     )
     return VersionView(**dict(row), diff=[line for _, line in diff])
+
+
+# --- Returns -------------------------------------------------------------------------------------
+
+
+class CapView(BaseModel):
+    scope: Literal["delivery_account", "order"]
+    key: str
+    pct: str
+    delivered: int
+    counted: int
+    allowed: int
+
+
+class ReturnView(BaseModel):
+    id: uuid.UUID
+    client_id: str
+    lead_id: uuid.UUID
+    lead_type_id: str
+    source_id: str
+    delivery_id: uuid.UUID | None
+    delivery_account_id: str | None
+    order_id: str | None
+    price: str | None
+    reason: str
+    comment: str | None
+    status: str
+    decision_reason: str | None
+    note: str | None
+    requested_by: str | None
+    decided_by: str | None
+    delivered_at: datetime | None
+    requested_at: datetime
+    decided_at: datetime | None
+    caps: list[CapView] = Field(description="For a pending return: the caps it counts against, this month")
+
+
+@router.get("/returns", responses=ERRORS)
+async def list_returns(
+    request: Request,
+    status: Literal["pending", "approved", "denied", "all"] = "pending",
+    client: str | None = Query(None, max_length=64),
+    staff: Staff = ApiReader,
+) -> list[ReturnView]:
+    """The returns queue (default: pending, oldest first) with lead, delivery and cap usage."""
+    console = console_of(request)
+    if client and client not in console.catalog.clients_by_id:
+        raise usecases.Refused({"client": "There is no such client."})
+    rows = await operations.returns_rows(console, {"status": status, "client": client or ""})
+    return [
+        ReturnView(
+            **{k: v for k, v in row.items() if k in ReturnView.model_fields and k not in ("caps", "price")},
+            price=None if row["price"] is None else str(row["price"]),
+            caps=[
+                CapView(
+                    scope=c.scope,
+                    key=c.key,
+                    pct=str(c.pct),
+                    delivered=c.delivered,
+                    counted=c.counted,
+                    allowed=c.allowed,
+                )
+                for c in row["caps"]
+            ],
+        )
+        for row in rows
+    ]
+
+
+class Decisions(Body):
+    return_ids: list[uuid.UUID] = Field(min_length=1, max_length=usecases.MAX_BULK)
+    decision: Literal["approve", "deny"]
+    note: str = Field(min_length=1, max_length=2000)
+
+
+class Sent(BaseModel):
+    sent: int = Field(description="return.decide commands sent to the returns service")
+
+
+@router.post("/returns/decisions", status_code=202, responses={**ERRORS, 409: {"model": Problem}})
+async def decide_returns(request: Request, body: Decisions, staff: Staff = ApiOperator) -> Sent:
+    """Approve or deny pending returns (all or nothing); the returns service applies each command
+    once. 202: sent; poll `GET /returns?status=all` for the outcome."""
+    count = await usecases.decide_returns(console_of(request).deps, staff, body.return_ids, body.decision, body.note)
+    return Sent(sent=count)

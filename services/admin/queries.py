@@ -80,3 +80,65 @@ async def previous_version(pool: asyncpg.Pool, version: int) -> asyncpg.Record |
             v=version,
         ),
     )
+
+
+# --- Returns -------------------------------------------------------------------------------------
+
+
+async def returns(pool: asyncpg.Pool, *, status: str | None, client_id: str | None, limit: int) -> list[asyncpg.Record]:
+    """Returns with their lead and delivery, oldest pending first (the queue) or newest first."""
+    order = "ASC" if status == "pending" else "DESC"
+    return await sql.fetch(
+        pool,
+        statement(
+            "SELECT r.id, r.client_id, r.lead_id, r.delivery_id, r.delivery_account_id, r.order_id, r.reason,"
+            " r.comment, r.status, r.decision_reason, r.note, r.requested_by, r.decided_by, r.credit,"
+            " r.delivered_at, r.requested_at, r.decided_at, l.lead_type_id, l.source_id, l.fields,"
+            " d.price, d.completed_at"
+            " FROM returns r JOIN leads l ON l.id = r.lead_id LEFT JOIN deliveries d ON d.id = r.delivery_id"
+            " WHERE (CAST(:status AS text) IS NULL OR r.status = :status)"
+            " AND (CAST(:client AS text) IS NULL OR r.client_id = :client)"
+            f" ORDER BY r.requested_at {order}, r.id LIMIT :limit",
+            status=status,
+            client=client_id,
+            limit=limit,
+        ),
+    )
+
+
+async def cap_usage(pool: asyncpg.Pool, scope: str, key: str, start: Any, end: Any) -> tuple[int, int]:
+    """(leads delivered, returns counted) in [start, end) of delivery time for a delivery account
+    or an order: the figures the returns service's cap rule uses (services/returns/store.py)."""
+    if scope == "delivery_account":
+        text = (
+            "SELECT (SELECT count(*) FROM deliveries WHERE delivery_account_id = :key AND status = 'succeeded'"
+            " AND completed_at >= :start AND completed_at < :end) AS delivered,"
+            " (SELECT count(*) FROM returns WHERE delivery_account_id = :key AND holds_lead"
+            " AND status IN ('pending', 'approved') AND delivered_at >= :start AND delivered_at < :end) AS counted"
+        )
+    else:
+        text = (
+            "SELECT (SELECT count(*) FROM order_charges c JOIN deliveries d ON d.id = c.delivery_id"
+            " WHERE c.order_id = :key AND c.status IN ('confirmed', 'credited')"
+            " AND d.completed_at >= :start AND d.completed_at < :end) AS delivered,"
+            " (SELECT count(*) FROM returns WHERE order_id = :key AND holds_lead"
+            " AND status IN ('pending', 'approved') AND delivered_at >= :start AND delivered_at < :end) AS counted"
+        )
+    row = await sql.fetchrow(pool, statement(text, key=key, start=start, end=end))
+    assert row is not None
+    return int(row["delivered"]), int(row["counted"])
+
+
+async def order_return_pct(pool: asyncpg.Pool, order_id: str) -> str | None:
+    value: str | None = await sql.fetchval(
+        pool, statement("SELECT spec->>'max_return_pct' FROM orders WHERE id = :id", id=order_id)
+    )
+    return value
+
+
+async def return_statuses(conn: asyncpg.Connection | asyncpg.Pool, ids: list[Any]) -> dict[Any, asyncpg.Record]:
+    rows = await sql.fetch(
+        conn,
+        statement("SELECT id, client_id, status FROM returns WHERE id = ANY(CAST(:ids AS uuid[]))", ids=ids),
+    )
+    return {r["id"]: r for r in rows}

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 import yaml
 
-from services.admin import rules, store
+from services.admin import queries, rules, store
 from services.admin.config import AdminConfig
 from services.admin.rules import Role, Staff
 from services.portal_auth import credentials
@@ -30,6 +30,8 @@ from services.portal_auth.credentials import Passwords
 from shared.catalog.loader import CatalogInvalid, parse_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
+from shared.contracts import ReturnDecide
+from shared.outbox import add_event
 from shared.process import Process
 
 log = logging.getLogger("leadwire.admin")
@@ -385,3 +387,50 @@ async def save_catalog_text(deps: Deps, who: Staff, base_version: int, text: str
     if current != base_version:
         raise Conflict(base_version, current)
     return await _apply(deps, who, base_version, catalog, "catalog.apply", changes=rules.option_changes(old, catalog))
+
+
+# --- Returns -------------------------------------------------------------------------------------
+
+MAX_BULK = 200
+
+
+async def decide_returns(deps: Deps, who: Staff, return_ids: list[uuid.UUID], decision: str, note: str) -> int:
+    """Approve or deny pending returns: one `return.decide` command per return to the returns
+    service (through the outbox: sent when this transaction commits), each with its audit row.
+    All or nothing: a return that is unknown or no longer pending refuses the whole decision.
+    The returns service decides each exactly once (its inbox), so a double submit changes nothing
+    twice, and of two staff deciding one return at once the first command wins."""
+    errors: dict[str, str] = {}
+    if decision not in ("approve", "deny"):
+        errors["decision"] = "Choose approve or deny."
+    note = note.strip()
+    if not note:
+        errors["note"] = "Write a note: why (it is kept with the return and sent in return.decided)."
+    elif len(note) > 2000:
+        errors["note"] = "A note has at most 2000 characters."
+    ids = list(dict.fromkeys(return_ids))
+    if not ids:
+        errors["return_id"] = "Choose at least one return."
+    elif len(ids) > MAX_BULK:
+        errors["return_id"] = f"Decide at most {MAX_BULK} returns at once."
+    if errors:
+        raise Refused(errors)
+    async with deps.pool.acquire() as conn, conn.transaction():
+        found = await queries.return_statuses(conn, ids)
+        missing = [str(i) for i in ids if i not in found]
+        decided = [str(i) for i in ids if i in found and found[i]["status"] != "pending"]
+        if missing or decided:
+            parts = []
+            if missing:
+                parts.append(f"no such return: {', '.join(missing)}")
+            if decided:
+                parts.append(f"already decided: {', '.join(decided)}")
+            raise Refused({"return_id": "Nothing was decided — " + "; ".join(parts) + "."}, 409 if decided else 400)
+        for return_id in ids:
+            client_id = found[return_id]["client_id"]
+            command = ReturnDecide(
+                return_id=return_id, decision=decision, note=note, decided_by=who.email, client_id=client_id
+            )
+            await add_event(conn, "return.decide", command)
+            await record(conn, who, "return.decide", str(return_id), decision=decision, note=note, client=client_id)
+    return len(ids)

@@ -1,0 +1,150 @@
+"""The day-to-day pages: the returns queue, leads and their timeline, dead letters, paused
+delivery accounts, orders. Reads through queries.py; every change through a use case (a command
+to the owning service, or the console's own tables) with its audit row."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+
+from services.admin import queries, usecases
+from services.admin.auth import Operator, Reader, console_of
+from services.admin.console import Console, field
+from services.admin.rules import Staff
+from services.returns import rules as return_rules
+from shared.catalog.model import Catalog
+
+router = APIRouter(include_in_schema=False)
+
+
+# --- Returns queue -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CapUsage:
+    """One cap a return counts against, in the month its lead was delivered."""
+
+    scope: str  # delivery_account or order
+    key: str
+    pct: Decimal
+    delivered: int
+    counted: int
+
+    @property
+    def allowed(self) -> int:
+        return return_rules.allowed_returns(self.delivered, self.pct)
+
+    @property
+    def over(self) -> bool:
+        return self.counted > self.allowed
+
+
+async def cap_usage(pool: Any, catalog: Catalog, row: Any) -> list[CapUsage]:
+    """The client's cap usage behind a return, as the returns service's rule counts it."""
+    if row["delivered_at"] is None:
+        return []
+    client = catalog.clients_by_id.get(row["client_id"])
+    start, end = return_rules.month_bounds(row["delivered_at"], client.time_zone if client else "UTC")
+    caps = []
+    if row["delivery_account_id"]:
+        pct = return_rules.account_pct(catalog, row["client_id"], row["delivery_account_id"])
+        delivered, counted = await queries.cap_usage(pool, "delivery_account", row["delivery_account_id"], start, end)
+        caps.append(CapUsage("delivery_account", row["delivery_account_id"], pct, delivered, counted))
+    if row["order_id"]:
+        pct = return_rules.order_pct(catalog, row["client_id"], await queries.order_return_pct(pool, row["order_id"]))
+        delivered, counted = await queries.cap_usage(pool, "order", row["order_id"], start, end)
+        caps.append(CapUsage("order", row["order_id"], pct, delivered, counted))
+    return caps
+
+
+RETURN_STATUSES = ("pending", "approved", "denied", "all")
+
+
+def read_returns_filters(params: Any, console: Console) -> tuple[dict[str, str], dict[str, str]]:
+    status = params.get("status", "pending") or "pending"
+    client = params.get("client", "")
+    errors: dict[str, str] = {}
+    if status not in RETURN_STATUSES:
+        errors["status"] = "Choose pending, approved, denied or all."
+    if client and client not in console.catalog.clients_by_id:
+        errors["client"] = "Choose a client from the list."
+    return {"status": status, "client": client}, errors
+
+
+async def returns_rows(console: Console, filters: dict[str, str]) -> list[dict[str, Any]]:
+    status = None if filters["status"] == "all" else filters["status"]
+    rows = await queries.returns(console.pool, status=status, client_id=filters["client"] or None, limit=200)
+    catalog = console.catalog
+    out = []
+    for row in rows:
+        caps = await cap_usage(console.pool, catalog, row) if row["status"] == "pending" else []
+        lead_type = catalog.lead_types_by_id.get(row["lead_type_id"])
+        fields = row["fields"] or {}
+        name = " ".join(str(fields.get(f, "")) for f in (lead_type.contact_name_fields if lead_type else ()))
+        out.append({**dict(row), "caps": caps, "lead_name": name.strip()})
+    return out
+
+
+async def _returns_page(request: Request, status: int = 200, **context: Any) -> Response:
+    console = console_of(request)
+    filters, errors = read_returns_filters(request.query_params, console)
+    rows = [] if errors else await returns_rows(console, filters)
+    context.setdefault("errors", errors)
+    context.setdefault("note", "")
+    return console.render(
+        request,
+        "returns.html",
+        400 if errors and status == 200 else status,
+        rows=rows,
+        filters=filters,
+        statuses=RETURN_STATUSES,
+        clients=console.catalog.clients,
+        **context,
+    )
+
+
+@router.get("/returns")
+async def returns_page(request: Request, staff: Staff = Reader) -> Response:
+    return await _returns_page(request, sent=request.query_params.get("sent", ""))
+
+
+def parse_ids(values: list[Any]) -> tuple[list[uuid.UUID], list[str]]:
+    ids, bad = [], []
+    for value in values:
+        try:
+            ids.append(uuid.UUID(str(value)))
+        except ValueError:
+            bad.append(str(value)[:60])
+    return ids, bad
+
+
+@router.post("/returns/decide")
+async def decide_returns(request: Request, staff: Staff = Operator) -> Response:
+    """One form for both: the checked returns with the Approve / Deny buttons (bulk), or one row's
+    own button (`one` = "approve:<id>" or "deny:<id>")."""
+    console = console_of(request)
+    form = await request.form()
+    note = field(form, "note")
+    one = field(form, "one")
+    if one:
+        decision, _, raw_id = one.partition(":")
+        raw_ids: list[Any] = [raw_id]
+    else:
+        decision = field(form, "decision")
+        raw_ids = form.getlist("return_id")
+    ids, bad = parse_ids(raw_ids)
+    try:
+        if bad:
+            raise usecases.Refused({"return_id": f"Not a return id: {', '.join(bad)}."})
+        count = await usecases.decide_returns(console.deps, staff, ids, decision, note)
+    except usecases.Refused as refused:
+        checked = [] if one else [str(i) for i in raw_ids]  # a row's own button checks nothing
+        return await _returns_page(request, refused.status, errors=refused.errors, note=note, checked=checked)
+    verb = "approval" if decision == "approve" else "denial"
+    back = {"status": field(form, "status") or "pending", "client": field(form, "client"), "sent": f"{count} {verb}"}
+    return RedirectResponse(console.url("/returns", back), status_code=303)

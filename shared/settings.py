@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     portal_base_url: str = Field("http://127.0.0.1:8080/portal", alias="PORTAL_BASE_URL")
     # Keys the portal's CSRF form tokens; must be the same for every portal replica.
     portal_csrf_secret: str = Field("dev-only-change-me-too", alias="PORTAL_CSRF_SECRET")
+    # The largest file a portal user may attach to a lead, in bytes (default 10 MiB).
+    portal_max_file_bytes: int = Field(10 * 1024 * 1024, alias="PORTAL_MAX_FILE_BYTES", ge=1, le=1024**3)
 
     # Observability (docs/operations.md). Metrics: the port this process serves /metrics on
     # (unset: the service's default port, shared/metrics.py DEFAULT_PORTS; 0: any free port;

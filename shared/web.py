@@ -77,21 +77,25 @@ class BodySizeLimit:
     Content-Length says so, and as soon as the bytes received pass the limit otherwise (chunked
     bodies). Raised as an HTTPException from `receive`, so the app's own handlers shape the answer."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: Callable[[Scope], int | None] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
-
-    def _too_large(self) -> HTTPException:
-        return HTTPException(413, f"the request body is larger than {self.max_bytes} bytes")
+        # Routes that take more (file uploads): the request's own limit, or None for the default.
+        self.larger = larger
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = (self.larger(scope) if self.larger is not None else None) or self.max_bytes
+
+        def too_large() -> HTTPException:
+            return HTTPException(413, f"the request body is larger than {limit} bytes")
+
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             # Through the app's exception handlers, without reading a byte of the body.
-            await self.app(scope, _refusing_receive(self._too_large), send)
+            await self.app(scope, _refusing_receive(too_large), send)
             return
         received = 0
 
@@ -100,8 +104,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
+                if received > limit:
+                    raise too_large()
             return message
 
         await self.app(scope, counting_receive, send)
@@ -290,13 +294,15 @@ def create_web_app(
     openapi_url: str | None = None,
     on_startup: Callable[[FastAPI], Awaitable[None]] | None = None,
     max_body_bytes: int | None = None,
+    larger_bodies: Callable[[Scope], int | None] | None = None,
     render_error: ErrorRenderer | None = None,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """A FastAPI app whose lifespan runs `runtime` (pool, catalog, outbox relay, heartbeat) and,
     with `with_rpc`, a `RequestReply` client kept at `app.state.rpc`. `app.state.runtime` is the
     runtime. `GET /healthz` answers 200 while the database answers, 503 otherwise. With
-    `max_body_bytes`, larger request bodies are refused with 413 (`BodySizeLimit`). HTML tiers
+    `max_body_bytes`, larger request bodies are refused with 413 (`BodySizeLimit`;
+    `larger_bodies(scope)` may give a route, such as an upload, a limit of its own). HTML tiers
     pass `render_error`: every error becomes a page (`html_error_page` is a plain one), never a
     traceback or FastAPI's JSON."""
     headers = {**DEFAULT_SECURITY_HEADERS, **(security_headers or {})}
@@ -322,7 +328,7 @@ def create_web_app(
     app = FastAPI(title=title, description=description, lifespan=lifespan, openapi_url=openapi_url, **fastapi_kwargs)
     app.state.runtime = runtime
     if max_body_bytes is not None:
-        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+        app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes, larger=larger_bodies)
     if render_error is not None:
         install_error_pages(app, render_error)
 

@@ -501,3 +501,46 @@ async def orders_of(conn: asyncpg.Connection, viewer: Viewer) -> list[OrderFigur
     """The client's orders with their figures (shared.orders, always scoped to the client). Every
     user of the client sees them; only admins act on them."""
     return await order_figures(conn, client_id=viewer.client_id)
+
+
+# --- Files (D6) ------------------------------------------------------------------------------------
+
+FILE_FIELDS = (
+    "f.id, f.lead_id, f.name, f.content_type, f.size, f.sha256, f.uploaded_by, f.created_at,"
+    " u.name AS uploader_name, u.email AS uploader_email"
+)
+
+
+async def files_of(conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A lead's files, oldest first — nothing unless the viewer sees the lead."""
+    p = Params()
+    client, lead = p(viewer.client_id), p(lead_id)
+    return await conn.fetch(
+        f"SELECT {FILE_FIELDS} FROM lead_files f JOIN portal_users u ON u.id = f.uploaded_by"
+        f" WHERE f.client_id = {client} AND f.lead_id = {lead} AND {_lead_visible(viewer, p, client, lead)}"
+        " ORDER BY f.created_at, f.id",
+        *p.values,
+    )
+
+
+async def file_of(
+    conn: asyncpg.Connection, viewer: Viewer, lead_id: uuid.UUID, file_id: uuid.UUID
+) -> asyncpg.Record | None:
+    p = Params()
+    client, lead, ident = p(viewer.client_id), p(lead_id), p(file_id)
+    return await conn.fetchrow(
+        f"SELECT {FILE_FIELDS} FROM lead_files f JOIN portal_users u ON u.id = f.uploaded_by"
+        f" WHERE f.id = {ident} AND f.client_id = {client} AND f.lead_id = {lead}"
+        f" AND {_lead_visible(viewer, p, client, lead)}",
+        *p.values,
+    )
+
+
+async def file_chunk(conn: asyncpg.Connection, viewer: Viewer, file_id: uuid.UUID, seq: int) -> bytes | None:
+    """One stored chunk of a file of the viewer's client (the caller checked the lead with file_of)."""
+    p = Params()
+    return await conn.fetchval(
+        "SELECT c.data FROM lead_file_chunks c JOIN lead_files f ON f.id = c.file_id"
+        f" WHERE c.file_id = {p(file_id)} AND c.seq = {p(seq)} AND f.client_id = {p(viewer.client_id)}",
+        *p.values,
+    )

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from services.returns.rules import account_pct, allowed_returns
@@ -1060,3 +1061,99 @@ def order_refusal(error: str | None) -> str:
         done = {"pause": "paused", "resume": "resumed", "close": "closed"}.get(match[1], match[1])
         return f"This order is {match[2]}, so it cannot be {done}."
     return "The order could not be changed."
+
+
+# --- Files (D6) ------------------------------------------------------------------------------------
+
+FILE_CHUNK_BYTES = 1024 * 1024  # a stored chunk; an upload holds at most about one in memory
+MAX_FILE_NAME = 255
+# What a detection needs to see of a file's start.
+FILE_HEAD_BYTES = 512
+
+
+@dataclass(frozen=True)
+class FileKind:
+    content_type: str
+    label: str
+    magic: tuple[bytes, ...]  # the content must start with one of these; () for text
+
+
+_OLE = (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",)
+_ZIP = (b"PK\x03\x04",)
+# The allow-list, by extension; the content must agree with the extension (its magic bytes, or
+# UTF-8 text without NUL). What the browser says the type is, is never trusted.
+FILE_KINDS: dict[str, FileKind] = {
+    "pdf": FileKind("application/pdf", "PDF", (b"%PDF-",)),
+    "png": FileKind("image/png", "PNG image", (b"\x89PNG\r\n\x1a\n",)),
+    "jpg": FileKind("image/jpeg", "JPEG image", (b"\xff\xd8\xff",)),
+    "jpeg": FileKind("image/jpeg", "JPEG image", (b"\xff\xd8\xff",)),
+    "gif": FileKind("image/gif", "GIF image", (b"GIF87a", b"GIF89a")),
+    "webp": FileKind("image/webp", "WebP image", (b"RIFF",)),
+    "txt": FileKind("text/plain; charset=utf-8", "Text", ()),
+    "csv": FileKind("text/csv; charset=utf-8", "CSV", ()),
+    "doc": FileKind("application/msword", "Word document", _OLE),
+    "docx": FileKind("application/vnd.openxmlformats-officedocument.wordprocessingml.document", "Word document", _ZIP),
+    "xls": FileKind("application/vnd.ms-excel", "Excel workbook", _OLE),
+    "xlsx": FileKind("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "Excel workbook", _ZIP),
+}
+ALLOWED_FILES = "PDF, PNG, JPEG, GIF, WebP, text, CSV, Word or Excel"
+
+
+def clean_file_name(raw: str) -> tuple[str | None, str | None]:
+    """(the name to store, or None; the problem). A name sent with a path (`C:\\x\\quote.pdf`,
+    `../../quote.pdf`) keeps only its last part, as browsers do; control characters go."""
+    base = re.split(r"[\\/]", raw)[-1]
+    name = "".join(ch for ch in base if ch.isprintable()).strip()
+    if name in ("", ".", ".."):
+        return None, "Choose a file to upload."
+    if len(name) > MAX_FILE_NAME:
+        return None, f"The file name is too long (at most {MAX_FILE_NAME} characters)."
+    return name, None
+
+
+def file_kind(name: str, head: bytes) -> tuple[FileKind | None, str | None]:
+    """The allowed kind of a file from its name's extension and its first bytes, or the problem."""
+    extension = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    kind = FILE_KINDS.get(extension)
+    if kind is None:
+        return None, f"This type of file cannot be attached. Attach a {ALLOWED_FILES} file."
+    if kind.magic:
+        matches = any(head.startswith(m) for m in kind.magic)
+        if extension == "webp":
+            matches = matches and head[8:12] == b"WEBP"
+    else:
+        matches = b"\x00" not in head and _utf8_prefix(head)
+    if not matches:
+        return None, f"This file's content is not a {kind.label} file, as its name says."
+    return kind, None
+
+
+def _utf8_prefix(data: bytes) -> bool:
+    """Whether `data` is UTF-8, allowing a character cut off at its end."""
+    for cut in range(4):
+        try:
+            data[: len(data) - cut].decode("utf-8")
+            return True
+        except UnicodeDecodeError:
+            continue
+    return False
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with the name twice: an ASCII fallback and the exact UTF-8 name (RFC 6266,
+    RFC 5987). Never `inline`: a file is always saved, never shown by the browser."""
+    fallback = "".join(ch if 32 <= ord(ch) < 127 and ch not in '"\\;' else "_" for ch in name)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+def file_size_words(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes" if size != 1 else "1 byte"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KB"
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def may_delete_file(uploaded_by: uuid.UUID, user_id: uuid.UUID, is_admin: bool) -> bool:
+    """The uploader, or an admin of the client."""
+    return is_admin or uploaded_by == user_id

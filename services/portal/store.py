@@ -125,3 +125,51 @@ async def set_assignment(
 
 async def clear_assignment(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM lead_assignments WHERE client_id = $1 AND lead_id = $2", client_id, lead_id)
+
+
+# --- Files (D6) ------------------------------------------------------------------------------------
+
+
+async def add_file_chunk(conn: asyncpg.Connection, file_id: uuid.UUID, seq: int, data: bytes) -> None:
+    """One chunk of an upload, in the upload's transaction (its lead_files row comes last)."""
+    await conn.execute("INSERT INTO lead_file_chunks (file_id, seq, data) VALUES ($1, $2, $3)", file_id, seq, data)
+
+
+async def add_file(
+    conn: asyncpg.Connection,
+    *,
+    file_id: uuid.UUID,
+    client_id: str,
+    lead_id: uuid.UUID,
+    name: str,
+    content_type: str,
+    size: int,
+    sha256: str,
+    uploaded_by: uuid.UUID,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        "INSERT INTO lead_files (id, client_id, lead_id, name, content_type, size, sha256, uploaded_by, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        file_id,
+        client_id,
+        lead_id,
+        name,
+        content_type,
+        size,
+        sha256,
+        uploaded_by,
+        now,
+    )
+
+
+async def delete_file(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UUID, file_id: uuid.UUID) -> bool:
+    """The file and its chunks (ON DELETE CASCADE). The caller checked who may delete it."""
+    return bool(
+        await conn.fetchval(
+            "DELETE FROM lead_files WHERE id = $1 AND client_id = $2 AND lead_id = $3 RETURNING true",
+            file_id,
+            client_id,
+            lead_id,
+        )
+    )

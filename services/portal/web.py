@@ -19,7 +19,7 @@ from types import ModuleType
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.portal import access, appointments, assignment, dashboard, leads, orders, returns, users
+from services.portal import access, appointments, assignment, dashboard, files, leads, orders, returns, users
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
@@ -38,6 +38,7 @@ PAGES += (returns,)  # D5, F1–F6
 PAGES += (orders,)  # G1–G14
 PAGES += (assignment,)  # H5 lead assignment
 PAGES += (appointments,)  # D7, E1–E7
+PAGES += (files,)  # D6
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 
@@ -61,6 +62,7 @@ def create_app(
         on_startup=on_startup,
         render_error=error_page(portal),
         max_body_bytes=MAX_BODY_BYTES,
+        larger_bodies=lambda scope: files.upload_limit(portal, scope["path"], scope["method"]),
     )
     app.state.portal = portal
 

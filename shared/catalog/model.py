@@ -53,6 +53,8 @@ class Options(Strict):
     route_duplicate_leads: bool = False  # per-client override
     default_return_pct_delivery_accounts: Percent = Decimal("10")  # per-client override
     default_return_pct_orders: Percent = Decimal("10")  # per-client override
+    # The portal's Files tab (attachments on leads); per-client override.
+    portal_file_attachments: bool = True
 
 
 class ClientOptionOverrides(Strict):
@@ -60,6 +62,7 @@ class ClientOptionOverrides(Strict):
     route_duplicate_leads: bool | None = None
     return_pct_delivery_accounts: Percent | None = None
     return_pct_orders: Percent | None = None
+    portal_file_attachments: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class ClientOptions:
     return_pct_orders: Decimal
     disable_portal_for_inactive_clients: bool
     expire_portal_email_link_days: int
+    portal_file_attachments: bool
 
     @classmethod
     def resolve(cls, options: Options, own: ClientOptionOverrides) -> ClientOptions:
@@ -88,6 +92,7 @@ class ClientOptions:
             return_pct_orders=pick(own.return_pct_orders, options.default_return_pct_orders),
             disable_portal_for_inactive_clients=options.disable_portal_for_inactive_clients,
             expire_portal_email_link_days=options.expire_portal_email_link_days,
+            portal_file_attachments=pick(own.portal_file_attachments, options.portal_file_attachments),
         )
 
 

@@ -167,3 +167,88 @@ def test_order_refusal(error, sentence):
 )
 def test_valid_order_id(text, ok):
     assert rules.valid_order_id(text) is ok
+
+
+# --- Files (D6) ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "name", "error"),
+    [
+        ("quote.pdf", "quote.pdf", None),
+        ("../../etc/quote.pdf", "quote.pdf", None),
+        ("C:\\Users\\ann\\quote.pdf", "quote.pdf", None),
+        ("bad\x00na\tme.txt", "badname.txt", None),
+        ("", None, "Choose a file to upload."),
+        ("dir/", None, "Choose a file to upload."),
+        ("..", None, "Choose a file to upload."),
+        ("x" * 256, None, "The file name is too long (at most 255 characters)."),
+    ],
+)
+def test_clean_file_name(raw, name, error):
+    assert rules.clean_file_name(raw) == (name, error)
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "content_type"),
+    [
+        ("a.pdf", b"%PDF-1.4 ...", "application/pdf"),
+        ("A.PDF", b"%PDF-1.4 ...", "application/pdf"),
+        ("a.png", b"\x89PNG\r\n\x1a\n....", "image/png"),
+        ("a.jpeg", b"\xff\xd8\xff\xe0", "image/jpeg"),
+        ("a.gif", b"GIF89a..", "image/gif"),
+        ("a.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+        ("a.txt", "héllo".encode(), "text/plain; charset=utf-8"),
+        ("a.csv", "a,b\n1,é".encode()[:-1], "text/csv; charset=utf-8"),  # a character cut at the end
+        ("a.docx", b"PK\x03\x04....", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"),
+        ("a.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "application/vnd.ms-excel"),
+    ],
+)
+def test_file_kind_allowed(name, head, content_type):
+    kind, error = rules.file_kind(name, head)
+    assert error is None and kind is not None and kind.content_type == content_type
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "error"),
+    [
+        ("a.exe", b"MZ", "This type of file cannot be attached."),
+        ("a.html", b"<html>", "This type of file cannot be attached."),
+        ("a.svg", b"<svg>", "This type of file cannot be attached."),
+        ("noextension", b"%PDF-", "This type of file cannot be attached."),
+        ("a.pdf", b"<html>", "This file's content is not a PDF file"),
+        ("a.webp", b"RIFF\x00\x00\x00\x00WAVE", "This file's content is not a WebP image file"),
+        ("a.txt", b"bin\x00ary", "This file's content is not a Text file"),
+        ("a.csv", b"\xff\xfe\xfa\xfb\xfc", "This file's content is not a CSV file"),
+    ],
+)
+def test_file_kind_refused(name, head, error):
+    kind, problem = rules.file_kind(name, head)
+    assert kind is None and problem is not None and problem.startswith(error)
+
+
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("quote.pdf", "attachment; filename=\"quote.pdf\"; filename*=UTF-8''quote.pdf"),
+        ('a"b;c\\.txt', "attachment; filename=\"a_b_c_.txt\"; filename*=UTF-8''a%22b%3Bc%5C.txt"),
+        (
+            "Angebot für Müller.pdf",
+            "attachment; filename=\"Angebot f_r M_ller.pdf\"; filename*=UTF-8''Angebot%20f%C3%BCr%20M%C3%BCller.pdf",
+        ),
+    ],
+)
+def test_content_disposition_is_always_an_attachment(name, header):
+    assert rules.content_disposition(name) == header
+
+
+def test_file_size_words_and_who_deletes():
+    assert [rules.file_size_words(n) for n in (1, 900, 2048, 10 * 1024 * 1024)] == [
+        "1 byte",
+        "900 bytes",
+        "2.0 KB",
+        "10.0 MB",
+    ]
+    me, other = uuid.uuid4(), uuid.uuid4()
+    assert rules.may_delete_file(me, me, False) and rules.may_delete_file(other, me, True)
+    assert not rules.may_delete_file(other, me, False)

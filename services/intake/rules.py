@@ -4,10 +4,12 @@ idempotency key, the API key in the headers, and the HTTP answer a lead's state 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
@@ -235,3 +237,102 @@ def error_body(status: int, message: str) -> dict[str, str]:
         503: "unavailable",
     }
     return {"error": codes.get(status, "error" if status < 500 else "failed"), "message": message}
+
+
+# --- the buyer API ----------------------------------------------------------------------------------
+
+DISPOSITIONS = ("new", "contacted", "quoted", "won", "lost", "bad")
+MAX_NOTE = 2000
+MAX_PAGE = 200
+
+
+def json_object(content_type: str | None, body: bytes) -> dict[str, Any]:
+    """A buyer API body: a JSON object (an empty body is an empty object)."""
+    kind = media_type(content_type)
+    if kind and kind not in JSON_TYPES and not kind.endswith("+json"):
+        raise BadPost(f"unsupported Content-Type {kind!r}: send application/json")
+    if not body.strip():
+        return {}
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, RecursionError):
+        raise BadPost("the body is not UTF-8 JSON") from None
+    except json.JSONDecodeError as exc:
+        raise BadPost(f"the body is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise BadPost(f"the body must be a JSON object, not {_json_kind(value)}")
+    return value
+
+
+def text_field(data: dict[str, Any], name: str, *, required: bool, max_length: int) -> str | None:
+    value = data.get(name)
+    if value is None or value == "":
+        if required:
+            raise BadPost(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise BadPost(f"{name} must be a string")
+    if len(value) > max_length:
+        raise BadPost(f"{name} must be at most {max_length} characters")
+    if "\x00" in value:
+        raise BadPost(f"{name} must not contain the NUL character")
+    return value
+
+
+def read_disposition(data: dict[str, Any]) -> tuple[str, str]:
+    disposition = text_field(data, "disposition", required=True, max_length=20)
+    if disposition not in DISPOSITIONS:
+        raise BadPost(f"disposition must be one of {', '.join(DISPOSITIONS)}")
+    return disposition, text_field(data, "note", required=False, max_length=MAX_NOTE) or ""
+
+
+def read_price(data: dict[str, Any]) -> str | int | float:
+    price = data.get("price")
+    if price is None or isinstance(price, bool) or not isinstance(price, str | int | float):
+        raise BadPost('price is required: a number or a string such as "12.50"')
+    if isinstance(price, str) and (len(price) > 50 or "\x00" in price):
+        raise BadPost("price must be at most 50 characters")
+    return price
+
+
+def read_instant(name: str, value: str | None) -> datetime | None:
+    """An ISO 8601 date or date-time (a date is its midnight UTC; a time without zone is UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadPost(f"{name} must be an ISO 8601 date or date-time") from None
+    return instant if instant.tzinfo is not None else instant.replace(tzinfo=UTC)
+
+
+def read_limit(value: str | None) -> int:
+    if value is None or value == "":
+        return 50
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE:
+        raise BadPost(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return int(value)
+
+
+def encode_cursor(delivered_at: datetime, delivery_id: uuid.UUID) -> str:
+    raw = f"{delivered_at.isoformat()}|{delivery_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str | None) -> tuple[datetime, uuid.UUID] | None:
+    if value is None or value == "":
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        at, _, delivery = raw.partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(delivery)
+    except (ValueError, UnicodeDecodeError):
+        raise BadPost("cursor is not one this API gave") from None
+
+
+def return_id_for(client_id: str, idempotency_key: str | None) -> uuid.UUID:
+    """The return id of a buyer's return request: derived from its Idempotency-Key (the same key
+    is the same request), else new."""
+    if idempotency_key is None:
+        return uuid.uuid4()
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"leadwire:buyer-return:{client_id}:{idempotency_key}")

@@ -17,14 +17,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from services.intake import rules, store
 from services.intake.rules import LeadState, Post
 from shared.api_keys import KeyRow
-from shared.contracts import InboundLead, LeadOutcome
+from shared.contracts import ConfirmPrice, InboundLead, LeadOutcome, ReturnRequest
 from shared.process import Process
 from shared.rpc import Reply, RequestFailed, RequestReply
 from shared.topology import Topology
@@ -194,3 +195,48 @@ async def call_back(deps: Deps, session: aiohttp.ClientSession, *, limit: int = 
 
     await asyncio.gather(*(one(c) for c in due))
     return len(due)
+
+
+# --- the buyer API: commands to the services that own the data ---------------------------------------
+
+BUYER_COMMAND_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class CommandAnswer:
+    """What the owning service answered (`reply`), or None when it did not answer in time."""
+
+    reply: dict[str, Any] | None
+
+
+async def _command(deps: Deps, routing_key: str, message: BaseModel, message_id: str) -> CommandAnswer:
+    try:
+        reply = await deps.rpc().request(
+            deps.topology.events.name, routing_key, message, timeout=BUYER_COMMAND_TIMEOUT, message_id=message_id
+        )
+    except TimeoutError:
+        return CommandAnswer(None)
+    except RequestFailed as exc:
+        raise Unavailable(f"the command could not be sent; send it again ({exc})") from exc
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    return CommandAnswer(body if isinstance(body, dict) else None)
+
+
+async def confirm_price(
+    deps: Deps, client_id: str, delivery_id: uuid.UUID, price: Any, message_id: str, confirmed_by: str
+) -> CommandAnswer:
+    """ConfirmPrice for the client's own delivery (delivery checks `client_id` again)."""
+    command = ConfirmPrice(delivery_id=delivery_id, price=price, client_id=client_id, confirmed_by=confirmed_by)
+    return await _command(deps, "delivery.confirm-price", command, message_id)
+
+
+async def request_return(
+    deps: Deps, client_id: str, lead_id: uuid.UUID, return_id: uuid.UUID, reason: str, comment: str | None, by: str
+) -> CommandAnswer:
+    command = ReturnRequest(
+        return_id=return_id, client_id=client_id, lead_id=lead_id, reason=reason, comment=comment, requested_by=by
+    )
+    return await _command(deps, "return.request", command, str(return_id))

@@ -20,8 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from services.intake import buyer_api, instructions, rules, usecases
-from shared import api_keys
-from shared.api_keys import KeyKind, KeyRow
+from services.intake.auth import authenticate, deps_of
 from shared.service import Runtime
 from shared.settings import Settings
 from shared.web import create_web_app
@@ -38,33 +37,6 @@ def json_error(request: Request, status: int, message: str) -> Response:
     if status == 404 and message in ("Not Found", ""):
         message = "no such resource"
     return JSONResponse(rules.error_body(status, message), status_code=status)
-
-
-def deps_of(request: Request) -> usecases.Deps:
-    deps: usecases.Deps = request.app.state.deps
-    return deps
-
-
-async def authenticate(request: Request, kind: KeyKind) -> KeyRow:
-    """The live API key of this kind the request carries (401 otherwise), counted against its
-    rate (429 with Retry-After when over)."""
-    deps = deps_of(request)
-    token = rules.presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-    key = await api_keys.authenticate(deps.process.pool, kind, token) if token else None
-    if key is None:
-        raise HTTPException(
-            401,
-            "a valid API key is required: Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": 'Bearer realm="leadwire"'},
-        )
-    wait = await usecases.over_rate(deps, f"{kind}:{key.key_id}", key.rate_per_second)
-    if wait is not None:
-        raise HTTPException(
-            429,
-            f"more than {key.rate_per_second} requests in one second with this key",
-            headers={"Retry-After": str(max(1, round(wait + 0.499)))},
-        )
-    return key
 
 
 def _answer(status: int, body: dict[str, Any]) -> JSONResponse:

@@ -50,6 +50,7 @@ NAVIGATION: list[NavEntry] = [
 # Links of the avatar menu (A5), above its sign-out buttons (which are forms, always there).
 AVATAR_MENU: list[NavEntry] = [
     NavEntry("Settings", "/settings"),
+    NavEntry("API keys", "/api-keys", admin_only=True),
 ]
 
 

@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from services.portal import access, appointments, assignment, dashboard, files, leads, orders, returns, users
+from services.portal import api_keys as api_key_pages
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
 from services.portal.pages import Portal, error_page
@@ -33,6 +34,7 @@ HERE = Path(__file__).parent
 # `install(portal)` run once). Part 2's pages are added here.
 PAGES: tuple[ModuleType, ...] = (access, dashboard, leads)
 PAGES += (settings_pages,)  # H1–H3
+PAGES += (api_key_pages,)  # buyer API keys (docs/buyer-api.md)
 PAGES += (users,)  # H4–H8
 PAGES += (returns,)  # D5, F1–F6
 PAGES += (orders,)  # G1–G14

@@ -131,6 +131,8 @@ async def running_intake(
     from services.router.main import build as build_router
 
     await apply_catalog_text(settings.database_url, catalog or intake_catalog(buyer))
+    # Small pools: the machine's one PostgreSQL serves every test run at once.
+    settings = settings.model_copy(update={"db_pool_max": 4})
     builders = {"router": build_router, "delivery": build_delivery, "returns": build_returns}
     chosen = [(name, settings) for name in services] + list((restricted or {}).items())
     async with AsyncExitStack() as stack:

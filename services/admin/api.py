@@ -447,3 +447,65 @@ async def decide_returns(request: Request, body: Decisions, staff: Staff = ApiOp
     once. 202: sent; poll `GET /returns?status=all` for the outcome."""
     count = await usecases.decide_returns(console_of(request).deps, staff, body.return_ids, body.decision, body.note)
     return Sent(sent=count)
+
+
+# --- Leads ---------------------------------------------------------------------------------------
+
+
+class LeadSummary(BaseModel):
+    id: uuid.UUID
+    source_id: str
+    idempotency_key: str
+    lead_type_id: str
+    status: str
+    reason: str | None
+    received_at: datetime
+    decided_at: datetime | None
+    sold_to: str | None
+
+
+class LeadPage(BaseModel):
+    leads: list[LeadSummary]
+    next_before: str | None = Field(description="Pass as `before` for the next (older) page")
+
+
+@router.get("/leads", responses=ERRORS)
+async def search_leads(
+    request: Request,
+    id: str | None = Query(None, max_length=100),
+    source: str | None = Query(None, max_length=200),
+    key: str | None = Query(None, max_length=200, description="idempotency key"),
+    status: str | None = Query(None, max_length=20),
+    type: str | None = Query(None, max_length=64, description="lead type id"),
+    from_: str | None = Query(None, alias="from", max_length=10, description="received on or after (YYYY-MM-DD, UTC)"),
+    to: str | None = Query(None, max_length=10, description="received on or before (YYYY-MM-DD, UTC)"),
+    contact: str | None = Query(None, max_length=200, description="an email or phone (any field value)"),
+    before: str | None = Query(None, max_length=200),
+    staff: Staff = ApiReader,
+) -> LeadPage:
+    """Lead search, newest first, 100 a page; the same filters and errors as the Leads page."""
+    rows, errors, _, after = await operations.search(console_of(request), request.query_params)
+    if errors:
+        raise usecases.Refused(errors)
+    return LeadPage(leads=[LeadSummary(**{k: r[k] for k in LeadSummary.model_fields}) for r in rows], next_before=after)
+
+
+class StepView(BaseModel):
+    at: datetime | None
+    kind: str
+    title: str
+    detail: str
+    body: str
+
+
+class LeadView(BaseModel):
+    lead: LeadSummary
+    timeline: list[StepView]
+
+
+@router.get("/leads/{lead_id}", responses={**ERRORS, 404: {"model": Problem}})
+async def get_lead(request: Request, lead_id: uuid.UUID, staff: Staff = ApiReader) -> LeadView:
+    """A lead and its timeline (post requests and responses masked)."""
+    lead, steps = await operations.lead_timeline(console_of(request), lead_id)
+    summary = LeadSummary(**{k: lead[k] for k in LeadSummary.model_fields if k != "sold_to"}, sold_to=None)
+    return LeadView(lead=summary, timeline=[StepView(**vars(s)) for s in steps])

@@ -5,19 +5,22 @@ to the owning service, or the console's own tables) with its audit row."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.admin import queries, usecases
+from services.admin import queries, rules, usecases
 from services.admin.auth import Operator, Reader, console_of
 from services.admin.console import Console, field
 from services.admin.rules import Staff
+from services.delivery.posting import mask_by_name
+from services.notifier.rules import new_lead_notification_id
 from services.returns import rules as return_rules
-from shared.catalog.model import Catalog
+from shared.catalog.model import Catalog, HttpDelivery
 
 router = APIRouter(include_in_schema=False)
 
@@ -148,3 +151,78 @@ async def decide_returns(request: Request, staff: Staff = Operator) -> Response:
     verb = "approval" if decision == "approve" else "denial"
     back = {"status": field(form, "status") or "pending", "client": field(form, "client"), "sent": f"{count} {verb}"}
     return RedirectResponse(console.url("/returns", back), status_code=303)
+
+
+# --- Leads ---------------------------------------------------------------------------------------
+
+
+def masker(catalog: Catalog, account_ids: set[str]) -> Callable[[str | None], str | None]:
+    """Masks a logged request or response again for the screen: delivery masked the account's
+    auth values and sensitive-looking fields when it logged them; this repeats the by-name masking
+    with the accounts' own `mask_fields`, in case the catalog named more since."""
+    extra: tuple[str, ...] = ()
+    for account_id in sorted(account_ids):
+        account = catalog.accounts_by_id.get(account_id)
+        if account is not None and isinstance(account.delivery, HttpDelivery):
+            extra += account.delivery.mask_fields
+    return lambda text: None if text is None else mask_by_name(text, extra)
+
+
+async def search(console: Console, params: Any) -> tuple[list[Any], dict[str, str], dict[str, str], str | None]:
+    filters, errors, typed = rules.parse_lead_search(params, console.catalog.lead_types_by_id)
+    if errors:
+        return [], errors, typed, None
+    rows = await queries.search_leads(console.pool, filters, limit=PAGE)
+    after = f"{rows[-1]['received_at'].isoformat()}|{rows[-1]['id']}" if len(rows) == PAGE else None
+    return rows, errors, typed, after
+
+
+PAGE = 100
+
+
+@router.get("/leads")
+async def leads_page(request: Request, staff: Staff = Reader) -> Response:
+    console = console_of(request)
+    rows, errors, typed, after = await search(console, request.query_params)
+    return console.render(
+        request,
+        "leads.html",
+        400 if errors else 200,
+        rows=rows,
+        errors=errors,
+        q=typed,
+        next_before=after,
+        statuses=rules.LEAD_STATUSES,
+        lead_types=console.catalog.lead_types,
+        searched=any(typed.values()),
+    )
+
+
+async def lead_timeline(console: Console, lead_id: uuid.UUID) -> tuple[Any, list[rules.Step]]:
+    lead = await queries.lead(console.pool, lead_id)
+    if lead is None:
+        raise HTTPException(404, f"There is no lead {lead_id}.")
+    history = await queries.lead_history(console.pool, lead_id)
+    users_by_client: dict[str, list[Any]] = {}
+    for user in history["users"]:
+        users_by_client.setdefault(user["client_id"], []).append(user["id"])
+    ids = [d["id"] for d in history["deliveries"]]
+    ids += [
+        new_lead_notification_id(d["id"], user_id)
+        for d in history["deliveries"]
+        for user_id in users_by_client.get(d["client_id"], [])
+    ]
+    sent = await queries.emails(console.pool, ids) if ids else []
+    accounts = {d["delivery_account_id"] for d in history["deliveries"]}
+    return lead, rules.timeline(lead, history, sent, masker(console.catalog, accounts))
+
+
+@router.get("/leads/{lead_id}")
+async def lead_page(request: Request, lead_id: str, staff: Staff = Reader) -> Response:
+    console = console_of(request)
+    try:
+        parsed = uuid.UUID(lead_id)
+    except ValueError:
+        raise HTTPException(404, "There is no such lead.") from None
+    lead, steps = await lead_timeline(console, parsed)
+    return console.render(request, "lead.html", lead=lead, steps=steps)

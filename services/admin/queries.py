@@ -142,3 +142,123 @@ async def return_statuses(conn: asyncpg.Connection | asyncpg.Pool, ids: list[Any
         statement("SELECT id, client_id, status FROM returns WHERE id = ANY(CAST(:ids AS uuid[]))", ids=ids),
     )
     return {r["id"]: r for r in rows}
+
+
+# --- Leads ---------------------------------------------------------------------------------------
+
+LEAD_COLUMNS = (
+    "l.id, l.source_id, l.idempotency_key, l.lead_type_id, l.fields, l.status, l.reason, l.errors,"
+    " l.original_lead_id, l.force_id, l.fingerprint, l.plan, l.skipped, l.max_sales, l.received_at, l.decided_at"
+)
+
+
+async def search_leads(pool: asyncpg.Pool, f: dict[str, Any], *, limit: int) -> list[asyncpg.Record]:
+    """Leads matching every filter given (None: not filtered), newest first. `contact` matches any
+    field value (email, phone digits...) through the trigram index of migration 0030."""
+    return await sql.fetch(
+        pool,
+        statement(
+            f"SELECT {LEAD_COLUMNS},"
+            " (SELECT string_agg(DISTINCT d.client_id, ', ') FROM deliveries d"
+            "  WHERE d.lead_id = l.id AND d.status = 'succeeded') AS sold_to"
+            " FROM leads l WHERE (CAST(:id AS uuid) IS NULL OR l.id = :id)"
+            " AND (CAST(:source AS text) IS NULL OR l.source_id = :source)"
+            " AND (CAST(:key AS text) IS NULL OR l.idempotency_key = :key)"
+            " AND (CAST(:status AS text) IS NULL OR l.status = :status)"
+            " AND (CAST(:type AS text) IS NULL OR l.lead_type_id = :type)"
+            " AND (CAST(:from AS timestamptz) IS NULL OR l.received_at >= :from)"
+            " AND (CAST(:to AS timestamptz) IS NULL OR l.received_at < :to)"
+            " AND (CAST(:contact AS text) IS NULL"
+            "      OR jsonb_path_query_array(l.fields, '$.*')::text ILIKE '%' || :contact || '%'"
+            "      OR jsonb_path_query_array(l.fields, '$.*')::text ILIKE '%' || CAST(:typed AS text) || '%')"
+            " AND (CAST(:before_at AS timestamptz) IS NULL OR (l.received_at, l.id) < (:before_at, :before_id))"
+            " ORDER BY l.received_at DESC, l.id DESC LIMIT :limit",
+            id=f.get("id"),
+            source=f.get("source"),
+            key=f.get("key"),
+            status=f.get("status"),
+            type=f.get("type"),
+            **{"from": f.get("from"), "to": f.get("to")},
+            contact=f.get("contact"),
+            typed=f.get("contact_as_typed"),
+            before_at=f.get("before_at"),
+            before_id=f.get("before_id"),
+            limit=limit,
+        ),
+    )
+
+
+async def lead(pool: asyncpg.Pool, lead_id: Any) -> asyncpg.Record | None:
+    return await sql.fetchrow(pool, statement(f"SELECT {LEAD_COLUMNS} FROM leads l WHERE l.id = :id", id=lead_id))
+
+
+async def lead_history(pool: asyncpg.Pool, lead_id: Any) -> dict[str, list[asyncpg.Record]]:
+    """Everything that happened to a lead, from the tables that record it."""
+    async with pool.acquire() as conn:
+        deliveries = await sql.fetch(
+            conn,
+            statement(
+                "SELECT id, client_id, delivery_account_id, price, account_price, status, attempts, reason,"
+                " group_id, order_id, created_at, completed_at FROM deliveries WHERE lead_id = :id ORDER BY created_at",
+                id=lead_id,
+            ),
+        )
+        ids = [d["id"] for d in deliveries]
+        attempts = await sql.fetch(
+            conn,
+            statement(
+                "SELECT delivery_id, attempt, started_at, duration_ms, request, status_code, response, outcome, error"
+                " FROM delivery_attempts WHERE delivery_id = ANY(CAST(:ids AS uuid[])) ORDER BY started_at, attempt",
+                ids=ids,
+            ),
+        )
+        confirmations = await sql.fetch(
+            conn,
+            statement(
+                "SELECT delivery_id, offered, outcome, price_before, price_after, reason, created_at"
+                " FROM delivery_price_confirmations WHERE delivery_id = ANY(CAST(:ids AS uuid[])) ORDER BY created_at",
+                ids=ids,
+            ),
+        )
+        returns = await sql.fetch(
+            conn,
+            statement(
+                "SELECT id, client_id, reason, comment, status, decision_reason, note, requested_by, decided_by,"
+                " credit, requested_at, decided_at FROM returns WHERE lead_id = :id ORDER BY requested_at",
+                id=lead_id,
+            ),
+        )
+        duplicates = await sql.fetch(
+            conn,
+            statement(
+                "SELECT id, source_id, received_at, status FROM leads WHERE original_lead_id = :id"
+                " ORDER BY received_at LIMIT 50",
+                id=lead_id,
+            ),
+        )
+        users = await sql.fetch(
+            conn,
+            statement(
+                "SELECT id, client_id FROM portal_users WHERE client_id = ANY(CAST(:clients AS text[]))",
+                clients=sorted({d["client_id"] for d in deliveries}),
+            ),
+        )
+    return {
+        "deliveries": deliveries,
+        "attempts": attempts,
+        "confirmations": confirmations,
+        "returns": returns,
+        "duplicates": duplicates,
+        "users": users,
+    }
+
+
+async def emails(pool: asyncpg.Pool, notification_ids: list[Any]) -> list[asyncpg.Record]:
+    return await sql.fetch(
+        pool,
+        statement(
+            "SELECT notification_id, kind, recipients, subject, status, attempts, last_error, created_at, sent_at"
+            " FROM notification_sends WHERE notification_id = ANY(CAST(:ids AS uuid[])) ORDER BY created_at",
+            ids=notification_ids,
+        ),
+    )

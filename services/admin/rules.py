@@ -429,3 +429,247 @@ def option_changes(before: Any, after: Any) -> dict[str, Any]:
                 group.apply_groups_as_criteria,
             ]
     return changes
+
+
+# --- Leads ---------------------------------------------------------------------------------------
+
+LEAD_STATUSES = ("routing", "sold", "unsold", "duplicate", "rejected")
+
+
+def parse_lead_search(params: Any, lead_types: Any) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """(filters for queries.search_leads, errors by field, the values as typed) of the lead search
+    form. Dates are UTC days: `to` includes its whole day."""
+    import uuid as uuid_module
+    from datetime import UTC, date, datetime, time, timedelta
+
+    typed = {
+        k: str(params.get(k) or "").strip()
+        for k in ("id", "source", "key", "status", "type", "from", "to", "contact", "before")
+    }
+    errors: dict[str, str] = {}
+    filters: dict[str, Any] = {}
+    if typed["id"]:
+        try:
+            filters["id"] = uuid_module.UUID(typed["id"])
+        except ValueError:
+            errors["id"] = "A lead id looks like 3f2b8c1e-…: 32 hex digits."
+    for name, label in (("source", "A source id"), ("key", "An idempotency key")):
+        if len(typed[name]) > 200:
+            errors[name] = f"{label} has at most 200 characters."
+        elif typed[name]:
+            filters[name] = typed[name]
+    if typed["status"]:
+        if typed["status"] in LEAD_STATUSES:
+            filters["status"] = typed["status"]
+        else:
+            errors["status"] = "Choose a status from the list."
+    if typed["type"]:
+        if typed["type"] in lead_types:
+            filters["type"] = typed["type"]
+        else:
+            errors["type"] = "Choose a lead type from the list."
+    days: dict[str, date] = {}
+    for name in ("from", "to"):
+        if typed[name]:
+            try:
+                day = date.fromisoformat(typed[name])
+                if not 2000 <= day.year <= 2100:
+                    raise ValueError
+                days[name] = day
+            except ValueError:
+                errors[name] = "Enter a date as YYYY-MM-DD (between 2000 and 2100)."
+    if "from" in days:
+        filters["from"] = datetime.combine(days["from"], time(0), UTC)
+    if "to" in days:
+        filters["to"] = datetime.combine(days["to"], time(0), UTC) + timedelta(days=1)
+    if "from" in days and "to" in days and days["to"] < days["from"]:
+        errors["to"] = "The end date is before the start date."
+    contact = typed["contact"]
+    if contact:
+        if len(contact) > 200:
+            errors["contact"] = "Search for at most 200 characters."
+        elif "@" not in contact and sum(c.isdigit() for c in contact) >= 7 and not any(c.isalpha() for c in contact):
+            # Valid leads keep phones as digits; duplicates and rejected leads keep them as sent.
+            filters["contact"] = "".join(c for c in contact if c.isdigit())
+            filters["contact_as_typed"] = _like(contact)
+        elif len(contact) < 3:
+            errors["contact"] = "Enter at least 3 characters of an email or a phone number."
+        else:
+            filters["contact"] = _like(contact)
+    if typed["before"]:
+        at, _, lead_id = typed["before"].partition("|")
+        try:
+            filters["before_at"] = datetime.fromisoformat(at)
+            filters["before_id"] = uuid_module.UUID(lead_id)
+            if filters["before_at"].tzinfo is None:
+                raise ValueError
+        except ValueError:
+            errors["before"] = "That page link is not valid any more."
+    return filters, errors, typed
+
+
+def _like(text: str) -> str:
+    """Text for inside ILIKE '%…%': its own wildcards escaped."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of a lead's timeline."""
+
+    at: Any  # datetime or None (a step with no time of its own sorts after its parent)
+    kind: str  # received, duplicate_check, plan, delivery, attempt, price, delivery_done, outcome, return, email
+    title: str
+    detail: str = ""
+    body: str = ""  # a masked request or response
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any) -> list[Step]:
+    """received → duplicate check → plan → deliveries and their post attempts (request and
+    response masked by `mask`) → outcome → returns → emails, in time order (steps without a time
+    of their own keep their place)."""
+    steps = [
+        Step(
+            lead["received_at"],
+            "received",
+            f"Received from source {lead['source_id']} as {lead['lead_type_id']}",
+            f"idempotency key {lead['idempotency_key']}"
+            + (f"; force id {lead['force_id']}" if lead["force_id"] else ""),
+            mask(_json(lead["fields"])) or "",
+        )
+    ]
+    if lead["status"] == "rejected":
+        steps.append(
+            Step(
+                lead["received_at"],
+                "duplicate_check",
+                "Rejected before routing",
+                lead["reason"] or "",
+                _json(lead["errors"]) if lead["errors"] else "",
+            )
+        )
+    elif lead["status"] == "duplicate" or lead["original_lead_id"] is not None:
+        steps.append(
+            Step(
+                lead["received_at"],
+                "duplicate_check",
+                f"Duplicate of lead {lead['original_lead_id']}",
+                "routed as a duplicate" if lead["status"] != "duplicate" else "recorded, not routed",
+            )
+        )
+    elif lead["fingerprint"]:
+        steps.append(
+            Step(
+                lead["received_at"],
+                "duplicate_check",
+                "Duplicate check: an original",
+                f"fingerprint {lead['fingerprint'][:16]}…",
+            )
+        )
+    else:
+        steps.append(
+            Step(
+                lead["received_at"], "duplicate_check", "Duplicate check: none (the lead type has no duplicate fields)"
+            )
+        )
+    if lead["plan"] or lead["skipped"]:
+        steps.append(
+            Step(
+                lead["received_at"],
+                "plan",
+                "Plan: client groups in order",
+                f"max sales {lead['max_sales']}",
+                _json({"plan": lead["plan"], "skipped": lead["skipped"]}),
+            )
+        )
+    attempts: dict[Any, list[Any]] = {}
+    for attempt in history["attempts"]:
+        attempts.setdefault(attempt["delivery_id"], []).append(attempt)
+    for delivery in history["deliveries"]:
+        steps.append(
+            Step(
+                delivery["created_at"],
+                "delivery",
+                f"Delivery to {delivery['client_id']} / {delivery['delivery_account_id']} at {delivery['price']}",
+                f"delivery {delivery['id']}"
+                + (f", group {delivery['group_id']}" if delivery["group_id"] else "")
+                + (f", order {delivery['order_id']}" if delivery["order_id"] else ""),
+            )
+        )
+        for attempt in attempts.get(delivery["id"], []):
+            status = f"HTTP {attempt['status_code']}" if attempt["status_code"] is not None else "no answer"
+            steps.append(
+                Step(
+                    attempt["started_at"],
+                    "attempt",
+                    f"Post attempt {attempt['attempt']}: {attempt['outcome']} ({status}, {attempt['duration_ms']} ms)",
+                    attempt["error"] or "",
+                    f"request:\n{mask(attempt['request']) or ''}\n\nresponse:\n{mask(attempt['response']) or ''}",
+                )
+            )
+        if delivery["completed_at"] is not None or delivery["status"] == "failed":
+            steps.append(
+                Step(
+                    delivery["completed_at"],
+                    "delivery_done",
+                    f"Delivery {delivery['status']}"
+                    f" ({delivery['delivery_account_id']}, {delivery['attempts']} attempt(s))",
+                    delivery["reason"] or "",
+                )
+            )
+    for c in history["confirmations"]:
+        steps.append(
+            Step(
+                c["created_at"],
+                "price",
+                f"Price confirmation {c['outcome']}: {c['price_before']} → {c['price_after']}",
+                c["reason"] or f"offered {c['offered']}",
+            )
+        )
+    if lead["decided_at"] is not None:
+        steps.append(Step(lead["decided_at"], "outcome", f"Outcome: {lead['status']}", lead["reason"] or ""))
+    for r in history["returns"]:
+        steps.append(
+            Step(
+                r["requested_at"], "return", f"Return requested by {r['client_id']}: {r['reason']}", r["comment"] or ""
+            )
+        )
+        if r["decided_at"] is not None:
+            steps.append(
+                Step(
+                    r["decided_at"],
+                    "return",
+                    f"Return {r['status']} ({r['decision_reason']})",
+                    " ".join(
+                        x
+                        for x in (
+                            r["note"] or "",
+                            f"by {r['decided_by']}" if r["decided_by"] else "",
+                            f"credit {r['credit']}" if r["credit"] else "",
+                        )
+                        if x
+                    ),
+                )
+            )
+    for e in emails:
+        steps.append(
+            Step(
+                e["created_at"],
+                "email",
+                f"Email {e['kind']}: {e['status']}",
+                f"to {', '.join(e['recipients'])}; {e['subject']}"
+                + (f"; last error: {e['last_error']}" if e["last_error"] else ""),
+            )
+        )
+    # A step without a time of its own stays right after the step before it.
+    keyed, last = [], lead["received_at"]
+    for position, step in enumerate(steps):
+        last = step.at or last
+        keyed.append((last, position, step))
+    return [step for _, _, step in sorted(keyed, key=lambda k: (k[0], k[1]))]

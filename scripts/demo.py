@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,11 @@ SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier")
 DEMO_CLIENT = "sunrise"
 DEMO_EMAIL = "demo@sunrise.example"
 DEMO_PASSWORD = "leadwire-demo"
+# The demo buyer's team (same password): Dana sees her downline (Sam); Sam sees his own leads.
+DEMO_TEAM = (
+    ("dana@sunrise.example", "Dana Lead", ["--view-downline", "--parent", DEMO_EMAIL]),
+    ("sam@sunrise.example", "Sam Seller", ["--parent", "dana@sunrise.example"]),
+)
 # The admin console's demo owner (docs/admin.md).
 DEMO_STAFF_EMAIL = "admin@leadwire.example"
 DEMO_STAFF_PASSWORD = "leadwire-admin-demo"
@@ -139,10 +145,11 @@ def create_demo_staff(env: dict[str, str]) -> str:
     raise RuntimeError(f"could not create the demo staff login: {result.stderr.strip()}")
 
 
-def create_demo_login(env: dict[str, str]) -> str:
-    """The demo buyer's portal user, made with the same command a seller uses."""
+def create_demo_login(env: dict[str, str], email: str = DEMO_EMAIL, name: str = "Demo Buyer", *extra: str) -> str:
+    """A demo portal user (the demo buyer, an admin, by default), made with the same command a
+    seller uses."""
     argv = [sys.executable, "-m", "shared.cli", "portal", "create-user", "--client", DEMO_CLIENT]
-    argv += ["--email", DEMO_EMAIL, "--name", "Demo Buyer", "--admin"]
+    argv += ["--email", email, "--name", name, *(extra or ("--admin",))]
     result = subprocess.run(
         argv, cwd=ROOT, env={**env, "LEADWIRE_PASSWORD": DEMO_PASSWORD}, capture_output=True, text=True
     )
@@ -171,7 +178,10 @@ async def book_appointments(settings: Settings, pool: asyncpg.Pool, stop: asynci
                 " ORDER BY completed_at DESC LIMIT 1",
                 DEMO_CLIENT,
             )
-            user = await pool.fetchval("SELECT id FROM portal_users WHERE lower(email) = $1", DEMO_EMAIL)
+            users = await pool.fetch(
+                "SELECT id FROM portal_users WHERE client_id = $1 AND enabled ORDER BY created_at", DEMO_CLIENT
+            )
+            user = random.choice(users)["id"] if users else None
             if lead is None or user is None:
                 continue
             now = datetime.now(UTC)
@@ -193,6 +203,55 @@ async def book_appointments(settings: Settings, pool: asyncpg.Pool, stop: asynci
             await exchange.publish(message, routing_key="appointment.create")
     finally:
         await connection.close()
+
+
+CSRF_FIELD = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+async def assign_leads(portal_url: str, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Every 15 s the demo buyer (an admin) assigns Sunrise's newest unassigned lead to Dana or Sam
+    through the portal itself (sign in, the lead page's Assign form), so their scoped views and
+    new-lead notifications have something to show."""
+    import httpx  # a test dependency, installed by scripts/bootstrap.sh
+
+    async with httpx.AsyncClient(base_url=portal_url, timeout=10) as http:
+        signed_in = False
+        turn = 0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 15)
+                break
+            except TimeoutError:
+                pass
+            team = await pool.fetch(
+                "SELECT id FROM portal_users WHERE client_id = $1 AND lower(email) = ANY($2::text[]) ORDER BY email",
+                DEMO_CLIENT,
+                [email for email, _, _ in DEMO_TEAM],
+            )
+            lead = await pool.fetchval(
+                "SELECT d.lead_id FROM deliveries d WHERE d.client_id = $1 AND d.status = 'succeeded' AND NOT EXISTS"
+                " (SELECT 1 FROM lead_assignments a WHERE a.client_id = d.client_id AND a.lead_id = d.lead_id)"
+                " ORDER BY d.completed_at DESC LIMIT 1",
+                DEMO_CLIENT,
+            )
+            if not team or lead is None:
+                continue
+            try:
+                if not signed_in:
+                    page = await http.get("/login")
+                    token = CSRF_FIELD.search(page.text)
+                    form = {"email": DEMO_EMAIL, "password": DEMO_PASSWORD, "csrf": token.group(1) if token else ""}
+                    signed_in = (await http.post("/login", data=form)).status_code == 303
+                page = await http.get(f"/leads/{lead}")
+                token = CSRF_FIELD.search(page.text)
+                if page.status_code != 200 or token is None:
+                    signed_in = False
+                    continue
+                turn += 1
+                assignee = team[turn % len(team)]["id"]
+                await http.post(f"/leads/{lead}/assign", data={"csrf": token.group(1), "assignee": str(assignee)})
+            except httpx.HTTPError:
+                signed_in = False
 
 
 async def summary(pool: asyncpg.Pool, published: int, started: float) -> str:
@@ -266,7 +325,11 @@ async def main() -> int:
     )
     print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
     login = create_demo_login(env)
+    for email, name, flags in DEMO_TEAM:
+        create_demo_login(env, email, name, *flags)
     print(f"==> Client Portal: {portal_url}/login  (demo buyer {DEMO_EMAIL} / {DEMO_PASSWORD}, {login})")
+    team = ", ".join(f"{email} ({name})" for email, name, _ in DEMO_TEAM)
+    print(f"    its team, same password: {team}")
     staff = create_demo_staff(env)
     print(f"==> Admin console: {admin_url}/login  (demo owner {DEMO_STAFF_EMAIL} / {DEMO_STAFF_PASSWORD}, {staff})")
     print(metrics_summary(settings, processes.slots))
@@ -281,12 +344,14 @@ async def main() -> int:
     started = time.monotonic()
     publisher: asyncio.Task[None] | None = None
     booker: asyncio.Task[None] | None = None
+    assigner: asyncio.Task[None] | None = None
     status = 0
     try:
         # Wait until the services have declared the topology before publishing.
         await wait_for_exchange(settings, stop)
         publisher = asyncio.create_task(publish_leads(settings, args.rate, stop, published))
         booker = asyncio.create_task(book_appointments(settings, pool, stop))
+        assigner = asyncio.create_task(assign_leads(portal_url, pool, stop))
         print(f"==> publishing {args.rate:g} sample leads/s to {settings.namespace}.inbound; Ctrl-C to stop")
         deadline = started + args.duration if args.duration else None
         while not stop.is_set():
@@ -309,6 +374,8 @@ async def main() -> int:
                 await publisher
             if booker is not None:
                 await booker
+            if assigner is not None:
+                await assigner
             await asyncio.sleep(1.5)  # let in-flight leads finish before the final summary
             print((await summary(pool, published[0], started)).replace("---", "=== final"), flush=True)
             await pool.close()

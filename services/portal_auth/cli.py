@@ -15,7 +15,7 @@ import os
 import sys
 from datetime import UTC, datetime
 
-from services.portal_auth import rules, usecases
+from services.portal_auth import rules, store, usecases
 from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from shared import db
@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--name", default="")
     create.add_argument("--admin", action="store_true", help="Admin Access: every area, manages users")
     create.add_argument("--view-downline", action="store_true", help="sees the leads of the users below them")
+    create.add_argument("--parent", metavar="EMAIL", help="the user above this one (a user of the same client)")
+    create.add_argument("--notify-new-leads", action="store_true", help="turn the new-lead notification on")
     create.add_argument(
         "--invite",
         action="store_true",
@@ -74,6 +76,13 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
         if args.client not in catalog.clients_by_id:
             print(f"no client {args.client!r} in the catalog (apply it first: leadwire catalog apply)", file=sys.stderr)
             return 1
+        parent_id = None
+        if args.parent:
+            parent = await store.user_by_email(conn, rules.email_key(args.parent))
+            if parent is None or parent["client_id"] != args.client:
+                print(f"no portal user {args.parent!r} in client {args.client!r}", file=sys.stderr)
+                return 1
+            parent_id = parent["id"]
         deps = usecases.Deps(
             # add_user works on the connection it is given: no pool.
             Standalone(None, catalog, settings),
@@ -92,6 +101,8 @@ async def _create_user(args: argparse.Namespace, settings: Settings) -> int:
                     password_hash=password_hash,
                     is_admin=args.admin,
                     view_downline=args.view_downline,
+                    notify_new_leads=args.notify_new_leads,
+                    parent_user_id=parent_id,
                     now=datetime.now(UTC),
                 )
         except usecases.Refused as refused:

@@ -4,6 +4,7 @@ what it received."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -12,7 +13,10 @@ import pytest
 import pytest_asyncio
 
 from services.notifier.main import build
-from shared.contracts import LeadOutcome, NotificationRequested, SoldDelivery
+from services.notifier.usecases import notify_assigned_lead
+from shared import db
+from shared.catalog.store import load_latest
+from shared.contracts import LeadAssigned, LeadOutcome, NotificationRequested, SoldDelivery
 from shared.portal_links import read_link_token
 from shared.topology import Topology
 from tests.notifier_support import (
@@ -176,6 +180,63 @@ async def test_new_lead_notifications_reach_only_the_buying_clients_subscribed_a
     assert claims is not None and (claims.client_id, claims.lead_id) == ("acme", lead_id)
     record = await conn.fetchrow("SELECT kind, status, recipients FROM notification_sends")
     assert (record["kind"], record["status"], record["recipients"]) == ("new_lead", "sent", ["bea@acme.example.com"])
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+async def test_an_assignment_tells_the_assignee_and_the_view_downline_users_above_once(settings, conn, catalog):
+    """lead.assigned: new-lead emails to the subscribed users the assignment brings the lead to —
+    the assignee and the View Downline users above them; not admins (told at the sale), not a user
+    above without View Downline, not a colleague elsewhere. A repeat queues nothing."""
+    admin = await add_portal_user(conn, "acme", "admin@acme.example.com", notify_new_leads=True, is_admin=True)
+    boss = await add_portal_user(conn, "acme", "boss@acme.example.com", notify_new_leads=True)
+    dana = await add_portal_user(conn, "acme", "dana@acme.example.com", notify_new_leads=True)
+    carl = await add_portal_user(conn, "acme", "carl@acme.example.com", name="Carl", notify_new_leads=True)
+    await add_portal_user(conn, "acme", "eve@acme.example.com", notify_new_leads=True)
+    quiet = await add_portal_user(conn, "acme", "quiet@acme.example.com")
+    # boss (no View Downline) > dana (View Downline) > quiet > carl
+    for user, parent, downline in (
+        (dana, boss, True),
+        (quiet, dana, False),
+        (carl, quiet, False),
+        (boss, admin, False),
+    ):
+        await conn.execute(
+            "UPDATE portal_users SET parent_user_id = $2, view_downline = $3 WHERE id = $1", user, parent, downline
+        )
+    lead_id, delivery_id = await add_sold_lead(conn, "acme", {"first_name": "Assigned", "phone": "4155550100"})
+    event = LeadAssigned(
+        assignment_id=uuid.uuid4(),
+        client_id="acme",
+        lead_id=lead_id,
+        delivery_id=delivery_id,
+        user_id=carl,
+        assigned_by=admin,
+        assigned_at=datetime.now(UTC),
+    )
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        _, catalog_now = await load_latest(pool)
+        assert await notify_assigned_lead(pool, catalog_now, settings, event, "m1") == 2
+        assert await notify_assigned_lead(pool, catalog_now, settings, event, "m1") == 0  # a repeat
+        # Reassigned to Dana herself and back to Carl: nobody is told twice.
+        again = event.model_copy(update={"assignment_id": uuid.uuid4(), "user_id": dana})
+        assert await notify_assigned_lead(pool, catalog_now, settings, again, "m2") == 1  # Dana, queued again ...
+    finally:
+        await pool.close()
+    rows = await conn.fetch("SELECT payload FROM outbox WHERE routing_key = 'notify.new_lead'")
+    requests = [NotificationRequested.model_validate(_json(r["payload"])) for r in rows]
+    assert sorted(r.to[0] for r in requests) == [
+        "carl@acme.example.com",
+        "dana@acme.example.com",
+        "dana@acme.example.com",
+    ]
+    # ... but with the same notification id for Dana: notifier's send record sends it once.
+    assert len({r.notification_id for r in requests}) == 2
+    carls = next(r for r in requests if r.to == ["carl@acme.example.com"])
+    assert carls.data.model_dump(exclude_unset=True)["assigned_to"] == "you"
 
 
 # --- SMTP failures ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ example catalog, serves a demo buyer endpoint, publishes a stream of sample lead
 some duplicates) to the inbound exchange, and prints a live summary of what was sold to whom.
 The Client Portal runs too (uvicorn, at PORTAL_BASE_URL), with a demo buyer login for Sunrise
 Solar; now and then an appointment is booked on one of Sunrise's leads, so its dashboard fills up.
-The admin console runs too (uvicorn, at ADMIN_BASE_URL), with a demo owner login.
+The admin console runs too (uvicorn, at ADMIN_BASE_URL), with a demo owner login. The HTTP
+intake runs on 127.0.0.1:8081; every third lead of source "web" is posted there with a source key.
 
   scripts/run                      # until Ctrl-C
   scripts/run --duration 30 --rate 20
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import signal
@@ -29,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiohttp
 import asyncpg
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +42,7 @@ from harness.buyer import Answer, FakeBuyer, ReceivedRequest  # noqa: E402
 from harness.catalog import apply_catalog_text  # noqa: E402
 from harness.processes import Processes, service_env  # noqa: E402
 from services.admin.config import AdminConfig  # noqa: E402
-from shared import db, metrics  # noqa: E402
+from shared import api_keys, db, metrics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
@@ -106,14 +109,53 @@ def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
     return lead
 
 
-async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, counter: list[int]) -> None:
+# The HTTP intake's address: INTAKE_BASE_URL (default http://127.0.0.1:8081).
+INTAKE_URL = os.environ.get("INTAKE_BASE_URL", "http://127.0.0.1:8081").rstrip("/")
+INTAKE_ADDRESS = [
+    "--host",
+    urlsplit(INTAKE_URL).hostname or "127.0.0.1",
+    "--port",
+    str(urlsplit(INTAKE_URL).port or 80),
+]
+INTAKE_ADDRESS += ["--log-level", "warning"]
+
+
+async def post_over_http(http: aiohttp.ClientSession, key: str, lead: dict[str, Any]) -> None:
+    """A lead of source "web" posted to the intake service (docs/intake.md), answered at once."""
+    try:
+        async with http.post(
+            f"{INTAKE_URL}/v1/leads/{lead['lead_type']}?wait=0",
+            json={"fields": lead["fields"]},
+            headers={"Authorization": f"Bearer {key}", "Idempotency-Key": f"demo-http-{uuid.uuid4()}"},
+        ) as answer:
+            await answer.read()
+    except aiohttp.ClientError as exc:
+        print(f"!!! HTTP post failed: {exc}", flush=True)
+
+
+async def publish_leads(
+    settings: Settings, rate: float, stop: asyncio.Event, counter: list[int], http_key: str | None = None
+) -> None:
     connection = await aio_pika.connect_robust(settings.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(f"{settings.namespace}.inbound")
     recent: list[dict[str, Any]] = []
+    http = aiohttp.ClientSession()
+    posts: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
             lead = sample_lead(counter[0], recent)
+            if http_key and lead["source"] == "web" and counter[0] % 3 == 0:
+                # Every third lead of source "web" comes over HTTP, with its source key.
+                task = asyncio.create_task(post_over_http(http, http_key, lead))
+                posts.add(task)
+                task.add_done_callback(posts.discard)
+                counter[0] += 1
+                try:
+                    await asyncio.wait_for(stop.wait(), 1 / rate)
+                except TimeoutError:
+                    pass
+                continue
             await exchange.publish(
                 aio_pika.Message(
                     json.dumps(lead).encode(),
@@ -129,6 +171,8 @@ async def publish_leads(settings: Settings, rate: float, stop: asyncio.Event, co
             except TimeoutError:
                 pass
     finally:
+        await asyncio.gather(*posts)
+        await http.close()
         await connection.close()
 
 
@@ -323,6 +367,10 @@ async def main() -> int:
             "warning",
         ],
     )
+    processes.spawn(
+        "intake",
+        [sys.executable, "-m", "uvicorn", "--factory", "services.intake.web:create_app", *INTAKE_ADDRESS],
+    )
     print(f"==> started {', '.join(f'{n} (pid {pid})' for n, pid in processes.pids().items())}")
     login = create_demo_login(env)
     for email, name, flags in DEMO_TEAM:
@@ -340,6 +388,8 @@ async def main() -> int:
         loop.add_signal_handler(sig, stop.set)
 
     pool = await db.create_pool(settings.database_url, min_size=1, max_size=2)
+    source_key = (await api_keys.create_source_key(pool, "web", label="scripts/run demo", rate_per_second=100)).token
+    print(f"==> HTTP intake: {INTAKE_URL}/  (posting instructions; a source key of web posts a third of its leads)")
     published = [0]
     started = time.monotonic()
     publisher: asyncio.Task[None] | None = None
@@ -349,7 +399,7 @@ async def main() -> int:
     try:
         # Wait until the services have declared the topology before publishing.
         await wait_for_exchange(settings, stop)
-        publisher = asyncio.create_task(publish_leads(settings, args.rate, stop, published))
+        publisher = asyncio.create_task(publish_leads(settings, args.rate, stop, published, source_key))
         booker = asyncio.create_task(book_appointments(settings, pool, stop))
         assigner = asyncio.create_task(assign_leads(portal_url, pool, stop))
         print(f"==> publishing {args.rate:g} sample leads/s to {settings.namespace}.inbound; Ctrl-C to stop")

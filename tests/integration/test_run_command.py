@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -10,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from shared import db
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +34,7 @@ def test_run_command_shows_leads_being_sold(settings):
         "LEADWIRE_RETRY_DELAYS": json.dumps(list(settings.retry_delays)),
         "PORTAL_BASE_URL": f"http://127.0.0.1:{_free_port()}/portal",
         "ADMIN_BASE_URL": f"http://127.0.0.1:{_free_port()}/admin",
+        "INTAKE_BASE_URL": f"http://127.0.0.1:{_free_port()}",
     }
     result = subprocess.run(
         ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
@@ -47,6 +51,10 @@ def test_run_command_shows_leads_being_sold(settings):
     # And the admin console, with its demo owner.
     assert f"Admin console: {env['ADMIN_BASE_URL']}/login" in result.stdout
     assert "demo owner admin@leadwire.example / leadwire-admin-demo" in result.stdout
+    # The HTTP intake ran, and sample leads came in over HTTP as well as AMQP.
+    assert f"HTTP intake: {env['INTAKE_BASE_URL']}/" in result.stdout
+    by_http, by_amqp = asyncio.run(_leads_by_path(settings.database_url))
+    assert by_http > 0 and by_amqp > 0
     # Where each process serves its metrics (docs/operations.md).
     assert "router http://127.0.0.1:9101/metrics" in result.stdout
     assert "portal http://127.0.0.1:9106/metrics" in result.stdout
@@ -58,3 +66,15 @@ def test_run_command_shows_leads_being_sold(settings):
     buyers = re.findall(r"sold to (\S+)\s+(\d+) leads", final)
     # A lead sold in a shared group counts once per buyer that bought it.
     assert buyers and sum(int(n) for _, n in buyers) >= sold
+
+
+async def _leads_by_path(database_url: str) -> tuple[int, int]:
+    conn = await db.connect(database_url)
+    try:
+        row = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE idempotency_key LIKE 'demo-http-%') AS http,"
+            " count(*) FILTER (WHERE idempotency_key NOT LIKE 'demo-http-%') AS amqp FROM leads"
+        )
+        return int(row["http"]), int(row["amqp"])
+    finally:
+        await conn.close()

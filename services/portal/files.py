@@ -53,16 +53,13 @@ def files_enabled(portal: Portal, client_id: str) -> bool:
     return portal.catalog.client_options(client_id).portal_file_attachments
 
 
-def upload_limit(portal: Portal, path: str, method: str) -> int | None:
-    """The request body limit of an upload (the app's BodySizeLimit asks for every request)."""
-    prefix = f"{portal.base_path}/leads/"
-    if (
-        method == "POST"
-        and path.startswith(prefix)
-        and path.endswith("/files")
-        and path.count("/") == prefix.count("/") + 1
-    ):
-        return portal.settings.portal_max_file_bytes + FORM_OVERHEAD_BYTES
+def upload_limit(base_path: str, max_file_bytes: int, path: str, method: str) -> int | None:
+    """The request body limit of an upload (the app's BodySizeLimit asks for every request):
+    the file's limit plus the form's overhead; None (the app's 64 KB) for anything else."""
+    prefix = f"{base_path}/leads/"
+    rest = path.removeprefix(prefix)
+    if method == "POST" and path.startswith(prefix) and rest.count("/") == 1 and rest.endswith("/files"):
+        return max_file_bytes + FORM_OVERHEAD_BYTES
     return None
 
 

@@ -64,7 +64,9 @@ def create_app(
         on_startup=on_startup,
         render_error=error_page(portal),
         max_body_bytes=MAX_BODY_BYTES,
-        larger_bodies=lambda scope: files.upload_limit(portal, scope["path"], scope["method"]),
+        larger_bodies=lambda scope: files.upload_limit(
+            portal.base_path, portal.settings.portal_max_file_bytes, scope["path"], scope["method"]
+        ),
     )
     app.state.portal = portal
 

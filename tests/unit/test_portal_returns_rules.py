@@ -252,3 +252,18 @@ def test_file_size_words_and_who_deletes():
     me, other = uuid.uuid4(), uuid.uuid4()
     assert rules.may_delete_file(me, me, False) and rules.may_delete_file(other, me, True)
     assert not rules.may_delete_file(other, me, False)
+
+
+def test_only_an_upload_gets_the_larger_body_limit():
+    from services.portal.files import FORM_OVERHEAD_BYTES, upload_limit
+
+    lead = str(uuid.uuid4())
+    assert upload_limit("/portal", 10, f"/portal/leads/{lead}/files", "POST") == 10 + FORM_OVERHEAD_BYTES
+    for path, method in [
+        (f"/portal/leads/{lead}/files", "GET"),
+        (f"/portal/leads/{lead}/contact", "POST"),
+        (f"/portal/leads/{lead}/files/x/delete", "POST"),
+        (f"/portal/leads/{lead}/x/files", "POST"),
+        ("/portal/files", "POST"),
+    ]:
+        assert upload_limit("/portal", 10, path, method) is None, path

@@ -46,6 +46,8 @@ def markdown(results: dict[str, Any]) -> str:
         "baseline": "Leadwire, full speed (reference)",
         "slow-buyer": "Leadwire, one buyer at {slow} s",
         "history": "Leadwire, {history} earlier leads",
+        "metrics-on": "Leadwire, full speed, metrics on (scraped)",
+        "metrics-off": "Leadwire, full speed, metrics off",
     }
     for name, label in labels.items():
         p = phases.get(name)
@@ -83,6 +85,7 @@ def markdown(results: dict[str, Any]) -> str:
             "p99_publish_to_buyer_ms": "p99 publish → buyer (ms) at 200 leads/s offered",
             "slow_buyer_cost_to_others": "Throughput lost by the other buyers to one slow buyer",
             "history_cost": "Throughput lost to the history",
+            "metrics_overhead": "Throughput lost to metrics (on vs off)",
         }
         for key, goal in goals.items():
             lines.append(

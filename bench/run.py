@@ -11,12 +11,18 @@ One run, on a database and broker namespace of its own (dropped afterwards):
   baseline     Leadwire at full speed, S leads: the reference for the next two
   slow-buyer   the same S leads with one buyer answering after 2 s: throughput to the others
   history      the same S leads with H earlier leads (inside the duplicate window) in the database
+  metrics-overhead  (only when asked for) S leads with the services' metrics on, then off, --repeat
+               times alternating, the services restarted (and warmed up with S/10 leads) between: what
+               metrics cost
+               (docs/operations.md); "on" includes a scrape of every process every --scrape-interval
 
 The services run as separate `faststream run` processes (router, delivery, notifier), the buyer
 endpoint as another (bench/buyer.py). Results: bench/results/latest.json and latest.md.
 
   scripts/bench                              # the full run (about 10 minutes on 2 cores)
   scripts/bench --leads 2000 --history 100000 --phases throughput,history
+  scripts/bench --phases metrics-overhead --sub-leads 1000 --repeat 2
+  scripts/bench --metrics off              # every phase with the services' metrics off
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +70,8 @@ from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
 PHASES = ("floor", "design-floor", "throughput", "latency", "latency-low", "baseline", "slow-buyer", "history")
+# Phases run only when named in --phases.
+EXTRA_PHASES = ("metrics-overhead",)
 TERMINAL = ("sold", "unsold", "duplicate", "rejected")
 # Everything a run writes; truncated between phases so each starts from the same empty state.
 RUN_TABLES = (
@@ -129,7 +138,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " more: what batching the hops would allow)",
     )
     p.add_argument("--floor-workers", type=int, default=1, help="floor worker processes")
-    p.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES)}")
+    p.add_argument(
+        "--metrics",
+        choices=("on", "off"),
+        default="on",
+        help="the services' Prometheus metrics (LEADWIRE_METRICS_PORT: a free port each, or off); on: scraped"
+        " every --scrape-interval as Prometheus would",
+    )
+    p.add_argument("--scrape-interval", type=float, default=15.0, help="seconds between scrapes with metrics on")
+    p.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated subset of {','.join(PHASES + EXTRA_PHASES)}"
+    )
     p.add_argument("--stall-seconds", type=float, default=90, help="give up a phase after this long without progress")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="directory for latest.json/.md")
     p.add_argument(
@@ -188,6 +207,9 @@ class Run:
     results: dict[str, Any] = field(default_factory=dict)
     runs_of: collections.Counter[str] = field(default_factory=collections.Counter)  # measurements per phase
     keep_history: bool = False  # the history phase: reset keeps the seeded leads
+    metrics_on: bool = True  # the services run with metrics (--metrics; the overhead phase switches)
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # slot -> its /metrics port
+    scrapes: int = 0
 
     def say(self, text: str) -> None:
         if not self.args.quiet:
@@ -197,6 +219,7 @@ class Run:
 
     def start_services(self) -> None:
         services = [("router", self.args.routers), ("delivery", self.args.deliveries), ("notifier", 1)]
+        self.metrics_ports.clear()
         for service, count in services:
             env = {}
             if service == "delivery" and self.args.delivery_prefetch:
@@ -204,7 +227,35 @@ class Run:
             if service == "router" and self.args.router_prefetch:
                 env["LEADWIRE_PREFETCH"] = str(self.args.router_prefetch)
             for i in range(count):
-                self.processes.service(service, slot=f"{service}-{i}", **env)
+                slot = f"{service}-{i}"
+                port = free_port() if self.metrics_on else None
+                env["LEADWIRE_METRICS_PORT"] = str(port) if port else "off"
+                if port:
+                    self.metrics_ports[slot] = port
+                self.processes.service(service, slot=slot, **env)
+
+    async def restart_services(self, metrics_on: bool) -> None:
+        """Stop the services (gracefully) and start them again, with metrics on or off."""
+        slots = [s for s in self.processes.slots if s.split("-")[0] in ("router", "delivery", "notifier")]
+        self.processes.stop(slots)
+        self.metrics_on = metrics_on
+        self.start_services()
+        topology = Topology(self.namespace)
+        await self.wait_for_consumers(topology.queue_name("router.leads"), self.args.routers)
+        await self.wait_for_consumers(topology.queue_name("delivery.requests"), self.args.deliveries)
+        await self.wait_for_consumers(topology.queue_name("router.delivery-results"), self.args.routers)
+
+    async def scrape_metrics(self) -> None:
+        """Scrape every process's /metrics at once and then every --scrape-interval, as
+        Prometheus would (while a phase runs with metrics on)."""
+        while True:
+            for port in list(self.metrics_ports.values()):
+                try:
+                    await asyncio.to_thread(_scrape, port)
+                    self.scrapes += 1
+                except OSError:
+                    pass  # a process still starting: the next round
+            await asyncio.sleep(self.args.scrape_interval)
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU time of each process so far (Linux /proc), to see who spends the machine."""
@@ -410,6 +461,8 @@ class Run:
         profilers = self.start_profilers(phase) if phase == "throughput" and self.args.profile else []
         cpu_before = self.cpu_seconds()
         xacts_before = await self.transactions()
+        scraper = asyncio.create_task(self.scrape_metrics()) if self.metrics_on else None
+        scrapes_before = self.scrapes
         try:
             _, complete = await self.drive(
                 phase,
@@ -420,6 +473,9 @@ class Run:
             )
         finally:
             self.stop_profilers(profilers)
+            if scraper is not None:
+                scraper.cancel()
+                await asyncio.gather(scraper, return_exceptions=True)
         cpu_after = self.cpu_seconds()
         xacts = await self.transactions() - xacts_before
         if slow:
@@ -444,6 +500,8 @@ class Run:
             "dead_letters": await self.pool.fetchval("SELECT count(*) FROM dead_letters"),
             "cpu_seconds": {k: round(cpu_after[k] - v, 1) for k, v in cpu_before.items() if k in cpu_after},
             "db_transactions_per_lead": round(xacts / n, 1),
+            "metrics": "on" if self.metrics_on else "off",
+            "scrapes": self.scrapes - scrapes_before,
         }
         first_post: dict[str, float] = {}
         for ref, _client, at in posts:
@@ -668,6 +726,10 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     if baseline_others and slow_others:
         cost = 1 - slow_others / baseline_others
         goals["slow_buyer_cost_to_others"] = {"measured": round(cost, 3), "target": "< 0.10", "met": cost < 0.10}
+    metrics_on, metrics_off = rate("metrics-on"), rate("metrics-off")
+    if metrics_on and metrics_off:
+        cost = 1 - metrics_on / metrics_off
+        goals["metrics_overhead"] = {"measured": round(cost, 3), "target": "< 0.05", "met": cost < 0.05}
     baseline, history = rate("baseline"), rate("history")
     if baseline and history:
         cost = 1 - history / baseline
@@ -678,7 +740,7 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
-    unknown = set(phases) - set(PHASES)
+    unknown = set(phases) - set(PHASES) - set(EXTRA_PHASES)
     if unknown:
         raise SystemExit(f"unknown phase(s): {', '.join(sorted(unknown))}")
     amqp_url = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -696,6 +758,7 @@ async def main(argv: list[str] | None = None) -> int:
         free_port(),
         log_dir,
         Processes(service_env(settings), log_dir=log_dir),
+        metrics_on=args.metrics == "on",
     )
     started_at = datetime.now(UTC)
     run.say(
@@ -774,6 +837,18 @@ async def main(argv: list[str] | None = None) -> int:
                     for name, runs in repeats.items():
                         if runs:
                             results["phases"][name] = with_medians(runs)
+                if "metrics-overhead" in phases:
+                    # Alternating, restarted each time, so that a drift of the machine weighs on both.
+                    measured: dict[str, list[dict[str, Any]]] = {"metrics-on": [], "metrics-off": []}
+                    for _ in range(max(args.repeat, 1)):
+                        for name, on in (("metrics-on", True), ("metrics-off", False)):
+                            await run.restart_services(on)
+                            # Unmeasured: fresh processes warm their pools and caches first.
+                            await run.leadwire_phase("warm-up", max(args.sub_leads // 10, 20))
+                            measured[name].append(await run.leadwire_phase(name, args.sub_leads))
+                    for name, runs in measured.items():
+                        results["phases"][name] = with_medians(runs)
+                    await run.restart_services(args.metrics == "on")
                 if "history" in phases:
                     await run.reset()
                     run.say(f"==> history: seeding {args.history} earlier leads (SQL INSERT ... SELECT)")
@@ -805,6 +880,11 @@ async def main(argv: list[str] | None = None) -> int:
         if run.pool is not None:
             await run.pool.close()
         await _cleanup(run, args.keep)
+
+
+def _scrape(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+        return len(answer.read())
 
 
 async def _cleanup(run: Run, keep: bool) -> None:

@@ -302,10 +302,96 @@ def serve(service: str, setting: str | None, *, host: str = "0.0.0.0") -> int | 
 
 def faststream_middleware(service: str) -> Any:
     """FastStream's Prometheus middleware for a broker (message counts, handling and publishing
-    times, in flight, sizes), on this registry, with `app_name` = the service."""
+    times, in flight, sizes), on this registry, with `app_name` = the service — its metrics
+    manager swapped for `_CachedManager`, which moves the same metrics for a fraction of the CPU."""
     from faststream.rabbit.prometheus import RabbitPrometheusMiddleware
 
-    return RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)
+    middleware = RabbitPrometheusMiddleware(registry=REGISTRY, app_name=service)
+    manager = middleware._metrics_manager
+    middleware._metrics_manager = _cached_manager(manager._container, service)
+    return middleware
+
+
+# Label values FastStream's metrics would otherwise mint without bound: callers' private reply
+# queues (Direct Reply-To names differ per caller channel, server-named queues per connection).
+_PRIVATE_QUEUES = ("default.amq.rabbitmq.reply-to", "default.amq.gen-")
+MAX_DESTINATIONS = 1000
+
+
+def _bounded_destination(where: str, known: set[str]) -> str:
+    """`handler` / `destination` as served: private reply queues by their kind, and `other` once
+    a process has seen MAX_DESTINATIONS (a source inventing routing keys cannot grow the series
+    without end). `known` collects the values kept."""
+    for prefix in _PRIVATE_QUEUES:
+        if where.startswith(prefix):
+            return prefix.rstrip("-.")
+    if len(known) >= MAX_DESTINATIONS:
+        return "other"
+    known.add(where)
+    return where
+
+
+def _cached_manager(container: Any, app_name: str) -> Any:
+    """FastStream's MetricsManager with each labelled child looked up once: the stock one calls
+    `.labels(app_name=..., broker=..., handler=...)` (about 5 µs with keyword labels) six times per
+    message handled and three times per publish; a dict lookup is a tenth of that."""
+    from faststream.prometheus.manager import MetricsManager
+
+    class CachedManager(MetricsManager):
+        __slots__ = ("_children", "_known")
+
+        def __init__(self) -> None:
+            super().__init__(container, app_name=app_name)
+            self._children: dict[tuple[str, ...], Any] = {}
+            self._known: set[str] = set()
+
+        def _child(self, metric: Any, broker: str, where: str, *values: str) -> Any:
+            if where not in self._known:
+                where = _bounded_destination(where, self._known)
+            key = (metric._name, where, *values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = metric.labels(app_name, broker, where, *values)
+            return child
+
+        def add_received_message(self, broker: str, handler: str, amount: int = 1, **_: str) -> None:
+            self._child(container.received_messages_total, broker, handler).inc(amount)
+
+        def observe_received_messages_size(self, broker: str, handler: str, size: int, **_: str) -> None:
+            self._child(container.received_messages_size_bytes, broker, handler).observe(size)
+
+        def add_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **_: str) -> None:
+            self._child(container.received_messages_in_process, broker, handler).inc(amount)
+
+        def remove_received_message_in_process(self, broker: str, handler: str, amount: int = 1, **_: str) -> None:
+            self._child(container.received_messages_in_process, broker, handler).dec(amount)
+
+        def add_received_processed_message(
+            self, broker: str, handler: str, status: Any, amount: int = 1, **_: str
+        ) -> None:
+            self._child(container.received_processed_messages_total, broker, handler, status.value).inc(amount)
+
+        def observe_received_processed_message_duration(
+            self, duration: float, broker: str, handler: str, **_: str
+        ) -> None:
+            self._child(container.received_processed_messages_duration_seconds, broker, handler).observe(duration)
+
+        def add_received_processed_message_exception(
+            self, broker: str, handler: str, exception_type: str, **_: str
+        ) -> None:
+            metric = container.received_processed_messages_exceptions_total
+            self._child(metric, broker, handler, exception_type).inc()
+
+        def add_published_message(self, broker: str, destination: str, status: Any, amount: int = 1, **_: str) -> None:
+            self._child(container.published_messages_total, broker, destination, status.value).inc(amount)
+
+        def observe_published_message_duration(self, duration: float, broker: str, destination: str, **_: str) -> None:
+            self._child(container.published_messages_duration_seconds, broker, destination).observe(duration)
+
+        def add_published_message_exception(self, broker: str, destination: str, exception_type: str, **_: str) -> None:
+            self._child(container.published_messages_exceptions_total, broker, destination, exception_type).inc()
+
+    return CachedManager()
 
 
 # --- sampled state -------------------------------------------------------------------------------

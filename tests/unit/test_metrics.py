@@ -46,3 +46,39 @@ def test_counts_of_state_changes_wait_for_the_handler():
     metrics.apply(pending)
     assert value() == before + 2
     metrics._pending.set(None)
+
+
+def test_faststream_metrics_move_through_the_cached_manager_with_bounded_labels():
+    from faststream.prometheus.types import ProcessingStatus, PublishingStatus
+
+    middleware = metrics.faststream_middleware("unit")
+    manager = middleware._metrics_manager
+    for _ in range(3):
+        manager.add_received_message(broker="rabbitmq", handler="ns.inbound.lead.solar")
+        manager.add_received_processed_message(
+            broker="rabbitmq", handler="ns.inbound.lead.solar", status=ProcessingStatus.acked
+        )
+        manager.observe_received_processed_message_duration(
+            duration=0.01, broker="rabbitmq", handler="ns.inbound.lead.solar"
+        )
+    value = metrics.REGISTRY.get_sample_value
+    labels = {"app_name": "unit", "broker": "rabbitmq", "handler": "ns.inbound.lead.solar"}
+    assert value("faststream_received_messages_total", labels) == 3
+    assert value("faststream_received_processed_messages_total", {**labels, "status": "acked"}) == 3
+    assert value("faststream_received_processed_messages_duration_seconds_count", labels) == 3
+    # A caller's private reply queue is counted by its kind, not by its name.
+    manager.add_published_message(
+        broker="rabbitmq", destination="default.amq.rabbitmq.reply-to.g1h2AA", status=PublishingStatus.success
+    )
+    reply = {
+        "app_name": "unit",
+        "broker": "rabbitmq",
+        "destination": "default.amq.rabbitmq.reply-to",
+        "status": "success",
+    }
+    assert value("faststream_published_messages_total", reply) == 1
+    known: set[str] = set()
+    for i in range(metrics.MAX_DESTINATIONS + 5):
+        metrics._bounded_destination(f"ns.inbound.lead.t{i}", known)
+    assert len(known) == metrics.MAX_DESTINATIONS
+    assert metrics._bounded_destination("ns.inbound.lead.new", known) == "other"

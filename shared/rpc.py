@@ -146,7 +146,7 @@ class RequestReply:
                         message_id=message_id or correlation_id,
                         reply_to=self._reply_queue_name,
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        headers={**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)},
+                        headers=_traced({**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)}),
                     ),
                     routing_key=routing_key,
                     mandatory=True,

@@ -13,10 +13,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.admin import operations, queries, rules, store, usecases
+from services.admin import deadletters, operations, queries, rules, store, usecases
 from services.admin.auth import ApiConfigurer, ApiOperator, ApiOwner, ApiReader, console_of
+from services.admin.console import jsonable
 from services.admin.options import form_values
 from services.admin.rules import Role, Staff
+from shared import orders
 from shared.catalog.loader import dump_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import load_latest
@@ -509,3 +511,168 @@ async def get_lead(request: Request, lead_id: uuid.UUID, staff: Staff = ApiReade
     lead, steps = await operations.lead_timeline(console_of(request), lead_id)
     summary = LeadSummary(**{k: lead[k] for k in LeadSummary.model_fields if k != "sold_to"}, sold_to=None)
     return LeadView(lead=summary, timeline=[StepView(**vars(s)) for s in steps])
+
+
+# --- Operations ----------------------------------------------------------------------------------
+
+
+class QueueView(BaseModel):
+    logical: str
+    name: str
+    depth: int | None
+    consumers: int | None
+    dlq_depth: int | None
+    open_rows: int
+    last_error: str | None
+    last_at: datetime | None
+
+
+class DeadLetterView(BaseModel):
+    id: int
+    queue: str
+    message_id: str | None
+    error: str
+    body_preview: str
+    headers: dict[str, Any]
+    created_at: datetime
+
+
+class DeadLetters(BaseModel):
+    queues: list[QueueView]
+    open: list[DeadLetterView]
+
+
+@router.get("/dead-letters", responses=ERRORS)
+async def list_dead_letters(
+    request: Request, queue: str | None = Query(None, max_length=300), staff: Staff = ApiReader
+) -> DeadLetters:
+    """Per work queue: depth, consumers, DLQ depth, open dead letters and the latest error; and the
+    open dead letters (200 newest; one queue with `queue` = its full name)."""
+    console = console_of(request)
+    if queue and not deadletters.full_queue_known(queue, console.runtime.topology):
+        raise usecases.Refused({"queue": "There is no such queue."})
+    figures = await deadletters.figures(console.pool, console.settings.amqp_url, console.runtime.topology)
+    rows = await deadletters.open_rows(console.pool, queue or None)
+    return DeadLetters(
+        queues=[QueueView(**vars(q)) for q in figures],
+        open=[
+            DeadLetterView(
+                **{k: r[k] for k in ("id", "queue", "message_id", "error", "headers", "created_at")},
+                body_preview=deadletters.preview(r["body"]),
+            )
+            for r in rows
+        ],
+    )
+
+
+class Replayed(BaseModel):
+    id: int
+    body_from: Literal["dlq", "table"]
+
+
+DL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: {"model": Problem},
+    409: {"model": Problem, "description": "Already replayed or purged"},
+}
+
+
+@router.post("/dead-letters/{dead_letter_id}/replay", responses=DL_ERRORS)
+async def replay_dead_letter(
+    request: Request, dead_letter_id: int = Path(ge=1, le=2**62), staff: Staff = ApiOperator
+) -> Replayed:
+    """Republish to its queue with the same message id (consumers are idempotent), recorded."""
+    source = await usecases.replay_dead_letter(console_of(request).deps, staff, dead_letter_id)
+    return Replayed(id=dead_letter_id, body_from=source)
+
+
+class Purged(BaseModel):
+    id: int
+    dlq_copy_removed: bool
+
+
+@router.post("/dead-letters/{dead_letter_id}/purge", responses=DL_ERRORS)
+async def purge_dead_letter(
+    request: Request, dead_letter_id: int = Path(ge=1, le=2**62), staff: Staff = ApiOperator
+) -> Purged:
+    removed = await usecases.purge_dead_letter(console_of(request).deps, staff, dead_letter_id)
+    return Purged(id=dead_letter_id, dlq_copy_removed=removed)
+
+
+class AccountView(BaseModel):
+    id: str
+    client: str
+    lead_type: str
+    active: bool
+    price: str
+    method: str
+    paused: bool
+    paused_at: datetime | None
+    paused_reason: str | None
+    failures: int
+
+
+@router.get("/accounts", responses=ERRORS)
+async def list_accounts(request: Request, staff: Staff = ApiReader) -> list[AccountView]:
+    """Delivery accounts with their pause state (paused first)."""
+    rows = await operations.accounts_view(console_of(request))
+    return [AccountView(**{**a, "price": str(a["price"])}) for a in rows]
+
+
+@router.post(
+    "/accounts/{account_id}/resume", responses={**ERRORS, 409: {"model": Problem, "description": "Not paused"}}
+)
+async def resume_account(request: Request, account_id: str = Path(max_length=64), staff: Staff = ApiOperator) -> Ok:
+    await usecases.resume_account(console_of(request).deps, staff, account_id)
+    return Ok()
+
+
+class OrderView(BaseModel):
+    order_id: str
+    client_id: str
+    order_type: str
+    status: str
+    period: int
+    total: str
+    received: str
+    remaining: str
+    in_flight: str
+    cost: str
+    amount_paid: str
+
+
+@router.get("/orders", responses=ERRORS)
+async def list_orders(request: Request, staff: Staff = ApiReader) -> list[OrderView]:
+    figures = await orders.order_figures(console_of(request).pool)
+    return [OrderView(**{k: jsonable(getattr(f, k)) for k in OrderView.model_fields}) for f in figures]
+
+
+class Payment(Body):
+    amount: str = Field(max_length=20, description="Above 0, at most 2 decimals")
+    note: str = Field("", max_length=500)
+
+
+class Paid(BaseModel):
+    order_id: str
+    amount_paid: str
+
+
+@router.post("/orders/{order_id}/payment", responses={**ERRORS, 404: {"model": Problem}})
+async def order_payment(
+    request: Request, body: Payment, order_id: str = Path(max_length=64), staff: Staff = ApiOperator
+) -> Paid:
+    paid = await usecases.order_payment(console_of(request).deps, staff, order_id, body.amount, body.note)
+    return Paid(order_id=order_id, amount_paid=str(paid))
+
+
+class OrderAction(Body):
+    action: Literal["pause", "resume", "close"]
+
+
+@router.post("/orders/{order_id}/status", status_code=202, responses={**ERRORS, 404: {"model": Problem}})
+async def order_status(
+    request: Request, body: OrderAction, order_id: str = Path(max_length=64), staff: Staff = ApiOperator
+) -> Ok:
+    """Sent as `order.command` to the returns service; `GET /orders` shows the status it records."""
+    await usecases.order_command(console_of(request).deps, staff, order_id, body.action)
+    return Ok()

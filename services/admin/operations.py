@@ -13,13 +13,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.admin import queries, rules, usecases
+from services.admin import deadletters, queries, rules, usecases
 from services.admin.auth import Operator, Reader, console_of
 from services.admin.console import Console, field
 from services.admin.rules import Staff
 from services.delivery.posting import mask_by_name
 from services.notifier.rules import new_lead_notification_id
 from services.returns import rules as return_rules
+from shared import orders
 from shared.catalog.model import Catalog, HttpDelivery
 
 router = APIRouter(include_in_schema=False)
@@ -226,3 +227,151 @@ async def lead_page(request: Request, lead_id: str, staff: Staff = Reader) -> Re
         raise HTTPException(404, "There is no such lead.") from None
     lead, steps = await lead_timeline(console, parsed)
     return console.render(request, "lead.html", lead=lead, steps=steps)
+
+
+# --- Dead letters --------------------------------------------------------------------------------
+
+
+async def _dead_letters_page(request: Request, status: int = 200, **context: Any) -> Response:
+    console = console_of(request)
+    queue = request.query_params.get("queue", "")
+    errors = dict(context.pop("errors", {}))
+    if queue and not deadletters.full_queue_known(queue, console.runtime.topology):
+        errors["queue"] = "Choose a queue from the list."
+        status = 400
+    queues = await deadletters.figures(console.pool, console.settings.amqp_url, console.runtime.topology)
+    rows = [] if "queue" in errors else await deadletters.open_rows(console.pool, queue or None)
+    return console.render(
+        request,
+        "dead_letters.html",
+        status,
+        queues=queues,
+        rows=rows,
+        queue=queue,
+        errors=errors,
+        preview=deadletters.preview,
+        describe=deadletters.describe_headers,
+        done=request.query_params.get("done", ""),
+        **context,
+    )
+
+
+@router.get("/dead-letters")
+async def dead_letters_page(request: Request, staff: Staff = Reader) -> Response:
+    return await _dead_letters_page(request)
+
+
+@router.post("/dead-letters/{dead_letter_id}/{action}")
+async def dead_letter_action(request: Request, dead_letter_id: int, action: str, staff: Staff = Operator) -> Response:
+    console = console_of(request)
+    if action not in ("replay", "purge"):
+        raise HTTPException(404, "There is no such action.")
+    if not 0 < dead_letter_id < 2**62:
+        raise HTTPException(404, "There is no such dead letter.")
+    try:
+        if action == "replay":
+            source = await usecases.replay_dead_letter(console.deps, staff, dead_letter_id)
+            done = f"Dead letter {dead_letter_id} replayed (body from the {'DLQ' if source == 'dlq' else 'table'})."
+        else:
+            removed = await usecases.purge_dead_letter(console.deps, staff, dead_letter_id)
+            done = f"Dead letter {dead_letter_id} purged" + (" (and its DLQ copy)." if removed else ".")
+    except usecases.Refused as refused:
+        return await _dead_letters_page(request, refused.status, errors=refused.errors)
+    form = await request.form()
+    return RedirectResponse(
+        console.url("/dead-letters", {"queue": field(form, "queue"), "done": done}), status_code=303
+    )
+
+
+# --- Delivery accounts ---------------------------------------------------------------------------
+
+
+async def accounts_view(console: Console) -> list[dict[str, Any]]:
+    states = await queries.account_states(console.pool)
+    out = []
+    for account in console.catalog.delivery_accounts:
+        state = states.get(account.id)
+        out.append(
+            {
+                "id": account.id,
+                "client": account.client,
+                "lead_type": account.lead_type,
+                "active": account.active,
+                "price": account.price,
+                "method": account.delivery.method,
+                "paused": bool(state and state["paused"]),
+                "paused_at": state["paused_at"] if state else None,
+                "paused_reason": state["paused_reason"] if state else None,
+                "failures": state["consecutive_failures"] if state else 0,
+            }
+        )
+    out.sort(key=lambda a: (not a["paused"], a["client"], a["id"]))
+    return out
+
+
+@router.get("/accounts")
+async def accounts_page(request: Request, staff: Staff = Reader) -> Response:
+    console = console_of(request)
+    return console.render(
+        request, "accounts.html", accounts=await accounts_view(console), done=request.query_params.get("done", "")
+    )
+
+
+@router.post("/accounts/{account_id}/resume")
+async def resume_account(request: Request, account_id: str, staff: Staff = Operator) -> Response:
+    console = console_of(request)
+    try:
+        await usecases.resume_account(console.deps, staff, account_id[:64])
+    except usecases.Refused as refused:
+        return console.render(
+            request, "accounts.html", refused.status, accounts=await accounts_view(console), errors=refused.errors
+        )
+    return RedirectResponse(console.url("/accounts", {"done": f"{account_id} resumed"}), status_code=303)
+
+
+# --- Orders --------------------------------------------------------------------------------------
+
+
+async def _orders_page(request: Request, status: int = 200, **context: Any) -> Response:
+    console = console_of(request)
+    figures = await orders.order_figures(console.pool)
+    return console.render(
+        request,
+        "orders.html",
+        status,
+        orders=figures,
+        done=request.query_params.get("done", ""),
+        form_order=context.pop("form_order", ""),
+        form=context.pop("form", {}),
+        **context,
+    )
+
+
+@router.get("/orders")
+async def orders_page(request: Request, staff: Staff = Reader) -> Response:
+    return await _orders_page(request)
+
+
+@router.post("/orders/{order_id}/payment")
+async def order_payment(request: Request, order_id: str, staff: Staff = Operator) -> Response:
+    console = console_of(request)
+    form = await request.form()
+    values = {"amount": field(form, "amount"), "note": field(form, "note")}
+    try:
+        paid = await usecases.order_payment(console.deps, staff, order_id[:64], values["amount"], values["note"])
+    except usecases.Refused as refused:
+        return await _orders_page(request, refused.status, errors=refused.errors, form_order=order_id, form=values)
+    return RedirectResponse(console.url("/orders", {"done": f"{order_id}: amount paid now {paid}"}), status_code=303)
+
+
+@router.post("/orders/{order_id}/status")
+async def order_status(request: Request, order_id: str, staff: Staff = Operator) -> Response:
+    console = console_of(request)
+    form = await request.form()
+    action = field(form, "action")
+    try:
+        await usecases.order_command(console.deps, staff, order_id[:64], action)
+    except usecases.Refused as refused:
+        return await _orders_page(request, refused.status, errors=refused.errors, form_order=order_id)
+    done = f"{order_id}: {action} sent to the returns service"
+    return RedirectResponse(console.url("/orders", {"done": done}), status_code=303)

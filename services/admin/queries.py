@@ -19,7 +19,7 @@ async def overview(pool: asyncpg.Pool) -> dict[str, Any]:
         statement(
             "SELECT (SELECT coalesce(max(version), 0) FROM catalog_versions) AS catalog_version,"
             " (SELECT count(*) FROM returns WHERE status = 'pending') AS pending_returns,"
-            " (SELECT count(*) FROM dead_letters) AS open_dead_letters,"
+            " (SELECT count(*) FROM dead_letters WHERE resolution IS NULL) AS open_dead_letters,"
             " (SELECT count(*) FROM delivery_account_state WHERE paused) AS paused_accounts,"
             " (SELECT count(*) FROM outbox) AS outbox_backlog,"
             " (SELECT extract(epoch FROM now() - min(created_at)) FROM outbox) AS outbox_age_seconds,"
@@ -260,5 +260,33 @@ async def emails(pool: asyncpg.Pool, notification_ids: list[Any]) -> list[asyncp
             "SELECT notification_id, kind, recipients, subject, status, attempts, last_error, created_at, sent_at"
             " FROM notification_sends WHERE notification_id = ANY(CAST(:ids AS uuid[])) ORDER BY created_at",
             ids=notification_ids,
+        ),
+    )
+
+
+# --- Accounts and orders -------------------------------------------------------------------------
+
+
+async def order_exists(conn: asyncpg.Connection | asyncpg.Pool, order_id: str) -> bool:
+    return bool(await sql.fetchval(conn, statement("SELECT true FROM orders WHERE id = :id", id=order_id)))
+
+
+async def account_states(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
+    rows = await sql.fetch(
+        pool,
+        statement(
+            "SELECT delivery_account_id, paused, paused_at, paused_reason, consecutive_failures"
+            " FROM delivery_account_state"
+        ),
+    )
+    return {r["delivery_account_id"]: r for r in rows}
+
+
+async def order_payments(pool: asyncpg.Pool, order_id: str) -> list[asyncpg.Record]:
+    return await sql.fetch(
+        pool,
+        statement(
+            "SELECT period, amount, note, recorded_at FROM order_payments WHERE order_id = :id ORDER BY id DESC",
+            id=order_id,
         ),
     )

@@ -16,21 +16,24 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import asyncpg
 import yaml
 
-from services.admin import queries, rules, store
+from services.admin import deadletters, queries, rules, store
 from services.admin.config import AdminConfig
 from services.admin.rules import Role, Staff
+from services.delivery import store as delivery_store
 from services.portal_auth import credentials
 from services.portal_auth import rules as auth_rules
 from services.portal_auth.credentials import Passwords
+from shared import orders
 from shared.catalog.loader import CatalogInvalid, parse_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
-from shared.contracts import ReturnDecide
+from shared.contracts import OrderCommand, ReturnDecide
 from shared.outbox import add_event
 from shared.process import Process
 
@@ -434,3 +437,74 @@ async def decide_returns(deps: Deps, who: Staff, return_ids: list[uuid.UUID], de
             await add_event(conn, "return.decide", command)
             await record(conn, who, "return.decide", str(return_id), decision=decision, note=note, client=client_id)
     return len(ids)
+
+
+# --- Operations: dead letters, paused accounts, orders ----------------------------------------------
+
+
+async def replay_dead_letter(deps: Deps, who: Staff, dead_letter_id: int) -> str:
+    """Republish a dead letter to its queue under its own message id (deadletters.replay), marked
+    replayed with its audit row in one transaction."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        try:
+            source = await deadletters.replay(conn, deps.process.settings.amqp_url, dead_letter_id, who.email)
+        except deadletters.ReplayRefused as exc:
+            raise Refused({"form": str(exc)}, exc.status) from exc
+        await record(conn, who, "dead_letter.replay", str(dead_letter_id), body_from=source)
+    return source
+
+
+async def purge_dead_letter(deps: Deps, who: Staff, dead_letter_id: int) -> bool:
+    async with deps.pool.acquire() as conn, conn.transaction():
+        try:
+            removed = await deadletters.purge(conn, deps.process.settings.amqp_url, dead_letter_id, who.email)
+        except deadletters.ReplayRefused as exc:
+            raise Refused({"form": str(exc)}, exc.status) from exc
+        await record(conn, who, "dead_letter.purge", str(dead_letter_id), dlq_copy_removed=removed)
+    return removed
+
+
+async def resume_account(deps: Deps, who: Staff, account_id: str) -> None:
+    """Unpause a delivery account, as `leadwire delivery resume` does (delivery's own statement),
+    with the audit row in the same transaction."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if not await delivery_store.resume(conn, account_id):
+            raise Refused({"form": f"Delivery account {account_id} is not paused."}, 409)
+        await record(conn, who, "account.resume", account_id)
+
+
+async def order_payment(deps: Deps, who: Staff, order_id: str, amount_text: str, note: str) -> Decimal:
+    """Record a payment against the order's current period, as `leadwire orders payment` does
+    (shared/orders.py), with the audit row in the same transaction."""
+    errors: dict[str, str] = {}
+    amount: Decimal | None = None
+    try:
+        amount = Decimal(amount_text.strip())
+        if not amount.is_finite() or amount <= 0 or amount >= Decimal("1e10") or amount != round(amount, 2):
+            raise InvalidOperation
+    except InvalidOperation:
+        errors["amount"] = "Enter an amount above 0 with at most 2 decimals, such as 250.00."
+    if len(note) > 500:
+        errors["note"] = "A note has at most 500 characters."
+    if errors:
+        raise Refused(errors)
+    assert amount is not None
+    async with deps.pool.acquire() as conn, conn.transaction():
+        paid = await orders.record_payment(conn, order_id=order_id, amount=amount, note=note.strip() or None)
+        if paid is None:
+            raise Refused({"form": f"There is no order {order_id}."}, 404)
+        await record(conn, who, "order.payment", order_id, amount=str(amount), note=note.strip(), amount_paid=str(paid))
+    return paid
+
+
+async def order_command(deps: Deps, who: Staff, order_id: str, action: str) -> None:
+    """Pause, resume or close an order: an `order.command` to the returns service (through the
+    outbox), with its audit row. The returns service refuses what cannot be done (closing a closed
+    order); the Orders page shows the status it recorded."""
+    if action not in ("pause", "resume", "close"):
+        raise Refused({"action": "Choose pause, resume or close."})
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if not await queries.order_exists(conn, order_id):
+            raise Refused({"form": f"There is no order {order_id}."}, 404)
+        await add_event(conn, "order.command", OrderCommand(order_id=order_id, action=action, requested_by=who.email))
+        await record(conn, who, f"order.{action}", order_id)

@@ -44,7 +44,7 @@ SNAPSHOT_QUERIES = {
     "admin_audit": "SELECT id FROM admin_audit",
     "catalog_versions": "SELECT version, digest FROM catalog_versions",
     "returns": "SELECT id, status, note FROM returns",
-    "dead_letters": "SELECT id FROM dead_letters",
+    "dead_letters": "SELECT id, resolution FROM dead_letters",
     "delivery_account_state": "SELECT * FROM delivery_account_state",
     "orders": "SELECT id, status, amount_paid FROM orders",
     "order_payments": "SELECT id FROM order_payments",

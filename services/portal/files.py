@@ -39,7 +39,6 @@ FILE_NOT_FOUND = "There is no such file on this lead."
 UPLOADS_AT_ONCE = 4
 # A multipart body carries the file plus its part headers and the CSRF field.
 FORM_OVERHEAD_BYTES = 64 * 1024
-_uploads: asyncio.Semaphore | None = None
 
 NOTICES = {"uploaded": "The file was attached.", "deleted": "The file was deleted."}
 
@@ -214,15 +213,20 @@ async def upload(request: Request, lead_id: str, session: SignedIn) -> Response:
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary or len(boundary) > 200:
         return await _render(request, session, view, 400, error="Choose a file to upload.")
-    global _uploads
-    if _uploads is None:
-        _uploads = asyncio.Semaphore(UPLOADS_AT_ONCE)
-    async with _uploads:
+    async with _upload_slots(request):
         try:
             await _store_upload(request, session, view, boundary)
         except UploadRefused as refused:
             return await _render(request, session, view, refused.status, error=refused.message)
     return RedirectResponse(portal.url(f"/leads/{view.lead_id}/files", {"done": "uploaded"}), status_code=303)
+
+
+def _upload_slots(request: Request) -> asyncio.Semaphore:
+    """The app's upload slots (one set per app, so per process and event loop)."""
+    slots: asyncio.Semaphore | None = getattr(request.app.state, "upload_slots", None)
+    if slots is None:
+        slots = request.app.state.upload_slots = asyncio.Semaphore(UPLOADS_AT_ONCE)
+    return slots
 
 
 async def _store_upload(request: Request, session: Session, view: LeadView, boundary: bytes) -> None:

@@ -110,9 +110,11 @@ class IntakeSite:
         async with db.connection(self.settings.database_url) as conn:
             return (await api_keys.create_source_key(conn, source, **kwargs)).token
 
-    async def buyer_key(self, client: str) -> str:
+    async def buyer_key(self, client: str, rate_per_second: int = 20) -> str:
         async with db.connection(self.settings.database_url) as conn:
-            return (await api_keys.create_buyer_key(conn, client, created_by="test")).token
+            return (
+                await api_keys.create_buyer_key(conn, client, created_by="test", rate_per_second=rate_per_second)
+            ).token
 
 
 @asynccontextmanager

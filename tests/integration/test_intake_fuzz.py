@@ -65,6 +65,6 @@ async def test_no_generated_request_gets_a_server_error(settings: Settings, buye
         code, out = await _run(site.url, "sources", site.web_key, tmp_path)
         assert code == 0, out[-6000:]
         assert "No issues found" in out, out[-6000:]
-        code, out = await _run(site.url, "buyers", await site.buyer_key("acme"), tmp_path)
+        code, out = await _run(site.url, "buyers", await site.buyer_key("acme", rate_per_second=1000), tmp_path)
         assert code == 0, out[-6000:]
         assert "No issues found" in out, out[-6000:]

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.portal.web import PAGES
+from shared import api_keys
 from shared.portal_links import issue_link_token
 from tests.portal_support import assign, person, running_site, sell
 
@@ -56,6 +57,8 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                 bea,
                 now + timedelta(days=1),
             )
+        async with site.db() as conn:
+            b_key = await api_keys.create_buyer_key(conn, "bolt", label="BoltSecret key")
         b_link = issue_link_token(mail_settings.portal_link_secret, client_id="bolt", lead_id=b_leads[0], issued_at=now)
         secrets = [str(b) for b in b_leads] + ["BoltSecret", "secret0@bolt.example", "4155550050", str(b_delivery)]
 
@@ -98,6 +101,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/settings": [""],
             "/users": [""],
             "/users/new": [""],
+            "/api-keys": [""],
             "/users/{user_id}": [""],
             "/appointments": ["", "?view=past", "?view=cancelled"],
             "/appointments/{appointment_id}": [""],
@@ -137,6 +141,8 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/settings/notifications": {},
             "/settings/password": {"current": "x", "password": "y", "confirm": "y"},
             "/users": {"name": "x", "email": "x@acme.test"},
+            "/api-keys": {"label": "A's key"},
+            "/api-keys/{key_id}/revoke": {},
         }
         # Every route the portal has is in this crawl: a new page must be added here.
         routes = {
@@ -151,7 +157,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         def url(path: str) -> str:
             return site.url + path.replace("{lead_id}", b).replace("{token}", b_link).replace(
                 "{user_id}", str(bea)
-            ).replace("{appointment_id}", str(b_appointment))
+            ).replace("{appointment_id}", str(b_appointment)).replace("{key_id}", b_key.key_id)
 
         for path, queries in gets.items():
             for query in queries:
@@ -162,10 +168,13 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
                 for secret in secrets:
                     if secret not in asked:  # a search box shows what was searched for
                         assert secret not in body, (path, query, secret)
-                if "{lead_id}" in path or "{user_id}" in path or "{appointment_id}" in path:
+                if any(p in path for p in ("{lead_id}", "{user_id}", "{appointment_id}", "{key_id}")):
                     assert response.status == 404, path  # not 403: B's lead or user does not exist for A
         for path, form in posts.items():
-            if path.startswith(("/logout", "/login", "/forgot", "/reset", "/settings")) or path == "/users":
+            if path.startswith(("/logout", "/login", "/forgot", "/reset", "/settings")) or path in (
+                "/users",
+                "/api-keys",
+            ):
                 continue  # these touch no lead or user of B's; they run last, below
             for csrf in (a_csrf, b_csrf):
                 fields = {k: v.replace("{user_id}", str(bea)) for k, v in form.items()}
@@ -179,13 +188,14 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
         async with site.db() as conn:
             assert await conn.fetchval("SELECT count(*) FROM portal_activity WHERE client_id = 'acme'") == 0
             assert await conn.fetchval("SELECT count(*) FROM lead_assignments") == 0
+            assert await conn.fetchval("SELECT revoked_at FROM buyer_api_keys WHERE key_id = $1", b_key.key_id) is None
             assert await conn.fetchval("SELECT status || title FROM appointments") == "scheduledBoltSecret meeting"
             assert await conn.fetchval("SELECT name FROM portal_users WHERE id = $1", bea) != "Owned"
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'notify.lead%'") == 0
             assert await conn.fetchval("SELECT count(*) FROM returns") == 0
 
         # A's own settings and users forms answer A, with nothing of B's.
-        for path in ("/settings/contact", "/settings/notifications", "/settings/password", "/users"):
+        for path in ("/settings/contact", "/settings/notifications", "/settings/password", "/users", "/api-keys"):
             response = await page.request.post(url(path), form={**posts[path], "csrf": a_csrf or ""}, max_redirects=0)
             body = await response.text()
             assert response.status < 500, (path, response.status)

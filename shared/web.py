@@ -149,6 +149,21 @@ class RequestMetrics:
             metrics.HTTP_SECONDS.labels(route, scope["method"], str(status)).observe(time.perf_counter() - started)
 
 
+def add_tracing(app: FastAPI, tracer_provider: Any) -> None:
+    """OpenTelemetry's ASGI middleware: a span per request (continuing a caller's traceparent),
+    the current span while the request runs, so what it sends by request-reply or through the
+    outbox joins the trace; secret link segments masked in the span's name and URL attributes."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        tracer_provider=tracer_provider,
+        exclude_spans=["receive", "send"],
+        default_span_details=_span_details,
+        server_request_hook=_mask_span_secrets,
+    )
+
+
 def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
     """A request span's name: the method and the path with secret segments masked (the route
     template is not known yet when the span starts)."""
@@ -342,17 +357,7 @@ def create_web_app(
     # Outermost: times every answer, the body limit's 413s and the error pages included.
     app.add_middleware(RequestMetrics)
     if runtime.tracer_provider is not None:
-        # A span per request (continuing a caller's traceparent), the current span while the
-        # request runs: what it sends by request-reply or through the outbox joins the trace.
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        app.add_middleware(
-            OpenTelemetryMiddleware,
-            tracer_provider=runtime.tracer_provider,
-            exclude_spans=["receive", "send"],
-            default_span_details=_span_details,
-            server_request_hook=_mask_span_secrets,
-        )
+        add_tracing(app, runtime.tracer_provider)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:

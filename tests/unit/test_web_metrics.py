@@ -76,3 +76,35 @@ async def test_a_request_continues_the_callers_trace_or_starts_one(tmp_path):
         await client.get("/portal/leads/2")
     assert SEEN[0] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert SEEN[1] is not None and len(SEEN[1]) == 32 and SEEN[1] != SEEN[0]
+
+
+async def test_with_tracing_on_a_request_is_a_span_without_its_secrets(tmp_path):
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from shared.web import add_tracing
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    api = FastAPI()
+
+    @api.get("/portal/link/{token}")
+    async def link(token: str) -> dict[str, str | None]:
+        return {"trace": tracing.current_trace_id()}
+
+    add_tracing(api, provider)
+    tracing.use(provider)
+    try:
+        transport = httpx.ASGITransport(app=api)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            answer = await client.get("/portal/link/s3cret-token?x=1", headers={"traceparent": traceparent})
+    finally:
+        tracing.use(None)
+    assert answer.json()["trace"] == "4bf92f3577b34da6a3ce929d0e0e4736"  # the caller's trace, continued
+    (span,) = exporter.get_finished_spans()
+    assert span.context.trace_id == int("4bf92f3577b34da6a3ce929d0e0e4736", 16)
+    assert span.name == "GET /portal/link/***"
+    assert "s3cret-token" not in repr(dict(span.attributes or {}))

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.admin import deadletters, operations, queries, rules, store, usecases
 from services.admin.auth import ApiConfigurer, ApiOperator, ApiOwner, ApiReader, console_of
@@ -22,6 +22,7 @@ from shared import orders
 from shared.catalog.loader import dump_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import load_latest
+from shared.contracts.base import NUL_MESSAGE, nul_paths
 
 router = APIRouter()
 
@@ -33,7 +34,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class Body(BaseModel):
+    """A request body: no unknown fields, and no NUL character anywhere (PostgreSQL refuses it)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if paths := nul_paths(data):
+            raise ValueError(f"{', '.join(paths) or 'the body'} {NUL_MESSAGE}")
+        return data
 
 
 class Problem(BaseModel):

@@ -24,6 +24,7 @@ from starlette.datastructures import FormData
 from services.admin import usecases
 from services.admin.console import Console, field
 from services.admin.rules import Permission, Staff
+from shared.contracts.base import NUL
 from shared.web import (
     clear_cookie,
     cross_site,
@@ -60,6 +61,13 @@ def refuse_cross_site(request: Request, console: Console) -> None:
         raise HTTPException(403, "This form was sent from another site, so it was refused.")
 
 
+def refuse_nul(form: FormData) -> None:
+    """PostgreSQL cannot store U+0000: a form holding one is refused before anything reads it."""
+    for name, value in form.multi_items():
+        if NUL in name or (isinstance(value, str) and NUL in value):
+            raise HTTPException(400, "This form contains a NUL character (\\u0000), which cannot be saved.")
+
+
 async def session_staff(request: Request) -> Staff:
     console = console_of(request)
     token = request.cookies.get(SESSION_COOKIE)
@@ -84,6 +92,7 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Staff]]:
             console = console_of(request)
             refuse_cross_site(request, console)
             form = await request.form()
+            refuse_nul(form)
             if not csrf_valid(console.config.csrf_secret, f"staff:{staff.session_id}", field(form, "csrf")):
                 raise HTTPException(403, "This form has expired or did not come from this console. Reload the page.")
         if not staff.may(permission):
@@ -172,6 +181,7 @@ async def presession_form(request: Request) -> tuple[FormData, bool]:
     console = console_of(request)
     refuse_cross_site(request, console)
     form = await request.form()
+    refuse_nul(form)
     nonce = request.cookies.get(PRESESSION_COOKIE, "")
     return form, csrf_valid(console.config.csrf_secret, f"pre:{nonce}", field(form, "csrf"))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
@@ -63,8 +64,13 @@ def create_app(
     )
     app.state.console = console
 
+    refuse = error_page(console)
+
     @app.middleware("http")
     async def page_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # PostgreSQL cannot store or compare U+0000: a NUL in the path or the query is bad input.
+        if "\x00" in request.url.path or "\x00" in unquote_plus(request.url.query):
+            return refuse(request, 400, "The address contains a NUL character (\\u0000).")
         response = await call_next(request)
         if not request.url.path.startswith(console.static_path):
             response.headers.setdefault("Cache-Control", "no-store")

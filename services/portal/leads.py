@@ -44,7 +44,7 @@ async def lead_list(request: Request, session: SignedIn) -> Response:
     result = rules.parse_lead_filter(params, today=today, lead_types=types)
     context: dict[str, Any] = {
         "types": types,
-        "form": {k: str(params.get(k, ""))[:300] for k in ("from", "to", "type", "q", "sort", "dir")},
+        "form": {k: str(params.get(k, ""))[:300] for k in ("from", "to", "type", "q", "sort", "dir", "assigned")},
         "errors": result.errors,
         "rows": [],
         "columns": [],
@@ -53,6 +53,12 @@ async def lead_list(request: Request, session: SignedIn) -> Response:
         "next_page": None,
         "filter": None,
     }
+    if rules.may_assign(session.viewer):
+        # The "Assigned to" filter: the users whose leads the viewer sees (admins: anyone's, or nobody's).
+        async with portal.pool.acquire() as conn:
+            context["assignees"] = [
+                (str(u["id"]), u["name"] or u["email"]) for u in await queries.portal_users(conn, session.viewer)
+            ]
     f = result.filter
     if f is None:
         return portal.render(request, "leads.html", 400, **context)
@@ -91,6 +97,7 @@ def _list_row(portal: Portal, row: Any, zone: str) -> dict[str, Any]:
         "name": rules.lead_name(lead_type, row["fields"] or {}),
         "return": rules.return_label(row["return_status"]),
         "return_status": row["return_status"],
+        "assigned_to": row["assigned_to"] or "",
     }
 
 

@@ -81,6 +81,15 @@ def _lead_filter(viewer: Viewer, f: LeadFilter, zone: str, p: Params) -> str:
         clauses.append(f"l.lead_type_id = {p(f.lead_type)}")
     if f.search_pattern:
         clauses.append(f"{LEAD_TEXT} ILIKE {p(f.search_pattern)}")
+    if f.assigned == "nobody":
+        clauses.append(
+            "NOT EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = d.client_id AND a.lead_id = d.lead_id)"
+        )
+    elif f.assigned:
+        clauses.append(
+            "EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = d.client_id AND a.lead_id = d.lead_id"
+            f" AND a.user_id = {p(f.assigned)}::uuid)"
+        )
     clauses.append(_visible(viewer, p))
     return " AND ".join(clauses)
 
@@ -115,7 +124,9 @@ async def lead_page(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zon
         f" LIMIT {PAGE_SIZE + 1})"
         " SELECT page.*, (SELECT r.status FROM returns r"
         f"  WHERE r.client_id = {client} AND r.lead_id = page.lead_id"
-        "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status"
+        "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status,"
+        " (SELECT coalesce(nullif(u.name, ''), u.email) FROM lead_assignments a JOIN portal_users u ON u.id = a.user_id"
+        f"  WHERE a.client_id = {client} AND a.lead_id = page.lead_id) AS assigned_to"
         f" FROM page ORDER BY sort_key {direction}, completed_at {direction}, delivery_id {direction}"
     )
     return await conn.fetch(sql, *p.values)

@@ -373,6 +373,8 @@ class LeadFilter:
     search: str = ""  # as typed (trimmed); `search_pattern` is what the query uses
     sort: Sort = Sort()
     after: Cursor | None = None
+    # Whose leads (H5): "" any the viewer sees, "nobody" (unassigned), or one user's id.
+    assigned: str = ""
 
     def bounds(self, zone: str) -> tuple[datetime, datetime]:
         """[start, end) in UTC of the local days first_day..last_day."""
@@ -391,6 +393,7 @@ class LeadFilter:
             "q": self.search,
             "sort": self.sort.param,
             "dir": self.sort.direction,
+            "assigned": self.assigned,
         }
         values.update(changes)
         return {k: str(v) for k, v in values.items() if v not in ("", None)}
@@ -478,6 +481,10 @@ def parse_lead_filter(params: Mapping[str, str], *, today: date, lead_types: Map
     if len(search) > MAX_SEARCH_LENGTH:
         errors["q"] = f"Search for at most {MAX_SEARCH_LENGTH} characters."
 
+    assigned = params.get("assigned", "").strip()
+    if assigned and assigned != "nobody" and parse_uuid(assigned) is None:
+        errors["assigned"] = "Choose whose leads to show from the list."
+
     types_for_sort = [lead_types[lead_type]] if lead_type and lead_type in lead_types else list(lead_types.values())
     sort, sort_errors = parse_sort(params.get("sort", "delivered"), params.get("dir", "desc"), types_for_sort)
     errors.update(sort_errors)
@@ -490,7 +497,7 @@ def parse_lead_filter(params: Mapping[str, str], *, today: date, lead_types: Map
     if errors:
         return FilterResult(None, errors)
     assert sort is not None
-    return FilterResult(LeadFilter(first, last, lead_type, search, sort, after))
+    return FilterResult(LeadFilter(first, last, lead_type, search, sort, after, assigned))
 
 
 # --- Keyset cursors -------------------------------------------------------------------------------

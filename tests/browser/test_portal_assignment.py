@@ -190,3 +190,55 @@ async def test_new_lead_emails_and_links_follow_assignment(browser, page, mail_s
             )
             await wait_for(lambda: conn.fetchval("SELECT count(*) = 0 FROM outbox"))
         assert _new_lead_recipients(smtp) == ["admin@acme.test", "carl@acme.test", "dana@acme.test", "eve@acme.test"]
+
+
+async def test_the_lead_list_shows_and_filters_by_assignee(page, mail_settings, smtp):
+    async with running_site(mail_settings, smtp) as site:
+        await site.user("acme", "admin@acme.test", is_admin=True)
+        dana = await site.user("acme", "dana@acme.test", view_downline=True)
+        carl = await site.user("acme", "carl@acme.test", parent=dana)
+        async with site.db() as conn:
+            carls = await sell(conn, "acme", person(1, first_name="Carlslead"))
+            danas = await sell(conn, "acme", person(2, first_name="Danaslead"))
+            nobodys = await sell(conn, "acme", person(3, first_name="Nobodyslead"))
+            await conn.execute(
+                "INSERT INTO lead_assignments (client_id, lead_id, user_id) VALUES ('acme', $1, $2), ('acme', $3, $4)",
+                carls,
+                carl,
+                danas,
+                dana,
+            )
+
+        async def listed() -> dict[str, str]:
+            rows = await page.locator("#lead-table tr[data-lead]").all()
+            return {await r.get_attribute("data-lead"): await r.locator("td.assigned").inner_text() for r in rows}
+
+        await site.login(page, "admin@acme.test")
+        await page.goto(f"{site.url}/leads")
+        assert await listed() == {str(carls): "carl", str(danas): "dana", str(nobodys): ""}
+        await page.select_option("#assigned", "nobody")
+        await page.click(".filters button[type=submit]")
+        await page.wait_for_url(re.compile(r".*assigned=nobody.*"))
+        assert await listed() == {str(nobodys): ""}
+        await page.select_option("#assigned", str(carl))
+        await page.click(".filters button[type=submit]")
+        await page.wait_for_url(re.compile(rf".*assigned={carl}.*"))
+        assert await listed() == {str(carls): "carl"}
+        export = await (await page.request.get(f"{site.url}/leads/export.csv?assigned={carl}")).text()
+        assert str(carls) in export and str(danas) not in export
+        assert (await page.request.get(f"{site.url}/leads?assigned=someone")).status == 400
+
+        # Dana (View Downline) filters within her downline; "nobody" is not offered.
+        await page.context.clear_cookies()
+        await site.login(page, "dana@acme.test")
+        await page.goto(f"{site.url}/leads")
+        offered = await page.eval_on_selector_all("#assigned option", "os => os.map(o => o.value)")
+        assert set(offered) == {"", str(dana), str(carl)}
+        assert await listed() == {str(carls): "carl", str(danas): "dana"}
+        # Carl (own) gets no filter; another user's id finds nothing of theirs.
+        await page.context.clear_cookies()
+        await site.login(page, "carl@acme.test")
+        await page.goto(f"{site.url}/leads")
+        assert await page.locator("#assigned").count() == 0
+        await page.goto(f"{site.url}/leads?assigned={dana}")
+        assert await listed() == {}

@@ -33,8 +33,9 @@ from shared.topology import Topology
 log = logging.getLogger("leadwire.intake")
 
 # How often a waiting request reads the lead row: while it also waits for the router's reply
-# (only a lost reply or a racing re-send needs the poll), and when it has no reply to wait for.
-POLL_WITH_REPLY = 0.25
+# (only a racing re-send, whose copy the router kept instead, needs the poll: rarely, so seldom —
+# under a backlog hundreds of requests wait at once), and when it has no reply to wait for.
+POLL_WITH_REPLY = 1.0
 POLL_WITHOUT_REPLY = 0.1
 # The broker's confirm of the publish, independent of how long the caller waits for the outcome.
 PUBLISH_TIMEOUT = 5.0
@@ -94,7 +95,9 @@ async def post_lead(
             )
         except (RequestFailed, TimeoutError) as exc:
             log.warning("could not publish a lead of source %s: %s", key.owner, exc)
-            raise Unavailable("the lead could not be handed to the router; send it again") from exc
+            raise Unavailable(
+                "the broker did not take the lead in time; send it again with the same Idempotency-Key"
+            ) from exc
     try:
         return await _wait(deps, key.owner, idempotency_key, state, reply, wait)
     finally:

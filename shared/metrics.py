@@ -411,9 +411,12 @@ async def sample(pool: Any, channel: Any, queues: dict[str, str]) -> int:
     OUTBOX_ROWS.set(row["outbox_rows"])
     OUTBOX_AGE.set(float(row["outbox_age"]))
     PAUSED_ACCOUNTS.set(row["paused"])
+    # On the underlying channel: aio-pika's own declare_queue answers a repeated declaration from
+    # its cache, with the count of the first one.
+    raw = await channel.get_underlay_channel()
     read = 0
     for label, name in queues.items():
-        queue = await channel.declare_queue(name, passive=True)
-        QUEUE_MESSAGES.labels(label).set(queue.declaration_result.message_count or 0)
+        declared = await raw.queue_declare(name, passive=True)
+        QUEUE_MESSAGES.labels(label).set(declared.message_count or 0)
         read += 1
     return read

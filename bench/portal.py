@@ -189,7 +189,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             span = f"from={(today - timedelta(days=61)).isoformat()}&to={today.isoformat()}"
             pages = {
                 "dashboard": "/portal/dashboard",
-                "lead list, first page (this month)": "/portal/leads",
+                "lead list, first page (default: last 30 days)": "/portal/leads",
                 "lead list, first page (60 days, all 100k)": f"/portal/leads?{span}",
                 "search, one lead (email)": f"/portal/leads?{span}&q=person54321%40leads.example",
                 "search, one lead (phone as typed)": f"/portal/leads?{span}&q=(415)%20005-4321",

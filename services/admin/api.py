@@ -686,3 +686,25 @@ async def order_status(
     """Sent as `order.command` to the returns service; `GET /orders` shows the status it records."""
     await usecases.order_command(console_of(request).deps, staff, order_id, body.action)
     return Ok()
+
+
+# --- Clients -------------------------------------------------------------------------------------
+
+
+class PortalAdmin(Body):
+    email: str = Field(max_length=320)
+    name: str = Field("", max_length=200)
+
+
+@router.post(
+    "/clients/{client_id}/portal-admin",
+    status_code=201,
+    responses={**ERRORS, 404: {"model": Problem}, 409: {"model": Problem, "description": "The client has users"}},
+)
+async def invite_portal_admin(
+    request: Request, body: PortalAdmin, client_id: str = Path(max_length=64), staff: Staff = ApiConfigurer
+) -> Ok:
+    """A client's first portal admin, invited by email to set a password (errors under
+    `invite_email` / `invite_name`). Clients themselves are edited with `PUT /catalog`."""
+    await usecases.invite_portal_admin(console_of(request).deps, staff, client_id, body.email, body.name)
+    return Ok()

@@ -35,6 +35,7 @@ class NavEntry:
 
 NAVIGATION: list[NavEntry] = [
     NavEntry("Overview", "/"),
+    NavEntry("Clients", "/clients"),
     NavEntry("Client Options", "/options"),
     NavEntry("Catalog versions", "/catalog/versions"),
     NavEntry("Returns", "/returns"),

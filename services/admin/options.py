@@ -180,3 +180,110 @@ async def edit_catalog(request: Request, staff: Staff = Configurer) -> Response:
     if version is None:
         return RedirectResponse(console.url("/catalog/versions", {"saved": "unchanged"}), status_code=303)
     return RedirectResponse(console.url(f"/catalog/versions/{version}"), status_code=303)
+
+
+# --- Clients -------------------------------------------------------------------------------------
+
+
+def client_values(client: Any) -> dict[str, Any]:
+    if client is None:
+        return {"id": "", "name": "", "active": True, "time_zone": "UTC", "auto_approve_returns": False}
+    return {"id": client.id, **{name: getattr(client, name) for name in rules.CLIENT_FIELDS}}
+
+
+@router.get("/clients")
+async def clients_page(request: Request, staff: Staff = Reader) -> Response:
+    console = console_of(request)
+    version, catalog = await load_latest(console.pool)
+    users = await queries.portal_users_by_client(console.pool)
+    return console.render(request, "clients.html", clients=catalog.clients, users=users, version=version)
+
+
+async def _client_page(
+    request: Request,
+    console: Console,
+    client_id: str | None,
+    status: int = 200,
+    *,
+    values: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    invite: dict[str, str] | None = None,
+) -> Response:
+    version, catalog = await load_latest(console.pool)
+    client = catalog.clients_by_id.get(client_id) if client_id else None
+    if client_id is not None and client is None:
+        raise HTTPException(404, f"There is no client {client_id}.")
+    users = (await queries.portal_users_by_client(console.pool)).get(client_id or "", [])
+    return console.render(
+        request,
+        "client.html",
+        status,
+        client_id=client_id,
+        version=version,
+        values=values or client_values(client),
+        errors=errors or {},
+        users=users,
+        invite=invite or {"invite_email": client.email or "" if client else "", "invite_name": ""},
+        saved=request.query_params.get("saved", ""),
+    )
+
+
+@router.get("/clients/new")
+async def new_client_page(request: Request, staff: Staff = Reader) -> Response:
+    return await _client_page(request, console_of(request), None)
+
+
+@router.get("/clients/{client_id}")
+async def client_page(request: Request, client_id: str, staff: Staff = Reader) -> Response:
+    return await _client_page(request, console_of(request), client_id[:64])
+
+
+def _typed(form: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {k: field(form, k) for k in ("id", *rules.CLIENT_FIELDS)}
+    values["active"] = field(form, "active") == "on"
+    values["auto_approve_returns"] = field(form, "auto_approve_returns") == "on"
+    return values
+
+
+async def _save_client(request: Request, staff: Staff, client_id: str | None) -> Response:
+    console = console_of(request)
+    form = await request.form()
+    base = parse_version(field(form, "version"))
+    try:
+        if base is None:
+            raise usecases.Refused({"form": "This form is missing its catalog version."})
+        version = await usecases.save_client(console.deps, staff, base, client_id, form)
+    except usecases.Refused as refused:
+        return await _client_page(
+            request, console, client_id, refused.status, values=_typed(form), errors=refused.errors
+        )
+    target = client_id or field(form, "id").strip()
+    return RedirectResponse(console.url(f"/clients/{target}", {"saved": version or "unchanged"}), status_code=303)
+
+
+@router.post("/clients")
+async def create_client(request: Request, staff: Staff = Configurer) -> Response:
+    return await _save_client(request, staff, None)
+
+
+@router.post("/clients/{client_id}")
+async def change_client(request: Request, client_id: str, staff: Staff = Configurer) -> Response:
+    return await _save_client(request, staff, client_id[:64])
+
+
+@router.post("/clients/{client_id}/invite")
+async def invite_admin(request: Request, client_id: str, staff: Staff = Configurer) -> Response:
+    console = console_of(request)
+    form = await request.form()
+    invite = {"invite_email": field(form, "invite_email"), "invite_name": field(form, "invite_name")}
+    try:
+        await usecases.invite_portal_admin(
+            console.deps, staff, client_id[:64], invite["invite_email"], invite["invite_name"]
+        )
+    except usecases.Refused as refused:
+        return await _client_page(
+            request, console, client_id[:64], refused.status, errors=refused.errors, invite=invite
+        )
+    return RedirectResponse(
+        console.url(f"/clients/{client_id}", {"saved": f"invited {invite['invite_email'].strip()}"}), status_code=303
+    )

@@ -290,3 +290,23 @@ async def order_payments(pool: asyncpg.Pool, order_id: str) -> list[asyncpg.Reco
             id=order_id,
         ),
     )
+
+
+async def portal_user_count(conn: asyncpg.Connection | asyncpg.Pool, client_id: str) -> int:
+    return int(
+        await sql.fetchval(conn, statement("SELECT count(*) FROM portal_users WHERE client_id = :c", c=client_id))
+    )
+
+
+async def portal_users_by_client(pool: asyncpg.Pool) -> dict[str, list[asyncpg.Record]]:
+    rows = await sql.fetch(
+        pool,
+        statement(
+            "SELECT client_id, email, name, is_admin, enabled, password_hash IS NOT NULL AS has_password"
+            " FROM portal_users ORDER BY client_id, email"
+        ),
+    )
+    out: dict[str, list[asyncpg.Record]] = {}
+    for row in rows:
+        out.setdefault(row["client_id"], []).append(row)
+    return out

@@ -673,3 +673,63 @@ def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any) -
         last = step.at or last
         keyed.append((last, position, step))
     return [step for _, _, step in sorted(keyed, key=lambda k: (k[0], k[1]))]
+
+
+# --- Clients (catalog editing) -------------------------------------------------------------------
+
+CLIENT_FIELDS = (
+    "name",
+    "active",
+    "time_zone",
+    "email",
+    "phone",
+    "contact_name",
+    "external_ref",
+    "auto_approve_returns",
+)
+
+
+def client_patch(document: dict[str, Any], client_id: str | None, form: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The catalog document with one client changed (or, `client_id` None, added at the end) from
+    the client form; text stays text for the catalog's own validation. Blank optional fields are
+    removed."""
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for name in CLIENT_FIELDS:
+        raw = str(form.get(name) or "").strip()
+        if name in ("active", "auto_approve_returns"):
+            values[name] = raw == "on"
+        elif name in ("name", "time_zone"):
+            if not raw:
+                errors[name] = "Enter a name." if name == "name" else "Enter a time zone, such as America/New_York."
+            values[name] = raw
+        elif raw:
+            values[name] = raw
+    doc = {**document, "clients": [dict(c) for c in document.get("clients") or []]}
+    if client_id is None:
+        new_id = str(form.get("id") or "").strip()
+        if not new_id:
+            errors["id"] = "Enter an id (letters, digits, _ . : -)."
+        doc["clients"].append({"id": new_id, **values})
+    else:
+        for client in doc["clients"]:
+            if client["id"] == client_id:
+                for name in CLIENT_FIELDS:
+                    client.pop(name, None)
+                client.update(values)
+    return doc, errors
+
+
+_CLIENT_FIELD = re.compile(r"^clients\[\d+\] \((.+?)\)\.(\w+)")
+_CLIENT_ENTRY = re.compile(r"^clients\[\d+\](?: \((.+?)\))?(?:\.(\w+))?")
+
+
+def client_field(location: str) -> str | None:
+    """The client form field a catalog error belongs beside."""
+    match = _CLIENT_ENTRY.match(location)
+    if match is None:
+        return None
+    name = match.group(2)
+    if name in CLIENT_FIELDS or name == "id":
+        return name
+    return None

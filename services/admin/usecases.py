@@ -28,6 +28,8 @@ from services.admin.rules import Role, Staff
 from services.delivery import store as delivery_store
 from services.portal_auth import credentials
 from services.portal_auth import rules as auth_rules
+from services.portal_auth import usecases as portal_auth_usecases
+from services.portal_auth.config import PortalAuthConfig
 from services.portal_auth.credentials import Passwords
 from shared import orders
 from shared.catalog.loader import CatalogInvalid, parse_catalog
@@ -35,7 +37,7 @@ from shared.catalog.model import Catalog
 from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
 from shared.contracts import OrderCommand, ReturnDecide
 from shared.outbox import add_event
-from shared.process import Process
+from shared.process import Process, Standalone
 
 log = logging.getLogger("leadwire.admin")
 
@@ -508,3 +510,76 @@ async def order_command(deps: Deps, who: Staff, order_id: str, action: str) -> N
             raise Refused({"form": f"There is no order {order_id}."}, 404)
         await add_event(conn, "order.command", OrderCommand(order_id=order_id, action=action, requested_by=who.email))
         await record(conn, who, f"order.{action}", order_id)
+
+
+# --- Clients -------------------------------------------------------------------------------------
+
+
+async def save_client(deps: Deps, who: Staff, base_version: int, client_id: str | None, form: Any) -> int | None:
+    """Create (client_id None) or change a client in the catalog: a new catalog version through
+    the same validation as `leadwire catalog apply`, errors beside the client form's fields."""
+    current, catalog = await load_latest(deps.pool)
+    if current != base_version:
+        raise Conflict(base_version, current)
+    if client_id is not None and client_id not in catalog.clients_by_id:
+        raise Refused({"form": f"There is no client {client_id}."}, 404)
+    patched, errors = rules.client_patch(catalog.model_dump(mode="json"), client_id, form)
+    try:
+        new = parse_catalog(yaml.safe_dump(patched, sort_keys=False, allow_unicode=True))
+    except CatalogInvalid as exc:
+        errors = {**_catalog_errors(exc, rules.client_field), **errors}
+    if errors:
+        raise Refused(errors)
+    target = client_id or str(form.get("id") or "").strip()
+    before = catalog.clients_by_id.get(target)
+    after = new.clients_by_id[target]
+    changes = {
+        name: [getattr(before, name) if before else None, getattr(after, name)]
+        for name in rules.CLIENT_FIELDS
+        if (getattr(before, name) if before else None) != getattr(after, name)
+    }
+    action = "client.create" if client_id is None else "client.change"
+    return await _apply(deps, who, base_version, new, action, client=target, changes=changes)
+
+
+async def invite_portal_admin(deps: Deps, who: Staff, client_id: str, email: str, name: str) -> None:
+    """A client's first portal admin, invited by email to set a password — what `leadwire portal
+    create-user --invite` does (portal_auth's own use case: the user, and the invite link queued
+    for notifier), with the audit row in the same transaction."""
+    errors: dict[str, str] = {}
+    email = email.strip()
+    if (problem := rules.email_problem(email)) is not None:
+        errors["invite_email"] = problem
+    if len(name) > 200:
+        errors["invite_name"] = "A name has at most 200 characters."
+    _, catalog = await load_latest(deps.pool)
+    if client_id not in catalog.clients_by_id:
+        raise Refused({"form": f"There is no client {client_id}."}, 404)
+    if errors:
+        raise Refused(errors)
+    auth_deps = portal_auth_usecases.Deps(
+        Standalone(deps.pool, catalog, deps.process.settings),
+        config=PortalAuthConfig(),
+        passwords=deps.passwords,
+        clock=deps.clock,
+    )
+    async with deps.pool.acquire() as conn, conn.transaction():
+        if await queries.portal_user_count(conn, client_id) > 0:
+            raise Refused({"invite_email": "This client has portal users already: its admins invite the others."}, 409)
+        try:
+            user = await portal_auth_usecases.add_user(
+                conn,
+                auth_deps,
+                client_id=client_id,
+                email=email,
+                name=name.strip(),
+                password_hash=None,
+                is_admin=True,
+                now=deps.clock(),
+            )
+        except portal_auth_usecases.Refused as refused:
+            message = (
+                "This email is in use already." if refused.failure.error == "conflict" else refused.failure.message
+            )
+            raise Refused({"invite_email": message or "Refused."}) from refused
+        await record(conn, who, "client.invite_admin", client_id, email=email, user_id=str(user["id"]))

@@ -61,6 +61,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             b_key = await api_keys.create_buyer_key(conn, "bolt", label="BoltSecret key")
         b_link = issue_link_token(mail_settings.portal_link_secret, client_id="bolt", lead_id=b_leads[0], issued_at=now)
         secrets = [str(b) for b in b_leads] + ["BoltSecret", "secret0@bolt.example", "4155550050", str(b_delivery)]
+        secrets.append(b_key.key_id)  # A's API keys page lists none of B's keys
 
         # B's CSRF token, from B's own session.
         await site.login(page, "bea@bolt.test")

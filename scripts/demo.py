@@ -6,7 +6,7 @@ some duplicates) to the inbound exchange, and prints a live summary of what was 
 The Client Portal runs too (uvicorn, at PORTAL_BASE_URL), with a demo buyer login for Sunrise
 Solar; now and then an appointment is booked on one of Sunrise's leads, so its dashboard fills up.
 The admin console runs too (uvicorn, at ADMIN_BASE_URL), with a demo owner login. The HTTP
-intake runs on 127.0.0.1:8081; every third lead of source "web" is posted there with a source key.
+intake runs on 127.0.0.1:8082; every third lead of source "web" is posted there with a source key.
 
   scripts/run                      # until Ctrl-C
   scripts/run --duration 30 --rate 20
@@ -109,8 +109,8 @@ def sample_lead(n: int, recent: list[dict[str, Any]]) -> dict[str, Any]:
     return lead
 
 
-# The HTTP intake's address: INTAKE_BASE_URL (default http://127.0.0.1:8081).
-INTAKE_URL = os.environ.get("INTAKE_BASE_URL", "http://127.0.0.1:8081").rstrip("/")
+# The HTTP intake's address: INTAKE_BASE_URL (default http://127.0.0.1:8082; the admin console has 8081).
+INTAKE_URL = os.environ.get("INTAKE_BASE_URL", "http://127.0.0.1:8082").rstrip("/")
 INTAKE_ADDRESS = [
     "--host",
     urlsplit(INTAKE_URL).hostname or "127.0.0.1",

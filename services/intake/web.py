@@ -1,7 +1,7 @@
 """The intake's web tier: HTTP lead intake for sources (docs/intake.md) and the buyer API
 (docs/buyer-api.md), one FastAPI app per uvicorn worker process.
 
-    uvicorn --factory services.intake.web:create_app --host 0.0.0.0 --port 8081
+    uvicorn --factory services.intake.web:create_app --host 0.0.0.0 --port 8082
 
 It runs the intake's `Runtime` (pool, catalog cache, outbox relay, the callback and rate-window
 loops) and the process's multiplexed request-reply client (shared/web.py). Nothing about a

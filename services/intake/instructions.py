@@ -151,6 +151,13 @@ def openapi(catalog: Catalog) -> dict[str, Any]:
         "schema": {"type": "string", "minLength": 1, "maxLength": rules.MAX_KEY_LENGTH},
         "description": "your id for this lead: a re-send with the same key gets the first post's answer",
     }
+    test_param = {
+        "name": "test",
+        "in": "query",
+        "required": False,
+        "schema": {"enum": ["1", "0", "true", "false", "yes", "no"]},
+        "description": "test mode: validate and plan, never store or sell (a test key is always in test mode)",
+    }
     for lead_type in sorted(catalog.lead_types, key=lambda t: t.id):
         schema_name = f"Lead_{lead_type.id}"
         paths[f"/v1/leads/{lead_type.id}"] = {
@@ -159,7 +166,7 @@ def openapi(catalog: Catalog) -> dict[str, Any]:
                 "summary": f"Post a {lead_type.name} lead",
                 "tags": ["sources"],
                 "security": [{"sourceKey": []}],
-                "parameters": [wait_param, key_param],
+                "parameters": [wait_param, key_param, test_param],
                 "requestBody": {
                     "required": True,
                     "content": {

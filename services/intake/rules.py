@@ -14,6 +14,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared.catalog.model import Catalog
+
 # How long a post waits for its outcome when it does not say, and the most it may ask for.
 DEFAULT_WAIT = 2.0
 MAX_WAIT = 10.0
@@ -128,6 +130,17 @@ def check_callback_url(value: Any) -> str:
     ):
         raise BadPost(f"callback_url must be an http:// or https:// URL of at most {MAX_CALLBACK_URL} characters")
     return value
+
+
+def read_test(query: str | None) -> bool:
+    """`?test=1` (or true/yes): validate and plan, never sell."""
+    if query is None or query == "":
+        return False
+    if query.lower() in ("1", "true", "yes"):
+        return True
+    if query.lower() in ("0", "false", "no"):
+        return False
+    raise BadPost("test must be 1 or 0 (true or false)")
 
 
 def read_wait(query: str | None, prefer: str | None) -> float:
@@ -336,3 +349,40 @@ def return_id_for(client_id: str, idempotency_key: str | None) -> uuid.UUID:
     if idempotency_key is None:
         return uuid.uuid4()
     return uuid.uuid5(uuid.NAMESPACE_URL, f"leadwire:buyer-return:{client_id}:{idempotency_key}")
+
+
+# --- test mode --------------------------------------------------------------------------------------
+
+
+def dry_run(
+    catalog: Catalog, lead_type_id: str, source_id: str, post: Post, now: datetime, paused: frozenset[str]
+) -> tuple[int, dict[str, Any]]:
+    """A test post's answer: the router's own pure rules (services/router/rules.py) validate the
+    lead and plan it — what it would be offered to — and nothing is stored, published or sold.
+    Duplicates, caps and orders are not looked at (they need the router's transaction)."""
+    from services.router import rules as router_rules
+    from shared.contracts.base import nul_paths
+
+    fields = post.fields
+    lead_type = catalog.lead_types_by_id.get(lead_type_id)
+    clean, field_problems = router_rules.validate_fields(lead_type, fields) if lead_type else (fields, [])
+    problems = router_rules.body_problems(nul_paths(fields, "fields"), lead_type_id, f"lead.{lead_type_id}")
+    problems += router_rules.lead_problems(catalog, lead_type_id, source_id, field_problems, has_key=True)
+    body: dict[str, Any] = {"test": True, "lead_id": None, "lead_type": lead_type_id}
+    if problems:
+        body.update(
+            status="rejected",
+            reason="invalid lead",
+            errors=[{"field": p.field, "message": p.message} for p in problems],
+        )
+        return 422, body
+    candidates = router_rules.eligible_accounts(catalog, lead_type_id, clean, now)
+    planned = router_rules.plan(
+        catalog, lead_type_id, source_id, post.force_id, candidates, paused=paused, excluded=frozenset(), turns={}
+    )
+    if isinstance(planned, router_rules.Unsold):
+        body.update(status="unsold", reason=planned.reason)
+        return 200, body
+    offered = {a for stage in planned.stages for a in stage.accounts}
+    body.update(status="would_route", accounts=len(offered), max_sales=planned.max_sales)
+    return 200, body

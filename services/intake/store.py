@@ -181,3 +181,9 @@ async def finish_callback(
             retry_in=retry_in,
         ),
     )
+
+
+async def paused_accounts(conn: asyncpg.Connection | asyncpg.Pool) -> frozenset[str]:
+    """Delivery accounts auto-paused by delivery (read, for test mode's plan)."""
+    rows = await sql.fetch(conn, statement("SELECT delivery_account_id FROM delivery_account_state WHERE paused"))
+    return frozenset(r["delivery_account_id"] for r in rows)

@@ -16,6 +16,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -156,6 +157,12 @@ def _from_outcome(state: LeadState, outcome: LeadOutcome) -> LeadState:
         price=sum((d.price for d in outcome.deliveries), Decimal("0")),
         buyers=len(outcome.deliveries),
     )
+
+
+async def test_post(deps: Deps, key: KeyRow, lead_type: str, post: Post) -> tuple[int, dict[str, Any]]:
+    """Test mode: validated and planned by the router's rules, never stored, published or sold."""
+    paused = await store.paused_accounts(deps.process.pool)
+    return rules.dry_run(deps.process.catalog, lead_type, key.owner, post, datetime.now(UTC), paused)
 
 
 async def lead_for_source(deps: Deps, key: KeyRow, some_id: uuid.UUID) -> LeadState | None:

@@ -55,10 +55,14 @@ async def post_lead(request: Request, lead_type: str) -> Response:
         wait = rules.read_wait(request.query_params.get("wait"), request.headers.get("prefer"))
         idempotency_key = rules.read_idempotency_key(request.headers.get("idempotency-key"))
         post = rules.parse_post(request.headers.get("content-type"), body, source=key.owner, lead_type=lead_type)
+        test = key.test_mode or rules.read_test(request.query_params.get("test"))
     except rules.WrongSource as exc:
         raise HTTPException(403, str(exc)) from None
     except rules.BadPost as exc:
         raise HTTPException(400, str(exc)) from None
+    if test:
+        status, answer = await usecases.test_post(deps, key, lead_type, post)
+        return JSONResponse(answer, status_code=status)
     try:
         state = await usecases.post_lead(deps, key, lead_type, post, idempotency_key, wait)
     except usecases.Unavailable as exc:

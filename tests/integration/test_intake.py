@@ -235,3 +235,26 @@ async def test_a_database_is_migrated_with_the_key_tables(database_url: str) -> 
         assert found is not None and found.owner == "web"
         stored = await conn.fetchval("SELECT token_sha256 FROM source_api_keys WHERE key_id = $1", key.key_id)
         assert key.token.encode() not in stored and len(stored) == 32
+
+
+async def test_test_mode_validates_and_plans_but_never_sells(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    async with running_intake(settings, buyer) as site:
+        test_key = await site.source_key("web", test_mode=True)
+        async with site.client(test_key) as http:
+            planned = await http.post("/v1/leads/solar?test=0", json=solar(), headers={"Idempotency-Key": "t-1"})
+            assert planned.status_code == 200, planned.text
+            assert planned.json()["status"] == "would_route" and planned.json()["test"] is True
+            assert planned.json()["accounts"] == 2 and planned.json()["lead_id"] is None
+            rejected = await http.post("/v1/leads/solar", json={"phone": "1"})
+            assert rejected.status_code == 422 and rejected.json()["test"] is True
+            assert {e["field"] for e in rejected.json()["errors"]} == {"first_name", "phone", "state"}
+            forced = await http.post("/v1/leads/solar", json={**solar(), "force_id": "NOBODY"})
+            assert forced.json()["status"] == "unsold" and forced.json()["reason"]
+        async with site.client(site.web_key) as http:
+            nevada = await http.post("/v1/leads/solar?test=1", json=solar(state="NV"))
+            assert nevada.json()["accounts"] == 1  # acme takes no NV leads
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 0
+        assert await conn.fetchval("SELECT count(*) FROM intake_posts") == 0
+        assert buyer.received == []

@@ -141,3 +141,10 @@ def test_tokens() -> None:
     assert api_keys.matches(api_keys.token_hash(token), token)
     assert not api_keys.matches(api_keys.token_hash(token), token[:-1] + "x")
     assert not api_keys.matches(None, token)
+
+
+def test_test_flag() -> None:
+    assert rules.read_test(None) is False and rules.read_test("") is False
+    assert rules.read_test("1") and rules.read_test("TRUE") and not rules.read_test("no")
+    with pytest.raises(BadPost):
+        rules.read_test("maybe")

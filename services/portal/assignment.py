@@ -9,6 +9,7 @@ for notifier's new-lead emails.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
@@ -75,3 +76,37 @@ async def assign(request: Request, lead_id: str, session: SignedIn) -> Response:
     state = await assignment_panel(portal, session, view)
     state["errors"] = outcome.errors
     return await render_lead(request, session, view, 400, panel_state={"assignment": state})
+
+
+# --- Many leads at once, from the lead list ------------------------------------------------------
+
+
+@router.post("/leads/assign")
+async def assign_many(request: Request, session: SignedIn) -> Response:
+    """The lead list's "Assign selected": each ticked lead (at most a page) assigned as the lead
+    page would, one transaction each; back to the same list with how many were assigned and how
+    many could not be (not visible any more, or the assignee refused)."""
+    portal = portal_of(request)
+    form = await session_form(request, session)
+    back = rules.safe_next(field(form, "back"), portal.base_path) or portal.url("/leads")
+    chosen = field(form, "assignee").strip()
+    user_id = None if chosen == NOBODY else rules.parse_uuid(chosen)
+    leads = [rules.parse_uuid(v) for v in form.getlist("lead")[: rules.PAGE_SIZE] if isinstance(v, str)]
+    if not rules.may_assign(session.viewer):
+        raise HTTPException(404, "There is no such page here.")
+    outcome = rules.BulkOutcome()
+    if not leads or (user_id is None and chosen != NOBODY):
+        outcome = rules.BulkOutcome(problem="choose" if not leads else "assignee")
+    else:
+        for lead_id in leads:
+            if lead_id is None:
+                outcome = outcome.add("skipped")
+                continue
+            try:
+                result = await usecases.assign_lead(portal.pool, session.identity, lead_id, user_id, portal.clock())
+            except usecases.LeadNotFound:
+                outcome = outcome.add("skipped")
+                continue
+            outcome = outcome.add("skipped" if isinstance(result, usecases.Refused) else "assigned")
+    separator = "&" if "?" in back else "?"
+    return RedirectResponse(back + separator + urlencode(outcome.params()), status_code=303)

@@ -53,9 +53,14 @@ async def lead_list(request: Request, session: SignedIn) -> Response:
         "next_page": None,
         "filter": None,
     }
+    context["bulk_notice"], context["bulk_error"] = rules.bulk_notice(params)
     if rules.may_assign(session.viewer):
-        # The "Assigned to" filter: the users whose leads the viewer sees (admins: anyone's, or nobody's).
+        # The "Assigned to" filter: the users whose leads the viewer sees (admins: anyone's, or
+        # nobody's); "Assign selected": the enabled ones among them.
         async with portal.pool.acquire() as conn:
+            context["bulk_assignees"] = [
+                (str(u["id"]), u["name"] or u["email"]) for u in await queries.assignable_users(conn, session.viewer)
+            ]
             context["assignees"] = [
                 (str(u["id"]), u["name"] or u["email"]) for u in await queries.portal_users(conn, session.viewer)
             ]

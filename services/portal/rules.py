@@ -306,6 +306,42 @@ def appointment_refusal(message: str) -> str:
     return "The appointment was refused: " + (sentence(message) or "no reason was given.")
 
 
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What "Assign selected" did: counts, or why it did nothing; carried back to the list in its
+    query (`bulk_assigned`, `bulk_skipped`, `bulk_problem`)."""
+
+    assigned: int = 0
+    skipped: int = 0
+    problem: str = ""  # "choose": no lead ticked; "assignee": no user chosen
+
+    def add(self, what: Literal["assigned", "skipped"]) -> BulkOutcome:
+        if what == "assigned":
+            return BulkOutcome(self.assigned + 1, self.skipped, self.problem)
+        return BulkOutcome(self.assigned, self.skipped + 1, self.problem)
+
+    def params(self) -> dict[str, str]:
+        if self.problem:
+            return {"bulk_problem": self.problem}
+        return {"bulk_assigned": str(self.assigned), "bulk_skipped": str(self.skipped)}
+
+
+def bulk_notice(params: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """(notice, error) for the lead list after "Assign selected"."""
+    problem = params.get("bulk_problem", "")
+    if problem == "choose":
+        return None, "Tick the leads to assign first."
+    if problem == "assignee":
+        return None, "Choose who gets the selected leads."
+    assigned, skipped = params.get("bulk_assigned", ""), params.get("bulk_skipped", "")
+    if not (assigned.isdigit() and len(assigned) < 4):
+        return None, None
+    notice = f"{assigned} lead{'' if assigned == '1' else 's'} assigned."
+    if skipped.isdigit() and len(skipped) < 4 and skipped != "0":
+        notice += f" {skipped} could not be (no longer yours to assign, or the user was refused)."
+    return notice, None
+
+
 # --- Days in the client's time zone --------------------------------------------------------------
 
 

@@ -242,3 +242,43 @@ async def test_the_lead_list_shows_and_filters_by_assignee(page, mail_settings, 
         assert await page.locator("#assigned").count() == 0
         await page.goto(f"{site.url}/leads?assigned={dana}")
         assert await listed() == {}
+
+
+async def test_assign_selected_from_the_lead_list(page, mail_settings, smtp):
+    async with running_site(mail_settings, smtp) as site:
+        await site.user("acme", "admin@acme.test", is_admin=True)
+        carl = await site.user("acme", "carl@acme.test")
+        async with site.db() as conn:
+            leads = [await sell(conn, "acme", person(n, first_name=f"Bulk{n}")) for n in range(1, 4)]
+        await site.login(page, "admin@acme.test")
+        await page.goto(f"{site.url}/leads?q=Bulk")
+        # Nothing ticked, or nobody chosen: said, nothing written.
+        await page.select_option("#bulk-assignee", str(carl))
+        await page.click("#bulk-assign button[type=submit]")
+        assert await page.inner_text("#bulk-error") == "Tick the leads to assign first."
+        assert "q=Bulk" in page.url  # back on the same list
+        for lead in leads[:2]:
+            await page.check(f"tr[data-lead='{lead}'] input[name=lead]")
+        await page.select_option("#bulk-assignee", str(carl))
+        await page.click("#bulk-assign button[type=submit]")
+        assert await page.inner_text("#bulk-notice") == "2 leads assigned."
+        async with site.db() as conn:
+            owners = dict(await conn.fetch("SELECT lead_id, user_id FROM lead_assignments"))
+        assert owners == {leads[0]: carl, leads[1]: carl}
+        rows = {
+            await r.get_attribute("data-lead"): await r.locator("td.assigned").inner_text()
+            for r in await page.locator("#lead-table tr[data-lead]").all()
+        }
+        assert rows == {str(leads[0]): "carl", str(leads[1]): "carl", str(leads[2]): ""}
+        # Carl (own) has no such form; a forged post is a 404.
+        await page.context.clear_cookies()
+        await site.login(page, "carl@acme.test")
+        await page.goto(f"{site.url}/leads")
+        assert await page.locator("#bulk-assign").count() == 0
+        csrf = await page.get_attribute("form[action$='/logout'] input[name=csrf]", "value")
+        forged = await page.request.post(
+            f"{site.url}/leads/assign", form={"csrf": csrf or "", "lead": str(leads[2]), "assignee": str(carl)}
+        )
+        assert forged.status == 404
+        async with site.db() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM lead_assignments") == 2

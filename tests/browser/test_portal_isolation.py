@@ -144,6 +144,8 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/users": {"name": "x", "email": "x@acme.test"},
             "/api-keys": {"label": "A's key"},
             "/api-keys/{key_id}/revoke": {},
+            # A's own list form, fed B's lead: skipped, nothing written (run below).
+            "/leads/assign": {"lead": "{lead_id}", "assignee": "{user_id}"},
         }
         # Every route the portal has is in this crawl: a new page must be added here.
         routes = {
@@ -175,6 +177,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             if path.startswith(("/logout", "/login", "/forgot", "/reset", "/settings")) or path in (
                 "/users",
                 "/api-keys",
+                "/leads/assign",
             ):
                 continue  # these touch no lead or user of B's; they run last, below
             for csrf in (a_csrf, b_csrf):
@@ -196,10 +199,23 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             assert await conn.fetchval("SELECT count(*) FROM returns") == 0
 
         # A's own settings and users forms answer A, with nothing of B's.
-        for path in ("/settings/contact", "/settings/notifications", "/settings/password", "/users", "/api-keys"):
-            response = await page.request.post(url(path), form={**posts[path], "csrf": a_csrf or ""}, max_redirects=0)
+        own = (
+            "/settings/contact",
+            "/settings/notifications",
+            "/settings/password",
+            "/users",
+            "/api-keys",
+            "/leads/assign",
+        )
+        for path in own:
+            fields = {k: v.replace("{lead_id}", b).replace("{user_id}", str(bea)) for k, v in posts[path].items()}
+            response = await page.request.post(url(path), form={**fields, "csrf": a_csrf or ""}, max_redirects=0)
             body = await response.text()
             assert response.status < 500, (path, response.status)
+            if path == "/leads/assign":
+                assert "bulk_skipped=1" in response.headers["location"]
+                async with site.db() as conn:
+                    assert await conn.fetchval("SELECT count(*) FROM lead_assignments") == 0
             assert not any(secret in body for secret in secrets), path
 
         # The export as A holds A's lead and nothing of B's.

@@ -198,3 +198,15 @@ def test_an_edit_may_keep_a_past_time():
 )
 def test_appointment_refusals(message, words):
     assert words in rules.appointment_refusal(message)
+
+
+def test_bulk_outcome_and_its_notice():
+    outcome = rules.BulkOutcome().add("assigned").add("assigned").add("skipped")
+    assert outcome.params() == {"bulk_assigned": "2", "bulk_skipped": "1"}
+    notice, error = rules.bulk_notice(outcome.params())
+    assert notice == "2 leads assigned. 1 could not be (no longer yours to assign, or the user was refused)."
+    assert error is None
+    assert rules.bulk_notice({"bulk_assigned": "1", "bulk_skipped": "0"}) == ("1 lead assigned.", None)
+    assert rules.bulk_notice(rules.BulkOutcome(problem="choose").params()) == (None, "Tick the leads to assign first.")
+    assert rules.bulk_notice({"bulk_assigned": "lots"}) == (None, None)
+    assert rules.bulk_notice({}) == (None, None)

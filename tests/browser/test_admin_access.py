@@ -76,6 +76,14 @@ async def test_staff_users_and_api_keys(page, web_settings):
         await page.click("#new-staff button[type=submit]")
         assert "exists already" in await page.inner_text("#email-error")
 
+        # The last owner cannot demote themselves: refused beside the role, nothing changed.
+        me = page.locator("tr[data-email='owner@staff.test']")
+        await me.locator("select[name=role]").select_option("viewer")
+        await me.locator("button:has-text('Save')").click()
+        assert "one enabled owner" in await page.inner_text("tr[data-email='owner@staff.test'] p.error")
+        async with site.db() as conn:
+            assert await conn.fetchval("SELECT role FROM staff_users WHERE email = 'owner@staff.test'") == "owner"
+
         # An API key is shown once; the list shows only its id.
         await page.goto(f"{site.url}/api-keys")
         await page.click("#new-key-form button[type=submit]")

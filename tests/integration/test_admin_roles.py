@@ -49,6 +49,8 @@ SNAPSHOT_QUERIES = {
     "orders": "SELECT id, status, amount_paid FROM orders",
     "order_payments": "SELECT id FROM order_payments",
     "outbox": "SELECT id FROM outbox",
+    "portal_users": "SELECT id, email FROM portal_users",
+    "clients": "SELECT id, name, active FROM clients",
 }
 
 
@@ -106,6 +108,7 @@ async def test_every_route_against_every_role(settings):
             "account_id": "acme-solar",
             "order_id": "acme-o1",
             "queue": "returns.commands",
+            "client_id": "acme",
         }
         routes = [(p, r) for p, r in console_routes("/admin") if route_permission(r) != "public"]
         # Signing out ends the session the rest of the table uses: last.

@@ -87,6 +87,12 @@ def catalog(buyer: FakeBuyer) -> str:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p95": None, "p99": None}
@@ -261,15 +267,21 @@ async def main(argv: list[str] | None = None) -> int:
         await amqp_path(settings, 20, 1, phones)
         for rate in [float(r) for r in args.rates.split(",")]:
             for path in ("http", "amqp"):
+                before = {slot: cpu_seconds(pid) for slot, pid in processes.pids().items()}
                 if path == "http":
                     result = await http_path(url, key, rate, args.seconds, args.wait, phones)
                 else:
                     result = await amqp_path(settings, rate, args.seconds, phones)
+                used = {slot: cpu_seconds(pid) - before[slot] for slot, pid in processes.pids().items()}
+                result["cpu_ms_per_lead"] = {
+                    slot: round(1000 * seconds / max(1, result["sent"]), 2) for slot, seconds in used.items()
+                }
                 results[f"{path}@{rate:g}"] = result
                 lat = result["latency_ms"]
                 print(
                     f"{path:4} {rate:5g}/s offered: {result['answered']}/{result['sent']} sold answers,"
-                    f" p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms; other: {result['other'] or '-'}",
+                    f" p50 {lat['p50']} ms, p95 {lat['p95']} ms, p99 {lat['p99']} ms; other: {result['other'] or '-'};"
+                    f" CPU ms per lead {result['cpu_ms_per_lead']}",
                     flush=True,
                 )
                 processes.check_alive()

@@ -32,7 +32,7 @@ import subprocess
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
-SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier", "portal", "intake")
+SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier", "portal", "intake", "admin")
 
 
 @dataclass(frozen=True)

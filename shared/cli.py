@@ -18,7 +18,7 @@ import importlib
 import sys
 from pathlib import Path
 
-from shared import db
+from shared import broker_users, db
 from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
 from shared.catalog.store import apply_catalog, export_catalog
 from shared.settings import Settings
@@ -81,8 +81,6 @@ async def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _broker_users(args: argparse.Namespace, settings: Settings) -> int:
-    from shared import broker_users
-
     sources = [s for s in (args.sources or "").split(",") if s]
     if args.catalog_sources:
         async with db.connection(settings.database_url) as conn:
@@ -124,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--sources", default="", help="comma-separated source ids: a publish-to-inbound-only user each")
     users.add_argument("--catalog-sources", action="store_true", help="also every source of the current catalog")
     users.add_argument(
-        "--services", default=",".join(("router", "delivery", "returns", "portal_auth", "notifier", "portal", "intake"))
+        "--services", default=",".join(broker_users.SERVICES), help="comma-separated services (default: every one)"
     )
     users.add_argument("--namespace", default=None, help="default: LEADWIRE_NAMESPACE")
     users.add_argument("--vhost", default="/")

@@ -55,3 +55,10 @@ def test_plan_and_urls() -> None:
     assert url.startswith("amqp://lw-source-web:") and url.endswith("@rabbit:5672/")
     doc = broker_users.definitions(users)
     assert {p["user"] for p in doc["permissions"]} == {"lw-source-web", "lw-router"}
+
+
+def test_every_process_that_connects_has_a_broker_user() -> None:
+    """Each process with a metrics port is a broker client (the admin console included)."""
+    from shared.metrics import DEFAULT_PORTS
+
+    assert set(broker_users.SERVICES) == set(DEFAULT_PORTS)

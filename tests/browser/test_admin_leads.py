@@ -4,6 +4,8 @@ delivery and post attempts with secrets masked → outcome → returns)."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import yaml
 
@@ -75,14 +77,16 @@ async def test_search_and_timeline(page, web_settings):
                 "web-1",
                 {"first_name": "Ann", "email": "ann@example.com", "phone": "(415) 555-0101", "api_password": "hunter2"},
             )
+
+            async def decided(count: int) -> bool:
+                async with site.db() as conn:
+                    return await conn.fetchval("SELECT count(*) FROM leads WHERE status <> 'routing'") == count
+
+            # The original first (leads of one person arriving together race for "original").
+            await wait_for(partial(decided, 1), timeout=30)
             await send(site.settings, "web-2", {"first_name": "Ann again", "phone": "415-555-0101"})
             await send(site.settings, "web-3", {"first_name": "Bob"})  # no phone: rejected
-
-            async def decided() -> bool:
-                async with site.db() as conn:
-                    return await conn.fetchval("SELECT count(*) FROM leads WHERE status <> 'routing'") == 3
-
-            await wait_for(decided, timeout=30)
+            await wait_for(partial(decided, 3), timeout=30)
             async with site.db() as conn:
                 sold = await conn.fetchval("SELECT id FROM leads WHERE idempotency_key = 'web-1'")
                 assert await conn.fetchval("SELECT status FROM leads WHERE id = $1", sold) == "sold"

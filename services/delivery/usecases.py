@@ -361,14 +361,14 @@ async def confirm_price(
                     await add_reply(conn, reply_to, correlation_id, first.model_copy(update={"repeat": True}))
             return "repeat"
         delivery = await store.lock_delivery(conn, message.delivery_id)
-        if delivery is None:
-            raise UnknownDelivery(f"no delivery {message.delivery_id}")
-        if message.client_id is not None and delivery.client_id != message.client_id:
-            # The same words as for a delivery that does not exist: nothing about another client.
+        if message.client_id is not None and (delivery is None or delivery.client_id != message.client_id):
+            # The same words whether the delivery is another client's or does not exist at all.
             log.warning(
-                "confirm-price for delivery %s refused: not client %r's", delivery.delivery_id, message.client_id
+                "confirm-price for delivery %s refused: not client %r's", message.delivery_id, message.client_id
             )
             raise UnknownDelivery(f"no delivery {message.delivery_id} of client {message.client_id!r}")
+        if delivery is None:
+            raise UnknownDelivery(f"no delivery {message.delivery_id}")
         decision = rules.confirm_price(
             catalog.client_options(delivery.client_id).allow_confirm_price,
             delivery.status,

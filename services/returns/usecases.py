@@ -209,9 +209,9 @@ async def decide_return(
         if message_id is not None and not await claim_message(conn, DECIDE_CONSUMER, message_id):
             return DecideResult(True, None, "repeated message")
         record = await store.find_return(conn, command.return_id, lock=True)
-        if record is not None and command.client_id is not None and record.client_id != command.client_id:
-            # A command acting for a client decides that client's returns only; the words are
-            # those for a return that does not exist (nothing about another client).
+        if command.client_id is not None and (record is None or record.client_id != command.client_id):
+            # A command acting for a client decides that client's returns only, and is answered
+            # the same whether the return is another client's or does not exist at all.
             raise Refused(f"no return {command.return_id} of client {command.client_id!r}")
         if record is None:
             return DecideResult(False, None, f"no return {command.return_id}")

@@ -48,8 +48,8 @@ class ReturnRequest(Contract):
 
 class ReturnDecide(Contract):
     """admin -> returns: approve or deny a pending return. Routing key `return.decide`. With
-    `client_id`, the command acts for that client only: a return of another client is refused
-    (dead-lettered, and answered `refused` to a `reply_to`) as if it did not exist."""
+    `client_id`, the command acts for that client only: a return of another client, or an unknown
+    one, is refused with the same words (dead-lettered, and answered `refused` to a `reply_to`)."""
 
     version: Literal[1] = 1
     return_id: uuid.UUID

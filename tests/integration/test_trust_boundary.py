@@ -49,6 +49,12 @@ async def test_confirm_price_acts_for_its_own_client_only(
         assert refused.error == "refused"
         assert "bolt" in refused.message and "acme" not in refused.message
         assert await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id) == Decimal("25.00")
+        # A delivery that does not exist is answered in the same words.
+        nowhere = ConfirmPrice(delivery_id=uuid.uuid4(), price="0.01", client_id="bolt")
+        reply = await rpc.request(events, "delivery.confirm-price", nowhere, timeout=10)
+        unknown = ErrorReply.model_validate_json(reply.body)
+        assert unknown.error == "refused"
+        assert unknown.message.replace(str(nowhere.delivery_id), "X") == refused.message.replace(str(delivery_id), "X")
 
         # Its own client's: applied and answered; the repeat gets the first answer.
         own = ConfirmPrice(delivery_id=delivery_id, price="12.00", client_id="acme", confirmed_by="test")
@@ -83,6 +89,9 @@ async def test_return_decisions_act_for_their_own_client_only(
 
         wrong = ReturnDecide(return_id=request.return_id, decision="approve", client_id="bolt")
         reply = await rpc.request(events, "return.decide", wrong, timeout=10)
+        assert ErrorReply.model_validate_json(reply.body).error == "refused"
+        unknown = ReturnDecide(return_id=uuid.uuid4(), decision="approve", client_id="bolt")
+        reply = await rpc.request(events, "return.decide", unknown, timeout=10)
         assert ErrorReply.model_validate_json(reply.body).error == "refused"
         status = "SELECT status FROM returns WHERE id = $1"
         assert await conn.fetchval(status, request.return_id) == "pending"

@@ -289,6 +289,7 @@ def _base_url(request: Request) -> str:
     return f"{request.url.scheme}://{request.url.netloc}"
 
 
+@router.get("/openapi.json", include_in_schema=False)
 @router.get("/v1/openapi.json", include_in_schema=False)
 async def openapi_document(request: Request) -> Response:
     return JSONResponse(openapi(request.app.state.deps.process.catalog))

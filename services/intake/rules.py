@@ -99,6 +99,18 @@ def _json_kind(value: Any) -> str:
     return {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
 
 
+def form_post(pairs: list[tuple[str, Any]]) -> Post:
+    """A post from form fields (multipart/form-data, read by the web tier): text fields only."""
+    data: dict[str, Any] = {}
+    for name, value in pairs:
+        if not isinstance(value, str):
+            raise BadPost(f"{name!r} is a file: send the lead's fields as text")
+        if name in data:
+            raise BadPost(f"the form names {name!r} more than once")
+        data[name] = value
+    return _flat(data)
+
+
 def _flat(data: dict[str, Any]) -> Post:
     fields = {k: v for k, v in data.items() if k not in RESERVED}
     return _post(fields, data.get("force_id"), data.get("callback_url"))

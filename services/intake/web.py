@@ -39,6 +39,12 @@ def json_error(request: Request, status: int, message: str) -> Response:
     return JSONResponse(rules.error_body(status, message), status_code=status)
 
 
+async def _multipart(request: Request) -> Any:
+    """The text fields of a multipart form (Starlette answers a malformed one, or one with a file,
+    with a 400 itself)."""
+    return await request.form(max_files=0, max_fields=500)
+
+
 def _answer(status: int, body: dict[str, Any]) -> JSONResponse:
     headers = {"Location": body["status_url"], "Retry-After": "1"} if status == 202 else None
     return JSONResponse(body, status_code=status, headers=headers)
@@ -54,7 +60,10 @@ async def post_lead(request: Request, lead_type: str) -> Response:
     try:
         wait = rules.read_wait(request.query_params.get("wait"), request.headers.get("prefer"))
         idempotency_key = rules.read_idempotency_key(request.headers.get("idempotency-key"))
-        post = rules.parse_post(request.headers.get("content-type"), body, source=key.owner, lead_type=lead_type)
+        if rules.media_type(request.headers.get("content-type")) == "multipart/form-data":
+            post = rules.form_post(list((await _multipart(request)).multi_items()))
+        else:
+            post = rules.parse_post(request.headers.get("content-type"), body, source=key.owner, lead_type=lead_type)
         test = key.test_mode or rules.read_test(request.query_params.get("test"))
     except rules.WrongSource as exc:
         raise HTTPException(403, str(exc)) from None

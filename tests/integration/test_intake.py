@@ -69,6 +69,22 @@ async def test_form_encoded_and_force_id(settings: Settings, buyer: FakeBuyer) -
         assert answer.status_code == 200, answer.text
         assert answer.json()["price"] == "20.00"  # only bolt, by its external ref
         assert buyer.paths() == ["/bolt"]
+        # multipart/form-data with text fields (a (None, value) part is a field, not a file).
+        fields = {"first_name": (None, "Alan"), "phone": (None, "415-555-0143"), "state": (None, "CA")}
+        multipart = await http.post("/v1/leads/solar", files=fields, headers={"Idempotency-Key": "f-2"})
+        assert multipart.status_code == 200, multipart.text
+        assert multipart.request.headers["content-type"].startswith("multipart/form-data")
+        upload = await http.post("/v1/leads/solar", data={"first_name": "Alan"}, files={"photo": ("a.png", b"x")})
+        assert upload.status_code == 400
+        # Chunked (no Content-Length): the limit holds as the bytes arrive.
+
+        async def chunks():
+            for _ in range(100):
+                yield b" " * 65536
+
+        chunked = await http.post("/v1/leads/solar", content=chunks(), headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413
+        assert (await http.get("/openapi.json")).status_code == 200
 
 
 async def test_pending_answers_202_then_the_status_url_decides(settings: Settings, buyer: FakeBuyer) -> None:

@@ -44,6 +44,7 @@ class Post:
     fields: dict[str, Any]
     force_id: str | None = None
     callback_url: str | None = None
+    flat: bool = True  # the fields at the top level (JSON or a form), not under "fields"
 
 
 def media_type(content_type: str | None) -> str:
@@ -91,8 +92,25 @@ def parse_post(content_type: str | None, body: bytes, *, source: str, lead_type:
             raise BadPost(f"the body's lead_type {value['lead_type']!r} does not match the URL's {lead_type!r}")
         if "version" in value and value["version"] != 1:
             raise BadPost("version must be 1")
-        return _post(value["fields"], value.get("force_id"), value.get("callback_url"))
+        post = _post(value["fields"], value.get("force_id"), value.get("callback_url"))
+        return Post(post.fields, post.force_id, post.callback_url, flat=False)
     return _flat(value)
+
+
+def own_claims(post: Post, *, source: str, lead_type: str, field_names: frozenset[str]) -> Post:
+    """A flat post may name its `source` and `lead_type` at the top level as the AMQP body does,
+    unless the lead type has a field of that name: another source than the key's is refused
+    (WrongSource), another lead type than the URL's is a BadPost, and the same ones are dropped."""
+    if not post.flat:
+        return post
+    fields = dict(post.fields)
+    claimed_source = fields.pop("source", source) if "source" not in field_names else source
+    claimed_type = fields.pop("lead_type", lead_type) if "lead_type" not in field_names else lead_type
+    if claimed_source != source:
+        raise WrongSource(f"this API key posts as source {source!r} only; the body names another source")
+    if claimed_type != lead_type:
+        raise BadPost(f"the body's lead_type does not match the URL's {lead_type!r}")
+    return Post(fields, post.force_id, post.callback_url)
 
 
 def _json_kind(value: Any) -> str:

@@ -64,6 +64,12 @@ async def post_lead(request: Request, lead_type: str) -> Response:
             post = rules.form_post(list((await _multipart(request)).multi_items()))
         else:
             post = rules.parse_post(request.headers.get("content-type"), body, source=key.owner, lead_type=lead_type)
+        post = rules.own_claims(
+            post,
+            source=key.owner,
+            lead_type=lead_type,
+            field_names=deps.process.catalog.lead_types_by_id[lead_type].field_names,
+        )
         test = key.test_mode or rules.read_test(request.query_params.get("test"))
     except rules.WrongSource as exc:
         raise HTTPException(403, str(exc)) from None

@@ -138,6 +138,10 @@ async def test_a_key_posts_as_its_own_source_only(
         )
         assert refused.status_code == 403, refused.text
         assert "partner" in refused.json()["message"]
+        flat = await http.post(
+            "/v1/leads/solar", json={**solar(), "source": "partner"}, headers={"Idempotency-Key": "x-0"}
+        )
+        assert flat.status_code == 403, flat.text
         # The AMQP body's shape, naming its own source, is accepted.
         same = await http.post(
             "/v1/leads/solar",

@@ -148,3 +148,20 @@ def test_test_flag() -> None:
     assert rules.read_test("1") and rules.read_test("TRUE") and not rules.read_test("no")
     with pytest.raises(BadPost):
         rules.read_test("maybe")
+
+
+def test_a_flat_post_may_name_its_own_source_and_lead_type_only() -> None:
+    flat = parse(b'{"source": "web", "lead_type": "solar", "a": 1}')
+    assert rules.own_claims(flat, source="web", lead_type="solar", field_names=frozenset()).fields == {"a": 1}
+    with pytest.raises(WrongSource):
+        rules.own_claims(parse(b'{"source": "partner"}'), source="web", lead_type="solar", field_names=frozenset())
+    with pytest.raises(BadPost):
+        rules.own_claims(parse(b'{"lead_type": "auto"}'), source="web", lead_type="solar", field_names=frozenset())
+    # A lead type with a field called source keeps it as a field.
+    kept = rules.own_claims(
+        parse(b'{"source": "google"}'), source="web", lead_type="solar", field_names=frozenset({"source"})
+    )
+    assert kept.fields == {"source": "google"}
+    # Under "fields", every key is a field.
+    nested = parse(b'{"fields": {"source": "x"}}')
+    assert rules.own_claims(nested, source="web", lead_type="solar", field_names=frozenset()).fields == {"source": "x"}

@@ -52,7 +52,9 @@ WORK_QUEUES: dict[str, WorkQueue] = {
         WorkQueue("delivery.confirm-price", "events", ("delivery.confirm-price",)),
         WorkQueue("returns.commands", "events", ("return.request", "return.decide", "order.command")),
         WorkQueue("portal_auth.rpc", "events", ("portal_auth.#",)),
-        WorkQueue("notifier.requests", "events", ("notify.#", "appointment.#", "lead.sold", "lead.assigned")),
+        WorkQueue(
+            "notifier.requests", "events", ("notify.#", "appointment.#", "lead.sold", "lead.assigned", "return.decided")
+        ),
     )
 }
 

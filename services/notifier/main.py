@@ -1,8 +1,9 @@
 """notifier entrypoint: `faststream run services.notifier.main:app`.
 
-One queue, `notifier.requests`, carries three kinds of message told apart by the routing key they
-were published with: email requests (`notify.<kind>`), sold leads (`lead.sold`, for new-lead
-notifications) and appointment commands (`appointment.*`); each has its typed handler. Every
+One queue, `notifier.requests`, carries the kinds of message told apart by the routing key they
+were published with: email requests (`notify.<kind>`), sold and assigned leads (`lead.sold`,
+`lead.assigned`, for new-lead notifications), decided returns (`return.decided`) and appointment
+commands (`appointment.*`); each has its typed handler. Every
 notifier process also hands due reminders over, in a background loop.
 """
 
@@ -17,6 +18,7 @@ from shared.contracts import (
     LeadAssigned,
     LeadOutcome,
     NotificationRequested,
+    ReturnDecided,
 )
 from shared.service import Runtime, incoming
 from shared.settings import Settings
@@ -27,7 +29,7 @@ def build(settings: Settings | None = None) -> Runtime:
     mailer = Mailer(runtime.settings)
 
     with runtime.consumer(
-        "notifier.requests", title="notifier: emails, new-lead notifications, appointments"
+        "notifier.requests", title="notifier: emails, new-lead and return notifications, appointments"
     ) as requests:
 
         @requests.on("notify.#")
@@ -47,6 +49,10 @@ def build(settings: Settings | None = None) -> Runtime:
         @requests.on("lead.assigned")
         async def on_lead_assigned(event: LeadAssigned) -> None:
             await usecases.notify_assigned_lead(runtime.pool, runtime.catalog, runtime.settings, event, _message_id())
+
+        @requests.on("return.decided")
+        async def on_return_decided(event: ReturnDecided) -> None:
+            await usecases.notify_return_decided(runtime.pool, runtime.catalog, runtime.settings, event, _message_id())
 
         # A caller that set reply_to is answered: accepted here, refused by failure routing.
         @requests.on("appointment.create")

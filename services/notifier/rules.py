@@ -69,6 +69,33 @@ def told_on_assignment(user: Subscriber, assignee: uuid.UUID, chain: Sequence[uu
     return user.id == assignee or (user.view_downline and user.id in chain)
 
 
+# --- Who hears of a return decision ---------------------------------------------------------------
+
+
+def told_of_return_decision(decision_reason: str) -> bool:
+    """Only a decision the seller made (an admin in the console or `return.decide`, reason
+    `admin`) is emailed. A return approved within the allowance or denied by a rule is decided the
+    moment it is requested: the requester sees the answer on the portal's form at once, so an
+    email would tell them nothing new."""
+    return decision_reason == "admin"
+
+
+def told_of_return(is_admin: bool, email: str, requested_by: str | None) -> bool:
+    """Among the client's enabled portal users: every admin (they see all the client's returns),
+    and the user who requested the return (the returns table keeps their email in
+    `requested_by`; compared ignoring case). Nobody of another client: the caller reads only this
+    client's users."""
+    if is_admin:
+        return True
+    return bool(requested_by) and email.strip().lower() == (requested_by or "").strip().lower()
+
+
+def return_decided_notification_id(return_id: uuid.UUID, user_id: uuid.UUID) -> uuid.UUID:
+    """One email per (return, user), ever: a return is decided once, and a redelivered event
+    derives the same id, so the send record stops a second email."""
+    return derived_id("return_decided", return_id, user_id)
+
+
 def appointment_notification_id(appointment_id: uuid.UUID, event: str, marker: object) -> uuid.UUID:
     """`marker` tells two emails of the same event apart: the reminder revision, or the
     requested_at of the command that caused it."""

@@ -1,5 +1,5 @@
 """notifier SQL: send records and appointments (its own tables), and read-only lookups of portal
-users (portal_auth's), leads and deliveries (router's)."""
+users (portal_auth's), leads and deliveries (router's) and returns (the returns service's)."""
 
 from __future__ import annotations
 
@@ -93,6 +93,23 @@ async def any_new_lead_subscribers(
             client_ids,
             admins_only,
         )
+    )
+
+
+async def client_users(conn: asyncpg.Connection, client_id: str) -> list[asyncpg.Record]:
+    """The client's enabled portal users (whatever their notification settings)."""
+    return await conn.fetch(
+        "SELECT id, email, name, is_admin FROM portal_users WHERE client_id = $1 AND enabled ORDER BY created_at, id",
+        client_id,
+    )
+
+
+async def return_request(conn: asyncpg.Connection, return_id: uuid.UUID, client_id: str) -> asyncpg.Record | None:
+    """The return (the returns service's table, read only): who asked, and why."""
+    return await conn.fetchrow(
+        "SELECT requested_by, reason FROM returns WHERE id = $1 AND client_id = $2",
+        return_id,
+        client_id,
     )
 
 

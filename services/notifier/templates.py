@@ -28,6 +28,7 @@ from shared.contracts.notifier import (
     NewLeadData,
     OrderFilledData,
     PasswordResetData,
+    ReturnDecidedData,
 )
 
 # Kinds written by a person (a portal user's message to a contact); the rest are machine mail
@@ -272,6 +273,30 @@ def _appointment(n: NotificationRequested) -> tuple[str, list[Block]]:
     return n.subject or subject, blocks
 
 
+def _return_decided(n: NotificationRequested) -> tuple[str, list[Block]]:
+    d = n.details(ReturnDecidedData)
+    approved = d.status == "approved"
+    decision = "approved" if approved else "denied"
+    greeting = f"Hello {_text(d.user_name)}," if d.user_name else "Hello,"
+    name = lead_name(n.lead_fields)
+    client = _text(d.client_name or n.client_id or "your account")
+    rows = [("Lead", f"{name} ({_text(n.lead_id)})"), ("Decision", decision.capitalize())]
+    if d.reason:
+        rows.append(("Your reason", _text(d.reason)))
+    rows.append(("Note from the seller", _text(d.note) or "(none)"))
+    if approved:
+        rows.append(("Credit", _text(d.credit if d.credit is not None else 0)))
+    blocks: list[Block] = [
+        Paragraph(greeting),
+        Paragraph(f"The return of lead {name} ({client}) was {decision} by the seller."),
+        Table(tuple(rows)),
+    ]
+    if approved and d.credit:
+        blocks.append(Paragraph(f"{_text(d.credit)} was credited to your balance."))
+    _link(blocks, "See your returns in the portal", n.portal_link)
+    return n.subject or f"Return {decision}: {name}", blocks
+
+
 TEMPLATES = {
     "lead_delivery": _lead_delivery,
     "new_lead": _new_lead,
@@ -284,6 +309,7 @@ TEMPLATES = {
     "appointment_updated": _appointment,
     "appointment_cancelled": _appointment,
     "appointment_reminder": _appointment,
+    "return_decided": _return_decided,
 }
 
 

@@ -29,9 +29,16 @@ from shared.contracts import (
     LeadAssigned,
     LeadOutcome,
     NotificationRequested,
+    ReturnDecided,
 )
 from shared.contracts.errors import Refused
-from shared.contracts.notifier import AppointmentData, LeadContactData, LeadForwardData, NewLeadData
+from shared.contracts.notifier import (
+    AppointmentData,
+    LeadContactData,
+    LeadForwardData,
+    NewLeadData,
+    ReturnDecidedData,
+)
 from shared.outbox import add_event, add_reply, claim_message
 from shared.portal_links import issue_link_token, portal_link
 from shared.service import TransientError, describe
@@ -42,6 +49,7 @@ log = logging.getLogger("leadwire.notifier")
 LEAD_SOLD_CONSUMER = "notifier.lead-sold"
 ASSIGNED_CONSUMER = "notifier.lead-assigned"
 APPOINTMENT_CONSUMER = "notifier.appointments"
+RETURN_DECIDED_CONSUMER = "notifier.return-decided"
 REMINDER_BATCH = 100
 
 
@@ -268,6 +276,69 @@ async def notify_assigned_lead(
             )
             queued += 1
     return queued
+
+
+# --- return decisions ------------------------------------------------------------------------------
+
+
+def returns_link(settings: Settings) -> str:
+    """The portal's Returns screen (sign-in required: it lists the client's returns)."""
+    return f"{settings.portal_base_url.rstrip('/')}/returns"
+
+
+async def notify_return_decided(
+    pool: asyncpg.Pool,
+    catalog: Catalog,
+    settings: Settings,
+    event: ReturnDecided,
+    message_id: str,
+) -> int:
+    """The seller approved or denied a return: queue a `return_decided` email for each enabled
+    admin portal user of the client and for the user who requested it (rules.told_of_return).
+    Decisions made by a rule at request time are not emailed (rules.told_of_return_decision).
+    Returns how many were queued (0 for a repeat: the inbox, and the derived ids behind it)."""
+    if not rules.told_of_return_decision(event.decision_reason):
+        return 0
+    async with pool.acquire() as conn, conn.transaction():
+        if not await claim_message(conn, RETURN_DECIDED_CONSUMER, message_id or f"{event.return_id}:decided"):
+            return 0
+        request = await store.return_request(conn, event.return_id, event.client_id)
+        requested_by = request["requested_by"] if request is not None else None
+        users = [
+            u
+            for u in await store.client_users(conn, event.client_id)
+            if rules.told_of_return(u["is_admin"], u["email"], requested_by)
+        ]
+        if not users:
+            return 0
+        lead = await store.lead(conn, event.lead_id)
+        fields = dict(lead["fields"]) if lead is not None else {}
+        client = catalog.clients_by_id.get(event.client_id)
+        for user in users:
+            data = ReturnDecidedData(
+                return_id=str(event.return_id),
+                status=event.status,
+                reason=request["reason"] if request is not None else None,
+                note=event.note or "",
+                credit=event.credit,
+                user_name=user["name"],
+                client_name=client.name if client else event.client_id,
+            )
+            await add_event(
+                conn,
+                "notify.return_decided",
+                NotificationRequested(
+                    notification_id=rules.return_decided_notification_id(event.return_id, user["id"]),
+                    kind="return_decided",
+                    to=[user["email"]],
+                    client_id=event.client_id,
+                    lead_id=event.lead_id,
+                    lead_fields=fields,
+                    portal_link=returns_link(settings),
+                    data=data,
+                ),
+            )
+    return len(users)
 
 
 # --- appointments ----------------------------------------------------------------------------------

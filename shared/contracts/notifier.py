@@ -24,6 +24,8 @@ NotificationKind = Literal[
     "appointment_updated",
     "appointment_cancelled",
     "appointment_reminder",
+    # notifier's own, queued from `return.decided` when the seller decided a return:
+    "return_decided",
 ]
 
 
@@ -126,6 +128,19 @@ class AppointmentData(NotificationData):
     reminder_due_at: str | None = None
 
 
+class ReturnDecidedData(NotificationData):
+    """return_decided: the seller approved or denied a client's return (notifier, from
+    `return.decided`)."""
+
+    return_id: str | None = None
+    status: str | None = None  # approved | denied
+    reason: str | None = None  # the client's reason for the return
+    note: str | None = None  # the seller's note
+    credit: Decimal | None = None  # money credited to the client's balance (approved)
+    user_name: str | None = None
+    client_name: str | None = None
+
+
 DATA_MODELS: dict[str, type[NotificationData]] = {
     "lead_delivery": LeadDeliveryData,
     "new_lead": NewLeadData,
@@ -138,6 +153,7 @@ DATA_MODELS: dict[str, type[NotificationData]] = {
     "appointment_updated": AppointmentData,
     "appointment_cancelled": AppointmentData,
     "appointment_reminder": AppointmentData,
+    "return_decided": ReturnDecidedData,
 }
 
 Data = TypeVar("Data", bound=NotificationData)

@@ -108,6 +108,7 @@ CONSUMED: dict[str, tuple[Route, ...]] = {
         Route("notify.{kind}", NotificationRequested, "Send one email, once (kind: see NotificationRequested.kind)."),
         Route("lead.sold", LeadOutcome, "A sold lead: new-lead emails to the buyers' subscribed admin users."),
         Route("lead.assigned", LeadAssigned, "A lead assigned in the portal: new-lead emails its scopes make due."),
+        Route("return.decided", ReturnDecided, "A return the seller decided: the client's users are emailed."),
         Route("appointment.create", AppointmentCreate, "Book an appointment.", (AppointmentAccepted, ErrorReply)),
         Route("appointment.update", AppointmentUpdate, "Change an appointment.", (AppointmentAccepted, ErrorReply)),
         Route("appointment.cancel", AppointmentCancel, "Cancel an appointment.", (AppointmentAccepted, ErrorReply)),
@@ -143,7 +144,7 @@ PUBLISHED: dict[str, tuple[Route, ...]] = {
         Route("notify.password_reset", NotificationRequested, "A password reset or invitation link, by email."),
     ),
     "notifier": (
-        Route("notify.{kind}", NotificationRequested, "notifier's own emails: new_lead and the appointment kinds."),
+        Route("notify.{kind}", NotificationRequested, "notifier's own emails: new_lead, return_decided, appointments."),
     ),
 }
 

@@ -179,3 +179,34 @@ def test_plan_update(changes, changed, replanned, due):
     assert plan.appointment.reminder_revision == BASE.reminder_revision + (1 if replanned else 0)
     for name, value in changes.items():
         assert getattr(plan.appointment, name) == value
+
+
+# --- who hears of a return decision ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "told"),
+    [("admin", True), ("auto_approved", False), ("cap_exceeded", False), ("window_expired", False)],
+)
+def test_only_the_sellers_decisions_are_emailed(reason, told):
+    assert rules.told_of_return_decision(reason) is told
+
+
+@pytest.mark.parametrize(
+    ("is_admin", "email", "requested_by", "told"),
+    [
+        (True, "ann@acme.example", None, True),  # admins see every return of the client
+        (False, "sam@acme.example", "Sam@Acme.example ", True),  # the requester, case and spaces aside
+        (False, "cal@acme.example", "sam@acme.example", False),  # a colleague
+        (False, "sam@acme.example", None, False),  # no requester recorded (an API or CLI request)
+        (False, "sam@acme.example", "cli:root", False),
+    ],
+)
+def test_the_clients_admins_and_the_requester_hear_of_a_decision(is_admin, email, requested_by, told):
+    assert rules.told_of_return(is_admin, email, requested_by) is told
+
+
+def test_one_return_decision_email_per_return_and_user():
+    r, u = uuid.uuid4(), uuid.uuid4()
+    assert rules.return_decided_notification_id(r, u) == rules.return_decided_notification_id(r, u)
+    assert rules.return_decided_notification_id(r, u) != rules.return_decided_notification_id(r, uuid.uuid4())

@@ -68,6 +68,7 @@ def test_every_kind_escapes_every_value_in_html(kind):
         ("appointment_created", True, True),
         ("appointment_reminder", True, True),
         ("appointment_cancelled", False, True),
+        ("return_decided", False, True),  # the lead's name and id, not its record
     ],
 )
 def test_what_each_kind_shows(kind, shows_lead, shows_link):
@@ -155,3 +156,17 @@ def test_human_mail_is_not_marked_automatic_and_bad_reply_to_is_dropped():
         reply_to="x@y.com\r\nBcc: z@w.com",
     )
     assert msg["Auto-Submitted"] is None and msg["Reply-To"] is None
+
+
+def test_return_decided_shows_the_decision_the_note_and_the_credit():
+    approved = templates.render(
+        request(
+            "return_decided",
+            data={"status": "approved", "note": "Verified: bad phone", "credit": "25.00", "reason": "bad phone"},
+        )
+    )
+    assert approved.subject.startswith("Return approved: ")
+    assert "Verified: bad phone" in approved.text and "25.00 was credited to your balance." in approved.text
+    denied = templates.render(request("return_decided", data={"status": "denied", "note": ""}))
+    assert denied.subject.startswith("Return denied: ")
+    assert "Note from the seller: (none)" in denied.text and "Credit" not in denied.text

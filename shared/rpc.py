@@ -23,11 +23,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustChannel, AbstractRobustConnection
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared import tracing
 
@@ -223,3 +223,65 @@ def _traced(headers: dict[str, Any]) -> dict[str, Any]:
     """The request joins the caller's trace (shared/tracing.py)."""
     tracing.inject(headers)
     return headers
+
+
+# --- A command and its typed answer ---------------------------------------------------------------
+
+AnswerT = TypeVar("AnswerT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """No reply within the timeout: the command is durable in the service's queue and will be
+    handled; its outcome is not known yet."""
+
+
+@dataclass(frozen=True)
+class NotSent:
+    """The command never reached the broker: nothing will happen."""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The service refused the command (`ok: false`, its error code and reason) or answered in a
+    way the caller does not understand (`bad_reply`)."""
+
+    error: str
+    message: str
+
+
+async def command(
+    rpc: RequestReply,
+    exchange: str,
+    routing_key: str,
+    body: BaseModel,
+    answer: type[AnswerT],
+    *,
+    timeout: float,
+    message_id: str | None = None,
+    service: str = "the service",
+) -> AnswerT | NoAnswer | NotSent | Refused:
+    """Send one command and read its reply as `answer`, an error reply (docs/messages.md) as
+    Refused: what a web page needs to say "done", "refused because …", "not confirmed yet" or "not
+    sent" without a case of its own. `message_id` is the receiver's inbox key where it has one."""
+    try:
+        reply = await rpc.request(exchange, routing_key, body, timeout=timeout, message_id=message_id)
+    except TimeoutError:
+        return NoAnswer()
+    except RequestFailed as exc:
+        log.warning("%s could not be sent: %s", routing_key, exc)
+        return NotSent()
+    try:
+        data: Any = reply.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return Refused("bad_reply", f"{service} sent a reply that is not JSON")
+    # The shared error reply ({ok: false, error, message}); an answer model may say ok: false in
+    # its own terms (an order command's refusal: error, no message), and is read as that model.
+    if data.get("ok") is False and "error" in data and "message" in data:
+        return Refused(str(data["error"]), str(data["message"]))
+    try:
+        return answer.model_validate(data)
+    except ValidationError:
+        return Refused("bad_reply", f"{service} sent a reply this caller does not understand")

@@ -4,43 +4,21 @@ notifier answers after its transaction commits: `AppointmentAccepted`, or the sh
 (`refused`, with the reason) for a command it can never apply.
 
 Each call returns that answer, `NoAnswer` when none came in time (the command is durable in
-notifier's queue and will still be applied), or `NotSent` when it never reached the broker.
+notifier's queue and will still be applied), `NotSent` when it never reached the broker, or
+`Refused` (shared/rpc.py `command`).
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from shared.contracts import AppointmentAccepted, AppointmentCancel, AppointmentCreate, AppointmentUpdate
-from shared.rpc import RequestFailed, RequestReply
+from shared.rpc import NoAnswer, NotSent, Refused, RequestReply, command
 from shared.topology import Topology
 
-log = logging.getLogger("leadwire.portal.appointments_client")
+__all__ = ["Answer", "NoAnswer", "NotSent", "Refused", "send"]
 
 TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class NoAnswer:
-    """No reply within the timeout: the command is queued and will be applied."""
-
-
-@dataclass(frozen=True)
-class NotSent:
-    """The command never reached the broker: nothing will happen."""
-
-
-@dataclass(frozen=True)
-class Refused:
-    """notifier refused the command (error `refused`: the reason is `message`), or could not read it."""
-
-    error: str
-    message: str
-
 
 Answer = AppointmentAccepted | NoAnswer | NotSent | Refused
 
@@ -54,30 +32,20 @@ ROUTING_KEYS: dict[type[BaseModel], str] = {
 async def send(
     rpc: RequestReply,
     topology: Topology,
-    command: AppointmentCreate | AppointmentUpdate | AppointmentCancel,
+    appointment: AppointmentCreate | AppointmentUpdate | AppointmentCancel,
     *,
     message_id: str,
     timeout: float = TIMEOUT,
 ) -> Answer:
     """Send one command and wait for notifier's answer. `message_id` is notifier's inbox key for
     updates and cancels: the id minted with the form, so a form sent twice is applied once."""
-    routing_key = ROUTING_KEYS[type(command)]
-    try:
-        reply = await rpc.request(topology.events.name, routing_key, command, timeout=timeout, message_id=message_id)
-    except TimeoutError:
-        return NoAnswer()
-    except RequestFailed as exc:
-        log.warning("%s could not be sent: %s", routing_key, exc)
-        return NotSent()
-    try:
-        data: Any = reply.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        return Refused("bad_reply", "notifier sent a reply that is not JSON")
-    if data.get("ok") is False:
-        return Refused(str(data.get("error", "refused")), str(data.get("message", "")))
-    try:
-        return AppointmentAccepted.model_validate(data)
-    except ValidationError:
-        return Refused("bad_reply", "notifier sent a reply this portal does not understand")
+    return await command(
+        rpc,
+        topology.events.name,
+        ROUTING_KEYS[type(appointment)],
+        appointment,
+        AppointmentAccepted,
+        timeout=timeout,
+        message_id=message_id,
+        service="notifier",
+    )

@@ -176,47 +176,23 @@ class RequestReply:
     ) -> Reply:
         """Publish a request and wait for its reply. Raises TimeoutError when no reply comes within
         `timeout` seconds (publish included), RequestFailed when the request could not be sent."""
-        if timeout <= 0:
-            raise ValueError("a request needs a positive timeout")
-        if self._channel is None:
-            raise RequestFailed("the request-reply client is not started")
         correlation_id = correlation_id or str(uuid.uuid4())
-        if isinstance(body, BaseModel):
-            payload = body.model_dump_json().encode()
-        elif isinstance(body, bytes):
-            payload = body
-        else:
-            payload = json.dumps(body, default=str).encode()
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._waiting[correlation_id] = future
+        started = time.monotonic()
+        future = await self.send(
+            exchange,
+            routing_key,
+            body,
+            timeout=timeout,
+            headers=headers,
+            message_id=message_id,
+            correlation_id=correlation_id,
+        )
         try:
-            async with asyncio.timeout(timeout):
-                try:
-                    target = (
-                        await self._channel.get_exchange(exchange, ensure=False)
-                        if exchange
-                        else self._channel.default_exchange
-                    )
-                    await target.publish(
-                        aio_pika.Message(
-                            payload,
-                            content_type="application/json",
-                            correlation_id=correlation_id,
-                            message_id=message_id or correlation_id,
-                            reply_to=self._reply_queue_name,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                            headers=_traced({**(headers or {}), DEADLINE_HEADER: deadline_ms(timeout)}),
-                        ),
-                        routing_key=routing_key,
-                        mandatory=True,
-                    )
-                except (asyncio.CancelledError, TimeoutError):
-                    raise
-                except Exception as exc:  # unroutable, channel closed, broker away
-                    raise RequestFailed(f"{type(exc).__name__}: {exc}") from exc
+            # One budget for the publish and the reply, as the request's deadline header says.
+            async with asyncio.timeout(timeout - (time.monotonic() - started)):
                 return await future
         finally:
-            self._waiting.pop(correlation_id, None)
+            self.forget(correlation_id)
 
 
 def _traced(headers: dict[str, Any]) -> dict[str, Any]:

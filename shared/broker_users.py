@@ -1,20 +1,27 @@
 r"""Per-role RabbitMQ users with permission patterns: `leadwire broker users` (README, "Broker users").
 
 Nobody outside Leadwire should be able to publish to `<ns>.events`: whoever can publish there can
-send any service any command. So each lead source gets a user that may publish to
-`<ns>.inbound` only, and each service a user of its own:
+send any service any command. And a service should read its own queues only. So each lead source
+gets a user that may publish to `<ns>.inbound` only, and each service a user of its own:
 
 - a source: configure `^amq\.gen-.*$` (its own server-named reply queues), write
   `^<ns>\.inbound$`, read `^(amq\.gen-.*|amq\.rabbitmq\.reply-to)$`;
-- a service `<s>`: configure `^(<ns>\..*|amq\.gen-.*)$` (every process declares the whole
-  topology), write `^(<ns>\..*|amq\.default)$` (events, bindings, and replies and retry queues
-  through the default exchange), read `^(<ns>\..*|amq\.gen-.*)$`.
+- a service `<s>`: configure its own request-reply queues `<ns>.rpc-replies.<s>.*` (shared/rpc.py);
+  write `<ns>.events` (its events and commands) and `amq.default` (replies, and parking a failed
+  message in its retry queue or DLQ), and `<ns>.inbound` for the intake (it publishes the leads
+  posted over HTTP); read its own work queues (the ones whose logical name starts with `<s>.`,
+  shared/topology.py) and its request-reply queues — and, for the admin console, every DLQ
+  (replaying and purging dead letters).
 
-A service's read permission covers every queue of the namespace, not only its own: every process
-declares the whole topology (so the order of starting does not matter), and RabbitMQ requires
-read permission on a queue to declare it with a dead-letter exchange, which every work and retry
-queue has. So the broker separates sources from services, not services from each other: a
-service user is trusted with the namespace, a source user with `<ns>.inbound` only.
+Such a service cannot declare the topology: RabbitMQ requires configure and read permission on a
+queue to declare it with a dead-letter exchange, which every work and retry queue has, and read
+permission on an exchange to bind a queue to it. So the whole topology is declared once by a
+privileged user (`leadwire broker setup`; `broker users` runs it too, as the AMQP_URL it is given),
+and each service runs with `LEADWIRE_TOPOLOGY=own`: it checks with passive declarations (which need
+no permission) that every queue exists, then consumes its own without declaring or binding them.
+Write permission on `amq.default` lets a service publish to any queue by name, which is no more
+than its write permission on `<ns>.events` allows (every work queue is bound there); what it
+cannot do is read, purge, bind or declare another service's queue.
 
 The users are created in one `rabbitmqctl import_definitions` call (users with their password
 hashes, and their permissions on the vhost); other users are left alone. Passwords are random and
@@ -31,6 +38,8 @@ import secrets
 import subprocess
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
+
+from shared.topology import WORK_QUEUES, owner
 
 SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier", "portal", "intake", "admin")
 
@@ -61,10 +70,15 @@ def source_permissions(namespace: str) -> Permissions:
 
 def service_permissions(namespace: str, service: str) -> Permissions:
     ns = re.escape(namespace)
+    replies = rf"{ns}\.rpc-replies\.{re.escape(service)}\..*"
+    own = [rf"{ns}\.{re.escape(logical)}" for logical in WORK_QUEUES if owner(logical) == service]
+    if service == "admin":  # the dead-letter console reads (replays, purges) every DLQ
+        own.append(rf"{ns}\..*\.dlq")
+    exchanges = [rf"{ns}\.events", "amq\\.default"] + ([rf"{ns}\.inbound"] if service == "intake" else [])
     return Permissions(
-        configure=rf"^({ns}\..*|amq\.gen-.*)$",
-        write=rf"^({ns}\..*|amq\.default)$",
-        read=rf"^({ns}\..*|amq\.gen-.*)$",
+        configure=rf"^{replies}$",
+        write=rf"^({'|'.join(exchanges)})$",
+        read=rf"^({'|'.join([*own, replies])})$",
     )
 
 

@@ -4,7 +4,9 @@
   leadwire catalog check FILE     validate only
   leadwire catalog export         print the current catalog as YAML
   leadwire migrate                create the database if needed and apply migrations
-  leadwire broker users           per-role RabbitMQ users with permission patterns (shared/broker_users.py)
+  leadwire broker setup           declare the whole broker topology (as a privileged AMQP_URL user)
+  leadwire broker users           per-role RabbitMQ users with permission patterns (shared/broker_users.py),
+                                  then `broker setup`
 
 Services add their own commands in `services/<name>/cli.py`, a module with
 `register(subparsers)` that adds parsers and sets `handler=<async function (args, settings) -> int>`.
@@ -18,7 +20,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from shared import broker_users, db
+import aiormq
+
+from shared import broker_users, db, topology
 from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
 from shared.catalog.store import apply_catalog, export_catalog
 from shared.settings import Settings
@@ -97,9 +101,26 @@ async def _broker_users(args: argparse.Namespace, settings: Settings) -> int:
     except (RuntimeError, OSError) as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print("broker users (passwords shown once):", file=sys.stderr)
+    if not args.no_setup:
+        code = await _broker_setup(args, settings)
+        if code:
+            return code
+    print("broker users (passwords shown once; services run with LEADWIRE_TOPOLOGY=own):", file=sys.stderr)
     for user in users:
-        print(f"{user.role:12} {broker_users.amqp_url_for(settings.amqp_url, user)}")
+        fenced = "" if user.role == "source" else " LEADWIRE_TOPOLOGY=own"
+        print(f"{user.role:12} AMQP_URL={broker_users.amqp_url_for(settings.amqp_url, user)}{fenced}")
+    return 0
+
+
+async def _broker_setup(args: argparse.Namespace, settings: Settings) -> int:
+    """The privileged step: services fenced to their own queues cannot declare the topology."""
+    namespace = args.namespace or settings.namespace
+    try:
+        await topology.setup(settings.amqp_url, namespace, settings.retry_delays)
+    except (aiormq.exceptions.AMQPError, OSError) as exc:  # refused (not privileged), unreachable
+        print(f"declaring the topology of {namespace!r} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"topology of namespace {namespace!r} declared", file=sys.stderr)
     return 0
 
 
@@ -127,7 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_argument("--namespace", default=None, help="default: LEADWIRE_NAMESPACE")
     users.add_argument("--vhost", default="/")
     users.add_argument("--rabbitmqctl", default="rabbitmqctl")
+    users.add_argument(
+        "--no-setup", action="store_true", help="do not declare the topology (run `broker setup` yourself)"
+    )
     users.set_defaults(handler=_broker_users)
+    setup = broker.add_parser("setup", help="declare every exchange and queue (as a privileged AMQP_URL user)")
+    setup.add_argument("--namespace", default=None, help="default: LEADWIRE_NAMESPACE")
+    setup.set_defaults(handler=_broker_setup)
     for name in SERVICE_COMMANDS:
         try:
             module = importlib.import_module(f"services.{name}.cli")

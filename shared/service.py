@@ -307,7 +307,8 @@ class Runtime:
         # Never an implicit reply (FastStream's would also follow a failed message): replies go
         # through the outbox when the outcome is known, or through `reply` (request-reply).
         subscriber = router.subscriber(
-            self.topology.queue(logical_queue),
+            # Fenced to its own queues (LEADWIRE_TOPOLOGY=own): consume, never declare nor bind.
+            self.topology.queue(logical_queue, declare=self.settings.topology == "all"),
             self.topology.exchange_for(logical_queue),
             no_reply=True,
             decoder=decode_json,
@@ -413,9 +414,13 @@ class Runtime:
         self._pool = await db.create_pool(s.database_url, min_size=s.db_pool_min, max_size=s.db_pool_max)
         self._catalog_cache = CatalogCache(self._pool, s.poll_interval)
         await self._catalog_cache.refresh()
-        # Declare every queue before any subscriber consumes, so a failure can always be parked.
+        # Every queue exists before any subscriber consumes, so a failure can always be parked, and
+        # before anything is published, so no event is published before the queue that holds it.
         await self.broker.connect()
-        await self.topology.declare(self.broker)
+        if s.topology == "own":
+            await self.topology.check(s.amqp_url)
+        else:
+            await self.topology.declare(self.broker)
 
     def every(self, name: str, interval: float, work: Work, *, delay_first: bool = False) -> Loop:
         """Run `work` every `interval` seconds while the service runs (a scheduler, a sweep; see

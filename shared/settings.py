@@ -6,6 +6,8 @@ except the module-level `app` objects that `faststream run` needs.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -18,6 +20,12 @@ class Settings(BaseSettings):
 
     amqp_url: str = Field("amqp://guest:guest@127.0.0.1:5672/", alias="AMQP_URL")
     database_url: str = Field("postgresql://postgres@127.0.0.1:5432/leadwire", alias="DATABASE_URL")
+
+    # Who declares the broker's topology (shared/topology.py, README "Broker users"): `all`, every
+    # process declares the whole of it at start-up (one broker user may do everything, e.g. guest);
+    # `own`, a privileged `leadwire broker setup` has declared it and this process only checks
+    # that it exists and consumes its own queues (a broker user of its own from `broker users`).
+    topology: Literal["all", "own"] = Field("all", alias="LEADWIRE_TOPOLOGY")
 
     # Prefix for every exchange and queue name. Lets several Leadwire installations (or test runs)
     # share one broker without seeing each other's messages.

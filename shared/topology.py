@@ -9,10 +9,20 @@ that crash their consumer) and dead-letters into Q.dlq. Each Q also has TTL "wai
 Q.retry.<n> that dead-letter back into Q: transient failures are parked there instead of
 sleeping in a handler.
 
-Every service declares the whole topology at start-up, so an event is never published before the
-queue that should hold it exists, whatever order the services start in. Many processes declaring
-the same new quorum queue at once can meet a transient refusal from the broker; each declaration
-is retried with backoff (`declare_with_retries`).
+The whole topology must exist before any event is published, so that an event is never published
+before the queue that should hold it exists, whatever order the services start in. Who declares
+it depends on `LEADWIRE_TOPOLOGY` (shared/settings.py):
+- `all` (the default, with one broker user for everything, e.g. `guest`): every service declares
+  the whole topology at start-up, as a privileged user may;
+- `own` (each service with a broker user of its own, `leadwire broker users`): the topology is
+  declared once by a privileged step (`leadwire broker setup`, which `broker users` also runs) and
+  each service only checks, with passive declarations, that all of it exists before it starts,
+  then consumes its own queues without declaring or binding them. A passive declaration needs no
+  permission; declaring a queue that has a dead-letter exchange needs read permission on it, and
+  binding needs read permission on the exchange (RabbitMQ's access control table), which is why a
+  fenced service must not declare: its user may read its own work queues only.
+Many processes declaring the same new quorum queue at once can meet a transient refusal from the
+broker; each declaration is retried with backoff (`declare_with_retries`).
 """
 
 from __future__ import annotations
@@ -57,6 +67,15 @@ WORK_QUEUES: dict[str, WorkQueue] = {
         ),
     )
 }
+
+
+def owner(logical: str) -> str:
+    """The service that consumes a work queue: its logical name's first word."""
+    return logical.split(".", 1)[0]
+
+
+class TopologyMissing(Exception):
+    """Queues or exchanges a service needs do not exist: the privileged set-up has not run."""
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
@@ -145,11 +164,14 @@ class Topology:
         tier = next((t for t in DELAY_TIERS if t >= seconds), DELAY_TIERS[-1])
         return f"{self.queue_name(logical)}.delay.{tier}s.q"
 
-    def queue(self, logical: str) -> RabbitQueue:
-        """The RabbitQueue a subscriber consumes; identical arguments on every declaration."""
+    def queue(self, logical: str, *, declare: bool = True) -> RabbitQueue:
+        """The RabbitQueue a subscriber consumes; identical arguments on every declaration.
+        `declare=False`: the subscriber only checks that it exists (a passive declaration) and
+        binds nothing (LEADWIRE_TOPOLOGY=own)."""
         spec = WORK_QUEUES[logical]
         return RabbitQueue(
             self.queue_name(logical),
+            declare=declare,
             queue_type=QueueType.QUORUM,
             durable=True,
             routing_key=spec.bindings[0],
@@ -173,15 +195,16 @@ class Topology:
             for pattern in spec.bindings
         )
 
-    def all_queue_names(self) -> list[str]:
-        names = []
-        for logical in WORK_QUEUES:
-            names.append(self.queue_name(logical))
-            names.append(self.dlq_name(logical))
-            names.extend(self.retry_name(logical, t) for t in range(len(self.retry_delays)))
-            if logical in DELAYED_QUEUES:
-                names.extend(self.delay_name(logical, t) for t in DELAY_TIERS)
+    def queue_names_of(self, logical: str) -> list[str]:
+        """A work queue's broker names: itself, its DLQ, its retry (and delay) queues."""
+        names = [self.queue_name(logical), self.dlq_name(logical)]
+        names.extend(self.retry_name(logical, t) for t in range(len(self.retry_delays)))
+        if logical in DELAYED_QUEUES:
+            names.extend(self.delay_name(logical, t) for t in DELAY_TIERS)
         return names
+
+    def all_queue_names(self) -> list[str]:
+        return [name for logical in WORK_QUEUES for name in self.queue_names_of(logical)]
 
     async def declare(self, broker: RabbitBroker) -> None:
         exchanges = {}
@@ -221,6 +244,50 @@ class Topology:
     async def _declare_queue(broker: RabbitBroker, queue: RabbitQueue) -> aio_pika.abc.AbstractRobustQueue:
         return await declare_with_retries(queue.name, partial(broker.declare_queue, queue))
 
+    async def check(self, amqp_url: str, backoff: tuple[float, ...] = DECLARE_BACKOFF) -> None:
+        """Wait until the whole topology exists, checked with passive declarations (which need no
+        permission): a service fenced to its own queues starts only once the privileged set-up has
+        declared every queue, so none of its events can be published before the queue that should
+        hold it exists. Raises TopologyMissing, naming what is missing, after `backoff`."""
+        missing: list[str] = []
+        for delay in (*backoff, None):
+            missing = await self._missing(amqp_url)
+            if not missing:
+                return
+            if delay is None:
+                break
+            log.warning(
+                "waiting for the broker set-up: %d missing, e.g. %s; again in %gs", len(missing), missing[0], delay
+            )
+            await asyncio.sleep(delay)
+        raise TopologyMissing(
+            f"{len(missing)} exchange(s)/queue(s) of namespace {self.namespace!r} do not exist, e.g. "
+            f"{', '.join(missing[:3])}: declare the topology first with a privileged broker user "
+            '(`leadwire broker setup`, README "Broker users")'
+        )
+
+    async def _missing(self, amqp_url: str) -> list[str]:
+        connection = await aio_pika.connect(amqp_url)
+        missing = []
+        try:
+            channel = await connection.channel()
+            # A passive declaration of something missing closes its channel: a new one for the next.
+            for exchange in self.exchanges.values():
+                try:
+                    await channel.declare_exchange(exchange.name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    missing.append(exchange.name)
+                    channel = await connection.channel()
+            for name in self.all_queue_names():
+                try:
+                    await channel.declare_queue(name, passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    missing.append(name)
+                    channel = await connection.channel()
+        finally:
+            await connection.close()
+        return missing
+
     async def delete(self, amqp_url: str) -> None:
         """Remove every queue and exchange of this namespace (test teardown)."""
         connection = await aio_pika.connect(amqp_url)
@@ -232,3 +299,13 @@ class Topology:
                 await channel.exchange_delete(exchange.name)
         finally:
             await connection.close()
+
+
+async def setup(amqp_url: str, namespace: str, retry_delays: tuple[float, ...]) -> None:
+    """Declare the whole topology as `amqp_url`'s (privileged) user: `leadwire broker setup`."""
+    broker = RabbitBroker(amqp_url, logger=None)
+    await broker.connect()
+    try:
+        await Topology(namespace, retry_delays).declare(broker)
+    finally:
+        await broker.stop()

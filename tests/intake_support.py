@@ -125,9 +125,11 @@ async def running_intake(
     catalog: str | None = None,
     services: tuple[str, ...] = ("router", "delivery"),
     restricted: dict[str, Settings] | None = None,
+    intake: Settings | None = None,
 ) -> AsyncIterator[IntakeSite]:
     """The intake app with `services` running beside it on `settings`; `restricted` runs more
-    services, each on settings of its own (another broker user)."""
+    services, each on settings of its own (another broker user); `intake`: the intake's own
+    settings (another broker user), else `settings`."""
     from services.delivery.main import build as build_delivery
     from services.returns.main import build as build_returns
     from services.router.main import build as build_router
@@ -142,7 +144,7 @@ async def running_intake(
             *(stack.enter_async_context(builders[name](own).running()) for name, own in chosen)
         )
         runtimes = dict(zip([name for name, _ in chosen], started, strict=True))
-        app = create_app(settings)
+        app = create_app(intake.model_copy(update={"db_pool_max": 4}) if intake else settings)
         url = await stack.enter_async_context(serve(app))
         runtimes["intake"] = app.state.runtime
         async with db.connection(settings.database_url) as conn:

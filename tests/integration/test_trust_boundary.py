@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 
 import aio_pika
@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from harness.buyer import FakeBuyer
-from shared import broker_users
+from shared import broker_users, topology
 from shared.contracts import ConfirmPrice, ErrorReply, PriceConfirmationResult, ReturnDecide, ReturnRequest
 from shared.rpc import RequestReply
 from shared.settings import Settings
@@ -109,30 +109,40 @@ needs_rabbitmqctl = pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reas
 
 
 @needs_rabbitmqctl
-async def test_broker_users_sources_publish_to_inbound_only_and_services_run_on_their_own(
+async def test_broker_users_fence_sources_to_inbound_and_services_to_their_own_queues(
     settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
 ) -> None:
     ns = settings.namespace
-    users = {u.role: u for u in broker_users.plan(ns, ["web"], ["router", "delivery"])}
+    users = {u.role: u for u in broker_users.plan(ns, ["web"], ["router", "delivery", "intake"])}
     try:
         broker_users.apply(list(users.values()))
     except RuntimeError as exc:  # not allowed to talk to the node (not root nor rabbitmq)
         pytest.skip(str(exc))
     as_user = {role: broker_users.amqp_url_for(settings.amqp_url, u) for role, u in users.items()}
     try:
-        # The services run as their own users (they declare the topology and consume their queues).
-        restricted = {
-            role: Settings(
-                AMQP_URL=as_user[role],
-                DATABASE_URL=settings.database_url,
-                LEADWIRE_NAMESPACE=ns,
-                LEADWIRE_POLL_INTERVAL=0.1,
-                LEADWIRE_RETRY_DELAYS=(0.2, 0.5),
-                LEADWIRE_DB_POOL_MAX=5,
-            )
-            for role in ("router", "delivery")
-        }
-        async with running_intake(settings, buyer, services=(), restricted=restricted):
+        # A fenced service may not declare the topology (a queue with a dead-letter exchange needs
+        # read permission on it); before the privileged set-up, it says what is missing.
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await topology.setup(as_user["router"], ns, settings.retry_delays)
+        with pytest.raises(topology.TopologyMissing, match="leadwire broker setup"):
+            await topology.Topology(ns, settings.retry_delays).check(as_user["router"], backoff=())
+        await topology.setup(settings.amqp_url, ns, settings.retry_delays)  # the privileged step (guest)
+
+        def fenced(role: str) -> Settings:
+            return settings.model_copy(update={"amqp_url": as_user[role], "topology": "own", "db_pool_max": 5})
+
+        async with running_intake(
+            settings,
+            buyer,
+            services=(),
+            restricted={role: fenced(role) for role in ("router", "delivery")},
+            intake=fenced("intake"),
+        ) as site:
+            # The intake, router and delivery run as their own users: a lead posted over HTTP sells.
+            async with site.client(site.web_key) as http:
+                answer = await http.post("/v1/leads/solar", json=solar("415-555-0199"), headers={"Idempotency-Key": "http-1"})
+            assert answer.status_code == 200 and answer.json()["status"] == "sold", answer.text
+
             source = await aio_pika.connect(as_user["source"])
             try:
                 channel = await source.channel(publisher_confirms=True)
@@ -147,7 +157,10 @@ async def test_broker_users_sources_publish_to_inbound_only_and_services_run_on_
                     routing_key="lead.solar",
                 )
                 await wait_for(lambda: _lead_sold(conn, "by-broker-user"), timeout=20)
-                delivery_id = await conn.fetchval("SELECT id FROM deliveries")
+                delivery_id = await conn.fetchval(
+                    "SELECT d.id FROM deliveries d JOIN leads l ON l.id = d.lead_id WHERE l.idempotency_key = $1",
+                    "by-broker-user",
+                )
 
                 # The events exchange is closed to a source: the broker refuses the publish.
                 events = await channel.get_exchange(f"{ns}.events", ensure=False)
@@ -159,16 +172,51 @@ async def test_broker_users_sources_publish_to_inbound_only_and_services_run_on_
                         ),
                         routing_key="delivery.confirm-price",
                     )
-                # Nor may it read a service's queue.
-                channel = await source.channel()
-                with pytest.raises((aiormq.exceptions.ChannelAccessRefused, aio_pika.exceptions.ChannelClosed)):
-                    queue = await channel.get_queue(f"{ns}.delivery.requests", ensure=False)
-                    await queue.get(fail=False)
             finally:
                 await source.close()
+
+            # Nor may a source read a service's queue; nor the router another service's queue.
+            await _refused(as_user["source"], lambda ch: _get(ch, f"{ns}.delivery.requests"))
+            await _refused(as_user["router"], lambda ch: _get(ch, f"{ns}.delivery.requests"))
+            await _refused(as_user["router"], lambda ch: _consume(ch, f"{ns}.delivery.confirm-price"))
+            await _refused(as_user["router"], lambda ch: _purge(ch, f"{ns}.delivery.requests"))
+            await _refused(as_user["router"], lambda ch: _get(ch, f"{ns}.router.leads.dlq"))
+            # Nor bind its own queue to the events exchange to copy other services' messages.
+            await _refused(as_user["router"], lambda ch: _bind(ch, f"{ns}.router.leads", f"{ns}.events", "#"))
+            # Nor declare (create, or change) a queue of the namespace.
+            await _refused(as_user["router"], lambda ch: ch.declare_queue(f"{ns}.router.spy", durable=True))
+            # Its own work queue it may read (nothing is waiting in it now).
+            async with await aio_pika.connect(as_user["router"]) as router:
+                assert await _get(await router.channel(), f"{ns}.router.leads") is None
         assert await conn.fetchval("SELECT price FROM deliveries WHERE id = $1", delivery_id) == Decimal("25.00")
     finally:
         broker_users.delete([u.name for u in users.values()])
+
+
+async def _refused(url: str, action: Callable[[aio_pika.abc.AbstractChannel], Awaitable[object]]) -> None:
+    """`action` on a channel of a connection as `url`'s user is refused by the broker (403)."""
+    async with await aio_pika.connect(url) as connection:
+        with pytest.raises(aiormq.exceptions.ChannelAccessRefused):
+            await action(await connection.channel())
+
+
+async def _get(channel: aio_pika.abc.AbstractChannel, queue: str) -> object:
+    return await (await channel.get_queue(queue, ensure=False)).get(fail=False)
+
+
+async def _consume(channel: aio_pika.abc.AbstractChannel, queue: str) -> object:
+    async def ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        await message.nack(requeue=True)
+
+    return await (await channel.get_queue(queue, ensure=False)).consume(ignore)
+
+
+async def _purge(channel: aio_pika.abc.AbstractChannel, queue: str) -> object:
+    return await (await channel.get_queue(queue, ensure=False)).purge()
+
+
+async def _bind(channel: aio_pika.abc.AbstractChannel, queue: str, exchange: str, key: str) -> object:
+    return await (await channel.get_queue(queue, ensure=False)).bind(exchange, routing_key=key)
 
 
 async def _lead_sold(conn: asyncpg.Connection, key: str) -> bool:

@@ -41,6 +41,55 @@ def test_a_service_is_kept_to_its_namespace() -> None:
     assert not re.match(perms.configure, "other.events")
 
 
+@pytest.mark.parametrize(
+    ("service", "name", "may_read"),
+    [
+        ("router", "lw.router.leads", True),
+        ("router", "lw.router.delivery-results", True),
+        ("router", "lw.rpc-replies.router.abc", True),
+        ("router", "lw.delivery.requests", False),
+        ("router", "lw.router.leads.dlq", False),
+        ("router", "lw.router.leads.retry.1s.q", False),
+        ("router", "lw.rpc-replies.portal.abc", False),
+        ("router", "lw.events", False),  # binding from it needs read on it: the set-up binds
+        ("router", "amq.gen-abc", False),
+        ("delivery", "lw.delivery.requests", True),
+        ("delivery", "lw.delivery.confirm-price", True),
+        ("delivery", "lw.router.leads", False),
+        ("portal", "lw.rpc-replies.portal.abc", True),
+        ("portal", "lw.rpc-replies.portal_auth.abc", False),
+        ("portal", "lw.portal_auth.rpc", False),
+        ("portal_auth", "lw.portal_auth.rpc", True),
+        ("admin", "lw.delivery.requests.dlq", True),
+        ("admin", "lw.delivery.requests", False),
+        ("intake", "lw.router.leads", False),
+    ],
+)
+def test_a_service_reads_its_own_queues_only(service: str, name: str, may_read: bool) -> None:
+    assert bool(re.match(broker_users.service_permissions("lw", service).read, name)) is may_read
+
+
+@pytest.mark.parametrize(
+    ("service", "name", "may_write"),
+    [
+        ("router", "lw.events", True),
+        ("router", "amq.default", True),
+        ("router", "lw.inbound", False),
+        ("intake", "lw.inbound", True),
+        ("router", "lw.router.leads", False),  # no queue.bind: the set-up binds
+    ],
+)
+def test_a_service_writes_to_the_exchanges_it_publishes_to(service: str, name: str, may_write: bool) -> None:
+    assert bool(re.match(broker_users.service_permissions("lw", service).write, name)) is may_write
+
+
+def test_a_service_configures_its_own_reply_queues_only() -> None:
+    perms = broker_users.service_permissions("lw", "router")
+    assert re.match(perms.configure, "lw.rpc-replies.router.0123")
+    assert not re.match(perms.configure, "lw.router.leads")
+    assert not re.match(perms.configure, "lw.events")
+
+
 def test_password_hash_is_rabbitmqs_sha256() -> None:
     encoded = broker_users.password_hash("secret", salt=b"\x01\x02\x03\x04")
     raw = base64.b64decode(encoded)

@@ -140,7 +140,9 @@ async def test_broker_users_fence_sources_to_inbound_and_services_to_their_own_q
         ) as site:
             # The intake, router and delivery run as their own users: a lead posted over HTTP sells.
             async with site.client(site.web_key) as http:
-                answer = await http.post("/v1/leads/solar", json=solar("415-555-0199"), headers={"Idempotency-Key": "http-1"})
+                answer = await http.post(
+                    "/v1/leads/solar", json=solar("415-555-0199"), headers={"Idempotency-Key": "http-1"}
+                )
             assert answer.status_code == 200 and answer.json()["status"] == "sold", answer.text
 
             source = await aio_pika.connect(as_user["source"])

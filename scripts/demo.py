@@ -8,6 +8,12 @@ Solar; now and then an appointment is booked on one of Sunrise's leads, so its d
 The admin console runs too (uvicorn, at ADMIN_BASE_URL), with a demo owner login. The HTTP
 intake runs on 127.0.0.1:8082; every third lead of source "web" is posted there with a source key.
 
+Each process writes its log to .run/logs/<process>.log (not the terminal, which keeps the summary
+readable). Unless an SMTP server already listens on SMTP_HOST:SMTP_PORT (127.0.0.1:1025), a demo
+mailbox does, and keeps every email Leadwire sends as a file in .run/mail/ (password resets,
+invites, new-lead and appointment emails), so nothing the demo sends is dead-lettered for want of
+a mail server.
+
   scripts/run                      # until Ctrl-C
   scripts/run --duration 30 --rate 20
 """
@@ -21,6 +27,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -46,6 +53,7 @@ from shared import api_keys, db, metrics  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 
+RUN_DIR = ROOT / ".run"  # the demo's logs and mailbox (in .gitignore)
 SERVICES = ("router", "delivery", "returns", "portal_auth", "notifier")
 # The demo buyer's portal login (a user of client "sunrise" in examples/catalog.yaml).
 DEMO_CLIENT = "sunrise"
@@ -205,18 +213,20 @@ def create_demo_login(env: dict[str, str], email: str = DEMO_EMAIL, name: str = 
 
 
 async def book_appointments(settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
-    """Every 20 s, an appointment on the demo client's newest lead, a few days ahead, sent to
-    notifier as the portal's appointment command (the page to book one is the portal's part 2)."""
+    """5 s after the start and then every 20 s, an appointment on the demo client's newest lead, a
+    few days ahead, sent to notifier as the portal's appointment command (the portal's own page
+    books them too); notifier emails it to the user it is assigned to."""
     connection = await aio_pika.connect_robust(settings.amqp_url)
     channel = await connection.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(f"{settings.namespace}.events")
+    wait = 5.0
     try:
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), 20)
+                await asyncio.wait_for(stop.wait(), wait)
                 break
             except TimeoutError:
-                pass
+                wait = 20.0
             lead = await pool.fetchval(
                 "SELECT lead_id FROM deliveries WHERE client_id = $1 AND status = 'succeeded'"
                 " ORDER BY completed_at DESC LIMIT 1",
@@ -298,7 +308,41 @@ async def assign_leads(portal_url: str, pool: asyncpg.Pool, stop: asyncio.Event)
                 signed_in = False
 
 
-async def summary(pool: asyncpg.Pool, published: int, started: float) -> str:
+class DemoMailbox:
+    """An SMTP server for the demo that keeps each email it is given as `<n>.eml` in a folder."""
+
+    def __init__(self, host: str, port: int, folder: Path) -> None:
+        self.host, self.port, self.folder = host, port, folder
+        self.count = 0
+        self._controller: Any = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.count += 1
+        (self.folder / f"{self.count:05d}.eml").write_bytes(envelope.original_content or envelope.content)
+        return "250 OK"
+
+    def start(self) -> DemoMailbox:
+        from aiosmtpd.controller import Controller  # a test extra, installed by scripts/run's set-up
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("*.eml"):
+            old.unlink()
+        self._controller = Controller(self, hostname=self.host, port=self.port)
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+
+def listening(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+async def summary(pool: asyncpg.Pool, published: int, started: float, mailbox: DemoMailbox | None = None) -> str:
     statuses = dict(await pool.fetch("SELECT status, count(*) FROM leads GROUP BY status"))
     sold = await pool.fetch(
         "SELECT d.client_id, count(*) AS leads, sum(d.price) AS revenue FROM deliveries d"
@@ -310,6 +354,8 @@ async def summary(pool: asyncpg.Pool, published: int, started: float) -> str:
     ]
     for row in sold:
         lines.append(f"    sold to {row['client_id']:<12} {row['leads']:>5} leads  ${row['revenue']:>10}")
+    if mailbox is not None:
+        lines.append(f"    emails sent: {mailbox.count} (in {mailbox.folder.relative_to(ROOT)}/)")
     return "\n".join(lines)
 
 
@@ -332,8 +378,19 @@ async def main() -> int:
     buyer = FakeBuyer(port=args.buyer_port, default=demo_buyer_answer, record=False).start()
     print(f"==> demo buyer endpoint on http://127.0.0.1:{args.buyer_port}/buyers/<client>")
 
+    mailbox: DemoMailbox | None = None
+    if listening(settings.smtp_host, settings.smtp_port):
+        print(f"==> emails go to the SMTP server already on {settings.smtp_host}:{settings.smtp_port}")
+    else:
+        mailbox = DemoMailbox(settings.smtp_host, settings.smtp_port, RUN_DIR / "mail").start()
+        print(f"==> demo mailbox on smtp://{settings.smtp_host}:{settings.smtp_port}: each email is kept in .run/mail/")
+
     env = service_env(settings)
-    processes = Processes(env, output=None)
+    (RUN_DIR / "logs").mkdir(parents=True, exist_ok=True)
+    for old in (RUN_DIR / "logs").glob("*.log"):
+        old.unlink()  # this run's logs only
+    processes = Processes(env, log_dir=RUN_DIR / "logs")
+    print("==> each process logs to .run/logs/<process>.log")
     for name in SERVICES:
         processes.service(name)
     portal_url = settings.portal_base_url.rstrip("/")
@@ -409,7 +466,7 @@ async def main() -> int:
                 await asyncio.wait_for(stop.wait(), 2)
             except TimeoutError:
                 pass
-            print(await summary(pool, published[0], started), flush=True)
+            print(await summary(pool, published[0], started, mailbox), flush=True)
             dead = processes.exited()
             if dead:
                 print(f"!!! service(s) exited: {', '.join(dead)}", flush=True)
@@ -427,12 +484,14 @@ async def main() -> int:
             if assigner is not None:
                 await assigner
             await asyncio.sleep(1.5)  # let in-flight leads finish before the final summary
-            print((await summary(pool, published[0], started)).replace("---", "=== final"), flush=True)
+            print((await summary(pool, published[0], started, mailbox)).replace("---", "=== final"), flush=True)
             await pool.close()
         finally:
             # SIGTERM lets each service finish its in-flight messages; SIGKILL only if it hangs.
             processes.stop(grace=20)
             buyer.stop()
+            if mailbox is not None:
+                mailbox.stop()
     return status
 
 

@@ -35,9 +35,10 @@ def test_run_command_shows_leads_being_sold(settings):
         "PORTAL_BASE_URL": f"http://127.0.0.1:{_free_port()}/portal",
         "ADMIN_BASE_URL": f"http://127.0.0.1:{_free_port()}/admin",
         "INTAKE_BASE_URL": f"http://127.0.0.1:{_free_port()}",
+        "SMTP_PORT": str(smtp_port := _free_port()),
     }
     result = subprocess.run(
-        ["bash", "scripts/run", "--duration", "8", "--rate", "10", "--buyer-port", str(_free_port())],
+        ["bash", "scripts/run", "--duration", "12", "--rate", "10", "--buyer-port", str(_free_port())],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -58,7 +59,15 @@ def test_run_command_shows_leads_being_sold(settings):
     # Where each process serves its metrics (docs/operations.md).
     assert "router http://127.0.0.1:9101/metrics" in result.stdout
     assert "portal http://127.0.0.1:9106/metrics" in result.stdout
+    # Nothing listened on SMTP_PORT, so the demo mailbox did, and kept what was sent as files.
+    assert f"demo mailbox on smtp://127.0.0.1:{smtp_port}" in result.stdout
     final = result.stdout[result.stdout.index("=== final") :]
+    emails = re.search(r"emails sent: (\d+) \(in \.run/mail/\)", final)
+    assert emails is not None, final
+    assert len(list((ROOT / ".run" / "mail").glob("*.eml"))) == int(emails.group(1)) > 0
+    # The services logged to their files, not to the summary.
+    assert (ROOT / ".run" / "logs" / "router.log").stat().st_size > 0
+    assert '"logger"' not in result.stdout
     found = re.search(r"sold: (\d+)", final)
     assert found is not None, final
     sold = int(found.group(1))

@@ -184,6 +184,7 @@ def openapi(catalog: Catalog) -> dict[str, Any]:
                         {"Location": {"schema": {"type": "string"}}, **_RETRY_AFTER},
                     ),
                     "403": _json("Error", "the body names another source than the key's"),
+                    "409": _json("Error", "the Idempotency-Key was used before for another request; nothing sent"),
                     "422": _json("LeadAnswer", "rejected: every field error in `errors` (the lead is kept)"),
                     "503": _json("Error", "the broker did not take the lead; send it again", _RETRY_AFTER),
                     **_ERRORS,

@@ -5,6 +5,7 @@ idempotency key, the API key in the headers, and the HTTP answer a lead's state 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import uuid
@@ -35,6 +36,10 @@ class BadPost(ValueError):
     """The request cannot be read as a lead post (400, nothing stored)."""
 
 
+class IdempotencyConflict(ValueError):
+    """The Idempotency-Key was used before for another request (409, nothing stored or sent)."""
+
+
 class WrongSource(ValueError):
     """The body names a source other than the key's (403, nothing stored)."""
 
@@ -45,6 +50,20 @@ class Post:
     force_id: str | None = None
     callback_url: str | None = None
     flat: bool = True  # the fields at the top level (JSON or a form), not under "fields"
+
+
+def post_fingerprint(lead_type: str, post: Post) -> bytes:
+    """What a post asks for, hashed: two posts with one Idempotency-Key must ask for the same
+    thing. The parsed post, not the raw bytes: key order and whitespace do not count; a field's
+    value (and its JSON type: 5 is not "5"), the lead type, force_id and callback_url do."""
+    canonical = json.dumps(
+        {"lead_type": lead_type, "fields": post.fields, "force_id": post.force_id, "callback_url": post.callback_url},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
 
 
 def media_type(content_type: str | None) -> str:
@@ -274,6 +293,7 @@ def error_body(status: int, message: str) -> dict[str, str]:
         403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
+        409: "conflict",
         413: "too_large",
         415: "unsupported_media_type",
         429: "rate_limited",

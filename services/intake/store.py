@@ -40,6 +40,7 @@ def _state(row: asyncpg.Record) -> LeadState:
 class Recorded:
     state: LeadState
     first: bool  # this request made the receipt (no earlier post with this key)
+    conflict: bool  # the earlier post with this key asked for something else (its fingerprint)
 
 
 async def record_post(
@@ -50,27 +51,33 @@ async def record_post(
     lead_type: str,
     key_id: str,
     callback_url: str | None,
+    fingerprint: bytes,
 ) -> Recorded:
     """The receipt of (source, idempotency key) — made now, or the earlier one (a re-send keeps
-    the first post's lead type and callback) — with the lead's state if the router has it."""
+    the first post's lead type and callback) — with the lead's state if the router has it, and
+    whether the earlier post asked for something else. Concurrent posts with one key wait on the
+    unique index for the first one's commit: every one of them sees the first's fingerprint."""
     row = await sql.fetchrow(
         conn,
         statement(
-            "WITH p AS (INSERT INTO intake_posts (id, source_id, idempotency_key, lead_type_id, key_id, callback_url)"
-            " VALUES (:id, :source_id, :key, :lead_type, :key_id, :callback_url)"
+            "WITH p AS (INSERT INTO intake_posts"
+            " (id, source_id, idempotency_key, lead_type_id, key_id, callback_url, request_sha256)"
+            " VALUES (:id, :source_id, :key, :lead_type, :key_id, :callback_url, :fingerprint)"
             " ON CONFLICT (source_id, idempotency_key) DO UPDATE SET source_id = excluded.source_id"
-            " RETURNING id, source_id, idempotency_key, lead_type_id, (xmax = 0) AS first)"
-            f" SELECT p.first, {_LEAD_COLUMNS} FROM p {_LEAD_JOIN}",
+            " RETURNING id, source_id, idempotency_key, lead_type_id, request_sha256, (xmax = 0) AS first)"
+            " SELECT p.first, coalesce(p.request_sha256 <> :fingerprint, false) AS conflict,"
+            f" {_LEAD_COLUMNS} FROM p {_LEAD_JOIN}",
             id=uuid.uuid4(),
             source_id=source_id,
             key=idempotency_key,
             lead_type=lead_type,
             key_id=key_id,
             callback_url=callback_url,
+            fingerprint=fingerprint,
         ),
     )
     assert row is not None
-    return Recorded(_state(row), bool(row["first"]))
+    return Recorded(_state(row), bool(row["first"]), bool(row["conflict"]))
 
 
 async def lead_state(conn: asyncpg.Connection | asyncpg.Pool, source_id: str, idempotency_key: str) -> LeadState | None:

@@ -64,7 +64,8 @@ async def post_lead(
     deps: Deps, key: KeyRow, lead_type: str, post: Post, idempotency_key: str, wait: float
 ) -> LeadState:
     """Record the post, publish it unless its lead exists, and wait up to `wait` seconds for the
-    outcome. Returns the state at the end of the wait (decided, or still pending)."""
+    outcome. Returns the state at the end of the wait (decided, or still pending). Raises
+    IdempotencyConflict when the key was used before for another request."""
     pool = deps.process.pool
     recorded = await store.record_post(
         pool,
@@ -73,7 +74,14 @@ async def post_lead(
         lead_type=lead_type,
         key_id=key.key_id,
         callback_url=post.callback_url,
+        fingerprint=rules.post_fingerprint(lead_type, post),
     )
+    if recorded.conflict:
+        raise rules.IdempotencyConflict(
+            f"Idempotency-Key {idempotency_key!r} was used for another request (a different lead type,"
+            " field, force_id or callback_url); nothing was sent. A re-send must repeat the first"
+            " request exactly; a new lead needs a new key."
+        )
     state = recorded.state
     if state.decided:
         return state

@@ -82,6 +82,8 @@ async def post_lead(request: Request, lead_type: str) -> Response:
         state = await usecases.post_lead(deps, key, lead_type, post, idempotency_key, wait)
     except usecases.Unavailable as exc:
         raise HTTPException(503, str(exc), headers={"Retry-After": "1"}) from None
+    except rules.IdempotencyConflict as exc:
+        raise HTTPException(409, str(exc)) from None
     return _answer(*rules.answer(state))
 
 

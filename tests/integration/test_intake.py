@@ -129,6 +129,53 @@ async def test_twenty_concurrent_posts_with_one_key_make_one_lead(
         assert len(buyer.received) == 1
 
 
+async def test_one_key_with_another_body_is_a_conflict_even_when_concurrent(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    """Twenty posts at once with one Idempotency-Key, half of them asking for another lead: the
+    half that asks for what the first recorded post asked for gets its lead (one lead), the other
+    half 409 — and nothing of theirs is sent."""
+    async with running_intake(settings, buyer) as site, site.client(site.web_key) as http:
+        ada, bob = solar(), solar(first_name="Bob")
+        answers = await asyncio.gather(
+            *(
+                http.post("/v1/leads/solar?wait=10", json=body, headers={"Idempotency-Key": "k-twice"})
+                for body in [ada, bob] * 10
+            )
+        )
+        by_body: dict[str, set[int]] = {"ada": set(), "bob": set()}
+        for i, answer in enumerate(answers):
+            by_body["ada" if i % 2 == 0 else "bob"].add(answer.status_code)
+        assert sorted(map(sorted, by_body.values())) == [[200], [409]], [a.text for a in answers]
+        won = "ada" if by_body["ada"] == {200} else "bob"
+        conflict = next(a for a in answers if a.status_code == 409).json()
+        assert conflict["error"] == "conflict" and "k-twice" in conflict["message"]
+        assert {a.json()["lead_id"] for a in answers if a.status_code == 200} == {
+            answers[0 if won == "ada" else 1].json()["lead_id"]
+        }
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 1
+        assert await conn.fetchval("SELECT fields->>'first_name' FROM leads") == ("Ada" if won == "ada" else "Bob")
+        assert len(buyer.received) == 1
+
+        # One at a time: the same body again is the first answer; another body (a field, the lead
+        # type in the path, force_id or callback_url) is refused, and the lead stays as it was.
+        first = next(a for a in answers if a.status_code == 200).json()
+        same = await http.post(
+            "/v1/leads/solar", json=ada if won == "ada" else bob, headers={"Idempotency-Key": "k-twice"}
+        )
+        assert same.status_code == 200 and same.json()["lead_id"] == first["lead_id"]
+        assert same.json()["receipt_id"] == first["receipt_id"]
+        for changed in (
+            {**ada, "phone": "415-555-0111"},
+            {**ada, "force_id": "acme"},
+            {**ada, "callback_url": "http://127.0.0.1:9/hook"},
+        ):
+            again = await http.post("/v1/leads/solar", json=changed, headers={"Idempotency-Key": "k-twice"})
+            assert again.status_code == 409, again.text
+        assert await conn.fetchval("SELECT count(*) FROM leads") == 1
+        assert await conn.fetchval("SELECT count(*) FROM intake_posts") == 1
+
+
 async def test_a_key_posts_as_its_own_source_only(
     settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
 ) -> None:

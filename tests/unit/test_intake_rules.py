@@ -165,3 +165,21 @@ def test_a_flat_post_may_name_its_own_source_and_lead_type_only() -> None:
     # Under "fields", every key is a field.
     nested = parse(b'{"fields": {"source": "x"}}')
     assert rules.own_claims(nested, source="web", lead_type="solar", field_names=frozenset()).fields == {"source": "x"}
+
+
+@pytest.mark.parametrize(
+    ("other_type", "other", "same"),
+    [
+        ("solar", rules.Post({"phone": "1", "state": "CA"}), True),  # key order does not count
+        ("solar", rules.Post({"state": "CA", "phone": "1"}, flat=False), True),  # nor the body's shape
+        ("roofing", rules.Post({"state": "CA", "phone": "1"}), False),
+        ("solar", rules.Post({"state": "CA", "phone": "2"}), False),
+        ("solar", rules.Post({"state": "CA", "phone": 1}), False),  # 1 is not "1"
+        ("solar", rules.Post({"state": "CA"}), False),
+        ("solar", rules.Post({"state": "CA", "phone": "1"}, force_id="acme"), False),
+        ("solar", rules.Post({"state": "CA", "phone": "1"}, callback_url="http://x/"), False),
+    ],
+)
+def test_post_fingerprint(other_type: str, other: rules.Post, same: bool) -> None:
+    first = rules.post_fingerprint("solar", rules.Post({"state": "CA", "phone": "1"}))
+    assert (rules.post_fingerprint(other_type, other) == first) is same

@@ -35,6 +35,13 @@ class NewKey:
     key_id: str
     token: str  # shown once, never stored
     owner: str  # the source id or the client id
+    # A source key's callback signing secret (docs/intake.md "Callbacks"): shown once with the
+    # token; stored as it is, since signing needs it. None for buyer keys.
+    callback_secret: str | None = None
+
+
+def new_callback_secret() -> str:
+    return f"lwcs_{secrets.token_urlsafe(32)}"
 
 
 @dataclass(frozen=True)
@@ -106,20 +113,23 @@ async def create_source_key(
     test_mode: bool = False,
 ) -> NewKey:
     key_id, token = new_token("source")
+    callback_secret = new_callback_secret()
     await sql.execute(
         conn,
         statement(
-            "INSERT INTO source_api_keys (key_id, source_id, token_sha256, label, rate_per_second, test_mode)"
-            " VALUES (:key_id, :source_id, :hash, :label, :rate, :test_mode)",
+            "INSERT INTO source_api_keys"
+            " (key_id, source_id, token_sha256, label, rate_per_second, test_mode, callback_secret)"
+            " VALUES (:key_id, :source_id, :hash, :label, :rate, :test_mode, :callback_secret)",
             key_id=key_id,
             source_id=source_id,
             hash=token_hash(token),
             label=label,
             rate=rate_per_second,
             test_mode=test_mode,
+            callback_secret=callback_secret,
         ),
     )
-    return NewKey(key_id, token, source_id)
+    return NewKey(key_id, token, source_id, callback_secret)
 
 
 async def create_buyer_key(

@@ -5,7 +5,9 @@
   leadwire keys list [--source S | --client C]
   leadwire keys revoke KEY_ID
 
-A new key's token is printed once, on stdout, and never again: only its SHA-256 is stored.
+A new key's token is printed once, on stdout, and never again: only its SHA-256 is stored. A source
+key's callback signing secret is printed once too, on the next line (it is stored as it is: the
+intake signs with it).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ async def _create_source(args: argparse.Namespace, settings: Settings) -> int:
         )
     print(f"source key {key.key_id} for source {key.owner!r} (shown once; keep it secret):", file=sys.stderr)
     print(key.token)
+    print("its callback signing secret (shown once; docs/intake.md, Callbacks):", file=sys.stderr)
+    print(key.callback_secret)
     return 0
 
 

@@ -77,7 +77,10 @@ def lead_schema(lead_type: LeadType) -> dict[str, Any]:
         "type": "string",
         "format": "uri",
         "maxLength": rules.MAX_CALLBACK_URL,
-        "description": "called once (POST, JSON) with the lead's outcome when it is decided",
+        "description": (
+            "called once (POST, JSON) with the lead's outcome when it is decided, signed: Leadwire-Signature"
+            " is sha256=HMAC-SHA256(the key's callback secret, Leadwire-Timestamp + '.' + body)"
+        ),
     }
     return {
         "type": "object",

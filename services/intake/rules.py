@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -64,6 +65,28 @@ def post_fingerprint(lead_type: str, post: Post) -> bytes:
         default=str,
     )
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).digest()
+
+
+# Callbacks are signed (docs/intake.md, "Callbacks"): HMAC-SHA256 with the posting key's callback
+# secret over `<timestamp>.<body>`, the timestamp in unix seconds.
+SIGNATURE_HEADER = "Leadwire-Signature"
+TIMESTAMP_HEADER = "Leadwire-Timestamp"
+KEY_ID_HEADER = "Leadwire-Key-Id"
+
+
+def callback_signature(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return f"sha256={mac.hexdigest()}"
+
+
+def callback_headers(key_id: str, secret: str | None, timestamp: int, body: bytes) -> dict[str, str]:
+    """The headers of one callback request (unsigned when its key has no secret: a key made
+    before callbacks were signed)."""
+    headers = {"Content-Type": "application/json", KEY_ID_HEADER: key_id}
+    if secret:
+        headers[TIMESTAMP_HEADER] = str(timestamp)
+        headers[SIGNATURE_HEADER] = callback_signature(secret, timestamp, body)
+    return headers
 
 
 def media_type(content_type: str | None) -> str:

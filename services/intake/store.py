@@ -144,6 +144,8 @@ class DueCallback:
     url: str
     attempts: int
     state: LeadState
+    key_id: str  # the key that posted: its secret signs the callback
+    secret: str | None
 
 
 async def claim_callbacks(
@@ -163,13 +165,20 @@ async def claim_callbacks(
             " p AS (UPDATE intake_posts p SET callback_attempts = p.callback_attempts + 1,"
             " callback_not_before = now() + make_interval(secs => :lease) FROM due WHERE p.id = due.id"
             " RETURNING p.*)"
-            f" SELECT p.callback_url, p.callback_attempts, {_LEAD_COLUMNS} FROM p {_LEAD_JOIN}",
+            " SELECT p.callback_url, p.callback_attempts, p.key_id,"
+            " (SELECT k.callback_secret FROM source_api_keys k WHERE k.key_id = p.key_id) AS callback_secret,"
+            f" {_LEAD_COLUMNS} FROM p {_LEAD_JOIN}",
             max_attempts=max_attempts,
             limit=limit,
             lease=lease_seconds,
         ),
     )
-    return [DueCallback(r["receipt_id"], r["callback_url"], r["callback_attempts"], _state(r)) for r in rows]
+    return [
+        DueCallback(
+            r["receipt_id"], r["callback_url"], r["callback_attempts"], _state(r), r["key_id"], r["callback_secret"]
+        )
+        for r in rows
+    ]
 
 
 async def finish_callback(

@@ -12,7 +12,9 @@ waiting request therefore also polls the `leads` row, and finishes with whicheve
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -192,18 +194,21 @@ async def prune(deps: Deps) -> int:
 
 async def call_back(deps: Deps, session: aiohttp.ClientSession, *, limit: int = 20) -> int:
     """One round of the callback relay: POST each decided lead's outcome (the body GET
-    /v1/leads/{id} answers) to its callback URL; a 2xx answer ends it, anything else is tried
-    again later (CALLBACK_RETRY), up to CALLBACK_ATTEMPTS times in all."""
+    /v1/leads/{id} answers) to its callback URL, signed with the posting key's secret; a 2xx
+    answer ends it, anything else is tried again later (CALLBACK_RETRY), up to CALLBACK_ATTEMPTS
+    times in all."""
     pool = deps.process.pool
     due = await store.claim_callbacks(
         pool, limit=limit, lease_seconds=CALLBACK_TIMEOUT * 4, max_attempts=CALLBACK_ATTEMPTS
     )
 
     async def one(callback: store.DueCallback) -> None:
-        body = rules.answer(callback.state, polling=True)[1]
+        # The exact bytes sent are the bytes signed; each attempt is signed with its own time.
+        body = json.dumps(rules.answer(callback.state, polling=True)[1], separators=(",", ":")).encode()
+        headers = rules.callback_headers(callback.key_id, callback.secret, int(time.time()), body)
         try:
             async with session.post(
-                callback.url, json=body, timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT)
+                callback.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=CALLBACK_TIMEOUT)
             ) as response:
                 done, result = 200 <= response.status < 300, f"HTTP {response.status}"
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -4,10 +4,15 @@ on a real broker and database, and a real HTTP buyer (docs/intake.md)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import time
 import uuid
 
 import asyncpg
 import pytest
+from aiohttp import web
 
 from harness.buyer import FakeBuyer
 from shared import api_keys, db
@@ -279,6 +284,76 @@ async def test_callback_url_is_called_once_with_the_outcome(settings: Settings, 
         assert len(calls) == 1
         assert calls[0].json()["status"] == "sold"
         assert calls[0].json()["receipt_id"] == answer.json()["receipt_id"]
+
+
+class SignedCallbackReceiver:
+    """A real HTTP endpoint that verifies callbacks the way docs/intake.md tells a receiver to:
+    HMAC-SHA256 with its key's callback secret over `<Leadwire-Timestamp>.<raw body>`, compared in
+    constant time, and a timestamp within five minutes. 204 when it verifies, 401 when not."""
+
+    def __init__(self, secrets: dict[str, str]) -> None:
+        self.secrets = secrets  # path -> the secret that path verifies with
+        self.verified: list[dict[str, object]] = []
+        self.refused: list[str] = []
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        timestamp = request.headers.get("Leadwire-Timestamp", "")
+        signature = request.headers.get("Leadwire-Signature", "")
+        secret = self.secrets[request.path].encode()
+        expected = "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+        fresh = timestamp.isdigit() and abs(time.time() - int(timestamp)) < 300
+        if not (fresh and hmac.compare_digest(expected, signature)):
+            self.refused.append(request.path)
+            return web.Response(status=401)
+        self.verified.append({"path": request.path, "key_id": request.headers["Leadwire-Key-Id"], **json.loads(body)})
+        return web.Response(status=204)
+
+
+async def test_callbacks_are_signed_with_the_posting_keys_secret(
+    settings: Settings, buyer: FakeBuyer, conn: asyncpg.Connection
+) -> None:
+    key = await api_keys.create_source_key(conn, "web", rate_per_second=1000)
+    other = await api_keys.create_source_key(conn, "web", rate_per_second=1000)
+    assert key.callback_secret and other.callback_secret and key.callback_secret != other.callback_secret
+    receiver = SignedCallbackReceiver({"/right": key.callback_secret, "/wrong": other.callback_secret})
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    server = web.TCPSite(runner, "127.0.0.1", 0)
+    await server.start()
+    port = server._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with running_intake(settings, buyer) as site, site.client(key.token) as http:
+            right = await http.post(
+                "/v1/leads/solar",
+                json={**solar(), "callback_url": f"http://127.0.0.1:{port}/right"},
+                headers={"Idempotency-Key": "signed-1"},
+            )
+            assert right.status_code == 200, right.text
+            await wait_for(lambda: bool(receiver.verified), timeout=20)
+            [call] = receiver.verified
+            assert (call["key_id"], call["status"], call["receipt_id"]) == (
+                key.key_id,
+                "sold",
+                right.json()["receipt_id"],
+            )
+            # A receiver holding another key's secret cannot verify it: 401, and it is tried again.
+            wrong = await http.post(
+                "/v1/leads/solar",
+                json={**solar("415-555-0142"), "callback_url": f"http://127.0.0.1:{port}/wrong"},
+                headers={"Idempotency-Key": "signed-2"},
+            )
+            assert wrong.status_code == 200, wrong.text
+            await wait_for(lambda: "/wrong" in receiver.refused, timeout=20)
+        results = dict(await conn.fetch("SELECT idempotency_key, callback_result FROM intake_posts"))
+        assert results == {"signed-1": "HTTP 204", "signed-2": "HTTP 401"}
+        assert await conn.fetchval(
+            "SELECT callback_done_at IS NULL FROM intake_posts WHERE idempotency_key = 'signed-2'"
+        )
+    finally:
+        await runner.cleanup()
 
 
 async def test_instructions_are_generated_from_the_catalog(settings: Settings, buyer: FakeBuyer) -> None:

@@ -3,6 +3,8 @@ the answer a lead's state gives."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from decimal import Decimal
 
@@ -183,3 +185,25 @@ def test_a_flat_post_may_name_its_own_source_and_lead_type_only() -> None:
 def test_post_fingerprint(other_type: str, other: rules.Post, same: bool) -> None:
     first = rules.post_fingerprint("solar", rules.Post({"state": "CA", "phone": "1"}))
     assert (rules.post_fingerprint(other_type, other) == first) is same
+
+
+def test_callback_signature_is_hmac_sha256_over_timestamp_dot_body() -> None:
+    # An independent computation (what docs/intake.md tells a receiver to do).
+    expected = "sha256=" + hmac.new(b"lwcs_s", b"1764680000.{}", hashlib.sha256).hexdigest()
+    assert rules.callback_signature("lwcs_s", 1764680000, b"{}") == expected
+    headers = rules.callback_headers("k1", "lwcs_s", 1764680000, b"{}")
+    assert headers["Leadwire-Signature"] == expected
+    assert (headers["Leadwire-Timestamp"], headers["Leadwire-Key-Id"]) == ("1764680000", "k1")
+
+
+@pytest.mark.parametrize(
+    ("secret", "timestamp", "body"),
+    [("lwcs_t", 1764680000, b"{}"), ("lwcs_s", 1764680001, b"{}"), ("lwcs_s", 1764680000, b"{ }")],
+)
+def test_callback_signature_changes_with_secret_time_and_body(secret: str, timestamp: int, body: bytes) -> None:
+    assert rules.callback_signature(secret, timestamp, body) != rules.callback_signature("lwcs_s", 1764680000, b"{}")
+
+
+def test_a_key_without_a_secret_sends_unsigned_callbacks() -> None:
+    headers = rules.callback_headers("k1", None, 1764680000, b"{}")
+    assert "Leadwire-Signature" not in headers and headers["Leadwire-Key-Id"] == "k1"

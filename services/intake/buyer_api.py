@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 
 from services.intake import queries, rules, usecases
 from services.intake.auth import authenticate
+from shared import dispositions
 from shared.api_keys import KeyRow
 from shared.catalog.model import Catalog
 
@@ -174,7 +175,9 @@ async def set_disposition(request: Request, lead_id: str) -> Response:
         disposition, note = rules.read_disposition(await _body(request))
     except rules.BadPost as exc:
         raise HTTPException(400, str(exc)) from None
-    at = await queries.set_disposition(_deps(request).process.pool, key.owner, some_id, disposition, note, _by(key))
+    at = await dispositions.set_disposition(
+        _deps(request).process.pool, key.owner, some_id, disposition, note, _by(key)
+    )
     if at is None:
         raise HTTPException(404, "no such lead")
     return JSONResponse(

@@ -118,31 +118,3 @@ async def delivered_leads(
         ),
     )
     return [_lead(r) for r in rows]
-
-
-async def set_disposition(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    client_id: str,
-    lead_id: uuid.UUID,
-    disposition: str,
-    note: str,
-    updated_by: str,
-) -> datetime | None:
-    """Set the client's disposition of a lead delivered to it; None (nothing written) when the lead
-    is not the client's."""
-    at: datetime | None = await sql.fetchval(
-        conn,
-        statement(
-            "INSERT INTO buyer_lead_dispositions (client_id, lead_id, disposition, note, updated_by)"
-            " SELECT :client_id, :lead_id, :disposition, :note, :updated_by WHERE EXISTS (SELECT 1 FROM deliveries d"
-            " WHERE d.client_id = :client_id AND d.lead_id = :lead_id AND d.status = 'succeeded')"
-            " ON CONFLICT (client_id, lead_id) DO UPDATE SET disposition = excluded.disposition, note = excluded.note,"
-            " updated_by = excluded.updated_by, updated_at = now() RETURNING updated_at",
-            client_id=client_id,
-            lead_id=lead_id,
-            disposition=disposition,
-            note=note,
-            updated_by=updated_by,
-        ),
-    )
-    return at

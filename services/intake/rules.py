@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared import dispositions
 from shared.catalog.model import Catalog
 
 # How long a post waits for its outcome when it does not say, and the most it may ask for.
@@ -327,8 +328,8 @@ def error_body(status: int, message: str) -> dict[str, str]:
 
 # --- the buyer API ----------------------------------------------------------------------------------
 
-DISPOSITIONS = ("new", "contacted", "quoted", "won", "lost", "bad")
-MAX_NOTE = 2000
+DISPOSITIONS = dispositions.DISPOSITIONS
+MAX_NOTE = dispositions.MAX_NOTE
 MAX_PAGE = 200
 
 

@@ -19,7 +19,18 @@ from types import ModuleType
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 
-from services.portal import access, appointments, assignment, dashboard, files, leads, orders, returns, users
+from services.portal import (
+    access,
+    appointments,
+    assignment,
+    dashboard,
+    disposition,
+    files,
+    leads,
+    orders,
+    returns,
+    users,
+)
 from services.portal import api_keys as api_key_pages
 from services.portal import settings as settings_pages
 from services.portal.auth import SignInRequired, sign_in_redirect
@@ -41,6 +52,7 @@ PAGES += (orders,)  # G1–G14
 PAGES += (assignment,)  # H5 lead assignment
 PAGES += (appointments,)  # D7, E1–E7
 PAGES += (files,)  # D6
+PAGES += (disposition,)  # the buyer's own status of a lead (shared with the buyer API)
 # Forms carry a few KB at most; anything larger is refused before it is parsed.
 MAX_BODY_BYTES = 64 * 1024
 

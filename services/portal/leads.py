@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -67,6 +67,7 @@ async def lead_list(request: Request, session: SignedIn) -> Response:
     f = result.filter
     if f is None:
         return portal.render(request, "leads.html", 400, **context)
+    await _sort_keys_ready(portal, identity.client_id, f)
     async with portal.pool.acquire() as conn:
         rows = await queries.lead_page(conn, session.viewer, f, zone)
         count = await queries.lead_count(conn, session.viewer, f, zone)
@@ -86,9 +87,23 @@ async def lead_list(request: Request, session: SignedIn) -> Response:
         next_page=next_page,
         first_page=portal.url("/leads", f.params()) if f.after else None,
         export_url=portal.url("/leads/export.csv", f.params()),
-        sort_links=_sort_links(portal, f, rules.list_columns(shown_types)),
+        sort_links=_sort_links(portal, f, rules.list_columns(shown_types), rules.sort_columns(types.values())),
     )
     return portal.render(request, "leads.html", **context)
+
+
+async def _sort_keys_ready(portal: Portal, client_id: str, f: rules.LeadFilter) -> None:
+    """Before a sort by a lead field: portal_leads holds the client's sort keys as this catalog
+    assigns them (checked once per catalog version and process; re-keyed when they differ)."""
+    if f.sort.kind != "field":
+        return
+    version = portal.runtime.catalog_cache.version
+    if portal.sort_columns_checked.get(client_id) == version:
+        return
+    columns = rules.sort_columns(portal.lead_types_of(client_id).values())
+    async with portal.pool.acquire() as conn:
+        if await queries.ensure_sort_columns(conn, client_id, columns, version):
+            portal.sort_columns_checked[client_id] = version
 
 
 def _list_row(portal: Portal, row: Any, zone: str) -> dict[str, Any]:
@@ -106,11 +121,15 @@ def _list_row(portal: Portal, row: Any, zone: str) -> dict[str, Any]:
     }
 
 
-def _sort_links(portal: Portal, f: rules.LeadFilter, columns: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
-    """For each column: the link that sorts by it (flipping the direction when it is the current
-    sort) and the arrow to show."""
+def _sort_links(
+    portal: Portal, f: rules.LeadFilter, columns: Sequence[tuple[str, str]], sortable: Mapping[str, str]
+) -> dict[str, dict[str, str]]:
+    """For each sortable column: the link that sorts by it (flipping the direction when it is the
+    current sort) and the arrow to show. A field column without a sort-key column (`sortable`,
+    rules.sort_columns) has none: its header is plain text."""
     links: dict[str, dict[str, str]] = {}
-    for param in ["delivered", "type", "price", *(f"f.{name}" for name, _ in columns)]:
+    fields = [f"f.{name}" for name, _ in columns if name in sortable]
+    for param in ["delivered", "type", "price", *fields]:
         current = f.sort.param == param
         if current:
             direction = "asc" if f.sort.direction == "desc" else "desc"
@@ -134,6 +153,7 @@ async def export_list(request: Request, session: SignedIn) -> Response:
         problems = " ".join(result.errors.values())
         raise HTTPException(400, f"The export was not made: {problems}")
     f = result.filter
+    await _sort_keys_ready(portal, identity.client_id, f)
     columns = rules.export_columns([types[f.lead_type]] if f.lead_type else list(types.values()))
     slots = portal.export_slots()
     if slots.locked():

@@ -8,6 +8,7 @@ settings) by adding entries here, with `admin_only` where only admins may go.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -80,6 +81,8 @@ class Portal:
     clock: Callable[[], datetime]
     auth: PortalAuthClient | None = None
     exports: asyncio.Semaphore | None = None
+    # client id -> the catalog version whose sort-key columns portal_leads was checked to hold.
+    sort_columns_checked: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def build(cls, runtime: Runtime, *, clock: Callable[[], datetime], templates_dir: Path) -> Portal:

@@ -11,21 +11,33 @@ appointments, portal_auth's users) read-only, and its own (lead_assignments, por
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
-from services.portal.rules import COUNT_CAP, PAGE_SIZE, RETURNS_PAGE_SIZE, LeadFilter, ReturnsFilter, Sort, Viewer
+from services.portal.rules import (
+    COUNT_CAP,
+    NUMBER_KEYS,
+    PAGE_SIZE,
+    RETURNS_PAGE_SIZE,
+    TEXT_KEYS,
+    LeadFilter,
+    ReturnsFilter,
+    Sort,
+    Viewer,
+)
 from shared.contracts import OrderFiguresView
 from shared.orders import order_figures
 
-# The searchable text of a lead: every field value, as the trigram index of migration 0030 has it.
-# Must stay character for character the indexed expression, or the index is not used.
+# The searchable text of a lead: every field value, as portal_leads.search holds it (migration
+# 0620; the same expression as leads' own trigram index of 0030).
 LEAD_TEXT = "jsonb_path_query_array(l.fields, '$.*')::text"
 
-NUMBER = r"'^-?[0-9]+(\.[0-9]+)?$'"
+# portal_leads' sort-key columns (rules.TEXT_KEYS, rules.NUMBER_KEYS): the only column names a
+# sort puts into SQL.
+KEY_COLUMNS = frozenset({*TEXT_KEYS, *NUMBER_KEYS})
 
 
 class Params:
@@ -51,60 +63,106 @@ def _visible(viewer: Viewer, p: Params, d: str = "d") -> str:
     )
 
 
-def _sort_key(sort: Sort, p: Params) -> tuple[str, str]:
+# --- The lead list (C1–C6): the portal's own portal_leads, one row per succeeded delivery ----------
+
+
+async def ensure_sort_columns(
+    conn: asyncpg.Connection, client_id: str, columns: Mapping[str, str], catalog_version: int
+) -> bool:
+    """Make portal_leads' key columns of the client hold `columns` (field -> key column, from
+    rules.sort_columns): when the stored assignment differs, replace it and recompute the keys of
+    the client's rows, in one transaction. False when the stored one comes from a newer catalog
+    (this process has not seen it yet): it is left alone.
+
+    The client's advisory lock (migration 0620, portal_sort_lock_shared), taken exclusively here,
+    waits for every transaction whose trigger keyed one of the client's rows by the old columns,
+    and holds the client's new deliveries until the keys are rewritten: no row is keyed by columns
+    other than the ones that end up stored. Other clients' deliveries go on. It happens when the
+    catalog changes a client's list columns or lead types (and once per client after 0620)."""
+    wanted = {(column, field) for field, column in columns.items()}
+
+    def stored_matches(rows: list[asyncpg.Record]) -> bool | None:
+        if {(r["key_column"], r["field"]) for r in rows} == wanted:
+            return True
+        if any(r["catalog_version"] > catalog_version for r in rows):
+            return False
+        return None
+
+    sql = "SELECT key_column, field, catalog_version FROM portal_sort_columns WHERE client_id = $1"
+    decided = stored_matches(await conn.fetch(sql, client_id))
+    if decided is not None:
+        return decided
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(620, hashtext($1))", client_id)
+        decided = stored_matches(await conn.fetch(sql, client_id))
+        if decided is not None:
+            return decided
+        await conn.execute("DELETE FROM portal_sort_columns WHERE client_id = $1", client_id)
+        await conn.executemany(
+            "INSERT INTO portal_sort_columns (client_id, key_column, field, catalog_version) VALUES ($1, $2, $3, $4)",
+            [(client_id, column, field, catalog_version) for field, column in columns.items()],
+        )
+        # Rows whose keys come out the same are not rewritten (a column added keeps the others).
+        keys = "t1, t2, t3, t4, t5, n1, n2"
+        await conn.execute(
+            f"UPDATE portal_leads pl SET ({keys}) = (k.t1, k.t2, k.t3, k.t4, k.t5, k.n1, k.n2)"
+            " FROM leads l, portal_sort_keys($1, l.fields) k"
+            f" WHERE pl.client_id = $1 AND l.id = pl.lead_id AND (pl.{keys.replace(', ', ', pl.')})"
+            " IS DISTINCT FROM (k.t1, k.t2, k.t3, k.t4, k.t5, k.n1, k.n2)",
+            client_id,
+        )
+    return True
+
+
+def _sort_key(sort: Sort) -> tuple[str, str]:
     """(SQL expression, its type) the list is ordered by before delivery time and id."""
     if sort.kind == "delivered":
-        return "d.completed_at", "timestamptz"
+        return "pl.completed_at", "timestamptz"
     if sort.kind == "price":
-        return "d.price", "numeric"
+        return "pl.price", "numeric"
     if sort.kind == "type":
-        return "l.lead_type_id", "text"
-    name = p(sort.field)
-    if sort.numeric:
-        # Values that are not numbers (old data) sort first, as one group, instead of failing.
-        return (
-            f"COALESCE(CASE WHEN l.fields->>{name} ~ {NUMBER} THEN (l.fields->>{name})::numeric END, -1e30)",
-            "numeric",
-        )
-    return f"COALESCE(l.fields->>{name}, '')", "text"
+        return "pl.lead_type_id", "text"
+    if sort.column not in KEY_COLUMNS:
+        raise ValueError(f"not a sort-key column: {sort.column!r}")
+    return f"pl.{sort.column}", "numeric" if sort.column in NUMBER_KEYS else "text"
 
 
 def _lead_filter(viewer: Viewer, f: LeadFilter, zone: str, p: Params) -> str:
     start, end = f.bounds(zone)
     clauses = [
-        f"d.client_id = {p(viewer.client_id)}",
-        "d.status = 'succeeded'",
-        f"d.completed_at >= {p(start)}",
-        f"d.completed_at < {p(end)}",
+        f"pl.client_id = {p(viewer.client_id)}",
+        f"pl.completed_at >= {p(start)}",
+        f"pl.completed_at < {p(end)}",
     ]
     if f.lead_type:
-        clauses.append(f"l.lead_type_id = {p(f.lead_type)}")
+        clauses.append(f"pl.lead_type_id = {p(f.lead_type)}")
     if f.search_pattern:
-        clauses.append(f"{LEAD_TEXT} ILIKE {p(f.search_pattern)}")
+        clauses.append(f"pl.search ILIKE {p(f.search_pattern)}")
     if f.assigned == "nobody":
         clauses.append(
-            "NOT EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = d.client_id AND a.lead_id = d.lead_id)"
+            "NOT EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = pl.client_id AND a.lead_id = pl.lead_id)"
         )
     elif f.assigned:
         clauses.append(
-            "EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = d.client_id AND a.lead_id = d.lead_id"
+            "EXISTS (SELECT 1 FROM lead_assignments a WHERE a.client_id = pl.client_id AND a.lead_id = pl.lead_id"
             f" AND a.user_id = {p(f.assigned)}::uuid)"
         )
-    clauses.append(_visible(viewer, p))
+    clauses.append(_visible(viewer, p, "pl"))
     return " AND ".join(clauses)
 
 
-async def lead_page(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str) -> list[asyncpg.Record]:
-    """One page of the lead list (PAGE_SIZE + 1 rows: the extra one says there is a next page),
-    keyset-paginated after `f.after`, each with its latest return status."""
-    p = Params()
-    where = _lead_filter(viewer, f, zone, p)
-    key, key_type = _sort_key(f.sort, p)
+def _ordered(f: LeadFilter, p: Params, where: str) -> tuple[str, str, str]:
+    """(WHERE with the keyset bound, ORDER BY, the sort key expression) of the list's order: the
+    key, then delivery time and id, so every row has one place and a page ends at a definite row.
+    Each order is one index of portal_leads, (client_id, key, completed_at, delivery_id), read
+    forwards or backwards; sorted by delivery time the key is that time: (time, id) alone."""
+    key, key_type = _sort_key(f.sort)
     direction = "ASC" if f.sort.direction == "asc" else "DESC"
-    # Ordered by the key, then delivery time and id, so every row has one place and a page ends
-    # at a definite row. Sorted by delivery time the key is that time: (time, id) alone, which is
-    # the index's own order.
-    keys = ["d.completed_at", "d.id"] if f.sort.kind == "delivered" else [key, "d.completed_at", "d.id"]
+    keys = (
+        ["pl.completed_at", "pl.delivery_id"]
+        if f.sort.kind == "delivered"
+        else [key, "pl.completed_at", "pl.delivery_id"]
+    )
     if f.after is not None:
         after = f.after
         op = ">" if direction == "ASC" else "<"
@@ -112,36 +170,42 @@ async def lead_page(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zon
         if f.sort.kind != "delivered":
             bound.insert(0, f"{p(after.key)}::{key_type}")
         where += f" AND ({', '.join(keys)}) {op} ({', '.join(bound)})"
-    order = ", ".join(f"{k} {direction}" for k in keys)
+    return where, ", ".join(f"{k} {direction}" for k in keys), key
+
+
+async def lead_page(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str) -> list[asyncpg.Record]:
+    """One page of the lead list (PAGE_SIZE + 1 rows: the extra one says there is a next page),
+    keyset-paginated after `f.after`, each with its latest return status."""
+    p = Params()
+    where, order, key = _ordered(f, p, _lead_filter(viewer, f, zone, p))
+    direction = "ASC" if f.sort.direction == "asc" else "DESC"
     client = p(viewer.client_id)
     sql = (
         "WITH page AS ("
-        f" SELECT d.id AS delivery_id, d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields,"
-        f" {key} AS sort_key"
-        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        f" SELECT pl.delivery_id, pl.lead_id, pl.completed_at, pl.price, pl.lead_type_id, {key} AS sort_key"
+        " FROM portal_leads pl"
         f" WHERE {where}"
         f" ORDER BY {order}"
         f" LIMIT {PAGE_SIZE + 1})"
-        " SELECT page.*, (SELECT r.status FROM returns r"
+        " SELECT page.*, l.fields, (SELECT r.status FROM returns r"
         f"  WHERE r.client_id = {client} AND r.lead_id = page.lead_id"
         "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status,"
         " (SELECT coalesce(nullif(u.name, ''), u.email) FROM lead_assignments a JOIN portal_users u ON u.id = a.user_id"
         f"  WHERE a.client_id = {client} AND a.lead_id = page.lead_id) AS assigned_to"
-        f" FROM page ORDER BY sort_key {direction}, completed_at {direction}, delivery_id {direction}"
+        " FROM page JOIN leads l ON l.id = page.lead_id"
+        f" ORDER BY sort_key {direction}, completed_at {direction}, delivery_id {direction}"
     )
     return await conn.fetch(sql, *p.values)
 
 
 async def lead_count(conn: asyncpg.Connection, viewer: Viewer, f: LeadFilter, zone: str) -> int:
-    """How many leads the filter matches, counted up to COUNT_CAP + 1 (shown as "10,000+").
-    Without a lead type or a search the leads themselves are not read: the count is an
-    index-only scan of the client's deliveries."""
+    """How many leads the filter matches, counted up to COUNT_CAP + 1 (shown as "10,000+"):
+    counting a whole year of a big client on every page load would cost more than the page."""
     p = Params()
     where = _lead_filter(viewer, f, zone, p)
-    join = " JOIN leads l ON l.id = d.lead_id" if f.lead_type or f.search_pattern else ""
     return int(
         await conn.fetchval(
-            f"SELECT count(*) FROM (SELECT 1 FROM deliveries d{join} WHERE {where} LIMIT {COUNT_CAP + 1}) matched",
+            f"SELECT count(*) FROM (SELECT 1 FROM portal_leads pl WHERE {where} LIMIT {COUNT_CAP + 1}) matched",
             *p.values,
         )
     )
@@ -153,17 +217,14 @@ async def export_rows(
     """Every lead the filter matches, in the list's order, through a server-side cursor: memory
     stays flat however many there are. The caller holds `conn` in a (read-only) transaction."""
     p = Params()
-    where = _lead_filter(viewer, f, zone, p)
-    key, _ = _sort_key(f.sort, p)
-    direction = "ASC" if f.sort.direction == "asc" else "DESC"
-    keys = ["d.completed_at", "d.id"] if f.sort.kind == "delivered" else [key, "d.completed_at", "d.id"]
+    where, order, _key = _ordered(f, p, _lead_filter(viewer, f, zone, p))
     sql = (
-        "SELECT d.lead_id, d.completed_at, d.price, l.lead_type_id, l.fields,"
-        " (SELECT r.status FROM returns r WHERE r.client_id = d.client_id AND r.lead_id = d.lead_id"
+        "SELECT pl.lead_id, pl.completed_at, pl.price, pl.lead_type_id, l.fields,"
+        " (SELECT r.status FROM returns r WHERE r.client_id = pl.client_id AND r.lead_id = pl.lead_id"
         "  ORDER BY r.requested_at DESC LIMIT 1) AS return_status"
-        " FROM deliveries d JOIN leads l ON l.id = d.lead_id"
+        " FROM portal_leads pl JOIN leads l ON l.id = pl.lead_id"
         f" WHERE {where}"
-        f" ORDER BY {', '.join(f'{k} {direction}' for k in keys)}"
+        f" ORDER BY {order}"
     )
     async for record in conn.cursor(sql, *p.values, prefetch=prefetch):
         yield record

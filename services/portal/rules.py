@@ -386,6 +386,7 @@ class Sort:
     field: str | None = None  # the lead field, for kind "field"
     numeric: bool = False  # sort a number/money field by value, not as text
     direction: Direction = "desc"
+    column: str | None = None  # the field's sort-key column of portal_leads (sort_columns)
 
     @property
     def param(self) -> str:
@@ -464,7 +465,36 @@ def sortable_fields(lead_types: Iterable[LeadType]) -> dict[str, bool]:
     return fields
 
 
-def parse_sort(sort: str, direction: str, lead_types: Iterable[LeadType]) -> tuple[Sort | None, dict[str, str]]:
+# Sort-key columns of portal_leads (migration 0620): a client's list columns get them in order,
+# text fields t1..t5, number and money fields n1..n2. Each is an index on every delivered lead, so
+# there are few; a list column beyond them is shown but not sortable.
+TEXT_KEYS = ("t1", "t2", "t3", "t4", "t5")
+NUMBER_KEYS = ("n1", "n2")
+
+
+def sort_columns(lead_types: Iterable[LeadType]) -> dict[str, str]:
+    """A client's sortable lead fields -> their key column, from all the lead types it buys: its
+    list columns (the union, in catalog order, as the list shows them with every type), a field
+    numeric when the first type that has it says so. Only these fields sort fast (an index each),
+    so only these are sortable: the list offers no other field to sort by."""
+    types = list(lead_types)
+    numeric = sortable_fields(types)
+    free = {True: list(NUMBER_KEYS), False: list(TEXT_KEYS)}
+    columns: dict[str, str] = {}
+    for name, _label in list_columns(types):
+        keys = free[numeric.get(name, False)]
+        if keys:
+            columns[name] = keys.pop(0)
+    return columns
+
+
+def parse_sort(
+    sort: str, direction: str, lead_types: Iterable[LeadType], columns: Mapping[str, str] | None = None
+) -> tuple[Sort | None, dict[str, str]]:
+    """`columns`: the client's sort_columns (default: those of `lead_types`). A field sorts when it
+    is a list column of `lead_types` (the types shown) and has a key column."""
+    types = list(lead_types)
+    columns = sort_columns(types) if columns is None else columns
     errors: dict[str, str] = {}
     if direction not in ("asc", "desc"):
         errors["dir"] = "The sort direction must be asc or desc."
@@ -473,10 +503,11 @@ def parse_sort(sort: str, direction: str, lead_types: Iterable[LeadType]) -> tup
     if sort in ("delivered", "price", "type"):
         chosen = Sort(sort, None, False, dir_)  # type: ignore[arg-type]
     elif sort.startswith("f."):
-        fields = sortable_fields(lead_types)
         name = sort[2:]
-        if name in fields:
-            chosen = Sort("field", name, fields[name], dir_)
+        offered = {column_name for column_name, _ in list_columns(types)}
+        if name in offered and name in columns:
+            column = columns[name]
+            chosen = Sort("field", name, column in NUMBER_KEYS, dir_, column)
     if chosen is None:
         shown = sort if len(sort) <= 40 else sort[:40] + "…"
         errors["sort"] = f"The list cannot be sorted by “{shown}”."
@@ -522,7 +553,9 @@ def parse_lead_filter(params: Mapping[str, str], *, today: date, lead_types: Map
         errors["assigned"] = "Choose whose leads to show from the list."
 
     types_for_sort = [lead_types[lead_type]] if lead_type and lead_type in lead_types else list(lead_types.values())
-    sort, sort_errors = parse_sort(params.get("sort", "delivered"), params.get("dir", "desc"), types_for_sort)
+    sort, sort_errors = parse_sort(
+        params.get("sort", "delivered"), params.get("dir", "desc"), types_for_sort, sort_columns(lead_types.values())
+    )
     errors.update(sort_errors)
 
     after = None

@@ -114,6 +114,9 @@ def test_date_ranges(params, first, last):
         ({"q": "x" * 201}, "q", "at most 200 characters"),
         ({"sort": "fields"}, "sort", "cannot be sorted by “fields”"),
         ({"sort": "f.vehicles", "type": "solar"}, "sort", "cannot be sorted"),  # not a field of solar
+        ({"sort": "f.vehicles"}, "sort", "cannot be sorted"),  # a field, but no list column: no index
+        ({"sort": "f.monthly_bill"}, "sort", "cannot be sorted"),
+        ({"sort": "f.last_name", "type": "auto"}, "sort", "cannot be sorted"),  # not a column of auto
         ({"sort": "f." + "x" * 100}, "sort", "…”"),
         ({"dir": "up"}, "dir", "asc or desc"),
         ({"after": "!!!"}, "after", "not valid any more"),
@@ -131,14 +134,51 @@ def test_bad_parameters_are_named_in_words(params, field, message):
         ({}, Sort("delivered", None, False, "desc")),
         ({"sort": "price", "dir": "asc"}, Sort("price", None, False, "asc")),
         ({"sort": "type"}, Sort("type", None, False, "desc")),
-        ({"sort": "f.first_name", "dir": "asc"}, Sort("field", "first_name", False, "asc")),
-        ({"sort": "f.monthly_bill"}, Sort("field", "monthly_bill", True, "desc")),  # money: by amount
-        ({"sort": "f.vehicles"}, Sort("field", "vehicles", True, "desc")),  # any type's field, all types shown
+        ({"sort": "f.first_name", "dir": "asc"}, Sort("field", "first_name", False, "asc", "t1")),
+        ({"sort": "f.phone"}, Sort("field", "phone", False, "desc", "t3")),
+        # A type shown alone keeps the client's key columns (those of every type it buys).
+        ({"sort": "f.phone", "type": "auto"}, Sort("field", "phone", False, "desc", "t3")),
     ],
 )
 def test_sorts(params, sort):
     f = parse(**params).filter
     assert f is not None and f.sort == sort
+
+
+def lead_type(type_id: str, *fields: tuple[str, str, bool]) -> LeadType:
+    return LeadType.model_validate(
+        {"id": type_id, "name": type_id, "fields": [{"name": n, "type": t, "list_column": c} for n, t, c in fields]}
+    )
+
+
+HOMES = lead_type("homes", ("city", "text", True), ("price", "money", True), ("rooms", "number", True))
+BOATS = lead_type("boats", ("price", "text", True), ("length", "number", True), ("year", "number", True))
+WIDE = lead_type("wide", *((f"c{i}", "text", True) for i in range(7)), ("m1", "money", True), ("notes", "text", False))
+
+
+@pytest.mark.parametrize(
+    ("types", "columns"),
+    [
+        ([SOLAR, AUTO], {"first_name": "t1", "last_name": "t2", "phone": "t3"}),  # the union, in order
+        ([AUTO], {"first_name": "t1", "phone": "t2"}),  # no list_column marked: the contact's fields
+        ([HOMES], {"city": "t1", "price": "n1", "rooms": "n2"}),
+        # `price` is money in homes (first): numeric for both; the third number has no key left.
+        ([HOMES, BOATS], {"city": "t1", "price": "n1", "rooms": "n2"}),
+        ([BOATS, HOMES], {"price": "t1", "length": "n1", "year": "n2", "city": "t2"}),
+        # Five text keys: c5 and c6 are shown but not sortable; not a list column: never a key.
+        ([WIDE], {"c0": "t1", "c1": "t2", "c2": "t3", "c3": "t4", "c4": "t5", "m1": "n1"}),
+        ([], {}),
+    ],
+)
+def test_sort_columns_give_the_clients_list_columns_their_key_columns(types, columns):
+    assert rules.sort_columns(types) == columns
+
+
+def test_a_list_column_without_a_key_column_is_not_sortable():
+    wide = {"wide": WIDE}
+    assert rules.parse_lead_filter({"sort": "f.c4"}, today=TODAY, lead_types=wide).filter is not None
+    result = rules.parse_lead_filter({"sort": "f.c5"}, today=TODAY, lead_types=wide)
+    assert result.filter is None and "cannot be sorted" in result.errors["sort"]
 
 
 def test_search_is_trimmed_and_kept_as_typed():

@@ -197,6 +197,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 "sort by a lead field (monthly_bill, numeric)": f"/portal/leads?{span}&sort=f.monthly_bill&dir=desc",
                 "sort by a lead field (last_name, text)": f"/portal/leads?{span}&sort=f.last_name&dir=asc",
             }
+            load_before = os.getloadavg()[0]
             timings = {name: await time_page(client, url, args.requests) for name, url in pages.items()}
             exports = {
                 "tenth": await export(client, f"/portal/leads/export.csv?{span}&q=Surname1"),
@@ -207,6 +208,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             "leads": args.leads,
             "client_leads": args.client_leads,
             "fill_seconds": fill_seconds,
+            # The machine's 1-minute load average when the timing began and when it ended: the
+            # figures are only comparable at a similar load (the machine is shared).
+            "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
             "pages": timings,
             "exports": exports,
         }

@@ -26,7 +26,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from shared import db, health, logs, metrics, outbox, tracing
 from shared.background import Loop, Work, every
+from shared.batching import Batcher
 from shared.catalog.cache import CatalogCache
 from shared.catalog.model import Catalog
 from shared.catalog.store import NOTIFY_CHANNEL as CATALOG_CHANNEL
@@ -176,6 +177,8 @@ class FailureRouting(BaseMiddleware):
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 class Consumer:
@@ -273,6 +276,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[None]] = []
         self._closers: list[Callable[[], Awaitable[Any]]] = []
         self.dead_lettered = 0
+        self.batchers: dict[str, Batcher[Any, Any]] = {}  # by queue, for tests and the benchmark
         self.metrics_port: int | None = None  # where /metrics is served, once running
         self._sampler_channel: aio_pika.abc.AbstractChannel | None = None
         self.consumer_id = f"{name}@{socket.gethostname()}:{os.getpid()}"
@@ -296,6 +300,36 @@ class Runtime:
         """A work queue that carries several kinds of message, told apart by routing key: register
         one typed handler per key with `@consumer.on(key)`."""
         return Consumer(self, logical_queue, **kwargs)
+
+    def batcher(
+        self,
+        queue: str,
+        run_batch: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        run_one: Callable[[Item], Awaitable[Result]],
+    ) -> Batcher[Item, Result]:
+        """Adaptive batching for a queue's handler (shared/batching.py): the handler submits its
+        item and returns its result. Sized by the settings (`LEADWIRE_BATCH_LIMIT`, at most the
+        queue's prefetch; `LEADWIRE_BATCH_CONCURRENCY`)."""
+        limit = min(self.settings.batch_limit, self.settings.prefetch_for(self.name))
+        batcher = Batcher(
+            queue, run_batch, run_one, limit=limit, concurrency=self.settings.batch_concurrency, scope=self._effects
+        )
+        self.batchers[queue] = batcher
+        return batcher
+
+    @asynccontextmanager
+    async def _effects(self) -> AsyncIterator[None]:
+        """What a handler's middleware does around it, for a batch run outside any handler: the
+        outbox rows it writes wake this process's relay, and its metrics count, once it returned
+        (committed); a failed batch counts nothing."""
+        written = outbox.handler_scope() if self.relay is not None else None
+        counts = metrics.handler_scope()
+        try:
+            yield
+            metrics.apply(counts)
+        finally:
+            if written and self.relay is not None:
+                self.relay.wake()
 
     def _subscription(
         self, logical_queue: str, *, keeps_bad_properties: bool = False, **kwargs: Any
@@ -447,6 +481,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._listener.run()))
 
     async def stop_background(self) -> None:
+        for batcher in self.batchers.values():
+            # How the batches ran, for reading a benchmark's or a fault run's logs.
+            log.info("batching %s: %s", batcher.name, batcher.stats.summary())
         for loop in self._running:
             loop.stop()
         if self._listener is not None:

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     # connection; an account may hold a quarter of them, so a slow buyer that takes concurrent
     # posts gets 32 at a time instead of 8, and falls behind far later.
     prefetch: int | None = Field(None, alias="LEADWIRE_PREFETCH")
+    # Adaptive batching of the hot queues (shared/batching.py): at most this many messages of a
+    # queue handled in one use-case call and transaction (1: every message alone, as before
+    # batching), by at most `batch_concurrency` such calls at once per queue and process.
+    batch_limit: int = Field(32, alias="LEADWIRE_BATCH_LIMIT", ge=1)
+    batch_concurrency: int = Field(1, alias="LEADWIRE_BATCH_CONCURRENCY", ge=1)
     db_pool_min: int = Field(2, alias="LEADWIRE_DB_POOL_MIN")
     db_pool_max: int = Field(20, alias="LEADWIRE_DB_POOL_MAX")
 

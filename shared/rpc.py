@@ -59,8 +59,13 @@ def deadline_ms(timeout: float) -> int:
 class RequestReply:
     """One per process. `start()` before the first request, `close()` at shutdown."""
 
-    def __init__(self, amqp_url: str, *, name: str = "leadwire", namespace: str = "leadwire") -> None:
+    def __init__(
+        self, amqp_url: str, *, name: str = "leadwire", namespace: str = "leadwire", connect_timeout: float = 30.0
+    ) -> None:
         self._url = amqp_url
+        # Each connection attempt (the first and every reconnection): a wedged broker must not
+        # hold one forever (Settings.amqp_connect_timeout).
+        self._connect_timeout = connect_timeout
         self._reply_queue_name = f"{namespace}.rpc-replies.{name}.{uuid.uuid4().hex[:12]}"
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -77,7 +82,7 @@ class RequestReply:
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect_robust(
-            self._url, client_properties={"connection_name": self._reply_queue_name}
+            self._url, client_properties={"connection_name": self._reply_queue_name}, timeout=self._connect_timeout
         )
         self._channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert self._channel is not None

@@ -262,6 +262,8 @@ class Runtime:
             # A bounded prefetch; unroutable mandatory publishes raise instead of vanishing.
             default_channel=Channel(prefetch_count=self.settings.prefetch_for(name), on_return_raises=True),
             graceful_timeout=15.0,
+            # Each connection attempt, the first and every reconnection (aio-pika keeps it).
+            timeout=self.settings.amqp_connect_timeout,
             app_id=f"leadwire-{name}",
             # Per-message logs at DEBUG: at hundreds of leads per second INFO lines cost real CPU.
             log_level=logging.DEBUG,

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     # that it exists and consumes its own queues (a broker user of its own from `broker users`).
     topology: Literal["all", "own"] = Field("all", alias="LEADWIRE_TOPOLOGY")
 
+    # Seconds one attempt to open a broker connection may take (TCP, AMQP handshake), at start-up
+    # and at every reconnection. Without it, a broker that accepts TCP but never completes the
+    # handshake (wedged) held an attempt forever: a process never finished starting, or never
+    # reconnected even after the broker came back.
+    amqp_connect_timeout: float = Field(30.0, alias="LEADWIRE_AMQP_CONNECT_TIMEOUT", gt=0)
+
     # Prefix for every exchange and queue name. Lets several Leadwire installations (or test runs)
     # share one broker without seeing each other's messages.
     namespace: str = Field("leadwire", alias="LEADWIRE_NAMESPACE")

@@ -97,6 +97,9 @@ DELAY_TIERS = (1, 5, 15, 30, 60, 300, 900, 3600)
 DELAYED_QUEUES = ("delivery.requests",)
 
 
+# Seconds a connection of its own (the passive check, teardown) may take to open.
+CONNECT_TIMEOUT = 30.0
+
 # Seconds to wait before each new attempt at one declaration; after the last, the error stands.
 DECLARE_BACKOFF = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 # Refusals that pass: a quorum queue declared by several processes at once can be refused with
@@ -267,7 +270,7 @@ class Topology:
         )
 
     async def _missing(self, amqp_url: str) -> list[str]:
-        connection = await aio_pika.connect(amqp_url)
+        connection = await aio_pika.connect(amqp_url, timeout=CONNECT_TIMEOUT)
         missing = []
         try:
             channel = await connection.channel()
@@ -290,7 +293,7 @@ class Topology:
 
     async def delete(self, amqp_url: str) -> None:
         """Remove every queue and exchange of this namespace (test teardown)."""
-        connection = await aio_pika.connect(amqp_url)
+        connection = await aio_pika.connect(amqp_url, timeout=CONNECT_TIMEOUT)
         try:
             channel = await connection.channel()
             for name in self.all_queue_names():
@@ -303,7 +306,7 @@ class Topology:
 
 async def setup(amqp_url: str, namespace: str, retry_delays: tuple[float, ...]) -> None:
     """Declare the whole topology as `amqp_url`'s (privileged) user: `leadwire broker setup`."""
-    broker = RabbitBroker(amqp_url, logger=None)
+    broker = RabbitBroker(amqp_url, logger=None, timeout=CONNECT_TIMEOUT)
     await broker.connect()
     try:
         await Topology(namespace, retry_delays).declare(broker)

@@ -329,7 +329,12 @@ def create_web_app(
         async with runtime.running():
             rpc: RequestReply | None = None
             if with_rpc:
-                rpc = RequestReply(runtime.settings.amqp_url, name=runtime.name, namespace=runtime.settings.namespace)
+                rpc = RequestReply(
+                    runtime.settings.amqp_url,
+                    name=runtime.name,
+                    namespace=runtime.settings.namespace,
+                    connect_timeout=runtime.settings.amqp_connect_timeout,
+                )
                 await rpc.start()
             app.state.rpc = rpc
             try:

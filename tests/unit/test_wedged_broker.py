@@ -6,8 +6,9 @@ server on 127.0.0.1 stands in for the wedged broker."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -53,9 +54,9 @@ async def silent_server() -> AsyncIterator[SilentServer]:
         server.close()
 
 
-async def gives_up(attempt: Callable[[], Awaitable[object]]) -> BaseException | None:
+async def gives_up(attempt: Callable[[], Coroutine[Any, Any, object]]) -> BaseException | None:
     """Run `attempt`; its exception once it gives up (the test fails if it is still waiting)."""
-    task = asyncio.create_task(attempt())
+    task: asyncio.Task[object] = asyncio.create_task(attempt())
     done, _ = await asyncio.wait({task}, timeout=GUARD)
     if not done:
         task.cancel()

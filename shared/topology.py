@@ -58,6 +58,7 @@ WORK_QUEUES: dict[str, WorkQueue] = {
     for q in (
         WorkQueue("router.leads", "inbound", ("lead.#",)),
         WorkQueue("router.delivery-results", "events", ("delivery.succeeded", "delivery.failed")),
+        WorkQueue("router.reroutes", "events", ("router.reroute",)),
         WorkQueue("delivery.requests", "events", ("delivery.requested",)),
         WorkQueue("delivery.confirm-price", "events", ("delivery.confirm-price",)),
         WorkQueue("returns.commands", "events", ("return.request", "return.decide", "order.command")),

@@ -6,8 +6,8 @@ use case: FastStream's contract validation fails first and failure routing dead-
 
 from __future__ import annotations
 
-from services.router import usecases
-from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead
+from services.router import reroute, usecases
+from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead, LeadReroute
 from shared.service import Runtime, incoming, original_routing_key
 from shared.settings import Settings
 
@@ -32,6 +32,13 @@ def build(settings: Settings | None = None) -> Runtime:
         if not message_id:
             raise ValueError("a delivery result without a message_id cannot be told from its repeats")
         await usecases.record_delivery_result(deps, result, message_id)
+
+    @runtime.subscriber("router.reroutes", title="router: re-route an unsold lead")
+    async def on_reroute(command: LeadReroute) -> None:
+        message_id = incoming().message_id
+        if not message_id:
+            raise ValueError("a re-route command without a message_id cannot be told from its repeats")
+        await reroute.reroute_lead(deps, command, message_id)
 
     return runtime
 

@@ -343,3 +343,83 @@ async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[De
         )
         for r in rows
     ]
+
+
+# --- Re-routing an unsold lead (an admin's command; services/router/reroute.py) ---------------------
+
+
+async def unsold_lead(conn: asyncpg.Connection | asyncpg.Pool, lead_id: uuid.UUID) -> Mapping[str, Any] | None:
+    """The lead a re-route command names, unlocked (its plan is worked out before the
+    transaction, as a new lead's is)."""
+    return await sql.fetchrow(
+        conn,
+        statement(
+            "SELECT id, source_id, lead_type_id, fields, force_id, fingerprint, status, original_lead_id FROM leads"
+            " WHERE id = :lead_id",
+            lead_id=lead_id,
+        ),
+    )
+
+
+async def claim_and_lock_unsold(
+    conn: asyncpg.Connection, consumer: str, message_id: str, lead_id: uuid.UUID
+) -> tuple[bool, bool]:
+    """Claim the command in the inbox and, the first time only, lock its lead while it is still
+    unsold, then its fingerprint — the lock order of `claim_and_lock_lead`. (claimed, locked)."""
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "WITH :claim"
+            " SELECT c.claimed, l.id IS NOT NULL AS locked, CASE WHEN l.fingerprint IS NOT NULL"
+            "  THEN pg_advisory_xact_lock(hashtextextended(l.fingerprint, 0)) END AS fingerprint_locked"
+            " FROM (SELECT EXISTS (SELECT FROM claim) AS claimed) c"
+            " LEFT JOIN LATERAL (SELECT id, fingerprint FROM leads"
+            "  WHERE id = :lead_id AND status = 'unsold' AND c.claimed FOR UPDATE) l ON true",
+            claim=claim(consumer, message_id),
+            lead_id=lead_id,
+        ),
+    )
+    assert row is not None  # one row, claimed or not
+    return row["claimed"], row["locked"]
+
+
+async def replan_lead(
+    conn: asyncpg.Connection,
+    lead_id: uuid.UUID,
+    *,
+    fields: dict[str, Any],
+    plan: list[dict[str, Any]],
+    max_sales: int,
+    excluded_clients: list[str],
+) -> RoutedLead:
+    """An unsold lead routed again with a new plan. Its reply_to is dropped: whoever sent it was
+    answered when it was first decided, and must not get a second answer now."""
+    row = await sql.fetchrow(
+        conn,
+        statement(
+            "UPDATE leads SET status = 'routing', reason = NULL, decided_at = NULL, fields = :fields, plan = :plan,"
+            " skipped = '[]', max_sales = :max_sales, excluded_clients = :excluded_clients, reply_to = NULL,"
+            " correlation_id = NULL WHERE id = :lead_id AND status = 'unsold'"
+            " RETURNING id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status, plan, skipped,"
+            " max_sales, original_lead_id, reply_to, correlation_id",
+            lead_id=lead_id,
+            fields=fields,
+            plan=plan,
+            max_sales=max_sales,
+            excluded_clients=excluded_clients,
+        ),
+    )
+    assert row is not None  # the caller holds the lead's row lock, taken while it was unsold
+    return RoutedLead.from_row(row)
+
+
+async def note_unsold_again(conn: asyncpg.Connection, lead_id: uuid.UUID, reason: str) -> None:
+    """A re-route that found no buyer either: the lead stays unsold, with the new reason."""
+    await sql.execute(
+        conn,
+        statement(
+            "UPDATE leads SET reason = :reason WHERE id = :lead_id AND status = 'unsold'",
+            lead_id=lead_id,
+            reason=reason,
+        ),
+    )

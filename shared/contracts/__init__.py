@@ -16,7 +16,7 @@ from shared.contracts.delivery import (
     PriceConfirmationResult,
 )
 from shared.contracts.errors import ErrorReply
-from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, SoldDelivery
+from shared.contracts.leads import FieldError, InboundLead, LeadOutcome, LeadReroute, SoldDelivery
 from shared.contracts.notifier import (
     AppointmentAccepted,
     AppointmentCancel,
@@ -54,6 +54,7 @@ __all__ = [
     "InboundLead",
     "LeadAssigned",
     "LeadOutcome",
+    "LeadReroute",
     "NotificationRequested",
     "OrderCommand",
     "OrderCommandResult",

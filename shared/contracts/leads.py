@@ -61,3 +61,13 @@ class LeadOutcome(Contract):
     original_lead_id: uuid.UUID | None = None
     errors: list[FieldError] = Field(default_factory=list)
     decided_at: datetime
+
+
+class LeadReroute(Contract):
+    """admin -> router: offer an unsold lead again under the catalog the router has loaded now.
+    Routing key `router.reroute`. The router acts only on a lead that is still `unsold`; a repeat of
+    the command (its message id), or one for a lead that is not unsold, changes nothing."""
+
+    version: Literal[1] = 1
+    lead_id: uuid.UUID
+    requested_by: str | None = Field(None, max_length=200)

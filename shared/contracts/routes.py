@@ -23,7 +23,7 @@ from shared.contracts.delivery import (
     PriceConfirmationResult,
 )
 from shared.contracts.errors import ErrorReply
-from shared.contracts.leads import InboundLead, LeadOutcome
+from shared.contracts.leads import InboundLead, LeadOutcome, LeadReroute
 from shared.contracts.notifier import (
     AppointmentAccepted,
     AppointmentCancel,
@@ -76,6 +76,9 @@ CONSUMED: dict[str, tuple[Route, ...]] = {
     "router.delivery-results": (
         Route("delivery.succeeded", DeliverySucceeded, "The buyer accepted; the final price."),
         Route("delivery.failed", DeliveryFailed, "The buyer refused, or every retry failed."),
+    ),
+    "router.reroutes": (
+        Route("router.reroute", LeadReroute, "An admin re-routes an unsold lead under the current catalog."),
     ),
     "delivery.requests": (Route("delivery.requested", DeliveryRequested, "Post this lead to this delivery account."),),
     "delivery.confirm-price": (

@@ -537,6 +537,18 @@ class QueueView(BaseModel):
     last_at: datetime | None
 
 
+@router.post(
+    "/leads/{lead_id}/reroute",
+    status_code=202,
+    responses={**ERRORS, 404: {"model": Problem}, 409: {"model": Problem, "description": "The lead is not unsold"}},
+)
+async def reroute_lead(request: Request, lead_id: uuid.UUID, staff: Staff = ApiOperator) -> Ok:
+    """Offer an unsold lead again under the current catalog: sent to the router as
+    `router.reroute`; `GET /leads/{id}` shows what became of it."""
+    await usecases.reroute_lead(console_of(request).deps, staff, lead_id)
+    return Ok()
+
+
 class DeadLetterView(BaseModel):
     id: int
     queue: str
@@ -708,3 +720,128 @@ async def invite_portal_admin(
     `invite_email` / `invite_name`). Clients themselves are edited with `PUT /catalog`."""
     await usecases.invite_portal_admin(console_of(request).deps, staff, client_id, body.email, body.name)
     return Ok()
+
+
+# --- Catalog entries: delivery accounts, groups, orders --------------------------------------------
+
+
+class CatalogEntry(Body):
+    """One entry as it stands in the catalog (docs/catalog.md: `delivery_accounts`, `groups`,
+    `orders`), validated by the catalog itself; every error is named by its path in the entry
+    (`price`, `delivery.url`, `criteria.0.op`), as on the console's form."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": True})
+
+
+class EntryView(BaseModel):
+    version: int = Field(description="The catalog version it is from (also the ETag)")
+    entry: dict[str, Any]
+
+
+class EntryList(BaseModel):
+    version: int
+    entries: list[dict[str, Any]]
+
+
+class EntrySaved(BaseModel):
+    version: int = Field(description="The catalog version now current")
+    changed: bool = Field(description="False when the edit changed nothing (no new version)")
+    id: str
+
+
+ENTRY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **CONFLICT, **PRECONDITION}
+
+
+async def _get_entry(request: Request, kind: rules.EntryKind, entry_id: str) -> JSONResponse:
+    version, catalog = await load_latest(console_of(request).pool)
+    section, noun = rules.ENTRY_KINDS[kind]
+    found = next((e for e in catalog.model_dump(mode="json")[section] if e["id"] == entry_id), None)
+    if found is None:
+        raise HTTPException(404, f"There is no {noun} {entry_id}.")
+    body = EntryView(version=version, entry=found).model_dump(mode="json")
+    return JSONResponse(body, headers={"ETag": f'"{version}"'})
+
+
+async def _save_entry(
+    request: Request, staff: Staff, kind: rules.EntryKind, entry_id: str | None, body: CatalogEntry
+) -> JSONResponse:
+    base = if_match(request)
+    entry = body.model_dump(mode="json")
+    if entry_id is not None and "id" in entry and entry["id"] != entry_id:
+        raise usecases.Refused({"id": "An entry's id cannot be changed (it is the address of this call)."})
+    if entry_id is None and not isinstance(entry.get("id"), str):
+        raise usecases.Refused({"id": "Give the new entry's id."})
+    version, target = await usecases.save_entry(
+        console_of(request).deps, staff, base, kind, entry_id, lambda _current: (dict(entry), {}, {})
+    )
+    current, _ = await load_latest(console_of(request).pool)
+    answer = EntrySaved(version=current, changed=version is not None, id=target)
+    return JSONResponse(
+        answer.model_dump(), status_code=201 if entry_id is None else 200, headers={"ETag": f'"{current}"'}
+    )
+
+
+@router.get("/accounts/{account_id}", responses={**ERRORS, 404: {"model": Problem}}, response_model=EntryView)
+async def get_account(
+    request: Request, account_id: str = Path(max_length=64), staff: Staff = ApiReader
+) -> JSONResponse:
+    """A delivery account's catalog entry (endpoint, format, criteria, caps, schedule, price)."""
+    return await _get_entry(request, "account", account_id)
+
+
+@router.post("/accounts", status_code=201, responses=ENTRY_ERRORS, response_model=EntrySaved)
+async def create_account(request: Request, body: CatalogEntry, staff: Staff = ApiConfigurer) -> JSONResponse:
+    """Add a delivery account (with If-Match: the catalog version it starts from)."""
+    return await _save_entry(request, staff, "account", None, body)
+
+
+@router.put("/accounts/{account_id}", responses={**ENTRY_ERRORS, 404: {"model": Problem}}, response_model=EntrySaved)
+async def change_account(
+    request: Request, body: CatalogEntry, account_id: str = Path(max_length=64), staff: Staff = ApiConfigurer
+) -> JSONResponse:
+    """Replace a delivery account's entry (with If-Match)."""
+    return await _save_entry(request, staff, "account", account_id, body)
+
+
+@router.get("/groups", responses=ERRORS)
+async def list_groups(request: Request, staff: Staff = ApiReader) -> EntryList:
+    """The client groups of the current catalog, in order."""
+    version, catalog = await load_latest(console_of(request).pool)
+    return EntryList(version=version, entries=catalog.model_dump(mode="json")["groups"])
+
+
+@router.get("/groups/{group_id}", responses={**ERRORS, 404: {"model": Problem}}, response_model=EntryView)
+async def get_group(request: Request, group_id: str = Path(max_length=64), staff: Staff = ApiReader) -> JSONResponse:
+    return await _get_entry(request, "group", group_id)
+
+
+@router.post("/groups", status_code=201, responses=ENTRY_ERRORS, response_model=EntrySaved)
+async def create_group(request: Request, body: CatalogEntry, staff: Staff = ApiConfigurer) -> JSONResponse:
+    return await _save_entry(request, staff, "group", None, body)
+
+
+@router.put("/groups/{group_id}", responses={**ENTRY_ERRORS, 404: {"model": Problem}}, response_model=EntrySaved)
+async def change_group(
+    request: Request, body: CatalogEntry, group_id: str = Path(max_length=64), staff: Staff = ApiConfigurer
+) -> JSONResponse:
+    return await _save_entry(request, staff, "group", group_id, body)
+
+
+@router.get("/orders/{order_id}", responses={**ERRORS, 404: {"model": Problem}}, response_model=EntryView)
+async def get_order(request: Request, order_id: str = Path(max_length=64), staff: Staff = ApiReader) -> JSONResponse:
+    """An order's catalog entry (its status as applied; `GET /orders` has the live status)."""
+    return await _get_entry(request, "order", order_id)
+
+
+@router.post("/orders", status_code=201, responses=ENTRY_ERRORS, response_model=EntrySaved)
+async def create_order(request: Request, body: CatalogEntry, staff: Staff = ApiConfigurer) -> JSONResponse:
+    return await _save_entry(request, staff, "order", None, body)
+
+
+@router.put("/orders/{order_id}", responses={**ENTRY_ERRORS, 404: {"model": Problem}}, response_model=EntrySaved)
+async def change_order(
+    request: Request, body: CatalogEntry, order_id: str = Path(max_length=64), staff: Staff = ApiConfigurer
+) -> JSONResponse:
+    """Replace an order's entry (with If-Match). Its `status` is the returns service's: send it as
+    it is; pause, resume and close with `POST /orders/{id}/status`."""
+    return await _save_entry(request, staff, "order", order_id, body)

@@ -36,6 +36,7 @@ class NavEntry:
 NAVIGATION: list[NavEntry] = [
     NavEntry("Overview", "/"),
     NavEntry("Clients", "/clients"),
+    NavEntry("Groups", "/groups"),
     NavEntry("Client Options", "/options"),
     NavEntry("Catalog versions", "/catalog/versions"),
     NavEntry("Returns", "/returns"),

@@ -226,7 +226,25 @@ async def lead_page(request: Request, lead_id: str, staff: Staff = Reader) -> Re
     except ValueError:
         raise HTTPException(404, "There is no such lead.") from None
     lead, steps = await lead_timeline(console, parsed)
-    return console.render(request, "lead.html", lead=lead, steps=steps)
+    return console.render(request, "lead.html", lead=lead, steps=steps, done=request.query_params.get("done", ""))
+
+
+@router.post("/leads/{lead_id}/reroute")
+async def reroute_lead(request: Request, lead_id: str, staff: Staff = Operator) -> Response:
+    console = console_of(request)
+    try:
+        parsed = uuid.UUID(lead_id)
+    except ValueError:
+        raise HTTPException(404, "There is no such lead.") from None
+    try:
+        await usecases.reroute_lead(console.deps, staff, parsed)
+    except usecases.Refused as refused:
+        if refused.status == 404:
+            raise HTTPException(404, "There is no such lead.") from refused
+        lead, steps = await lead_timeline(console, parsed)
+        return console.render(request, "lead.html", refused.status, lead=lead, steps=steps, errors=refused.errors)
+    done = "Re-route sent: the router offers the lead again under the current catalog."
+    return RedirectResponse(console.url(f"/leads/{parsed}", {"done": done}), status_code=303)
 
 
 # --- Dead letters --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ rule of docs/architecture.md holds for the portal, whose users are clients."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -310,3 +311,10 @@ async def portal_users_by_client(pool: asyncpg.Pool) -> dict[str, list[asyncpg.R
     for row in rows:
         out.setdefault(row["client_id"], []).append(row)
     return out
+
+
+async def lead_status(conn: asyncpg.Connection | asyncpg.Pool, lead_id: uuid.UUID, *, lock: bool = False) -> str | None:
+    """A lead's status (None: no such lead); `lock` holds its row to the transaction's end."""
+    text = "SELECT status FROM leads WHERE id = :id" + (" FOR SHARE" if lock else "")
+    found = await sql.fetchval(conn, statement(text, id=lead_id))
+    return str(found) if found is not None else None

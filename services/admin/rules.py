@@ -733,3 +733,496 @@ def client_field(location: str) -> str | None:
     if name in CLIENT_FIELDS or name == "id":
         return name
     return None
+
+
+# --- Catalog entries: delivery accounts, groups, orders (catalog editing) --------------------------
+#
+# Each form's fields are named by the entry's own paths in the catalog ("price", "caps.daily",
+# "delivery.url", "criteria.0.op"), so an error the catalog reports at
+# "delivery_accounts[3] (acme-solar).delivery.url" lands beside the field "delivery.url", and the
+# API's JSON errors use the same names. Values stay text: the catalog's own validation parses them
+# (and says what is wrong), exactly as it would parse them from a YAML file.
+
+EntryKind = Literal["account", "group", "order"]
+# kind -> (catalog section, what the screen calls one)
+ENTRY_KINDS: dict[EntryKind, tuple[str, str]] = {
+    "account": ("delivery_accounts", "delivery account"),
+    "group": ("groups", "group"),
+    "order": ("orders", "order"),
+}
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CRITERION_OPS = ("equals", "not_equals", "in", "not_in", "regex", "range", "zip_list")
+LIST_OPS = ("in", "not_in", "zip_list")
+CRITERION_PARTS = ("field", "op", "value", "min", "max")
+BLANK_CRITERIA_ROWS = 2  # empty rows under a form's criteria, to add new ones without script
+SECRET_MASK = "********"
+
+# The fields each form shows an error beside (criteria rows: "criteria.<i>" and its parts).
+ACCOUNT_FORM_FIELDS = (
+    "id",
+    "client",
+    "lead_type",
+    "active",
+    "price",
+    "priority",
+    "weight",
+    "require_order",
+    "max_return_pct",
+    "caps.hourly",
+    "caps.daily",
+    "caps.weekly",
+    "caps.monthly",
+    "schedule.days",
+    "schedule.start",
+    "schedule.end",
+    "delivery",
+    "delivery.method",
+    "delivery.url",
+    "delivery.http_method",
+    "delivery.format",
+    "delivery.timeout_seconds",
+    "delivery.field_map",
+    "delivery.headers",
+    "delivery.body_template",
+    "delivery.auth",
+    "delivery.auth.type",
+    "delivery.auth.username",
+    "delivery.auth.password",
+    "delivery.auth.token",
+    "delivery.retry.count",
+    "delivery.retry.delay_seconds",
+    "delivery.pause_after_failures",
+    "delivery.max_in_flight",
+    "delivery.mask_fields",
+    "delivery.to",
+    "criteria",
+)
+GROUP_FORM_FIELDS = ("id", "name", "apply_groups_as_criteria", "distribution", "clients")
+ORDER_FORM_FIELDS = (
+    "id",
+    "client",
+    "type",
+    "total",
+    "start_date",
+    "end_date",
+    "renewal",
+    "auto_charge",
+    "accounts",
+    "max_return_pct",
+)
+
+
+class FormLike:
+    """What the entry forms read: a mapping of text values, and every value of a repeated field
+    (Starlette's FormData has `getlist`; a plain dict holds lists)."""
+
+    def __init__(self, form: Any) -> None:
+        self.form = form
+
+    def text(self, name: str) -> str:
+        value = self.form.get(name)
+        return value.strip() if isinstance(value, str) else ""
+
+    def raw(self, name: str) -> str:
+        value = self.form.get(name)
+        return value if isinstance(value, str) else ""
+
+    def many(self, name: str) -> list[str]:
+        if hasattr(self.form, "getlist"):
+            return [v for v in self.form.getlist(name) if isinstance(v, str)]
+        value = self.form.get(name)
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list | tuple) else []
+
+    def checked(self, name: str) -> bool:
+        return self.text(name) in ("on", "true", "1", "yes")
+
+
+def _words(text: str) -> list[str]:
+    """A list typed as text: comma- or line-separated, blanks dropped."""
+    return [w.strip() for w in re.split(r"[,\n]", text) if w.strip()]
+
+
+def _set(entry: dict[str, Any], key: str, value: str) -> None:
+    """An optional value: blank removes it (the catalog's default applies)."""
+    if value:
+        entry[key] = value
+    else:
+        entry.pop(key, None)
+
+
+def _pairs(text: str, separator: str, name: str, errors: dict[str, str], example: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        key, found, value = line.partition(separator)
+        if not found or not key.strip():
+            errors[name] = f"Line {number}: write {example}, one a line."
+            continue
+        out[key.strip()] = value.strip()
+    return out
+
+
+def criteria_rows(form: FormLike) -> list[int]:
+    """The criteria row numbers present on a submitted form, in order."""
+    found = set()
+    for key in form.form:
+        match = re.match(r"^criteria\.(\d{1,3})\.(\w+)$", str(key))
+        if match:
+            found.add(int(match.group(1)))
+    return sorted(found)
+
+
+def account_entry(
+    form_data: Any, current: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str], dict[int, int]]:
+    """A delivery account's catalog entry from its form, on top of `current` (the entry as it is,
+    None for a new one): settings the form does not show (the success, price and rejection
+    rules) stay as they are; a blank password or token keeps the current one. Returns the entry,
+    the errors found reading the form, and where each criterion came from (entry index -> form
+    row), so the catalog's errors about a criterion land beside its row."""
+    form = FormLike(form_data)
+    errors: dict[str, str] = {}
+    entry: dict[str, Any] = {k: v for k, v in (current or {}).items()}
+    if current is None:
+        entry["id"] = form.text("id")
+        if not entry["id"]:
+            errors["id"] = "Enter an id (letters, digits, _ . : -)."
+    for name, missing in (
+        ("client", "Choose the client."),
+        ("lead_type", "Choose the lead type."),
+        ("price", "Enter a price, such as 25.00."),
+    ):
+        entry[name] = form.text(name)
+        if not entry[name]:
+            errors[name] = missing
+    entry["active"] = form.checked("active")
+    entry["require_order"] = form.checked("require_order")
+    for name in ("priority", "weight", "max_return_pct"):
+        _set(entry, name, form.text(name))
+    entry["caps"] = {
+        k: form.text(f"caps.{k}") for k in ("hourly", "daily", "weekly", "monthly") if form.text(f"caps.{k}")
+    }
+    days = [d for d in WEEKDAYS if d in form.many("schedule.days")]
+    if not days:
+        errors["schedule.days"] = "Choose at least one day (or untick Active to stop the account)."
+    schedule: dict[str, Any] = {"days": days}
+    for name in ("start", "end"):
+        _set(schedule, name, form.text(f"schedule.{name}"))
+    entry["schedule"] = schedule
+
+    criteria: list[dict[str, Any]] = []
+    origin: dict[int, int] = {}
+    for row in criteria_rows(form):
+        parts = {p: form.text(f"criteria.{row}.{p}") for p in CRITERION_PARTS}
+        if not any(parts.values()):
+            continue  # an empty row: nothing, or a criterion removed by blanking it
+        criterion: dict[str, Any] = {"field": parts["field"], "op": parts["op"]}
+        if not parts["field"]:
+            errors[f"criteria.{row}.field"] = "Enter the lead field this criterion tests."
+        if parts["op"] not in CRITERION_OPS:
+            errors[f"criteria.{row}.op"] = "Choose how to compare."
+        if parts["op"] in LIST_OPS:
+            criterion["value"] = _words(parts["value"])
+        elif parts["value"]:
+            criterion["value"] = parts["value"]
+        for bound in ("min", "max"):
+            if parts[bound]:
+                criterion[bound] = parts[bound]
+        origin[len(criteria)] = row
+        criteria.append(criterion)
+    entry["criteria"] = criteria
+
+    method = form.text("delivery.method")
+    before = dict(entry.get("delivery") or {})
+    delivery: dict[str, Any] = before if before.get("method") == method else {}
+    delivery["method"] = method
+    if method == "http":
+        delivery["url"] = form.text("delivery.url")
+        if not delivery["url"]:
+            errors["delivery.url"] = "Enter the buyer's URL (http:// or https://)."
+        for name in ("http_method", "format", "timeout_seconds", "pause_after_failures", "max_in_flight"):
+            _set(delivery, name, form.text(f"delivery.{name}"))
+        retry = {
+            k: form.text(f"delivery.retry.{k}") for k in ("count", "delay_seconds") if form.text(f"delivery.retry.{k}")
+        }
+        _set_mapping(delivery, "retry", retry)
+        _set_mapping(
+            delivery,
+            "field_map",
+            _pairs(form.raw("delivery.field_map"), "=", "delivery.field_map", errors, "buyer_field = lead_field"),
+        )
+        _set_mapping(
+            delivery, "headers", _pairs(form.raw("delivery.headers"), ":", "delivery.headers", errors, "Name: value")
+        )
+        body_template = form.raw("delivery.body_template")
+        _set(delivery, "body_template", body_template if body_template.strip() else "")
+        masked = _words(form.raw("delivery.mask_fields"))
+        if masked:
+            delivery["mask_fields"] = masked
+        else:
+            delivery.pop("mask_fields", None)
+        delivery_auth(form, before.get("auth") if before.get("method") == "http" else None, delivery, errors)
+    elif method == "email":
+        delivery["to"] = _words(form.raw("delivery.to"))
+        if not delivery["to"]:
+            errors["delivery.to"] = "Enter at least one email address."
+    else:
+        errors["delivery.method"] = "Choose how leads are delivered: http or email."
+    entry["delivery"] = delivery
+    return entry, errors, origin
+
+
+def _set_mapping(entry: dict[str, Any], key: str, value: dict[str, Any]) -> None:
+    if value:
+        entry[key] = value
+    else:
+        entry.pop(key, None)
+
+
+def delivery_auth(
+    form: FormLike, current: dict[str, Any] | None, delivery: dict[str, Any], errors: dict[str, str]
+) -> None:
+    """The post's authentication. A secret is never shown on the page: its box is blank, and
+    blank keeps the current secret (of the same kind of auth)."""
+    kind = form.text("delivery.auth.type")
+    if kind == "":
+        delivery.pop("auth", None)
+        return
+    if kind not in ("basic", "bearer"):
+        errors["delivery.auth.type"] = "Choose none, basic or bearer."
+        return
+    same = current if current and current.get("type") == kind else {}
+    auth: dict[str, Any] = {"type": kind}
+    if kind == "basic":
+        auth["username"] = form.text("delivery.auth.username")
+        auth["password"] = form.raw("delivery.auth.password") or same.get("password") or ""
+        if not auth["username"]:
+            errors["delivery.auth.username"] = "Enter the user name for basic auth."
+        if not auth["password"]:
+            errors["delivery.auth.password"] = "Enter the password for basic auth."
+    else:
+        auth["token"] = form.raw("delivery.auth.token").strip() or same.get("token") or ""
+        if not auth["token"]:
+            errors["delivery.auth.token"] = "Enter the bearer token."
+    delivery["auth"] = auth
+
+
+def group_entry(
+    form_data: Any, current: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str], dict[int, int]]:
+    """A client group's catalog entry from its form: clients in order (the group's priority order),
+    Apply Groups as Criteria yes / no / blank = the global option."""
+    form = FormLike(form_data)
+    errors: dict[str, str] = {}
+    entry: dict[str, Any] = dict(current or {})
+    if current is None:
+        entry["id"] = form.text("id")
+        if not entry["id"]:
+            errors["id"] = "Enter an id (letters, digits, _ . : -)."
+    entry["name"] = form.text("name")
+    if not entry["name"]:
+        errors["name"] = "Enter a name."
+    apply_as = form.text("apply_groups_as_criteria")
+    if apply_as in ("true", "false"):
+        entry["apply_groups_as_criteria"] = apply_as == "true"
+    elif apply_as == "":
+        entry.pop("apply_groups_as_criteria", None)
+    else:
+        errors["apply_groups_as_criteria"] = "Choose yes, no or the global option."
+    _set(entry, "distribution", form.text("distribution"))
+    entry["clients"] = _words(form.raw("clients"))
+    if not entry["clients"]:
+        errors["clients"] = "Name at least one client (client ids, in order)."
+    return entry, errors, {}
+
+
+def order_entry(
+    form_data: Any, current: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, str], dict[int, int]]:
+    """An order's catalog entry from its form. Its status is not on the form: the Orders page
+    pauses, resumes and closes (the returns service owns the live status)."""
+    form = FormLike(form_data)
+    errors: dict[str, str] = {}
+    entry: dict[str, Any] = dict(current or {})
+    if current is None:
+        entry["id"] = form.text("id")
+        if not entry["id"]:
+            errors["id"] = "Enter an id (letters, digits, _ . : -)."
+    for name, missing in (
+        ("client", "Choose the client."),
+        ("type", "Choose lead_quantity or dollar_amount."),
+        ("total", "Enter the order's total (leads or dollars)."),
+        ("start_date", "Enter the start date, YYYY-MM-DD."),
+    ):
+        entry[name] = form.text(name)
+        if not entry[name]:
+            errors[name] = missing
+    for name in ("end_date", "renewal", "max_return_pct"):
+        _set(entry, name, form.text(name))
+    entry["auto_charge"] = form.checked("auto_charge")
+    accounts = _words(form.raw("accounts"))
+    entry["accounts"] = "all" if not accounts or accounts == ["all"] else accounts
+    return entry, errors, {}
+
+
+ENTRY_BUILDERS = {"account": account_entry, "group": group_entry, "order": order_entry}
+ENTRY_FORM_FIELDS: dict[EntryKind, tuple[str, ...]] = {
+    "account": ACCOUNT_FORM_FIELDS,
+    "group": GROUP_FORM_FIELDS,
+    "order": ORDER_FORM_FIELDS,
+}
+
+
+def entry_field(kind: EntryKind, index: int, location: str, origin: dict[int, int]) -> str | None:
+    """The form field beside which a catalog error at `location` belongs, when it is about the
+    entry at `index` of the kind's section ("delivery_accounts[3] (x).caps.daily" -> "caps.daily");
+    None for an error elsewhere in the catalog. A path the form has no field for goes to the
+    nearest field that holds it ("schedule.days[2]" -> "schedule.days")."""
+    section, _ = ENTRY_KINDS[kind]
+    match = re.match(rf"^{section}\[{index}\](?: \([^)]*\))?(?:\.(.*))?$", location)
+    if match is None:
+        return None
+    path = re.sub(r"\[(\d+)\]", r".\1", match.group(1) or "")
+    parts = path.split(".") if path else []
+    if kind == "account" and len(parts) >= 2 and parts[0] == "criteria" and parts[1].isdigit():
+        row = origin.get(int(parts[1]), int(parts[1]))
+        return ".".join(["criteria", str(row), *parts[2:3]])
+    known = ENTRY_FORM_FIELDS[kind]
+    for end in range(len(parts), 0, -1):
+        name = ".".join(parts[:end])
+        if name in known:
+            return name
+    return None
+
+
+def entry_form_values(kind: EntryKind, entry: dict[str, Any] | None) -> dict[str, Any]:
+    """A form's fields filled from a catalog entry (as JSON), the inverse of the *_entry
+    functions. Secrets are never put in a page."""
+    e = entry or {}
+
+    def text(value: Any) -> str:
+        return "" if value is None else str(value)
+
+    if kind == "group":
+        apply_as = e.get("apply_groups_as_criteria")
+        return {
+            "id": text(e.get("id")),
+            "name": text(e.get("name")),
+            "apply_groups_as_criteria": "" if apply_as is None else ("true" if apply_as else "false"),
+            "distribution": text(e.get("distribution") or "priority"),
+            "clients": ", ".join(e.get("clients") or []),
+        }
+    if kind == "order":
+        accounts = e.get("accounts", "all")
+        return {
+            "id": text(e.get("id")),
+            "client": text(e.get("client")),
+            "type": text(e.get("type") or "lead_quantity"),
+            "total": text(e.get("total")),
+            "start_date": text(e.get("start_date")),
+            "end_date": text(e.get("end_date")),
+            "renewal": text(e.get("renewal") or "none"),
+            "auto_charge": bool(e.get("auto_charge")),
+            "accounts": "all" if accounts == "all" else ", ".join(accounts),
+            "max_return_pct": text(e.get("max_return_pct")),
+            "status": text(e.get("status") or "open"),
+        }
+    delivery = e.get("delivery") or {"method": "http"}
+    auth = delivery.get("auth") or {}
+    schedule = e.get("schedule") or {}
+    values: dict[str, Any] = {
+        "id": text(e.get("id")),
+        "client": text(e.get("client")),
+        "lead_type": text(e.get("lead_type")),
+        "active": e.get("active", True),
+        "price": text(e.get("price")),
+        "priority": text(e.get("priority", 0)),
+        "weight": text(e.get("weight", 1)),
+        "require_order": bool(e.get("require_order")),
+        "max_return_pct": text(e.get("max_return_pct")),
+        "schedule.days": list(schedule.get("days", WEEKDAYS)),
+        "schedule.start": text(schedule.get("start", "00:00:00")),
+        "schedule.end": text(schedule.get("end", "23:59:59")),
+        "delivery.method": delivery.get("method", "http"),
+        "delivery.url": text(delivery.get("url")),
+        "delivery.http_method": text(delivery.get("http_method", "POST")),
+        "delivery.format": text(delivery.get("format", "json")),
+        "delivery.timeout_seconds": text(delivery.get("timeout_seconds", "")),
+        "delivery.pause_after_failures": text(delivery.get("pause_after_failures", "")),
+        "delivery.max_in_flight": text(delivery.get("max_in_flight")),
+        "delivery.retry.count": text((delivery.get("retry") or {}).get("count", "")),
+        "delivery.retry.delay_seconds": text((delivery.get("retry") or {}).get("delay_seconds", "")),
+        "delivery.field_map": "\n".join(f"{k} = {v}" for k, v in (delivery.get("field_map") or {}).items()),
+        "delivery.headers": "\n".join(f"{k}: {v}" for k, v in (delivery.get("headers") or {}).items()),
+        "delivery.body_template": text(delivery.get("body_template")),
+        "delivery.mask_fields": ", ".join(delivery.get("mask_fields") or []),
+        "delivery.auth.type": text(auth.get("type")),
+        "delivery.auth.username": text(auth.get("username")),
+        "delivery.auth.has_secret": bool(auth.get("password") or auth.get("token")),
+        "delivery.to": ", ".join(delivery.get("to") or []),
+    }
+    for cap in ("hourly", "daily", "weekly", "monthly"):
+        values[f"caps.{cap}"] = text((e.get("caps") or {}).get(cap))
+    criteria = list(e.get("criteria") or [])
+    for row, criterion in enumerate(criteria):
+        value = criterion.get("value")
+        values[f"criteria.{row}.field"] = text(criterion.get("field"))
+        values[f"criteria.{row}.op"] = text(criterion.get("op"))
+        values[f"criteria.{row}.value"] = ", ".join(map(str, value)) if isinstance(value, list) else text(value)
+        values[f"criteria.{row}.min"] = text(criterion.get("min"))
+        values[f"criteria.{row}.max"] = text(criterion.get("max"))
+    values["criteria_rows"] = list(range(len(criteria) + BLANK_CRITERIA_ROWS))
+    return values
+
+
+def typed_form_values(kind: EntryKind, form_data: Any) -> dict[str, Any]:
+    """What was typed, to show the form again after an error (secrets left out)."""
+    form = FormLike(form_data)
+    values: dict[str, Any] = {k: form.raw(k) for k in ENTRY_FORM_FIELDS[kind] if "." not in k or kind == "account"}
+    if kind == "account":
+        for name in ("active", "require_order"):
+            values[name] = form.checked(name)
+        values["schedule.days"] = form.many("schedule.days")
+        values["delivery.auth.password"] = ""
+        values["delivery.auth.token"] = ""
+        rows = criteria_rows(form)
+        for row in rows:
+            for part in CRITERION_PARTS:
+                values[f"criteria.{row}.{part}"] = form.raw(f"criteria.{row}.{part}")
+        values["criteria_rows"] = rows
+    if kind == "order":
+        values["auto_charge"] = form.checked("auto_charge")
+    return values
+
+
+def flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A JSON value as {"a.b.0": leaf}, for an entry's changes in the audit."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(flat(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    if isinstance(value, list | tuple) and value and any(isinstance(v, dict) for v in value):
+        out = {}
+        for i, item in enumerate(value):
+            out.update(flat(item, f"{prefix}.{i}" if prefix else str(i)))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+SECRET_PATHS = re.compile(r"(^|\.)(auth\.(password|token)|headers\.[^.]+)$")
+
+
+def entry_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, list[Any]]:
+    """What an entry edit changed, as path -> [before, after]; secret values (auth, headers)
+    masked, so the audit never holds a buyer's credentials."""
+    old, new = flat(before or {}), flat(after)
+    changes: dict[str, list[Any]] = {}
+    for path in sorted(set(old) | set(new)):
+        if old.get(path) != new.get(path):
+            pair = [old.get(path), new.get(path)]
+            if SECRET_PATHS.search(path):
+                pair = [SECRET_MASK if v is not None else None for v in pair]
+            changes[path] = pair
+    return changes

@@ -35,7 +35,7 @@ from shared import orders
 from shared.catalog.loader import CatalogInvalid, parse_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
-from shared.contracts import OrderCommand, ReturnDecide
+from shared.contracts import LeadReroute, OrderCommand, ReturnDecide
 from shared.outbox import add_event
 from shared.process import Process, Standalone
 
@@ -359,6 +359,10 @@ async def _apply(deps: Deps, who: Staff, base_version: int, catalog: Catalog, ac
             raise Conflict(exc.expected, exc.current) from exc
         except CatalogInvalid as exc:
             raise Refused(_catalog_errors(exc, lambda _: None)) from exc
+        except asyncpg.CheckViolationError as exc:
+            # The live figures the catalog cannot see, e.g. an order's total below what it has
+            # received already (orders_check: received <= total).
+            raise Refused({"form": f"The catalog cannot be stored as it is: {exc.message}."}) from exc
         if version is not None:
             await record(conn, who, action, f"catalog version {version}", from_version=base_version, **detail)
     return version
@@ -583,3 +587,68 @@ async def invite_portal_admin(deps: Deps, who: Staff, client_id: str, email: str
             )
             raise Refused({"invite_email": message or "Refused."}) from refused
         await record(conn, who, "client.invite_admin", client_id, email=email, user_id=str(user["id"]))
+
+
+# --- Catalog entries: delivery accounts, groups, orders --------------------------------------------
+
+EntryBuilder = Callable[[dict[str, Any] | None], tuple[dict[str, Any], dict[str, str], dict[int, int]]]
+
+
+async def save_entry(
+    deps: Deps, who: Staff, base_version: int, kind: rules.EntryKind, entry_id: str | None, build: EntryBuilder
+) -> tuple[int | None, str]:
+    """Create (`entry_id` None) or change one delivery account, group or order of the catalog:
+    the latest document with that one entry replaced by `build(current entry)` (its form, or the
+    API's JSON), validated whole by `parse_catalog` as `leadwire catalog apply` validates it
+    (every error beside its field, nothing saved on any), applied as the version after
+    `base_version` with its audit row (`<kind>.create` / `<kind>.change`, the changes with
+    secrets masked). Returns (the new version or None when nothing changed, the entry's id)."""
+    section, noun = rules.ENTRY_KINDS[kind]
+    current_version, catalog = await load_latest(deps.pool)
+    if current_version != base_version:
+        raise Conflict(base_version, current_version)
+    document = catalog.model_dump(mode="json")
+    items = list(document.get(section) or [])
+    index = next((i for i, e in enumerate(items) if e["id"] == entry_id), None) if entry_id is not None else None
+    if entry_id is not None and index is None:
+        raise Refused({"form": f"There is no {noun} {entry_id}."}, 404)
+    before = items[index] if index is not None else None
+    entry, errors, origin = build(before)
+    if index is None:
+        index = len(items)
+        items.append(entry)
+    else:
+        entry["id"] = entry_id  # an entry's id is its identity (deliveries, payments refer to it)
+        items[index] = entry
+    document[section] = items
+    position = index
+    try:
+        new = parse_catalog(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    except CatalogInvalid as exc:
+        errors = {**_catalog_errors(exc, lambda loc: rules.entry_field(kind, position, loc, origin)), **errors}
+    if errors:
+        raise Refused(errors)
+    target = str(entry["id"])
+    after = next(e for e in new.model_dump(mode="json")[section] if e["id"] == target)
+    changes = rules.entry_changes(before, after)
+    action = f"{kind}.create" if before is None else f"{kind}.change"
+    version = await _apply(deps, who, base_version, new, action, **{kind: target}, changes=changes)
+    return version, target
+
+
+# --- Leads ---------------------------------------------------------------------------------------
+
+
+async def reroute_lead(deps: Deps, who: Staff, lead_id: uuid.UUID) -> None:
+    """Offer an unsold lead again under the current catalog: a `router.reroute` command to the
+    router (through the outbox: sent when this transaction commits) with its audit row. Only an
+    unsold lead (409 otherwise); the router checks again under the lead's lock, so two clicks, or
+    a repeated command, re-route it once (services/router/reroute.py)."""
+    async with deps.pool.acquire() as conn, conn.transaction():
+        status = await queries.lead_status(conn, lead_id, lock=True)
+        if status is None:
+            raise Refused({"form": "There is no such lead."}, 404)
+        if status != "unsold":
+            raise Refused({"form": f"Only an unsold lead can be re-routed; this one is {status}."}, 409)
+        await add_event(conn, "router.reroute", LeadReroute(lead_id=lead_id, requested_by=who.email))
+        await record(conn, who, "lead.reroute", str(lead_id))

@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from services.admin import access, api, operations, options, usecases
+from services.admin import access, api, entries, operations, options, usecases
 from services.admin.auth import SignInRequired, sign_in_redirect
 from services.admin.config import AdminConfig
 from services.admin.console import Console, api_error, error_page
@@ -30,7 +30,7 @@ from shared.settings import Settings
 from shared.web import create_web_app
 
 HERE = Path(__file__).parent
-PAGES = (access, options, operations)
+PAGES = (access, options, operations, entries)
 # Forms carry a few KB; a catalog YAML upload or an options form with many clients more.
 MAX_BODY_BYTES = 1024 * 1024
 

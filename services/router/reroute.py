@@ -79,9 +79,12 @@ async def reroute_lead(deps: usecases.Deps, command: LeadReroute, message_id: st
             excluded=holders,
             turns=turns,
         )
-        if isinstance(planned, rules.Unsold):
-            await store.note_unsold_again(conn, command.lead_id, f"re-routed by an admin: {planned.reason}")
-            log.info("re-route of lead %s: still unsold (%s)", command.lead_id, planned.reason)
+        # No stage at all is a new lead's "no eligible delivery account": said here, without
+        # sending the lead through routing for the same outcome (and a second lead.unsold).
+        why = planned.reason if isinstance(planned, rules.Unsold) else "no eligible delivery account"
+        if isinstance(planned, rules.Unsold) or not planned.stages:
+            await store.note_unsold_again(conn, command.lead_id, f"re-routed by an admin: {why}")
+            log.info("re-route of lead %s: still unsold (%s)", command.lead_id, why)
             return "unsold"
         routed = await store.replan_lead(
             conn,

@@ -5,6 +5,8 @@ read-only for a viewer."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 import yaml
 
@@ -177,3 +179,33 @@ async def test_a_viewer_reads_the_forms_and_changes_nothing(page, web_settings):
         assert await page.locator("#new-account").count() == 0
         await page.goto(f"{site.url}/groups")
         assert await page.locator("#new-group").count() == 0
+
+
+async def test_reroute_button_on_an_unsold_lead(page, web_settings):
+    """The button sends router.reroute through the outbox with its audit row (the router's side
+    runs over the real broker in tests/integration/test_admin_reroute.py); a viewer has no button."""
+    async with running_console(web_settings) as site:
+        await site.apply_catalog(portal_catalog())
+        await site.staff("otto@staff.test", "operator")
+        await site.staff("vic@staff.test", "viewer")
+        lead_id = uuid.uuid4()
+        async with site.db() as conn:
+            await conn.execute(
+                "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, status, reason, decided_at)"
+                " VALUES ($1, 'web', 'k1', 'solar', '{}', 'unsold', 'no eligible delivery account', now())",
+                lead_id,
+            )
+        await site.login(page, "vic@staff.test")
+        await page.goto(f"{site.url}/leads/{lead_id}")
+        assert await page.locator("#reroute-form").count() == 0
+        await page.context.clear_cookies()
+
+        await site.login(page, "otto@staff.test")
+        await page.goto(f"{site.url}/leads/{lead_id}")
+        await page.click("#reroute-form button[type=submit]")
+        assert "Re-route sent" in await page.inner_text("#done")
+        async with site.db() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM admin_audit WHERE action = 'lead.reroute'") == 1
+            await conn.execute("UPDATE leads SET status = 'sold' WHERE id = $1", lead_id)
+        await page.goto(f"{site.url}/leads/{lead_id}")
+        assert await page.locator("#reroute-form").count() == 0

@@ -85,7 +85,8 @@ async def test_entries_through_the_api(settings):
             actions = [
                 r["action"]
                 for r in await conn.fetch(
-                    "SELECT action FROM admin_audit WHERE action NOT LIKE 'staff.%' AND action NOT LIKE 'api_key.%' ORDER BY id"
+                    "SELECT action FROM admin_audit"
+                    " WHERE action NOT LIKE 'staff.%' AND action NOT LIKE 'api_key.%' ORDER BY id"
                 )
             ]
             assert actions == ["account.create", "account.change", "group.create", "order.create"]

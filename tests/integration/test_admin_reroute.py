@@ -37,8 +37,8 @@ async def test_reroute_an_unsold_lead_over_the_broker(settings):
             first, second = new_key(), new_key()
             await publish_raw(settings, lead_body(), message_id=first)
             await publish_raw(settings, lead_body(phone="415-555-0199"), message_id=second)
-            for key in (first, second):
-                await wait_for(lambda key=key: _status_is(site, key, "unsold"), timeout=30)
+            await wait_for(lambda: _status_is(site, first, "unsold"), timeout=30)
+            await wait_for(lambda: _status_is(site, second, "unsold"), timeout=30)
             lead = await lead_row(site, first)
             url = f"/admin/api/v1/leads/{lead['id']}/reroute"
 

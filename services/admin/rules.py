@@ -8,6 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from services.router.rules import normalise_field
+from shared.catalog.model import FieldType
+
 # --- Roles -------------------------------------------------------------------------------------
 
 Role = Literal["owner", "admin", "operator", "viewer"]
@@ -489,8 +492,10 @@ def parse_lead_search(params: Any, lead_types: Any) -> tuple[dict[str, Any], dic
         if len(contact) > 200:
             errors["contact"] = "Search for at most 200 characters."
         elif "@" not in contact and sum(c.isdigit() for c in contact) >= 7 and not any(c.isalpha() for c in contact):
-            # Valid leads keep phones as digits; duplicates and rejected leads keep them as sent.
-            filters["contact"] = "".join(c for c in contact if c.isdigit())
+            # Valid leads keep phones as the router normalises them (10 digits: "+1 (415) 555-0100"
+            # is 4155550100), so the search term goes through the same function; a partial number
+            # keeps its digits. Duplicates and rejected leads keep phones as sent: also as typed.
+            filters["contact"] = search_phone(contact)
             filters["contact_as_typed"] = _like(contact)
         elif len(contact) < 3:
             errors["contact"] = "Enter at least 3 characters of an email or a phone number."
@@ -506,6 +511,15 @@ def parse_lead_search(params: Any, lead_types: Any) -> tuple[dict[str, Any], dic
         except ValueError:
             errors["before"] = "That page link is not valid any more."
     return filters, errors, typed
+
+
+def search_phone(text: str) -> str:
+    """A phone number as the router stores it (`normalise_field`, the function the router and the
+    portal's search use), or its digits when it is not a whole number."""
+    try:
+        return str(normalise_field(FieldType.phone, text))
+    except ValueError:
+        return "".join(c for c in text if c.isdigit())
 
 
 def _like(text: str) -> str:

@@ -176,3 +176,18 @@ def test_entry_changes_mask_secrets():
     assert changes["price"] == ["10", "11"]
     assert changes["delivery.auth.token"] == [rules.SECRET_MASK, rules.SECRET_MASK]
     assert "sekret" not in str(changes) and "new" not in str(changes)
+
+
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [
+        ("+1 (415) 555-0100", "4155550100"),
+        ("415.555.0100", "4155550100"),
+        ("1-415-555-0100", "4155550100"),
+        ("555-0100", "5550100"),  # partial: its digits
+    ],
+)
+def test_lead_search_normalises_a_phone_as_the_router_stores_it(typed, stored):
+    filters, errors, _ = rules.parse_lead_search({"contact": typed}, {})
+    assert errors == {}
+    assert filters["contact"] == stored

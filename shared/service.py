@@ -282,6 +282,7 @@ class Runtime:
         self.metrics_port: int | None = None  # where /metrics is served, once running
         self._sampler_channel: aio_pika.abc.AbstractChannel | None = None
         self.consumer_id = f"{name}@{socket.gethostname()}:{os.getpid()}"
+        self.started_at = datetime.now(UTC)
 
     # --- handlers --------------------------------------------------------------------------------
 
@@ -473,7 +474,8 @@ class Runtime:
             {OUTBOX_CHANNEL: self.relay.wake, CATALOG_CHANNEL: lambda *_payload: cache.wake()},
         )
         heartbeat = every(health.INTERVAL, partial(health.beat, self.broker, self.pool), name="heartbeat")
-        self._running = [self.relay.loop, cache.loop, heartbeat, *self.loops.values()]
+        catalog_report = every(health.INTERVAL, self._report_catalog, name="catalog version report")
+        self._running = [self.relay.loop, cache.loop, heartbeat, catalog_report, *self.loops.values()]
         if self.metrics:
             self.metrics_port = metrics.serve(self.name, self.settings.metrics_port)
             self._running.append(every(self.settings.metrics_interval, self._sample_metrics, name="metrics sampler"))
@@ -482,10 +484,18 @@ class Runtime:
         self._tasks = [asyncio.create_task(loop.run()) for loop in self._running]
         self._tasks.append(asyncio.create_task(self._listener.run()))
 
+    async def _report_catalog(self) -> None:
+        await health.report(self.pool, self.consumer_id, self.name, self.catalog_cache.version, self.started_at)
+
     async def stop_background(self) -> None:
         for batcher in self.batchers.values():
             # How the batches ran, for reading a benchmark's or a fault run's logs.
             log.info("batching %s: %s", batcher.name, batcher.stats.summary())
+        if self._running and self._pool is not None:
+            try:
+                await health.forget(self._pool, self.consumer_id)
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                log.warning("could not remove this process's heartbeat row", exc_info=True)
         for loop in self._running:
             loop.stop()
         if self._listener is not None:

@@ -845,3 +845,30 @@ async def change_order(
     """Replace an order's entry (with If-Match). Its `status` is the returns service's: send it as
     it is; pause, resume and close with `POST /orders/{id}/status`."""
     return await _save_entry(request, staff, "order", order_id, body)
+
+
+# --- Processes -----------------------------------------------------------------------------------
+
+
+class ProcessView(BaseModel):
+    process_id: str = Field(description="<service>@<host>:<pid>")
+    service: str
+    catalog_version: int = Field(description="The catalog version the process has loaded")
+    started_at: datetime
+    seen_at: datetime = Field(description="Its last report (every 5 s)")
+    seen_seconds_ago: float
+    state: Literal["current", "behind", "stale"] = Field(
+        description="stale: no report for 30 s; behind: an older catalog than the current one"
+    )
+
+
+class Processes(BaseModel):
+    current_version: int
+    processes: list[ProcessView]
+
+
+@router.get("/processes", responses=ERRORS)
+async def list_processes(request: Request, staff: Staff = ApiReader) -> Processes:
+    """Every service process with the catalog version it has loaded (stale and behind first)."""
+    current, rows = await operations.processes_view(console_of(request))
+    return Processes(current_version=current, processes=[ProcessView(**r) for r in rows])

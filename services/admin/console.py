@@ -44,6 +44,7 @@ NAVIGATION: list[NavEntry] = [
     NavEntry("Dead letters", "/dead-letters"),
     NavEntry("Accounts", "/accounts"),
     NavEntry("Orders", "/orders"),
+    NavEntry("Processes", "/processes"),
     NavEntry("Audit", "/audit"),
     NavEntry("Staff", "/staff"),
     NavEntry("API keys", "/api-keys"),

@@ -22,6 +22,7 @@ from services.notifier.rules import new_lead_notification_id
 from services.returns import rules as return_rules
 from shared import orders
 from shared.catalog.model import Catalog, HttpDelivery
+from shared.catalog.store import current_version
 
 router = APIRouter(include_in_schema=False)
 
@@ -393,3 +394,38 @@ async def order_status(request: Request, order_id: str, staff: Staff = Operator)
         return await _orders_page(request, refused.status, errors=refused.errors, form_order=order_id)
     done = f"{order_id}: {action} sent to the returns service"
     return RedirectResponse(console.url("/orders", {"done": done}), status_code=303)
+
+
+# --- Processes: the catalog version each service process has loaded ---------------------------------
+
+
+async def processes_view(console: Console) -> tuple[int, list[dict[str, Any]]]:
+    """(the current catalog version, every process with the version it has loaded and its state:
+    current, behind or stale), stale and behind first."""
+    current = await current_version(console.pool)
+    rows = []
+    for r in await queries.processes(console.pool):
+        ago = (r["now"] - r["seen_at"]).total_seconds()
+        rows.append(
+            {
+                "process_id": r["process_id"],
+                "service": r["service"],
+                "catalog_version": r["catalog_version"],
+                "started_at": r["started_at"],
+                "seen_at": r["seen_at"],
+                "seen_seconds_ago": round(max(ago, 0.0), 1),
+                "state": rules.process_state(r["catalog_version"], current, ago),
+            }
+        )
+    order = {"stale": 0, "behind": 1, "current": 2}
+    rows.sort(key=lambda p: (order[p["state"]], p["service"], p["process_id"]))
+    return current, rows
+
+
+@router.get("/processes")
+async def processes_page(request: Request, staff: Staff = Reader) -> Response:
+    console = console_of(request)
+    current, rows = await processes_view(console)
+    return console.render(
+        request, "processes.html", current_version=current, processes=rows, stale_after=rules.PROCESS_STALE_SECONDS
+    )

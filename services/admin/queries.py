@@ -318,3 +318,15 @@ async def lead_status(conn: asyncpg.Connection | asyncpg.Pool, lead_id: uuid.UUI
     text = "SELECT status FROM leads WHERE id = :id" + (" FOR SHARE" if lock else "")
     found = await sql.fetchval(conn, statement(text, id=lead_id))
     return str(found) if found is not None else None
+
+
+async def processes(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    """Every service process's last heartbeat (shared/health.py `report`), with the database's
+    clock, so staleness is judged on one clock."""
+    return await sql.fetch(
+        pool,
+        statement(
+            "SELECT process_id, service, catalog_version, started_at, seen_at, now() AS now"
+            " FROM process_heartbeats ORDER BY service, process_id"
+        ),
+    )

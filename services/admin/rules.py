@@ -1240,3 +1240,20 @@ def entry_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[
                 pair = [SECRET_MASK if v is not None else None for v in pair]
             changes[path] = pair
     return changes
+
+
+# --- Processes: the catalog version each has loaded ------------------------------------------------
+
+# A process that has not reported for this long is shown as stale (it reports every 5 s: six
+# missed beats, the container health check's own limit).
+PROCESS_STALE_SECONDS = 30.0
+
+
+def process_state(catalog_version: int, current_version: int, seen_seconds_ago: float) -> str:
+    """How a process stands: `stale` (stopped reporting: dead, hung or cut off), `behind` (alive
+    with an older catalog than the current one), or `current`."""
+    if seen_seconds_ago > PROCESS_STALE_SECONDS:
+        return "stale"
+    if catalog_version < current_version:
+        return "behind"
+    return "current"

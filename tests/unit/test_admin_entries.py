@@ -191,3 +191,11 @@ def test_lead_search_normalises_a_phone_as_the_router_stores_it(typed, stored):
     filters, errors, _ = rules.parse_lead_search({"contact": typed}, {})
     assert errors == {}
     assert filters["contact"] == stored
+
+
+@pytest.mark.parametrize(
+    ("loaded", "current", "ago", "state"),
+    [(3, 3, 1, "current"), (2, 3, 1, "behind"), (3, 3, 31, "stale"), (2, 3, 120, "stale"), (3, 3, 30, "current")],
+)
+def test_process_state(loaded, current, ago, state):
+    assert rules.process_state(loaded, current, ago) == state

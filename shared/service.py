@@ -492,9 +492,11 @@ class Runtime:
             # How the batches ran, for reading a benchmark's or a fault run's logs.
             log.info("batching %s: %s", batcher.name, batcher.stats.summary())
         if self._running and self._pool is not None:
+            # Best effort, and bounded: a stop must not wait on a database that is gone (the row
+            # then shows as stale, which is what it is).
             try:
-                await health.forget(self._pool, self.consumer_id)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+                await asyncio.wait_for(health.forget(self._pool, self.consumer_id), 3)
+            except Exception:
                 log.warning("could not remove this process's heartbeat row", exc_info=True)
         for loop in self._running:
             loop.stop()

@@ -599,6 +599,42 @@ DL_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+class BulkDeadLetters(Body):
+    action: Literal["replay", "purge"]
+    ids: list[int] = Field(default_factory=list, max_length=500, description="Dead letter ids (or give `queue`)")
+    queue: str | None = Field(
+        None, max_length=300, description="A queue's full name: every open dead letter of it (oldest first, ≤ 500)"
+    )
+
+
+class BulkItem(BaseModel):
+    id: int
+    result: str = Field(description="replay: dlq/table (where the body came from); purge: what was removed")
+
+
+class BulkSkipped(BaseModel):
+    id: int
+    reason: str
+
+
+class BulkDone(BaseModel):
+    done: list[BulkItem]
+    skipped: list[BulkSkipped]
+
+
+@router.post("/dead-letters/bulk", responses=ERRORS)
+async def bulk_dead_letters(request: Request, body: BulkDeadLetters, staff: Staff = ApiOperator) -> BulkDone:
+    """Replay or purge many dead letters: each exactly as the single call (same message id, its own
+    audit row); one that cannot be done is listed under `skipped`, the others still go."""
+    if body.ids and body.queue is not None:
+        raise usecases.Refused({"ids": "Give ids or a queue, not both."})
+    outcome = await usecases.bulk_dead_letters(console_of(request).deps, staff, body.action, body.ids, body.queue)
+    return BulkDone(
+        done=[BulkItem(id=i, result=r) for i, r in outcome.done],
+        skipped=[BulkSkipped(id=i, reason=r) for i, r in outcome.skipped],
+    )
+
+
 @router.post("/dead-letters/{dead_letter_id}/replay", responses=DL_ERRORS)
 async def replay_dead_letter(
     request: Request, dead_letter_id: int = Path(ge=1, le=2**62), staff: Staff = ApiOperator

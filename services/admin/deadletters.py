@@ -135,6 +135,19 @@ async def open_rows(pool: asyncpg.Pool, queue: str | None, limit: int = 200) -> 
     )
 
 
+async def open_ids(pool: asyncpg.Pool, queue: str, limit: int) -> list[int]:
+    """The open dead letters of one queue, oldest first (a bulk replay keeps their order)."""
+    rows = await sql.fetch(
+        pool,
+        statement(
+            "SELECT id FROM dead_letters WHERE resolution IS NULL AND queue = :queue ORDER BY id LIMIT :limit",
+            queue=queue,
+            limit=limit,
+        ),
+    )
+    return [r["id"] for r in rows]
+
+
 def preview(body: bytes | None, limit: int = 300) -> str:
     if body is None:
         return ""

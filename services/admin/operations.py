@@ -280,6 +280,28 @@ async def dead_letters_page(request: Request, staff: Staff = Reader) -> Response
     return await _dead_letters_page(request)
 
 
+@router.post("/dead-letters/bulk")
+async def dead_letters_bulk(request: Request, staff: Staff = Operator) -> Response:
+    """Replay or purge the checked dead letters, or every open one of the shown queue."""
+    console = console_of(request)
+    form = await request.form()
+    action = field(form, "action")
+    scope_all = field(form, "scope") == "all"
+    queue = field(form, "queue")
+    ids = [int(v) for v in form.getlist("ids") if isinstance(v, str) and v.isdigit() and len(v) < 19]
+    try:
+        outcome = await usecases.bulk_dead_letters(
+            console.deps, staff, action, [] if scope_all else ids, queue if scope_all else None
+        )
+    except usecases.Refused as refused:
+        return await _dead_letters_page(request, refused.status, errors=refused.errors)
+    verb = "replayed" if action == "replay" else "purged"
+    done = f"{len(outcome.done)} dead letters {verb}."
+    if outcome.skipped:
+        done += f" Skipped {len(outcome.skipped)}: " + "; ".join(f"#{i}: {why}" for i, why in outcome.skipped[:20])
+    return RedirectResponse(console.url("/dead-letters", {"queue": queue, "done": done}), status_code=303)
+
+
 @router.post("/dead-letters/{dead_letter_id}/{action}")
 async def dead_letter_action(request: Request, dead_letter_id: int, action: str, staff: Staff = Operator) -> Response:
     console = console_of(request)

@@ -38,6 +38,7 @@ from shared.catalog.store import CatalogConflict, apply_catalog, load_latest
 from shared.contracts import LeadReroute, OrderCommand, ReturnDecide
 from shared.outbox import add_event
 from shared.process import Process, Standalone
+from shared.topology import Topology
 
 log = logging.getLogger("leadwire.admin")
 
@@ -468,6 +469,58 @@ async def purge_dead_letter(deps: Deps, who: Staff, dead_letter_id: int) -> bool
             raise Refused({"form": str(exc)}, exc.status) from exc
         await record(conn, who, "dead_letter.purge", str(dead_letter_id), dlq_copy_removed=removed)
     return removed
+
+
+MAX_BULK_DEAD_LETTERS = 500
+
+
+@dataclass(frozen=True)
+class BulkOutcome:
+    done: list[tuple[int, str]]  # (id, body_from for a replay / dlq_copy_removed for a purge)
+    skipped: list[tuple[int, str]]  # (id, why: already replayed or purged, no such dead letter)
+
+
+async def bulk_dead_letters(deps: Deps, who: Staff, action: str, ids: list[int], queue: str | None) -> BulkOutcome:
+    """Replay or purge many dead letters: those chosen (`ids`), or every open one of a queue
+    (`queue`, its full name; oldest first, at most MAX_BULK_DEAD_LETTERS a submit). Each one goes
+    exactly as a single replay or purge does — its own transaction and its own audit row, under
+    its own message id — so one that cannot be done (resolved meanwhile) is skipped and the others
+    still go; then one audit row for the whole (`dead_letter.bulk_replay` / `bulk_purge`)."""
+    errors: dict[str, str] = {}
+    if action not in ("replay", "purge"):
+        errors["action"] = "Choose replay or purge."
+    chosen = list(dict.fromkeys(i for i in ids if 0 < i < 2**62))
+    if queue is not None and not deadletters.full_queue_known(queue, Topology(deps.process.settings.namespace)):
+        errors["queue"] = "Choose a queue from the list."
+    elif queue is None and not chosen:
+        errors["ids"] = "Choose at least one dead letter (or all of a queue)."
+    elif len(chosen) > MAX_BULK_DEAD_LETTERS:
+        errors["ids"] = f"Choose at most {MAX_BULK_DEAD_LETTERS} dead letters at once."
+    if errors:
+        raise Refused(errors)
+    if queue is not None:
+        chosen = await deadletters.open_ids(deps.pool, queue, MAX_BULK_DEAD_LETTERS)
+    done: list[tuple[int, str]] = []
+    skipped: list[tuple[int, str]] = []
+    for dead_letter_id in chosen:
+        try:
+            if action == "replay":
+                done.append((dead_letter_id, await replay_dead_letter(deps, who, dead_letter_id)))
+            else:
+                removed = await purge_dead_letter(deps, who, dead_letter_id)
+                done.append((dead_letter_id, "dlq copy removed" if removed else "row only"))
+        except Refused as refused:
+            skipped.append((dead_letter_id, "; ".join(refused.errors.values())))
+    async with deps.pool.acquire() as conn, conn.transaction():
+        await record(
+            conn,
+            who,
+            f"dead_letter.bulk_{action}",
+            queue or "selected",
+            done=[i for i, _ in done],
+            skipped=[i for i, _ in skipped],
+        )
+    return BulkOutcome(done, skipped)
 
 
 async def resume_account(deps: Deps, who: Staff, account_id: str) -> None:

@@ -125,6 +125,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             "/forgot": {"email": "bea@bolt.test"},
             "/reset/{token}": {"password": "x", "confirm": "x"},
             "/leads/{lead_id}/assign": {"assignee": "{user_id}"},
+            "/leads/{lead_id}/disposition": {"disposition": "won", "note": "Owned"},
             "/users/{user_id}": {"name": "Owned"},
             "/users/{user_id}/invite": {},
             "/leads/{lead_id}/appointments": {
@@ -197,6 +198,7 @@ async def test_client_a_sees_none_of_client_bs_data_on_any_route(page, mail_sett
             assert await conn.fetchval("SELECT name FROM portal_users WHERE id = $1", bea) != "Owned"
             assert await conn.fetchval("SELECT count(*) FROM outbox WHERE routing_key LIKE 'notify.lead%'") == 0
             assert await conn.fetchval("SELECT count(*) FROM returns") == 0
+            assert await conn.fetchval("SELECT count(*) FROM buyer_lead_dispositions") == 0
 
         # A's own settings and users forms answer A, with nothing of B's.
         own = (

@@ -219,13 +219,18 @@ async def lead_timeline(console: Console, lead_id: uuid.UUID) -> tuple[Any, list
     return lead, rules.timeline(lead, history, sent, masker(console.catalog, accounts))
 
 
+def _lead_id(text: str) -> uuid.UUID:
+    """A lead id from a path; anything else is a lead that does not exist (404)."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise HTTPException(404, "There is no such lead.") from None
+
+
 @router.get("/leads/{lead_id}")
 async def lead_page(request: Request, lead_id: str, staff: Staff = Reader) -> Response:
     console = console_of(request)
-    try:
-        parsed = uuid.UUID(lead_id)
-    except ValueError:
-        raise HTTPException(404, "There is no such lead.") from None
+    parsed = _lead_id(lead_id)
     lead, steps = await lead_timeline(console, parsed)
     return console.render(request, "lead.html", lead=lead, steps=steps, done=request.query_params.get("done", ""))
 
@@ -233,10 +238,7 @@ async def lead_page(request: Request, lead_id: str, staff: Staff = Reader) -> Re
 @router.post("/leads/{lead_id}/reroute")
 async def reroute_lead(request: Request, lead_id: str, staff: Staff = Operator) -> Response:
     console = console_of(request)
-    try:
-        parsed = uuid.UUID(lead_id)
-    except ValueError:
-        raise HTTPException(404, "There is no such lead.") from None
+    parsed = _lead_id(lead_id)
     try:
         await usecases.reroute_lead(console.deps, staff, parsed)
     except usecases.Refused as refused:

@@ -887,6 +887,24 @@ def criteria_rows(form: FormLike) -> list[int]:
     return sorted(found)
 
 
+def _start_entry(
+    form: FormLike, current: dict[str, Any] | None, required: tuple[tuple[str, str], ...]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """An entry form's common start: the current entry (kept where the form says nothing), the id
+    of a new one, and the required fields with what to say when one is blank."""
+    errors: dict[str, str] = {}
+    entry: dict[str, Any] = dict(current or {})
+    if current is None:
+        entry["id"] = form.text("id")
+        if not entry["id"]:
+            errors["id"] = "Enter an id (letters, digits, _ . : -)."
+    for name, missing in required:
+        entry[name] = form.text(name)
+        if not entry[name]:
+            errors[name] = missing
+    return entry, errors
+
+
 def account_entry(
     form_data: Any, current: dict[str, Any] | None
 ) -> tuple[dict[str, Any], dict[str, str], dict[int, int]]:
@@ -896,20 +914,12 @@ def account_entry(
     the errors found reading the form, and where each criterion came from (entry index -> form
     row), so the catalog's errors about a criterion land beside its row."""
     form = FormLike(form_data)
-    errors: dict[str, str] = {}
-    entry: dict[str, Any] = {k: v for k, v in (current or {}).items()}
-    if current is None:
-        entry["id"] = form.text("id")
-        if not entry["id"]:
-            errors["id"] = "Enter an id (letters, digits, _ . : -)."
-    for name, missing in (
+    required = (
         ("client", "Choose the client."),
         ("lead_type", "Choose the lead type."),
         ("price", "Enter a price, such as 25.00."),
-    ):
-        entry[name] = form.text(name)
-        if not entry[name]:
-            errors[name] = missing
+    )
+    entry, errors = _start_entry(form, current, required)
     entry["active"] = form.checked("active")
     entry["require_order"] = form.checked("require_order")
     for name in ("priority", "weight", "max_return_pct"):
@@ -1028,15 +1038,7 @@ def group_entry(
     """A client group's catalog entry from its form: clients in order (the group's priority order),
     Apply Groups as Criteria yes / no / blank = the global option."""
     form = FormLike(form_data)
-    errors: dict[str, str] = {}
-    entry: dict[str, Any] = dict(current or {})
-    if current is None:
-        entry["id"] = form.text("id")
-        if not entry["id"]:
-            errors["id"] = "Enter an id (letters, digits, _ . : -)."
-    entry["name"] = form.text("name")
-    if not entry["name"]:
-        errors["name"] = "Enter a name."
+    entry, errors = _start_entry(form, current, (("name", "Enter a name."),))
     apply_as = form.text("apply_groups_as_criteria")
     if apply_as in ("true", "false"):
         entry["apply_groups_as_criteria"] = apply_as == "true"
@@ -1057,21 +1059,13 @@ def order_entry(
     """An order's catalog entry from its form. Its status is not on the form: the Orders page
     pauses, resumes and closes (the returns service owns the live status)."""
     form = FormLike(form_data)
-    errors: dict[str, str] = {}
-    entry: dict[str, Any] = dict(current or {})
-    if current is None:
-        entry["id"] = form.text("id")
-        if not entry["id"]:
-            errors["id"] = "Enter an id (letters, digits, _ . : -)."
-    for name, missing in (
+    required = (
         ("client", "Choose the client."),
         ("type", "Choose lead_quantity or dollar_amount."),
         ("total", "Enter the order's total (leads or dollars)."),
         ("start_date", "Enter the start date, YYYY-MM-DD."),
-    ):
-        entry[name] = form.text(name)
-        if not entry[name]:
-            errors[name] = missing
+    )
+    entry, errors = _start_entry(form, current, required)
     for name in ("end_date", "renewal", "max_return_pct"):
         _set(entry, name, form.text(name))
     entry["auto_charge"] = form.checked("auto_charge")

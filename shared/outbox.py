@@ -11,6 +11,7 @@ consumers drop through their inbox.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -181,6 +182,70 @@ async def add_delayed(
 ) -> uuid.UUID:
     """Queue `message` for one of the topology's delay queues (full broker name)."""
     return await add_event(conn, queue, message, exchange="", headers=headers)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A reply to write with `add_many` (`add_reply`'s row)."""
+
+    reply_to: str
+    correlation_id: str | None
+    message: BaseModel | dict[str, Any]
+
+
+async def add_many(conn: asyncpg.Connection, messages: list[Event | Reply]) -> None:
+    """`add_event` and `add_reply` for many messages (a batch's outcomes), in one round trip."""
+    if not messages:
+        return
+    ids: list[uuid.UUID] = []
+    exchanges: list[str] = []
+    keys: list[str] = []
+    payloads: list[str] = []
+    headers: list[str] = []
+    correlation_ids: list[str | None] = []
+    replies: list[bool] = []
+    notify: str | None = None
+    for m in messages:
+        if isinstance(m, Event):
+            ids.append(m.message_id)
+            exchanges.append(m.exchange)
+            keys.append(m.routing_key)
+            payloads.append(json.dumps(m.payload))
+            headers.append(json.dumps(m.headers))
+            correlation_ids.append(None)
+            replies.append(False)
+            notify = notify if m.notify is None else m.notify
+        else:
+            ids.append(uuid.uuid4())
+            exchanges.append("")
+            keys.append(m.reply_to)
+            payloads.append(json.dumps(_payload(m.message)))
+            headers.append("{}")
+            correlation_ids.append(m.correlation_id)
+            replies.append(True)
+            reply_notify = _notify_payload(m.reply_to)
+            notify = notify if reply_notify is None else reply_notify
+    await sql.execute(
+        conn,
+        statement(
+            "WITH written AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers, correlation_id,"
+            " is_reply) SELECT m.id, m.exchange, m.routing_key, m.payload::jsonb, m.headers::jsonb, m.correlation_id,"
+            " m.is_reply FROM unnest(:ids::uuid[], :exchanges::text[], :keys::text[], :payloads::text[],"
+            " :headers::text[], :correlation_ids::text[], :replies::bool[]) WITH ORDINALITY"
+            " AS m(id, exchange, routing_key, payload, headers, correlation_id, is_reply, n) ORDER BY m.n RETURNING 1)"
+            " SELECT pg_notify(:notify_channel, :notify_payload::text)"
+            " WHERE :notify_payload::text IS NOT NULL AND EXISTS (SELECT FROM written)",
+            ids=ids,
+            exchanges=exchanges,
+            keys=keys,
+            payloads=payloads,
+            headers=headers,
+            correlation_ids=correlation_ids,
+            replies=replies,
+            notify_channel=NOTIFY_CHANNEL,
+            notify_payload=notify,
+        ),
+    )
 
 
 def claim(consumer: str, message_id: str) -> Statement:

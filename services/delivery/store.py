@@ -7,7 +7,9 @@ it claimed, so a consumer presumed dead whose lease was taken over cannot overwr
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -16,7 +18,7 @@ import asyncpg
 
 from shared import sql
 from shared.contracts.delivery import PriceConfirmationResult
-from shared.outbox import Event, with_event
+from shared.outbox import NOTIFY_CHANNEL, Event, with_event
 from shared.sql import Statement, statement
 
 
@@ -57,6 +59,44 @@ async def claim(
         ),
     )
     return Claimed(row["attempt"], row["paused"], row["paused_reason"]) if row is not None else None
+
+
+@dataclass(frozen=True)
+class ToClaim:
+    delivery_id: uuid.UUID
+    account_id: str | None
+    lease_seconds: float
+
+
+async def claim_many(pool: asyncpg.Pool, wanted: Sequence[ToClaim]) -> list[Claimed | None]:
+    """`claim` for a batch of deliveries (shared/batching.py), in one statement: the same
+    conditions row by row, so each is claimed exactly when `claim` would have claimed it. A
+    delivery named twice in a batch (a redelivered request beside its first copy) is claimed by
+    one of them: the statement updates a row once."""
+    rows = await sql.fetch(
+        pool,
+        statement(
+            "WITH w AS (SELECT * FROM unnest(:ids::uuid[], :accounts::text[], :leases::float8[])"
+            "  WITH ORDINALITY AS w(delivery_id, account_id, lease_seconds, n)),"
+            " first AS (SELECT DISTINCT ON (delivery_id) * FROM w ORDER BY delivery_id, n),"
+            " claimed AS (UPDATE deliveries d SET status = 'posting', attempts = d.attempts + 1,"
+            "  lease_until = now() + make_interval(secs => first.lease_seconds), not_before = NULL"
+            "  FROM first WHERE d.id = first.delivery_id AND ("
+            "   (d.status = 'requested' AND coalesce(d.not_before, '-infinity') <= now())"
+            "   OR (d.status = 'posting' AND coalesce(d.lease_until, '-infinity') < now()))"
+            "  RETURNING first.n, d.attempts)"
+            " SELECT claimed.n, claimed.attempts AS attempt, coalesce(s.paused, false) AS paused, s.paused_reason"
+            " FROM claimed JOIN w ON w.n = claimed.n"
+            " LEFT JOIN delivery_account_state s ON s.delivery_account_id = w.account_id",
+            ids=[c.delivery_id for c in wanted],
+            accounts=[c.account_id for c in wanted],
+            leases=[c.lease_seconds for c in wanted],
+        ),
+    )
+    found: list[Claimed | None] = [None] * len(wanted)
+    for r in rows:
+        found[r["n"] - 1] = Claimed(r["attempt"], r["paused"], r["paused_reason"])
+    return found
 
 
 @dataclass(frozen=True)
@@ -187,6 +227,79 @@ async def log_and_finish(
         conn, with_event(ctes, event, source="done", select="EXISTS (SELECT FROM done) AS finished")
     )
     return bool(row is not None and row["finished"])
+
+
+@dataclass(frozen=True)
+class Finish:
+    """`log_and_finish`'s arguments, for a batch of them."""
+
+    entry: AttemptLog
+    reset_failures_of: str | None
+    status: str
+    price: Decimal | None
+    reason: str | None
+    event: Event
+
+
+async def log_and_finish_many(pool: asyncpg.Pool, finishes: Sequence[Finish]) -> list[bool]:
+    """`log_and_finish` for a batch of answered posts (shared/batching.py), in one statement:
+    every attempt logged, the failure counts of the accounts that answered ended, each delivery
+    closed while still its attempt's, and a result event for each one closed."""
+    entries = [f.entry for f in finishes]
+    notify = next((f.event.notify for f in finishes if f.event.notify is not None), None)
+    row = await sql.fetchrow(
+        pool,
+        statement(
+            "WITH f AS (SELECT * FROM unnest(:ids::uuid[], :attempts::int[], :started::timestamptz[],"
+            "  :durations::int[], :requests::text[], :codes::int[], :responses::text[], :outcomes::text[],"
+            "  :errors::text[], :resets::text[], :statuses::text[], :prices::numeric[], :reasons::text[],"
+            "  :event_ids::uuid[], :event_exchanges::text[], :event_keys::text[], :payloads::text[], :headers::text[])"
+            "  WITH ORDINALITY AS f(delivery_id, attempt, started_at, duration_ms, request, status_code, response,"
+            "  outcome, error, reset_of, status, price, reason, event_id, event_exchange, event_key, payload,"
+            "  headers, n)),"
+            " logged AS (INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, request,"
+            "  status_code, response, outcome, error) SELECT delivery_id, attempt, started_at, duration_ms, request,"
+            "  status_code, response, outcome, error FROM f ORDER BY n),"
+            " reset AS (UPDATE delivery_account_state SET consecutive_failures = 0"
+            "  WHERE delivery_account_id IN (SELECT reset_of FROM f WHERE reset_of IS NOT NULL)"
+            "  AND consecutive_failures <> 0 RETURNING 1),"
+            " done AS (UPDATE deliveries d SET status = f.status,"
+            "  account_price = CASE WHEN f.price IS NOT NULL AND f.price <> d.price"
+            "   THEN coalesce(d.account_price, d.price) ELSE d.account_price END,"
+            "  price = coalesce(f.price, d.price), reason = f.reason, completed_at = now(), lease_until = NULL"
+            "  FROM f WHERE d.id = f.delivery_id AND d.status = 'posting' AND d.attempts = f.attempt"
+            "  RETURNING f.n),"
+            " event AS (INSERT INTO outbox (id, exchange, routing_key, payload, headers)"
+            "  SELECT f.event_id, f.event_exchange, f.event_key, f.payload::jsonb, f.headers::jsonb"
+            "  FROM f JOIN done ON done.n = f.n ORDER BY f.n RETURNING id)"
+            " SELECT array(SELECT n FROM done) AS finished, (SELECT count(pg_notify(:notify_channel,"
+            " :notify_payload::text)) FROM (SELECT FROM event LIMIT 1) e WHERE :notify_payload::text IS NOT NULL)"
+            " AS notified",
+            ids=[e.delivery_id for e in entries],
+            attempts=[e.attempt for e in entries],
+            started=[e.started_at for e in entries],
+            durations=[e.duration_ms for e in entries],
+            requests=[e.request for e in entries],
+            codes=[e.status_code for e in entries],
+            responses=[e.response for e in entries],
+            outcomes=[e.outcome for e in entries],
+            errors=[e.error for e in entries],
+            resets=[f.reset_failures_of for f in finishes],
+            statuses=[f.status for f in finishes],
+            prices=[f.price for f in finishes],
+            reasons=[f.reason for f in finishes],
+            event_ids=[f.event.message_id for f in finishes],
+            event_exchanges=[f.event.exchange for f in finishes],
+            event_keys=[f.event.routing_key for f in finishes],
+            payloads=[json.dumps(f.event.payload) for f in finishes],
+            headers=[json.dumps(f.event.headers) for f in finishes],
+            notify_channel=NOTIFY_CHANNEL,
+            notify_payload=notify,
+        ),
+    )
+    assert row is not None  # a select-list over CTEs: always one row
+    done = set(row["finished"])
+    return [i + 1 in done for i in range(len(finishes))]
 
 
 async def release_for_retry(

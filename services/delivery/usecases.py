@@ -26,6 +26,7 @@ import asyncpg
 from services.delivery import posting, rules, store
 from services.delivery.buyers import BuyerClients, HttpError
 from shared import metrics
+from shared.batching import Batcher
 from shared.catalog.model import Catalog, DeliveryAccount, EmailDelivery, HttpDelivery
 from shared.contracts import (
     ConfirmPrice,
@@ -64,6 +65,10 @@ class Deps:
     topology: Topology
     in_flight: rules.InFlight = field(default_factory=rules.InFlight)
     after_post: Callable[[], None] | None = None  # fault injection: right after the buyer answered
+    # The claims and the answered posts' finishes of concurrent handlers, each batch in one
+    # statement (shared/batching.py; built in main.py). None: one statement each.
+    claims: Batcher[store.ToClaim, store.Claimed | None] | None = None
+    finishes: Batcher[store.Finish, bool] | None = None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -112,9 +117,8 @@ async def _park(deps: Deps, request: DeliveryRequested, seconds: float, why: str
 async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, account: DeliveryAccount | None) -> None:
     config = account.delivery if account is not None else None
     lease = (config.timeout_seconds if isinstance(config, HttpDelivery) else 0) + rules.LEASE_GRACE_SECONDS
-    claimed = await store.claim(
-        deps.pool, request.delivery_id, account.id if account is not None else None, lease_seconds=lease
-    )
+    wanted = store.ToClaim(request.delivery_id, account.id if account is not None else None, lease)
+    claimed = await (deps.claims.submit(wanted) if deps.claims is not None else claim_one(deps.pool, wanted))
     if claimed is None:
         await _missed_claim(deps, request)
         return
@@ -139,6 +143,23 @@ async def _deliver(deps: Deps, catalog: Catalog, request: DeliveryRequested, acc
         return
     assert account is not None and isinstance(config, HttpDelivery)
     await _post(deps, catalog, request, account, config, attempt)
+
+
+async def claim_one(pool: asyncpg.Pool, wanted: store.ToClaim) -> store.Claimed | None:
+    return await store.claim(pool, wanted.delivery_id, wanted.account_id, lease_seconds=wanted.lease_seconds)
+
+
+async def finish_one(pool: asyncpg.Pool, finish: store.Finish) -> bool:
+    """An answered post's log, failure-count reset, close and result event: one statement."""
+    return await store.log_and_finish(
+        pool,
+        finish.entry,
+        reset_failures_of=finish.reset_failures_of,
+        status=finish.status,
+        price=finish.price,
+        reason=finish.reason,
+        event=finish.event,
+    )
 
 
 async def _missed_claim(deps: Deps, request: DeliveryRequested) -> None:
@@ -275,9 +296,8 @@ async def _post(
             status, price = "failed", None
             reason = rules.failure_reason(verdict.reason, verdict.outcome, attempt, paused=False)
             result = event("delivery.failed", _failed(request, reason, attempt, by_buyer=True))
-        await store.log_and_finish(
-            deps.pool, log_entry, reset_failures_of=account.id, status=status, price=price, reason=reason, event=result
-        )
+        finish = store.Finish(log_entry, account.id, status, price, reason, result)
+        await (deps.finishes.submit(finish) if deps.finishes is not None else finish_one(deps.pool, finish))
         return
 
     # No answer, or 5xx/429: counted toward a pause, retried while the account's budget lasts.

@@ -6,6 +6,9 @@ use case: FastStream's contract validation fails first and failure routing dead-
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Sequence
+
 from services.router import reroute, usecases
 from shared.contracts import DeliveryFailed, DeliverySucceeded, InboundLead, LeadReroute
 from shared.service import Runtime, incoming, original_routing_key
@@ -14,7 +17,20 @@ from shared.settings import Settings
 
 def build(settings: Settings | None = None) -> Runtime:
     runtime = Runtime("router", settings)
-    deps = usecases.Deps(runtime, after_commit=lambda: runtime.crash_point("router.after_commit"))
+    deps = usecases.Deps(
+        runtime,
+        after_commit=lambda: runtime.crash_point("router.after_commit"),
+        mid_batch=lambda: runtime.crash_point("router.mid_batch"),
+    )
+
+    async def receive_batch(items: Sequence[tuple[InboundLead, usecases.LeadContext]]) -> list[uuid.UUID | None]:
+        return await usecases.receive_leads(deps, items)
+
+    async def receive_one(item: tuple[InboundLead, usecases.LeadContext]) -> uuid.UUID | None:
+        return await usecases.receive_lead(deps, *item)
+
+    # Leads waiting together are received together (shared/batching.py); a lone lead alone.
+    leads = runtime.batcher("router.leads", receive_batch, receive_one)
 
     # A NUL in a property is the lead's problem to report (it is kept and rejected), not a reason
     # to refuse the message.
@@ -24,7 +40,7 @@ def build(settings: Settings | None = None) -> Runtime:
         ctx = usecases.LeadContext.from_message(
             raw.headers, raw.message_id, raw.reply_to, raw.correlation_id, original_routing_key(raw)
         )
-        await usecases.receive_lead(deps, lead, ctx)
+        await leads.submit((lead, ctx))
 
     @runtime.subscriber("router.delivery-results", title="router: delivery results")
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:

@@ -4,6 +4,7 @@ fragments (shared/sql.py), never from hand-numbered parameters."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -135,6 +136,89 @@ async def lock_fingerprint(conn: asyncpg.Connection, fingerprint: str) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", fingerprint)
 
 
+# The original a lead repeats: the earliest lead of the person in the window that is not itself a
+# duplicate, else the earliest. Leads stored by one transaction share `received_at` (now(), the
+# transaction's start: a batch of leads, services/router/usecases.py), so "earliest" alone could
+# name a duplicate stored beside its original.
+_ORIGINAL_FIRST = "original_lead_id IS NOT NULL, received_at, id"
+
+
+async def lock_fingerprints(conn: asyncpg.Connection, fingerprints: list[str]) -> None:
+    """`lock_fingerprint` for a batch of leads, in one round trip. Taken in sorted order (unnest
+    keeps the array's order), the order every batch takes them in, so two batches never wait on
+    each other crosswise; a lead handled alone takes one lock, which cannot cross either."""
+    await sql.execute(
+        conn,
+        statement(
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(f, 0))) FROM unnest(:fingerprints::text[]) f",
+            fingerprints=sorted(set(fingerprints)),
+        ),
+    )
+
+
+async def find_originals(conn: asyncpg.Connection, wanted: list[tuple[str, str, datetime]]) -> list[uuid.UUID | None]:
+    """`find_original` of each (lead type, fingerprint, since), in one round trip."""
+    if not wanted:
+        return []
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "SELECT w.n, o.id FROM unnest(:lead_types::text[], :fingerprints::text[], :sinces::timestamptz[])"
+            "  WITH ORDINALITY AS w(lead_type_id, fingerprint, since, n)"
+            " LEFT JOIN LATERAL (SELECT id FROM leads WHERE lead_type_id = w.lead_type_id"
+            "  AND fingerprint = w.fingerprint AND received_at >= w.since AND status <> 'rejected'"
+            "  ORDER BY " + _ORIGINAL_FIRST + " LIMIT 1) o ON true ORDER BY w.n",
+            lead_types=[t for t, _, _ in wanted],
+            fingerprints=[f for _, f, _ in wanted],
+            sinces=[s for _, _, s in wanted],
+        ),
+    )
+    return [r["id"] for r in rows]
+
+
+async def insert_leads(conn: asyncpg.Connection, leads: list[NewLead]) -> set[uuid.UUID]:
+    """`insert_lead` for a batch, in one round trip: the ids of the leads stored (a lead whose
+    source sent its key before, in an earlier transaction or earlier in this batch, is not)."""
+    if not leads:
+        return set()
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "INSERT INTO leads (id, source_id, idempotency_key, lead_type_id, fields, force_id, status, reply_to,"
+            " correlation_id, reason, errors, fingerprint, plan, max_sales, excluded_clients, original_lead_id,"
+            " decided_at)"
+            " SELECT l.id, l.source_id, l.idempotency_key, l.lead_type_id, l.fields::jsonb, l.force_id, l.status,"
+            "  l.reply_to, l.correlation_id, l.reason, l.errors::jsonb, l.fingerprint, l.plan::jsonb, l.max_sales,"
+            "  l.excluded_clients::jsonb, l.original_lead_id, CASE WHEN l.status = 'routing' THEN NULL ELSE now() END"
+            " FROM unnest(:ids::uuid[], :source_ids::text[], :keys::text[], :lead_types::text[], :fields::text[],"
+            "  :force_ids::text[], :statuses::text[], :reply_tos::text[], :correlation_ids::text[], :reasons::text[],"
+            "  :errors::text[], :fingerprints::text[], :plans::text[], :max_sales::int[], :excluded::text[],"
+            "  :originals::uuid[]) WITH ORDINALITY AS l(id, source_id, idempotency_key, lead_type_id, fields,"
+            "  force_id, status, reply_to, correlation_id, reason, errors, fingerprint, plan, max_sales,"
+            "  excluded_clients, original_lead_id, n)"
+            " ORDER BY l.n"
+            " ON CONFLICT (source_id, idempotency_key) DO NOTHING RETURNING id",
+            ids=[lead.lead_id for lead in leads],
+            source_ids=[lead.source_id for lead in leads],
+            keys=[lead.idempotency_key for lead in leads],
+            lead_types=[lead.lead_type_id for lead in leads],
+            fields=[json.dumps(lead.fields) for lead in leads],
+            force_ids=[lead.force_id for lead in leads],
+            statuses=[lead.status for lead in leads],
+            reply_tos=[lead.reply_to for lead in leads],
+            correlation_ids=[lead.correlation_id for lead in leads],
+            reasons=[lead.reason for lead in leads],
+            errors=[json.dumps(lead.errors) if lead.errors is not None else None for lead in leads],
+            fingerprints=[lead.fingerprint for lead in leads],
+            plans=[json.dumps(lead.plan or []) for lead in leads],
+            max_sales=[lead.max_sales for lead in leads],
+            excluded=[json.dumps(lead.excluded_clients or []) for lead in leads],
+            originals=[lead.original_lead_id for lead in leads],
+        ),
+    )
+    return {r["id"] for r in rows}
+
+
 async def find_original(
     conn: asyncpg.Connection, lead_type_id: str, fingerprint: str, since: datetime
 ) -> uuid.UUID | None:
@@ -143,7 +227,7 @@ async def find_original(
         conn,
         statement(
             "SELECT id FROM leads WHERE lead_type_id = :lead_type_id AND fingerprint = :fingerprint"
-            " AND received_at >= :since AND status <> 'rejected' ORDER BY received_at LIMIT 1",
+            " AND received_at >= :since AND status <> 'rejected' ORDER BY " + _ORIGINAL_FIRST + " LIMIT 1",
             lead_type_id=lead_type_id,
             fingerprint=fingerprint,
             since=since,
@@ -195,6 +279,42 @@ async def pauses_and_turns(pool: asyncpg.Pool, rotating_groups: list[str]) -> tu
     )
     assert row is not None  # a select-list without FROM: always one row
     return frozenset(row["paused"]), dict(zip(row["groups"], row["counters"], strict=True))
+
+
+async def pauses_and_turns_of_batch(
+    pool: asyncpg.Pool, rotating_groups: list[list[str]]
+) -> tuple[frozenset[str], list[dict[str, int]]]:
+    """`pauses_and_turns` for a batch of leads (each lead's rotating groups), in one round trip:
+    each group's counter moves by the number of leads that rotate it, and those leads take the
+    turns in between, in the batch's order — the turns they would have taken one by one."""
+    wanted: dict[str, int] = {}
+    for groups in rotating_groups:
+        for group in groups:
+            wanted[group] = wanted.get(group, 0) + 1
+    row = await sql.fetchrow(
+        pool,
+        statement(
+            "WITH w AS (SELECT * FROM unnest(:groups::text[], :counts::int[]) AS w(group_id, n)),"
+            " turns AS (INSERT INTO group_rotation (group_id, counter) SELECT group_id, n - 1 FROM w ORDER BY group_id"
+            " ON CONFLICT (group_id) DO UPDATE SET counter = group_rotation.counter"
+            "  + (SELECT w.n FROM w WHERE w.group_id = excluded.group_id) RETURNING group_id, counter)"
+            " SELECT array(SELECT delivery_account_id FROM delivery_account_state WHERE paused) AS paused,"
+            " array(SELECT group_id FROM turns) AS groups, array(SELECT counter FROM turns) AS counters",
+            groups=sorted(wanted),
+            counts=[wanted[g] for g in sorted(wanted)],
+        ),
+    )
+    assert row is not None  # a select-list without FROM: always one row
+    # The last turn taken per group; hand them out backwards from there.
+    next_turn = {g: c - wanted[g] + 1 for g, c in zip(row["groups"], row["counters"], strict=True)}
+    turns: list[dict[str, int]] = []
+    for groups in rotating_groups:
+        mine: dict[str, int] = {}
+        for group in groups:
+            mine[group] = next_turn[group]
+            next_turn[group] += 1
+        turns.append(mine)
+    return frozenset(row["paused"]), turns
 
 
 async def save_skipped(conn: asyncpg.Connection, lead_id: uuid.UUID, skipped: list[str]) -> None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,7 +36,7 @@ from shared.contracts import (
     LeadOutcome,
     SoldDelivery,
 )
-from shared.outbox import add_event, add_reply, event
+from shared.outbox import Event, Reply, add_many, add_reply, event
 from shared.process import Process
 
 RESULTS_CONSUMER = "router.delivery-results"
@@ -48,6 +48,7 @@ class Deps:
 
     process: Process
     after_commit: Callable[[], None] | None = None  # fault injection: right after a lead's commit
+    mid_batch: Callable[[], None] | None = None  # fault injection: a batch of leads, before its commit
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,17 @@ async def receive_lead(
 async def _validate(
     pool: asyncpg.Pool, catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime
 ) -> _Arrival:
+    arrival = _arrive(catalog, lead, ctx, now)
+    if arrival.lead_type is None:
+        return arrival
+    # Eligibility before pauses: the pause list and the rotating groups' turns then come in
+    # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
+    paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, arrival.candidates))
+    return replace(arrival, paused=paused, turns=turns)
+
+
+def _arrive(catalog: Catalog, lead: InboundLead, ctx: LeadContext, now: datetime) -> _Arrival:
+    """A lead validated, without its pauses and turns (read from the database by the caller)."""
     lead_id = uuid.uuid4()
     logs.bind_lead(lead_id)  # every log line from here on names the lead
     # A lead without a key is kept and answered like any invalid lead, under a key of its own:
@@ -135,16 +147,9 @@ async def _validate(
     problems += rules.lead_problems(
         catalog, lead.lead_type, lead.source, field_problems, has_key=bool(ctx.idempotency_key)
     )
-    candidates: list[DeliveryAccount] = []
-    paused: frozenset[str] = frozenset()
-    turns: dict[str, int] = {}
-    if lead_type is not None:
-        # Eligibility before pauses: the pause list and the rotating groups' turns then come in
-        # one round trip (a turn taken for a group whose accounts turn out paused is harmless).
-        candidates = rules.eligible_accounts(catalog, lead_type.id, fields, now)
-        paused, turns = await store.pauses_and_turns(pool, rules.rotating_groups(catalog, candidates))
+    candidates = rules.eligible_accounts(catalog, lead_type.id, fields, now) if lead_type is not None else []
     known_source = lead.source if lead.source in catalog.sources_by_id else None
-    return _Arrival(lead_id, key, lead, ctx, lead_type, fields, problems, candidates, paused, turns, known_source)
+    return _Arrival(lead_id, key, lead, ctx, lead_type, fields, problems, candidates, frozenset(), {}, known_source)
 
 
 @dataclass(frozen=True)
@@ -160,14 +165,41 @@ class _Duplicates:
     holders: frozenset[str] = frozenset()
 
 
+@dataclass(frozen=True)
+class _Judgement:
+    """What is decided for a lead before it is stored: its row, and either its outcome (decided at
+    once: rejected, duplicate, unsold) or the routed lead to send to its first accounts."""
+
+    arrival: _Arrival
+    stored: NewLead
+    outcome: LeadOutcome | None = None
+    routed: RoutedLead | None = None
+    holders: frozenset[str] = frozenset()
+
+
 async def _receive(conn: asyncpg.Connection, catalog: Catalog, arrival: _Arrival, now: datetime) -> uuid.UUID | None:
+    """One lead: de-duplicate under its fingerprint lock, judge, store, act. None when this source
+    already sent this key (a redelivery, or a re-send): then nothing of this decision stays."""
+    duplicates = _Duplicates()
+    if not arrival.problems:
+        assert arrival.lead_type is not None  # no problems: a known lead type
+        duplicates = await _deduplicate(conn, catalog, arrival.lead_type, arrival.fields, now)
+    judged = _judge(catalog, arrival, duplicates, now)
+    if not await store.insert_lead(conn, judged.stored):
+        return None
+    if judged.outcome is not None:
+        await add_many(conn, _outcome_messages(judged))
+    await _route_stored(conn, catalog, judged, now)
+    return arrival.lead_id
+
+
+def _judge(catalog: Catalog, arrival: _Arrival, duplicates: _Duplicates, now: datetime) -> _Judgement:
     if arrival.problems:
         errors = [FieldError(field=p.field, message=p.message) for p in arrival.problems]
-        return await _finish(conn, arrival, now, "rejected", "invalid lead", errors=errors)
+        return _at_once(arrival, now, "rejected", "invalid lead", errors=errors)
     assert arrival.lead_type is not None  # no problems: a known lead type
-    duplicates = await _deduplicate(conn, catalog, arrival.lead_type, arrival.fields, now)
     if not duplicates.routed:
-        return await _finish(conn, arrival, now, "duplicate", "duplicate lead", duplicates=duplicates)
+        return _at_once(arrival, now, "duplicate", "duplicate lead", duplicates=duplicates)
     planned = rules.plan(
         catalog,
         arrival.lead_type.id,
@@ -179,8 +211,8 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, arrival: _Arrival
         turns=arrival.turns,
     )
     if isinstance(planned, rules.Unsold):
-        return await _finish(conn, arrival, now, "unsold", planned.reason, duplicates=duplicates)
-    return await _store_and_route(conn, catalog, arrival, duplicates, planned, now)
+        return _at_once(arrival, now, "unsold", planned.reason, duplicates=duplicates)
+    return _to_route(arrival, duplicates, planned)
 
 
 async def _deduplicate(
@@ -196,17 +228,29 @@ async def _deduplicate(
     await store.lock_fingerprint(conn, fingerprint)
     since = now - timedelta(days=lead_type.duplicate_window_days)
     original = await store.find_original(conn, lead_type.id, fingerprint, since)
+    return await _duplicates_of(conn, catalog, lead_type, fingerprint, original, now)
+
+
+async def _duplicates_of(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    lead_type: LeadType,
+    fingerprint: str,
+    original: uuid.UUID | None,
+    now: datetime,
+) -> _Duplicates:
+    """What the duplicate check found, from the original read under the fingerprint lock."""
     if original is None:
         return _Duplicates(fingerprint)
     if not rules.routes_duplicates(catalog):
         return _Duplicates(fingerprint, original, routed=False)
     # Route Duplicate Leads: only to clients that take duplicates and never had this person.
+    since = now - timedelta(days=lead_type.duplicate_window_days)
     holders = frozenset(await store.clients_with_fingerprint(conn, lead_type.id, fingerprint, since))
     return _Duplicates(fingerprint, original, excluded=rules.duplicate_exclusions(catalog, holders), holders=holders)
 
 
-async def _finish(
-    conn: asyncpg.Connection,
+def _at_once(
     arrival: _Arrival,
     now: datetime,
     status: str,
@@ -214,29 +258,24 @@ async def _finish(
     *,
     errors: list[FieldError] | None = None,
     duplicates: _Duplicates = _Duplicates(),
-) -> uuid.UUID | None:
-    """Store a lead decided at once (rejected, duplicate, unsold) with its outcome; None when this
-    source already sent this key (a redelivery, or a re-send): then nothing of this decision stays."""
+) -> _Judgement:
+    """A lead decided at once (rejected, duplicate, unsold): its row and its outcome."""
     lead, ctx = arrival.lead, arrival.ctx
-    if not await store.insert_lead(
-        conn,
-        NewLead(
-            lead_id=arrival.lead_id,
-            source_id=lead.source,
-            idempotency_key=arrival.key,
-            lead_type_id=lead.lead_type,
-            fields=lead.fields,
-            force_id=lead.force_id,
-            reply_to=ctx.reply_to,
-            correlation_id=ctx.correlation_id,
-            status=status,
-            reason=reason,
-            errors=[e.model_dump() for e in errors] if errors else None,
-            fingerprint=duplicates.fingerprint,
-            original_lead_id=duplicates.original_lead_id,
-        ),
-    ):
-        return None
+    stored = NewLead(
+        lead_id=arrival.lead_id,
+        source_id=lead.source,
+        idempotency_key=arrival.key,
+        lead_type_id=lead.lead_type,
+        fields=lead.fields,
+        force_id=lead.force_id,
+        reply_to=ctx.reply_to,
+        correlation_id=ctx.correlation_id,
+        status=status,
+        reason=reason,
+        errors=[e.model_dump() for e in errors] if errors else None,
+        fingerprint=duplicates.fingerprint,
+        original_lead_id=duplicates.original_lead_id,
+    )
     outcome = LeadOutcome(
         lead_id=arrival.lead_id,
         status=status,
@@ -248,11 +287,18 @@ async def _finish(
         errors=errors or [],
         original_lead_id=duplicates.original_lead_id,
     )
-    await add_event(conn, f"lead.{status}", outcome)
-    if ctx.reply_to:
-        await add_reply(conn, ctx.reply_to, ctx.correlation_id, outcome)
-    _count_outcome(arrival.known_source, arrival.lead_type.id if arrival.lead_type else None, status)
-    return arrival.lead_id
+    return _Judgement(arrival, stored, outcome=outcome)
+
+
+def _outcome_messages(judged: _Judgement) -> list[Event | Reply]:
+    """The outcome event of a lead decided at once, and its reply; counted once committed."""
+    assert judged.outcome is not None
+    arrival, outcome = judged.arrival, judged.outcome
+    messages: list[Event | Reply] = [event(f"lead.{outcome.status}", outcome)]
+    if arrival.ctx.reply_to:
+        messages.append(Reply(arrival.ctx.reply_to, arrival.ctx.correlation_id, outcome))
+    _count_outcome(arrival.known_source, arrival.lead_type.id if arrival.lead_type else None, outcome.status)
+    return messages
 
 
 def _count_outcome(source: str | None, lead_type: str | None, status: str) -> None:
@@ -261,15 +307,8 @@ def _count_outcome(source: str | None, lead_type: str | None, status: str) -> No
     metrics.lead_decided(source or "unknown", lead_type or "unknown", status)
 
 
-async def _store_and_route(
-    conn: asyncpg.Connection,
-    catalog: Catalog,
-    arrival: _Arrival,
-    duplicates: _Duplicates,
-    planned: rules.Plan,
-    now: datetime,
-) -> uuid.UUID | None:
-    """Store the lead with its plan, then send it to its first account(s)."""
+def _to_route(arrival: _Arrival, duplicates: _Duplicates, planned: rules.Plan) -> _Judgement:
+    """A lead to route: its row with its plan, and the lead as routing reads it."""
     lead, ctx = arrival.lead, arrival.ctx
     routed = RoutedLead(
         lead_id=arrival.lead_id,
@@ -286,28 +325,109 @@ async def _store_and_route(
         reply_to=ctx.reply_to,
         correlation_id=ctx.correlation_id,
     )
-    if not await store.insert_lead(
-        conn,
-        NewLead(
-            lead_id=routed.lead_id,
-            source_id=routed.source_id,
-            idempotency_key=routed.idempotency_key,
-            lead_type_id=routed.lead_type_id,
-            fields=routed.fields,
-            force_id=lead.force_id,
-            reply_to=routed.reply_to,
-            correlation_id=routed.correlation_id,
-            status="routing",
-            fingerprint=routed.fingerprint,
-            plan=[s.to_json() for s in planned.stages],
-            max_sales=planned.max_sales,
-            excluded_clients=sorted(duplicates.excluded),
-            original_lead_id=routed.original_lead_id,
-        ),
-    ):
-        return None
-    await _advance(conn, catalog, routed, [], now, duplicates.holders)
-    return routed.lead_id
+    stored = NewLead(
+        lead_id=routed.lead_id,
+        source_id=routed.source_id,
+        idempotency_key=routed.idempotency_key,
+        lead_type_id=routed.lead_type_id,
+        fields=routed.fields,
+        force_id=lead.force_id,
+        reply_to=routed.reply_to,
+        correlation_id=routed.correlation_id,
+        status="routing",
+        fingerprint=routed.fingerprint,
+        plan=[s.to_json() for s in planned.stages],
+        max_sales=planned.max_sales,
+        excluded_clients=sorted(duplicates.excluded),
+        original_lead_id=routed.original_lead_id,
+    )
+    return _Judgement(arrival, stored, routed=routed, holders=duplicates.holders)
+
+
+async def _route_stored(conn: asyncpg.Connection, catalog: Catalog, judged: _Judgement, now: datetime) -> None:
+    """Send a stored lead to its first account(s)."""
+    if judged.routed is not None:
+        await _advance(conn, catalog, judged.routed, [], now, judged.holders)
+
+
+# --- receiving a batch of leads: the same steps, one statement per step for the batch -------------
+
+
+async def receive_leads(
+    deps: Deps, items: Sequence[tuple[InboundLead, LeadContext]], now: datetime | None = None
+) -> list[uuid.UUID | None]:
+    """`receive_lead` for the leads a batcher collected (shared/batching.py), in one transaction,
+    with the steps every lead takes done once for the batch: the rotating groups' turns and the
+    pauses, the fingerprint locks, the duplicate lookup, the lead rows, the outcome events. What
+    each lead does after (its reservations and delivery requests) is its own, in the batch's
+    transaction. The same results as receiving them one by one in the batch's order: a failure
+    fails the batch, and the batcher then receives each lead alone."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    pool, catalog = deps.process.pool, deps.process.catalog
+    arrivals = [_arrive(catalog, lead, ctx, now) for lead, ctx in items]
+    typed = [i for i, a in enumerate(arrivals) if a.lead_type is not None]
+    if typed:
+        paused, turns = await store.pauses_and_turns_of_batch(
+            pool, [rules.rotating_groups(catalog, arrivals[i].candidates) for i in typed]
+        )
+        for i, mine in zip(typed, turns, strict=True):
+            arrivals[i] = replace(arrivals[i], paused=paused, turns=mine)
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            lead_ids = await _receive_batch(conn, catalog, arrivals, now)
+            if deps.mid_batch is not None:
+                deps.mid_batch()
+        if deps.after_commit is not None:
+            deps.after_commit()
+    elapsed = time.perf_counter() - started
+    for _ in arrivals:
+        metrics.ROUTING_SECONDS.labels("receive").observe(elapsed)
+    return lead_ids
+
+
+async def _receive_batch(
+    conn: asyncpg.Connection, catalog: Catalog, arrivals: list[_Arrival], now: datetime
+) -> list[uuid.UUID | None]:
+    fingerprints = [
+        rules.fingerprint(a.lead_type, a.fields) if a.lead_type is not None and not a.problems else None
+        for a in arrivals
+    ]
+    # Every fingerprint of the batch, locked in one sorted step before anything is read.
+    await store.lock_fingerprints(conn, [f for f in fingerprints if f is not None])
+    # A lead whose person came earlier in this batch is received after the others, alone (under
+    # the locks already held): its duplicate check must see the earlier lead's row.
+    seen: set[str] = set()
+    first: list[int] = []
+    later: list[int] = []
+    for i, fingerprint in enumerate(fingerprints):
+        if fingerprint is not None and fingerprint in seen:
+            later.append(i)
+            continue
+        if fingerprint is not None:
+            seen.add(fingerprint)
+        first.append(i)
+    checked: list[tuple[int, LeadType, str]] = []
+    for i in first:
+        lead_type, fingerprint = arrivals[i].lead_type, fingerprints[i]
+        if lead_type is not None and fingerprint is not None:
+            checked.append((i, lead_type, fingerprint))
+    found = await store.find_originals(
+        conn, [(t.id, f, now - timedelta(days=t.duplicate_window_days)) for _, t, f in checked]
+    )
+    duplicates = {
+        i: await _duplicates_of(conn, catalog, t, f, o, now) for (i, t, f), o in zip(checked, found, strict=True)
+    }
+    judged = [_judge(catalog, arrivals[i], duplicates.get(i, _Duplicates()), now) for i in first]
+    stored = await store.insert_leads(conn, [j.stored for j in judged])
+    kept = [j for j in judged if j.arrival.lead_id in stored]
+    await add_many(conn, [m for j in kept if j.outcome is not None for m in _outcome_messages(j)])
+    for j in kept:
+        await _route_stored(conn, catalog, j, now)
+    results = [a.lead_id if a.lead_id in stored else None for a in arrivals]
+    for i in later:
+        results[i] = await _receive(conn, catalog, arrivals[i], now)
+    return results
 
 
 # --- moving a lead on -----------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -34,6 +35,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import aio_pika
+import aiormq
 import asyncpg
 from faststream import BaseMiddleware, ContextRepo, FastStream
 from faststream.message import StreamMessage
@@ -453,11 +455,29 @@ class Runtime:
         await self._catalog_cache.refresh()
         # Every queue exists before any subscriber consumes, so a failure can always be parked, and
         # before anything is published, so no event is published before the queue that holds it.
-        await self.broker.connect()
+        await self._connect_broker()
         if s.topology == "own":
             await self.topology.check(s.amqp_url)
         else:
             await self.topology.declare(self.broker)
+
+    async def _connect_broker(self) -> None:
+        """Connect to RabbitMQ, waiting for it while it is down at start (refused, reset, or an
+        attempt timed out) for up to `amqp_startup_wait` seconds: a process started during a broker
+        restart waits for the broker instead of exiting. Once connected, aio-pika's robust
+        connection does the reconnecting."""
+        delay = 0.25
+        deadline = time.monotonic() + self.settings.amqp_startup_wait
+        while True:
+            try:
+                await self.broker.connect()
+                return
+            except (aiormq.exceptions.AMQPConnectionError, ConnectionError, OSError, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("RabbitMQ not reachable at start (%s); trying again in %.2f s", describe(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def every(self, name: str, interval: float, work: Work, *, delay_first: bool = False) -> Loop:
         """Run `work` every `interval` seconds while the service runs (a scheduler, a sweep; see

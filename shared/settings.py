@@ -32,6 +32,10 @@ class Settings(BaseSettings):
     # handshake (wedged) held an attempt forever: a process never finished starting, or never
     # reconnected even after the broker came back.
     amqp_connect_timeout: float = Field(30.0, alias="LEADWIRE_AMQP_CONNECT_TIMEOUT", gt=0)
+    # Seconds a starting process waits for RabbitMQ to accept it (a broker restart under way, a
+    # container started before the broker), trying again with backoff, before it gives up and
+    # exits. Without it a process started during a broker restart exited at once.
+    amqp_startup_wait: float = Field(120.0, alias="LEADWIRE_AMQP_STARTUP_WAIT", ge=0)
 
     # Prefix for every exchange and queue name. Lets several Leadwire installations (or test runs)
     # share one broker without seeing each other's messages.

@@ -26,7 +26,10 @@ trips and statement encoding. A `Batcher` lets those handler calls share the wor
 
 The drains run as tasks of their own, inside `scope` (the runtime's: outbox rows a batch writes
 wake the process's relay after the batch commits, metrics counted then), not in one handler's
-context: a handler may return, or be cancelled at shutdown, while a batch it started goes on.
+context: a handler may return, or be cancelled at shutdown, while a batch it started goes on. An
+item run alone runs in its submitter's context (a copy), so what it writes carries its own
+message's trace; a batch of several runs in the drain's context, so the events a batch writes
+start traces of their own (docs/operations.md, "Traces").
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ class Batcher(Generic[Item, Result]):
         self.limit = limit
         self.concurrency = concurrency
         self._scope = scope
-        self._waiting: deque[tuple[Item, asyncio.Future[Result]]] = deque()
+        # Each item with its future and its submitter's context (the handler's trace, ...).
+        self._waiting: deque[tuple[Item, asyncio.Future[Result], contextvars.Context]] = deque()
         self._draining = 0  # drains started and not finished
         self._starting = False  # a drain started that has not taken its batch yet
         self._tasks: set[asyncio.Task[None]] = set()
@@ -102,7 +106,7 @@ class Batcher(Generic[Item, Result]):
     async def submit(self, item: Item) -> Result:
         """The item's result once its batch (or it alone) has committed; its own error if it failed."""
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._waiting.append((item, future))
+        self._waiting.append((item, future, contextvars.copy_context()))
         self._start_drains()
         return await future
 
@@ -128,13 +132,13 @@ class Batcher(Generic[Item, Result]):
         try:
             # Items whose handler is gone (cancelled at shutdown) are left out: their messages go
             # back to the broker with the channel.
-            batch = [(item, future) for item, future in batch if not future.done()]
+            batch = [(item, future, context) for item, future, context in batch if not future.done()]
             if batch:
                 self.stats.record(len(batch))
                 await self._run(batch)
         except BaseException as exc:
             # Never leave a handler waiting: cancelled with the drain, or told what broke.
-            for _, future in batch:
+            for _, future, _context in batch:
                 if not future.done():
                     if isinstance(exc, Exception):
                         future.set_exception(exc)
@@ -146,12 +150,12 @@ class Batcher(Generic[Item, Result]):
             # What arrived meanwhile is the next batch.
             self._start_drains()
 
-    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result], contextvars.Context]]) -> None:
         if len(batch) > 1:
             self.stats.batches += 1
             try:
                 async with self._scope():
-                    results = await self._run_batch([item for item, _ in batch])
+                    results = await self._run_batch([item for item, _, _context in batch])
                     if len(results) != len(batch):  # a use-case bug: no item can trust its result
                         raise RuntimeError(f"{len(results)} results for a batch of {len(batch)}")
             except asyncio.CancelledError:
@@ -166,18 +170,19 @@ class Batcher(Generic[Item, Result]):
                     exc,
                 )
             else:
-                for (_, future), result in zip(batch, results, strict=True):
+                for (_, future, _context), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
                 return
         else:
             self.stats.alone += 1
-        for item, future in batch:
+        for item, future, context in batch:
             if future.done():
                 continue
             try:
-                async with self._scope():
-                    result = await self._run_one(item)
+                # In its submitter's context: the work an item does alone (its outbox rows, their
+                # trace headers) belongs to its own message's trace, as without batching.
+                result = await asyncio.get_running_loop().create_task(self._one(item), context=context)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the item's handler routes its own failure
@@ -186,6 +191,10 @@ class Batcher(Generic[Item, Result]):
             else:
                 if not future.done():
                     future.set_result(result)
+
+    async def _one(self, item: Item) -> Result:
+        async with self._scope():
+            return await self._run_one(item)
 
     async def close(self) -> None:
         """Wait for the drains under way (a stopping service's in-flight batches)."""

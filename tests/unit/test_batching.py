@@ -60,8 +60,8 @@ async def test_what_arrives_during_a_batch_makes_the_next_batch_up_to_the_limit(
     batcher = Batcher("q", use_case.run_batch, use_case.run_one, limit=3)
     use_case.release.clear()
     first = asyncio.ensure_future(batcher.submit("a"))
-    await asyncio.sleep(0)  # the drain takes "a" alone and waits inside the use case
-    await asyncio.sleep(0)
+    for _ in range(10):  # a few loop turns: the drain takes "a" alone and waits inside the use case
+        await asyncio.sleep(0)
     assert use_case.alone == ["a"]
     rest = [asyncio.ensure_future(batcher.submit(x)) for x in "bcdef"]
     await asyncio.sleep(0)

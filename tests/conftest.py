@@ -28,6 +28,62 @@ from shared.topology import Topology
 REQUIRE = os.environ.get("LEADWIRE_REQUIRE_SERVICES") == "1"
 
 
+PREFLIGHT_SECONDS = 30
+# Connections one test may hold at once (its services' pools, the test's own): below this many free
+# slots the run would fail with "too many clients" somewhere in the middle, so it stops at once.
+PREFLIGHT_FREE_CONNECTIONS = 40
+
+
+async def _services_problem(amqp_url: str, database_url: str) -> str | None:
+    """Why RabbitMQ or PostgreSQL cannot serve the integration tests, or None when both can.
+
+    A port that accepts connections is not enough: a broker whose quorum-queue subsystem is wedged
+    (seen after restarts with hundreds of quorum queues) accepts AMQP and then never answers a
+    declare, so every test would hang to its timeout and the run would take hours to say so.
+    """
+    import aio_pika
+
+    try:
+        server = await asyncio.wait_for(asyncpg.connect(db.with_database(database_url, "postgres")), PREFLIGHT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the reason is the message
+        return f"PostgreSQL at {database_url}: {exc!r}"
+    try:
+        limit = int(await server.fetchval("SHOW max_connections"))
+        reserved = int(await server.fetchval("SHOW superuser_reserved_connections"))
+        used = int(await server.fetchval("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"))
+        if limit - reserved - used < PREFLIGHT_FREE_CONNECTIONS:
+            return (
+                f"PostgreSQL has {limit - reserved - used} free connections (max_connections {limit}, "
+                f"{used} in use); the tests need {PREFLIGHT_FREE_CONNECTIONS}"
+            )
+    finally:
+        await server.close()
+    name = f"leadwire_preflight_{uuid.uuid4().hex[:10]}"
+
+    async def declare_quorum_queue() -> None:
+        connection = await aio_pika.connect(amqp_url, timeout=PREFLIGHT_SECONDS)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(name, durable=True, arguments={"x-queue-type": "quorum"})
+            await channel.queue_delete(name)
+
+    try:
+        await asyncio.wait_for(declare_quorum_queue(), PREFLIGHT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - the reason is the message
+        return f"RabbitMQ at {amqp_url} did not declare and delete a quorum queue within {PREFLIGHT_SECONDS} s: {exc!r}"
+    return None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With LEADWIRE_REQUIRE_SERVICES=1, stop the run at once when a service cannot serve it."""
+    amqp_url, database_url = os.environ.get("AMQP_URL"), os.environ.get("DATABASE_URL")
+    if not REQUIRE or not amqp_url or not database_url:
+        return
+    problem = asyncio.run(_services_problem(amqp_url, database_url))
+    if problem is not None:
+        pytest.exit(f"integration services not usable: {problem}", returncode=3)
+
+
 def _docker_ok() -> bool:
     try:
         import docker

@@ -13,14 +13,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.admin import deadletters, operations, queries, rules, store, usecases
+from services.admin import deadletters, masking, operations, queries, rules, store, usecases
 from services.admin.auth import ApiConfigurer, ApiOperator, ApiOwner, ApiReader, console_of
 from services.admin.console import jsonable
 from services.admin.options import form_values
 from services.admin.rules import Role, Staff
 from shared import orders
-from shared.catalog.loader import dump_catalog
-from shared.catalog.model import Catalog
 from shared.catalog.store import load_latest
 from shared.contracts.base import NUL_MESSAGE, nul_paths
 
@@ -216,9 +214,10 @@ class CatalogDocument(BaseModel):
 @router.get("/catalog", responses=ERRORS)
 async def get_catalog(request: Request, staff: Staff = ApiReader) -> JSONResponse:
     """The current catalog version and its document (as `leadwire catalog export` would print it,
-    but as stored: orders with their applied status). The ETag is the version."""
+    but as stored: orders with their applied status), buyers' credentials masked for every role
+    (docs/admin.md, "Buyers' credentials"). The ETag is the version."""
     version, catalog = await load_latest(console_of(request).pool)
-    body = CatalogDocument(version=version, document=catalog.model_dump(mode="json"))
+    body = CatalogDocument(version=version, document=masking.mask_document(catalog.model_dump(mode="json")))
     return JSONResponse(body.model_dump(mode="json"), headers={"ETag": f'"{version}"'})
 
 
@@ -366,14 +365,15 @@ async def get_version(request: Request, version: int = Path(ge=1, le=2**62), sta
     if row is None:
         raise HTTPException(404, f"There is no catalog version {version}.")
     previous = await queries.previous_version(pool, version)
-    before = dump_catalog(Catalog.model_validate(previous["document"])) if previous else ""
+    before = masking.masked_yaml(previous["document"] if previous else None)
     diff = rules.text_diff(
         before,
-        dump_catalog(Catalog.model_validate(row["document"])),
+        masking.masked_yaml(row["document"]),
         before_name=f"version {previous['version']}" if previous else "(nothing)",
         after_name=f"version {version}",
     )
-    return VersionView(**dict(row), diff=[line for _, line in diff])
+    shown = {**dict(row), "document": masking.mask_document(dict(row["document"]))}
+    return VersionView(**shown, diff=[line for _, line in diff])
 
 
 # --- Returns -------------------------------------------------------------------------------------
@@ -794,6 +794,8 @@ async def _get_entry(request: Request, kind: rules.EntryKind, entry_id: str) -> 
     found = next((e for e in catalog.model_dump(mode="json")[section] if e["id"] == entry_id), None)
     if found is None:
         raise HTTPException(404, f"There is no {noun} {entry_id}.")
+    if kind == "account":
+        found = masking.mask_account(found)  # for every key's role; a PUT of the mask keeps the secret
     body = EntryView(version=version, entry=found).model_dump(mode="json")
     return JSONResponse(body, headers={"ETag": f'"{version}"'})
 

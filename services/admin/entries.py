@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.admin import rules, usecases
+from services.admin import masking, rules, usecases
 from services.admin.auth import Configurer, Reader, console_of
 from services.admin.console import field
 from services.admin.options import parse_version
@@ -44,6 +44,8 @@ async def _entry_page(
     if entry_id is not None and entry_id not in entries:
         raise HTTPException(404, f"There is no {noun} {entry_id}.")
     entry = entries.get(entry_id) if entry_id else None
+    if kind == "account" and entry is not None:
+        entry = masking.mask_account(entry)  # for every role: the page never holds a credential
     path, template = PAGES[kind]
     return console.render(
         request,

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.admin import deadletters, queries, rules, usecases
+from services.admin import deadletters, masking, queries, rules, usecases
 from services.admin.auth import Operator, Reader, console_of
 from services.admin.console import Console, field
 from services.admin.rules import Staff
@@ -158,16 +158,29 @@ async def decide_returns(request: Request, staff: Staff = Operator) -> Response:
 # --- Leads ---------------------------------------------------------------------------------------
 
 
-def masker(catalog: Catalog, account_ids: set[str]) -> Callable[[str | None], str | None]:
-    """Masks a logged request or response again for the screen: delivery masked the account's
-    auth values and sensitive-looking fields when it logged them; this repeats the by-name masking
-    with the accounts' own `mask_fields`, in case the catalog named more since."""
+def masker(catalog: Catalog, account_ids: set[str]) -> tuple[Callable[[str | None], str | None], Any]:
+    """(mask, mask_request) for a lead's logged posts, for the screen. Delivery masked the
+    account's auth values and sensitive-looking fields when it logged them; this masks again for
+    everyone: every secret the accounts hold now (masking.account_secrets: auth, secret headers,
+    the URL's and body template's secret values), the by-name masking with the accounts' own
+    `mask_fields` (the catalog may name more since), and in a request every header value that is
+    not a plain protocol header (covers values an account held before)."""
     extra: tuple[str, ...] = ()
+    values: list[str] = []
     for account_id in sorted(account_ids):
         account = catalog.accounts_by_id.get(account_id)
         if account is not None and isinstance(account.delivery, HttpDelivery):
             extra += account.delivery.mask_fields
-    return lambda text: None if text is None else mask_by_name(text, extra)
+            values += masking.account_secrets(account.model_dump(mode="json"))
+    values = sorted(set(values), key=len, reverse=True)
+
+    def mask(text: str | None) -> str | None:
+        return None if text is None else mask_by_name(masking.mask_values(text, values), extra)
+
+    def mask_request(text: str | None) -> str | None:
+        return None if text is None else masking.mask_logged_request(mask(text) or "")
+
+    return mask, mask_request
 
 
 async def search(console: Console, params: Any) -> tuple[list[Any], dict[str, str], dict[str, str], str | None]:
@@ -216,7 +229,7 @@ async def lead_timeline(console: Console, lead_id: uuid.UUID) -> tuple[Any, list
     ]
     sent = await queries.emails(console.pool, ids) if ids else []
     accounts = {d["delivery_account_id"] for d in history["deliveries"]}
-    return lead, rules.timeline(lead, history, sent, masker(console.catalog, accounts))
+    return lead, rules.timeline(lead, history, sent, *masker(console.catalog, accounts))
 
 
 def _lead_id(text: str) -> uuid.UUID:

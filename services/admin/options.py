@@ -10,11 +10,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import RedirectResponse
 
-from services.admin import queries, rules, usecases
+from services.admin import masking, queries, rules, usecases
 from services.admin.auth import Configurer, Reader, console_of
 from services.admin.console import Console, field
 from services.admin.rules import Staff
-from shared.catalog.loader import dump_catalog
 from shared.catalog.model import Catalog
 from shared.catalog.store import load_latest
 
@@ -55,9 +54,12 @@ async def _options_page(
     diff: list[tuple[str, str]] = []
     if conflict_from is not None:
         base = await queries.catalog_version(console.pool, conflict_from)
-        before = dump_catalog(Catalog.model_validate(base["document"])) if base else ""
+        before = masking.masked_yaml(base["document"] if base else None)
         diff = rules.text_diff(
-            before, dump_catalog(catalog), before_name=f"version {conflict_from}", after_name=f"version {version}"
+            before,
+            masking.masked_yaml(catalog),
+            before_name=f"version {conflict_from}",
+            after_name=f"version {version}",
         )
     return console.render(
         request,
@@ -129,8 +131,8 @@ async def version_page(request: Request, version: int, staff: Staff = Reader) ->
     console = console_of(request)
     row = await _version(console, version)
     previous = await queries.previous_version(console.pool, version)
-    text = dump_catalog(Catalog.model_validate(row["document"]))
-    before = dump_catalog(Catalog.model_validate(previous["document"])) if previous else ""
+    text = masking.masked_yaml(row["document"])
+    before = masking.masked_yaml(previous["document"] if previous else None)
     diff = rules.text_diff(
         before,
         text,
@@ -144,7 +146,7 @@ async def version_page(request: Request, version: int, staff: Staff = Reader) ->
 async def version_yaml(request: Request, version: int, staff: Staff = Reader) -> Response:
     row = await _version(console_of(request), version)
     return Response(
-        dump_catalog(Catalog.model_validate(row["document"])),
+        masking.masked_yaml(row["document"]),
         media_type="application/yaml; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="catalog-v{version}.yaml"'},
     )
@@ -157,7 +159,7 @@ async def version_yaml(request: Request, version: int, staff: Staff = Reader) ->
 async def edit_page(request: Request, staff: Staff = Reader) -> Response:
     console = console_of(request)
     version, catalog = await load_latest(console.pool)
-    return console.render(request, "catalog_edit.html", version=version, text=dump_catalog(catalog), errors={})
+    return console.render(request, "catalog_edit.html", version=version, text=masking.masked_yaml(catalog), errors={})
 
 
 @router.post("/catalog/edit")

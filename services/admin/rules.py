@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
+from services.admin.masking import mask_account
 from services.router.rules import normalise_field
 from shared.catalog.model import FieldType
 
@@ -544,10 +545,11 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str)
 
 
-def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any) -> list[Step]:
-    """received → duplicate check → plan → deliveries and their post attempts (request and
-    response masked by `mask`) → outcome → returns → emails, in time order (steps without a time
-    of their own keep their place)."""
+def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any, mask_request: Any = None) -> list[Step]:
+    """received → duplicate check → plan → deliveries and their post attempts (the lead's fields
+    and the response masked by `mask`, the request by `mask_request`, default `mask`) → outcome
+    → returns → emails, in time order (steps without a time of their own keep their place)."""
+    mask_request = mask_request or mask
     steps = [
         Step(
             lead["received_at"],
@@ -624,7 +626,8 @@ def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any) -
                     "attempt",
                     f"Post attempt {attempt['attempt']}: {attempt['outcome']} ({status}, {attempt['duration_ms']} ms)",
                     attempt["error"] or "",
-                    f"request:\n{mask(attempt['request']) or ''}\n\nresponse:\n{mask(attempt['response']) or ''}",
+                    f"request:\n{mask_request(attempt['request']) or ''}"
+                    f"\n\nresponse:\n{mask(attempt['response']) or ''}",
                 )
             )
         if delivery["completed_at"] is not None or delivery["status"] == "failed":
@@ -1223,13 +1226,15 @@ SECRET_PATHS = re.compile(r"(^|\.)(auth\.(password|token)|headers\.[^.]+)$")
 
 
 def entry_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, list[Any]]:
-    """What an entry edit changed, as path -> [before, after]; secret values (auth, headers)
-    masked, so the audit never holds a buyer's credentials."""
+    """What an entry edit changed, as path -> [before, after]; secret values (auth, every header,
+    the secret parts of the URL and body template) masked, so the audit never holds a buyer's
+    credentials — a changed secret shows as a change from the mask to the mask."""
     old, new = flat(before or {}), flat(after)
+    shown_old, shown_new = flat(mask_account(before or {})), flat(mask_account(after))
     changes: dict[str, list[Any]] = {}
     for path in sorted(set(old) | set(new)):
         if old.get(path) != new.get(path):
-            pair = [old.get(path), new.get(path)]
+            pair = [shown_old.get(path), shown_new.get(path)]
             if SECRET_PATHS.search(path):
                 pair = [SECRET_MASK if v is not None else None for v in pair]
             changes[path] = pair

@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 import yaml
 
-from services.admin import deadletters, queries, rules, store
+from services.admin import deadletters, masking, queries, rules, store
 from services.admin.config import AdminConfig
 from services.admin.rules import Role, Staff
 from services.delivery import store as delivery_store
@@ -396,6 +396,15 @@ async def save_catalog_text(deps: Deps, who: Staff, base_version: int, text: str
     current, old = await load_latest(deps.pool)
     if current != base_version:
         raise Conflict(base_version, current)
+    # The editor shows the catalog with its secrets masked: a mask sent back keeps the stored
+    # value (the same account, the same place), and a mask with nothing to keep is refused.
+    document = catalog.model_dump(mode="json")
+    if problems := masking.restore_document(document, old.model_dump(mode="json")):
+        raise Refused({"yaml": "\n".join(problems)})
+    try:
+        catalog = parse_catalog(yaml.safe_dump(document, sort_keys=False, allow_unicode=True))
+    except CatalogInvalid as exc:  # stored values are valid; kept for safety
+        raise Refused({"yaml": "\n".join(str(e) for e in exc.errors)}) from exc
     return await _apply(deps, who, base_version, catalog, "catalog.apply", changes=rules.option_changes(old, catalog))
 
 
@@ -667,6 +676,9 @@ async def save_entry(
         raise Refused({"form": f"There is no {noun} {entry_id}."}, 404)
     before = items[index] if index is not None else None
     entry, errors, origin = build(before)
+    if kind == "account":
+        # The page and the API show secrets masked; the mask sent back keeps the stored value.
+        errors = {**masking.restore_account(entry, before), **errors}
     if index is None:
         index = len(items)
         items.append(entry)

@@ -17,6 +17,8 @@ from tests.support import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.browser, pytest.mark.asyncio(loop_scope="session")]
 
 SECRET = "s3cr3t-bearer-token-value"
+URL_SECRET = "url-api-key-value-77"
+HEADER_SECRET = "partner-header-value-88"
 
 
 def catalog(buyer: FakeBuyer) -> str:
@@ -45,7 +47,10 @@ def catalog(buyer: FakeBuyer) -> str:
                     "price": "12.50",
                     "delivery": {
                         "method": "http",
-                        "url": buyer.url("/acme"),
+                        "url": buyer.url("/acme") + f"?campaign=5&api_key={URL_SECRET}",
+                        # A header whose name the delivery log does not take for a secret: the
+                        # console masks it anyway (services/admin/masking.py).
+                        "headers": {"X-Partner": HEADER_SECRET},
                         "auth": {"type": "bearer", "token": SECRET},
                         "timeout_seconds": 5,
                         "retry": {"count": 1, "delay_seconds": 1},
@@ -131,10 +136,12 @@ async def test_search_and_timeline(page, web_settings):
             assert "Post attempt 1: accepted (HTTP 200" in text and "Outcome: sold" in text
             html = await page.content()
             assert SECRET not in html and "hunter2" not in html
+            assert URL_SECRET not in html and HEADER_SECRET not in html
+            assert "X-Partner: ********" in html and "campaign=5" in html
             async with site.client(await site.key("vera@staff.test")) as api:
                 view = (await api.get(f"{site.api}/leads/{sold}")).json()
                 assert [s["kind"] for s in view["timeline"]] == kinds
-                assert SECRET not in str(view)
+                assert SECRET not in str(view) and URL_SECRET not in str(view) and HEADER_SECRET not in str(view)
                 listed = (await api.get(f"{site.api}/leads", params={"status": "duplicate"})).json()
                 assert [lead["idempotency_key"] for lead in listed["leads"]] == ["web-2"]
                 assert (await api.get(f"{site.api}/leads", params={"from": "yesterday"})).status_code == 400

@@ -26,6 +26,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -109,6 +110,34 @@ class BodySizeLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class ResponseHeaders:
+    """Adds headers to every HTTP response: `headers(scope)` gives (defaults, overrides) for the
+    request — defaults kept where the route set its own, overrides always. Plain ASGI: Starlette's
+    `@app.middleware("http")` runs each request through a task and a memory stream of its own, a
+    cost every page paid twice."""
+
+    def __init__(self, app: ASGIApp, headers: Callable[[Scope], tuple[Mapping[str, str], Mapping[str, str]]]) -> None:
+        self.app = app
+        self.headers = headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        defaults, overrides = self.headers(scope)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in defaults.items():
+                    headers.setdefault(name, value)
+                for name, value in overrides.items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class RequestMetrics:
@@ -352,12 +381,7 @@ def create_web_app(
     if render_error is not None:
         install_error_pages(app, render_error)
 
-    @app.middleware("http")
-    async def add_security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        for name, value in headers.items():
-            response.headers.setdefault(name, value)
-        return response
+    app.add_middleware(ResponseHeaders, headers=lambda scope: (headers, {}))
 
     # Outermost: times every answer, the body limit's 413s and the error pages included.
     app.add_middleware(RequestMetrics)

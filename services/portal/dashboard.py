@@ -27,9 +27,7 @@ async def dashboard(request: Request, session: SignedIn) -> Response:
     last_month = rules.add_months(this_month, -1)
     next_month = rules.add_months(this_month, 1)
     async with portal.pool.acquire() as conn:
-        received = await queries.leads_per_day(
-            conn, viewer, rules.day_start(last_month, zone), rules.day_start(next_month, zone), zone
-        )
+        received = await queries.leads_per_day(conn, viewer, last_month, (next_month - last_month).days, zone)
         made = await queries.appointments_per_day(
             conn, viewer, rules.day_start(this_month, zone), rules.day_start(next_month, zone), zone
         )

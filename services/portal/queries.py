@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -29,6 +29,8 @@ from services.portal.rules import (
     ReturnsFilter,
     Sort,
     Viewer,
+    day_start,
+    on_count_grid,
 )
 from shared.contracts import OrderFiguresView
 from shared.orders import order_figures
@@ -410,20 +412,31 @@ async def appointment_list(
 # --- Dashboard ------------------------------------------------------------------------------------
 
 
-async def leads_per_day(
-    conn: asyncpg.Connection, viewer: Viewer, start: datetime, end: datetime, zone: str
-) -> dict[date, int]:
-    """Leads received (succeeded deliveries, by completion) per local day in [start, end)."""
+async def leads_per_day(conn: asyncpg.Connection, viewer: Viewer, first: date, days: int, zone: str) -> dict[date, int]:
+    """Leads received (succeeded deliveries, by completion) per local day of the `days` days from
+    `first`: each day is [its local midnight, the next local midnight) in `zone`.
+
+    A viewer who sees all of the client's leads reads the counts kept ahead by migration 0630
+    (15-minute buckets: a few thousand rows instead of every delivery of the two months). A
+    viewer scoped to assigned leads — or a zone whose midnights are off the 15-minute grid —
+    counts the leads themselves."""
+    bounds = [day_start(first + timedelta(days=i), zone) for i in range(days + 1)]
     p = Params()
-    client, since, until, tz = p(viewer.client_id), p(start), p(end), p(zone)
-    rows = await conn.fetch(
-        f"SELECT (d.completed_at AT TIME ZONE {tz})::date AS day, count(*) AS n FROM deliveries d"
-        f" WHERE d.client_id = {client} AND d.status = 'succeeded'"
-        f" AND d.completed_at >= {since} AND d.completed_at < {until} AND {_visible(viewer, p)}"
-        " GROUP BY 1",
-        *p.values,
-    )
-    return {r["day"]: r["n"] for r in rows}
+    client, edges = p(viewer.client_id), p(bounds)
+    since, until = p(bounds[0]), p(bounds[-1])
+    if viewer.user_ids is None and all(on_count_grid(b) for b in bounds):
+        source = (
+            f"SELECT width_bucket(c.bucket, {edges}::timestamptz[]) AS i, sum(c.n)::bigint AS n"
+            f" FROM portal_lead_counts c WHERE c.client_id = {client} AND c.bucket >= {since} AND c.bucket < {until}"
+        )
+    else:
+        source = (
+            f"SELECT width_bucket(pl.completed_at, {edges}::timestamptz[]) AS i, count(*) AS n"
+            f" FROM portal_leads pl WHERE pl.client_id = {client}"
+            f" AND pl.completed_at >= {since} AND pl.completed_at < {until} AND {_visible(viewer, p, 'pl')}"
+        )
+    rows = await conn.fetch(f"{source} GROUP BY 1", *p.values)
+    return {first + timedelta(days=r["i"] - 1): r["n"] for r in rows if r["n"]}
 
 
 def _appointment_visible(viewer: Viewer, p: Params) -> str:

@@ -354,6 +354,16 @@ def day_start(day: date, zone: str) -> datetime:
     return datetime.combine(day, time(0), tzinfo=ZoneInfo(zone)).astimezone(UTC)
 
 
+# portal_lead_counts' buckets (migration 0630): 15 minutes of UTC, aligned to the epoch.
+COUNT_BUCKET_SECONDS = 15 * 60
+
+
+def on_count_grid(instant: datetime) -> bool:
+    """Whether a day boundary falls on a bucket boundary (true for every zone's offset in use
+    today), so the buckets sum to that day's count exactly."""
+    return int(instant.timestamp()) % COUNT_BUCKET_SECONDS == 0 and instant.microsecond == 0
+
+
 def month_start(day: date) -> date:
     return day.replace(day=1)
 

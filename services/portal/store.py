@@ -173,3 +173,9 @@ async def delete_file(conn: asyncpg.Connection, client_id: str, lead_id: uuid.UU
             lead_id,
         )
     )
+
+
+async def merge_lead_counts(pool: asyncpg.Pool) -> int:
+    """Merge the dashboard's per-transaction lead counts (migration 0630) into one row per client
+    and bucket; returns how many rows went. Safe to run in several processes at once."""
+    return int(await pool.fetchval("SELECT portal_lead_counts_merge()"))

@@ -21,11 +21,13 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -272,6 +274,15 @@ def set_session_cookie(
 
 def clear_cookie(response: Response, name: str, *, path: str, secure: bool) -> None:
     response.delete_cookie(name, path=path, httponly=True, samesite="lax", secure=secure)
+
+
+# --- Static files ----------------------------------------------------------------------------------
+
+
+def static_files(directory: Path) -> StaticFiles:
+    """A tier's static files: its own `directory` first, then what the tiers share (`shared/static`:
+    the one vendored copy of htmx), all under the tier's own static path."""
+    return StaticFiles(directory=directory, packages=[("shared", "static")])
 
 
 # --- Error pages ---------------------------------------------------------------------------------

@@ -2,63 +2,37 @@
 `require(permission)` (pages) or `api_require(permission)` (the JSON API). web.py refuses to
 start when a route has neither, so no route can be added without saying who may use it.
 
-- Pages: cookie `lw_staff_session` = a staff session token (HttpOnly, SameSite=Lax, Path = the
-  console's base path, Secure over TLS), checked against the database on every request. Every
-  POST must come from our own pages (Sec-Fetch-Site / Origin) and carry the CSRF token
-  HMAC(ADMIN_CSRF_SECRET, session id); the sign-in form carries HMAC(secret, nonce) with the
-  nonce in cookie `lw_staff_presession`.
+- Pages: cookie `lw_staff_session` = a staff session token, checked against the database on
+  every request; every POST must come from our own pages and carry the CSRF token
+  HMAC(ADMIN_CSRF_SECRET, "staff:" + session id); the sign-in form carries HMAC(secret, nonce)
+  with the nonce in cookie `lw_staff_presession`. The cookie and form plumbing is the portal's
+  too: shared/web_session.py (`Console.web`); what is the console's own is here.
 - API: `Authorization: Bearer lw_staff_<id>_<secret>`; no cookies, so no CSRF to forge.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
-from fastapi.responses import RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.datastructures import FormData
 
 from services.admin import usecases
-from services.admin.console import Console, field
+from services.admin.console import PRESESSION_COOKIE, SESSION_COOKIE, Console
 from services.admin.rules import Permission, Staff
 from shared.contracts.base import NUL
-from shared.web import (
-    clear_cookie,
-    cross_site,
-    csrf_token,
-    csrf_valid,
-    served_over_tls,
-    set_session_cookie,
-    url_origin,
-)
+from shared.web_session import SignInRequired
 
-SESSION_COOKIE = "lw_staff_session"
-PRESESSION_COOKIE = "lw_staff_presession"
+__all__ = ["PRESESSION_COOKIE", "SESSION_COOKIE", "SignInRequired"]
+
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-class SignInRequired(Exception):
-    def __init__(self, reason: str | None, next_path: str | None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.next_path = next_path
 
 
 def console_of(request: Request) -> Console:
     console: Console = request.app.state.console
     return console
-
-
-def secure_cookies(request: Request, console: Console) -> bool:
-    return served_over_tls(request, console.config.base_url)
-
-
-def refuse_cross_site(request: Request, console: Console) -> None:
-    if cross_site(request, [url_origin(console.config.base_url)]):
-        raise HTTPException(403, "This form was sent from another site, so it was refused.")
 
 
 def refuse_nul(form: FormData) -> None:
@@ -68,17 +42,20 @@ def refuse_nul(form: FormData) -> None:
             raise HTTPException(400, "This form contains a NUL character (\\u0000), which cannot be saved.")
 
 
+def csrf_binding(staff: Staff) -> str:
+    return f"staff:{staff.session_id}"
+
+
 async def session_staff(request: Request) -> Staff:
     console = console_of(request)
-    token = request.cookies.get(SESSION_COOKIE)
-    next_path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if not token or len(token) > 512:
-        raise SignInRequired(None, next_path if request.method == "GET" else None)
+    token = console.web.session_token(request)
+    if token is None:
+        raise SignInRequired.of(request, None)
     staff = await usecases.verify_session(console.deps, token)
     if staff is None:
-        raise SignInRequired("expired", next_path if request.method == "GET" else None)
+        raise SignInRequired.of(request, "expired")
     request.state.staff = staff
-    request.state.csrf = csrf_token(console.config.csrf_secret, f"staff:{staff.session_id}")
+    request.state.csrf = console.web.form_token(csrf_binding(staff))
     return staff
 
 
@@ -89,11 +66,9 @@ def require(permission: Permission) -> Callable[[Request], Awaitable[Staff]]:
     async def dependency(request: Request) -> Staff:
         staff = await session_staff(request)
         if request.method not in SAFE_METHODS:
-            console = console_of(request)
-            refuse_cross_site(request, console)
-            form = await request.form()
+            form, csrf_ok = await console_of(request).web.session_form(request, csrf_binding(staff))
             refuse_nul(form)
-            if not csrf_valid(console.config.csrf_secret, f"staff:{staff.session_id}", field(form, "csrf")):
+            if not csrf_ok:
                 raise HTTPException(403, "This form has expired or did not come from this console. Reload the page.")
         if not staff.may(permission):
             raise HTTPException(403, f"Your role ({staff.role}) may not do this.")
@@ -130,60 +105,30 @@ def api_require(permission: Permission) -> Callable[..., Awaitable[Staff]]:
 
 
 async def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
-    console = console_of(request)
-    params = {k: v for k, v in (("reason", exc.reason), ("next", exc.next_path)) if v}
-    target = console.url("/login", params)
-    response: Response
-    if request.headers.get("hx-request") == "true":
-        response = Response(status_code=200, headers={"HX-Redirect": target})
-    else:
-        response = RedirectResponse(target, status_code=303)
-    if request.cookies.get(SESSION_COOKIE):
-        clear_cookie(response, SESSION_COOKIE, path=console.cookie_path, secure=secure_cookies(request, console))
-    return response
+    return console_of(request).web.sign_in_redirect(request, exc)
 
 
 def start_session(request: Request, response: Response, token: str) -> None:
     console = console_of(request)
-    set_session_cookie(
-        response,
-        SESSION_COOKIE,
-        token,
-        path=console.cookie_path,
-        max_age=int(console.config.session_hours * 3600),
-        secure=secure_cookies(request, console),
-    )
+    console.web.start(request, response, token, max_age=int(console.config.session_hours * 3600))
 
 
 def end_session(request: Request, response: Response) -> None:
-    console = console_of(request)
-    clear_cookie(response, SESSION_COOKIE, path=console.cookie_path, secure=secure_cookies(request, console))
+    console_of(request).web.end(request, response)
 
 
 def presession_csrf(request: Request, new_cookies: dict[str, Any]) -> str:
-    console = console_of(request)
-    nonce = request.cookies.get(PRESESSION_COOKIE)
-    if not nonce or len(nonce) > 100:
-        nonce = secrets.token_urlsafe(24)
-        new_cookies[PRESESSION_COOKIE] = nonce
-    return csrf_token(console.config.csrf_secret, f"pre:{nonce}")
+    return console_of(request).web.presession_csrf(request, new_cookies)
 
 
 def keep_presession(request: Request, response: Response, new_cookies: dict[str, Any]) -> None:
-    console = console_of(request)
-    for name, value in new_cookies.items():
-        set_session_cookie(
-            response, name, value, path=console.cookie_path, max_age=None, secure=secure_cookies(request, console)
-        )
+    console_of(request).web.keep_presession(request, response, new_cookies)
 
 
 async def presession_form(request: Request) -> tuple[FormData, bool]:
-    console = console_of(request)
-    refuse_cross_site(request, console)
-    form = await request.form()
+    form, csrf_ok = await console_of(request).web.presession_form(request)
     refuse_nul(form)
-    nonce = request.cookies.get(PRESESSION_COOKIE, "")
-    return form, csrf_valid(console.config.csrf_secret, f"pre:{nonce}", field(form, "csrf"))
+    return form, csrf_ok
 
 
 def public(handler: Callable[..., Any]) -> Callable[..., Any]:

@@ -24,6 +24,10 @@ from shared.catalog.model import Catalog
 from shared.rpc import RequestReply
 from shared.service import Runtime
 from shared.settings import Settings
+from shared.web_session import WebSessions, form_text
+
+SESSION_COOKIE = "lw_staff_session"
+PRESESSION_COOKIE = "lw_staff_presession"
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,19 @@ class Console:
     @property
     def cookie_path(self) -> str:
         return self.base_path or "/"
+
+    @property
+    def web(self) -> WebSessions:
+        """The console's cookies and form checks (shared/web_session.py), from its settings now
+        (tests serve it on a port known only once it is up, then set `config.base_url`)."""
+        return WebSessions(
+            session_cookie=SESSION_COOKIE,
+            presession_cookie=PRESESSION_COOKIE,
+            csrf_secret=self.config.csrf_secret,
+            public_url=self.config.base_url,
+            cookie_path=self.cookie_path,
+            login_path=f"{self.base_path}/login",
+        )
 
     @property
     def settings(self) -> Settings:
@@ -165,10 +182,7 @@ def error_page(console: Console) -> Callable[[Request, int, str], Response]:
     return render
 
 
-def field(form: Mapping[str, Any], name: str) -> str:
-    """A form value as text; a file or a missing field is empty."""
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
+field = form_text  # a form value as text; a file or a missing field is empty
 
 
 def jsonable(value: Any) -> Any:

@@ -19,7 +19,6 @@ from urllib.parse import unquote_plus
 
 from fastapi import FastAPI, Request, Response
 from fastapi.routing import APIRoute
-from fastapi.staticfiles import StaticFiles
 
 from services.admin import access, api, entries, operations, options, usecases
 from services.admin.auth import SignInRequired, sign_in_redirect
@@ -27,7 +26,7 @@ from services.admin.config import AdminConfig
 from services.admin.console import Console, api_error, error_page
 from shared.service import Runtime
 from shared.settings import Settings
-from shared.web import create_web_app
+from shared.web import create_web_app, static_files
 
 HERE = Path(__file__).parent
 PAGES = (access, options, operations, entries)
@@ -78,7 +77,7 @@ def create_app(
 
     app.add_exception_handler(SignInRequired, sign_in_redirect)  # type: ignore[arg-type]
     app.add_exception_handler(usecases.Refused, refused_answer)  # type: ignore[arg-type]
-    app.mount(console.static_path, StaticFiles(directory=HERE / "static"), name="static")
+    app.mount(console.static_path, static_files(HERE / "static"), name="static")
     for module in PAGES:
         app.include_router(module.router, prefix=base)
     app.include_router(api.router, prefix=f"{base}/api/v1")

@@ -25,6 +25,10 @@ from services.portal_auth.client import PortalAuthClient
 from shared.catalog.model import Catalog, Client, LeadType
 from shared.service import Runtime
 from shared.settings import Settings
+from shared.web_session import WebSessions, form_text
+
+SESSION_COOKIE = "lw_session"
+PRESESSION_COOKIE = "lw_presession"
 
 # Exports run on their own database connection; this many at once per process, so a burst of
 # them cannot starve the pages (or the machine's other services) of connections and CPU.
@@ -102,6 +106,18 @@ class Portal:
         return self.base_path or "/"
 
     @property
+    def web(self) -> WebSessions:
+        """The portal's cookies and form checks (shared/web_session.py)."""
+        return WebSessions(
+            session_cookie=SESSION_COOKIE,
+            presession_cookie=PRESESSION_COOKIE,
+            csrf_secret=self.settings.portal_csrf_secret,
+            public_url=self.settings.portal_base_url,
+            cookie_path=self.cookie_path,
+            login_path=f"{self.base_path}/login",
+        )
+
+    @property
     def pool(self) -> asyncpg.Pool:
         assert self.runtime.pool is not None, "the portal is not started"
         return self.runtime.pool
@@ -168,10 +184,7 @@ def error_page(portal: Portal) -> Callable[[Request, int, str], Response]:
     return render
 
 
-def field(form: Mapping[str, Any], name: str) -> str:
-    """A form value as text; a file or a missing field is empty."""
-    value = form.get(name)
-    return value if isinstance(value, str) else ""
+field = form_text  # a form value as text; a file or a missing field is empty
 
 
 def local_time(portal: Portal, client_id: str) -> Callable[[datetime | None], str]:

@@ -17,7 +17,6 @@ from pathlib import Path
 from types import ModuleType
 
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from services.portal import (
@@ -40,7 +39,7 @@ from services.portal.pages import Portal, error_page
 from services.portal_auth.client import PortalAuthClient
 from shared.service import Runtime
 from shared.settings import Settings
-from shared.web import ResponseHeaders, create_web_app
+from shared.web import ResponseHeaders, create_web_app, static_files
 
 HERE = Path(__file__).parent
 # The route modules, each an APIRouter mounted under the base path (and an optional
@@ -104,7 +103,7 @@ def create_app(
 
     app.add_middleware(ResponseHeaders, headers=page_headers)
     app.add_exception_handler(SignInRequired, sign_in_redirect)  # type: ignore[arg-type]
-    app.mount(portal.static_path, StaticFiles(directory=HERE / "static"), name="static")
+    app.mount(portal.static_path, static_files(HERE / "static"), name="static")
     for module in PAGES:
         app.include_router(module.router, prefix=portal.base_path)
         # A page module may hook into the shared templates (e.g. the lead page's Return button).

@@ -24,6 +24,7 @@ import aiormq
 
 from shared import broker_users, db, topology
 from shared.catalog.loader import CatalogInvalid, dump_catalog, parse_catalog
+from shared.catalog.model import CONSOLE_MASK, console_masks
 from shared.catalog.store import apply_catalog, export_catalog
 from shared.settings import Settings
 
@@ -45,6 +46,15 @@ async def _apply(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     except OSError as exc:
         print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if masked := console_masks(catalog):
+        print(f"catalog refused: {len(masked)} error(s); nothing was changed", file=sys.stderr)
+        for where in masked:
+            print(
+                f"  {where}: holds the admin console's mask {CONSOLE_MASK!r}, not a credential"
+                " (a console download? use `leadwire catalog export`, or put the secret itself)",
+                file=sys.stderr,
+            )
         return 1
     if args.dry_run:
         print(f"{path}: valid ({len(catalog.clients)} clients, {len(catalog.delivery_accounts)} delivery accounts)")

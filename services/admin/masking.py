@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 
 from services.delivery.posting import IDEMPOTENCY_HEADER, MIN_SECRET_LENGTH, is_sensitive
-from shared.catalog.model import Catalog
+from shared.catalog.model import CONSOLE_MASK, Catalog
 
-MASK = "********"
+MASK = CONSOLE_MASK  # `leadwire catalog apply` refuses it (shared/catalog/model.py)
 
 # Headers that never carry a credential; every other header value is treated as secret.
 PLAIN_HEADERS = frozenset(

@@ -625,7 +625,7 @@ def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any, m
                     attempt["started_at"],
                     "attempt",
                     f"Post attempt {attempt['attempt']}: {attempt['outcome']} ({status}, {attempt['duration_ms']} ms)",
-                    attempt["error"] or "",
+                    mask(attempt["error"]) or "",  # an error may quote the URL
                     f"request:\n{mask_request(attempt['request']) or ''}"
                     f"\n\nresponse:\n{mask(attempt['response']) or ''}",
                 )
@@ -637,7 +637,7 @@ def timeline(lead: Any, history: dict[str, Any], emails: list[Any], mask: Any, m
                     "delivery_done",
                     f"Delivery {delivery['status']}"
                     f" ({delivery['delivery_account_id']}, {delivery['attempts']} attempt(s))",
-                    delivery["reason"] or "",
+                    mask(delivery["reason"]) or "",
                 )
             )
     for c in history["confirmations"]:

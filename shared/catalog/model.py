@@ -377,6 +377,33 @@ class DeliveryAccount(Strict):
     delivery: Annotated[HttpDelivery | EmailDelivery, Field(discriminator="method")]
 
 
+# The admin console shows an account's credentials as this mask (services/admin/masking.py) and
+# puts the stored value back when the mask comes back to it; anywhere else the mask is not a
+# credential, so `leadwire catalog apply` refuses a file holding it (a console download applied
+# from the shell).
+CONSOLE_MASK = "********"
+
+
+def console_masks(catalog: Catalog) -> list[str]:
+    """Where a catalog's delivery credentials hold the console's mask: `delivery_accounts[i]
+    (id).delivery.<field>`; empty when none do."""
+    found: list[str] = []
+    for i, account in enumerate(catalog.delivery_accounts):
+        delivery = account.delivery
+        if not isinstance(delivery, HttpDelivery):
+            continue
+        texts = {"url": delivery.url, "body_template": delivery.body_template or ""}
+        texts |= {f"headers.{k}": v for k, v in delivery.headers.items()}
+        if delivery.auth is not None:
+            texts |= {"auth.password": delivery.auth.password or "", "auth.token": delivery.auth.token or ""}
+        found += [
+            f"delivery_accounts[{i}] ({account.id}).delivery.{name}"
+            for name, text in texts.items()
+            if CONSOLE_MASK in text
+        ]
+    return found
+
+
 # --- Orders --------------------------------------------------------------------------------------
 
 

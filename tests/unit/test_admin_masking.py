@@ -120,3 +120,23 @@ def test_logged_text_loses_every_value_the_account_holds() -> None:
     for secret in (*SECRETS, basic, "an-old-key"):
         assert secret not in shown
     assert "Idempotency-Key: d1" in shown and "Content-Type: application/json" in shown and '"name": "Ann"' in shown
+
+
+def test_the_shell_refuses_a_console_download_holding_masks(tmp_path, capsys) -> None:
+    from shared.cli import main
+
+    catalog = {
+        "lead_types": [{"id": "auto", "name": "Auto", "fields": [{"name": "first_name"}]}],
+        "clients": [{"id": "bolt", "name": "Bolt"}],
+        "delivery_accounts": [ACCOUNT],
+    }
+    document = Catalog.model_validate(catalog).model_dump(mode="json")
+    downloaded = tmp_path / "catalog-v2.yaml"
+    downloaded.write_text(masking.masked_yaml(document))
+    assert main(["catalog", "check", str(downloaded)]) == 1
+    refused = capsys.readouterr().err
+    for where in ("delivery.url", "delivery.headers.X-Partner", "delivery.body_template", "delivery.auth.password"):
+        assert f"delivery_accounts[0] (bolt-auto).{where}: holds the admin console's mask" in refused
+    exported = tmp_path / "catalog.yaml"
+    exported.write_text(yaml.safe_dump(document))
+    assert main(["catalog", "check", str(exported)]) == 0

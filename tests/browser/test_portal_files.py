@@ -7,8 +7,10 @@ is a 404."""
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import tracemalloc
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,9 +24,18 @@ MIB = 1024 * 1024
 
 
 async def attach(page, name: str, data: bytes, mime: str = "application/octet-stream") -> None:
-    await page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
-    await page.click("#upload-form button[type=submit]")
-    await page.wait_for_load_state()
+    with tempfile.TemporaryDirectory() as folder:
+        if len(data) > MIB:
+            # A large buffer crosses Playwright's pipe base64-encoded, twice: 10 MiB took longer
+            # than the 10 s action timeout on a loaded machine. A file on disk goes by its path
+            # (and the browser reads it when the form is sent, so it must outlive the click).
+            path = Path(folder) / name
+            path.write_bytes(data)
+            await page.set_input_files("#file", files=[str(path)])
+        else:
+            await page.set_input_files("#file", files=[{"name": name, "mimeType": mime, "buffer": data}])
+        await page.click("#upload-form button[type=submit]")
+        await page.wait_for_load_state()
 
 
 async def listed(page) -> list[str]:

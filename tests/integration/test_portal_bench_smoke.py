@@ -13,6 +13,9 @@ from bench import portal as portal_bench
 pytestmark = pytest.mark.integration
 
 
+# Whole runs of the benchmark or fault harness (services, load, drain): they assert no time, and
+# on a loaded machine they took past the suite's default 120 s (seen: 120 s and 86 s).
+@pytest.mark.timeout(600)
 async def test_small_portal_bench_times_every_page_and_exports_exactly_the_clients_leads(
     amqp_url, database_server_url, monkeypatch
 ):

@@ -10,7 +10,7 @@ What it does, in its own database (created and dropped):
    delivery leave them: `--client-leads` succeeded deliveries to acme over the last 60 days, the
    rest to bolt (so acme's pages must find its own among all of them);
 3. portal_auth in this process and the portal served by uvicorn on 127.0.0.1, one acme user signed
-   in through the login form;
+   in through the login form; acme's sort keys set and the tables vacuumed and analysed;
 4. each page requested `--requests` times after a warm-up, one at a time; the figure is the time
    from sending the request to the last byte, on loopback — server time plus a fraction of a
    millisecond;

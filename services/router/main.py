@@ -21,6 +21,7 @@ def build(settings: Settings | None = None) -> Runtime:
         runtime,
         after_commit=lambda: runtime.crash_point("router.after_commit"),
         mid_batch=lambda: runtime.crash_point("router.mid_batch"),
+        mid_results=lambda: runtime.crash_point("router.mid_results"),
     )
 
     async def receive_batch(items: Sequence[tuple[InboundLead, usecases.LeadContext]]) -> list[uuid.UUID | None]:
@@ -42,12 +43,21 @@ def build(settings: Settings | None = None) -> Runtime:
         )
         await leads.submit((lead, ctx))
 
+    async def record_batch(items: Sequence[tuple[DeliverySucceeded | DeliveryFailed, str]]) -> list[None]:
+        return await usecases.record_delivery_results(deps, items)
+
+    async def record_one(item: tuple[DeliverySucceeded | DeliveryFailed, str]) -> None:
+        await usecases.record_delivery_result(deps, *item)
+
+    # Results waiting together are recorded together; a lone result alone.
+    results = runtime.batcher("router.delivery-results", record_batch, record_one)
+
     @runtime.subscriber("router.delivery-results", title="router: delivery results")
     async def on_delivery_result(result: DeliverySucceeded | DeliveryFailed) -> None:
         message_id = incoming().message_id
         if not message_id:
             raise ValueError("a delivery result without a message_id cannot be told from its repeats")
-        await usecases.record_delivery_result(deps, result, message_id)
+        await results.submit((result, message_id))
 
     @runtime.subscriber("router.reroutes", title="router: re-route an unsold lead")
     async def on_reroute(command: LeadReroute) -> None:

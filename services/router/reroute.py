@@ -95,6 +95,8 @@ async def reroute_lead(deps: usecases.Deps, command: LeadReroute, message_id: st
             excluded_clients=sorted(holders),
         )
         deliveries = await store.deliveries_of(conn, command.lead_id)
+        # The cap counters it may take, up front in the global order (docs/architecture.md).
+        await usecases._lock_caps_ahead(conn, catalog, [(routed, deliveries, holders)], now)
         await usecases._advance(conn, catalog, routed, deliveries, now, holders)
     log.info("lead %s re-routed by %s", command.lead_id, command.requested_by or "an admin")
     return "rerouted"

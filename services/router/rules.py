@@ -510,6 +510,33 @@ def next_step(
     return NextStep(done=True, sold=sold > 0)
 
 
+def accounts_tried(
+    stages: list[Stage],
+    attempts: list[Attempt],
+    skipped: set[str],
+    max_sales: int,
+    client_of: dict[str, str],
+    holders: frozenset[str],
+    refused: set[str],
+) -> list[str]:
+    """The accounts a lead's step tries (`usecases._advance`: `next_step` again after each
+    refusal), in order, when exactly the accounts in `refused` refuse it (a full cap, no order
+    with room); the others are reserved. The cap counters a transaction locks up front, in one
+    sorted order, before it takes any (docs/architecture.md, "Concurrency")."""
+    attempts, skipped = list(attempts), set(skipped)
+    tried: list[str] = []
+    while True:
+        step = next_step(stages, attempts, skipped, max_sales, client_of, holders)
+        if step.done or not step.request:
+            return tried
+        for _group, account in step.request:
+            tried.append(account)
+            if account in refused:
+                skipped.add(account)
+            else:
+                attempts.append(Attempt(account, client_of.get(account, ""), "requested"))
+
+
 # --- A lead received: its problems, its duplicates, its plan; a lead finished: its outcome ------------
 
 MISSING_KEY = FieldProblem(

@@ -92,6 +92,7 @@ class DeliveryRow:
     status: str  # requested | posting | succeeded | failed
     reason: str | None
     order_id: str | None
+    cap_keys: tuple[tuple[str, str], ...] = ()  # the cap windows it holds: (period, start)
 
     def attempt(self) -> Attempt:
         return Attempt(self.account_id, self.client_id, self.status)
@@ -367,6 +368,147 @@ async def claim_and_lock_lead(
     return row["claimed"], RoutedLead.from_row(row) if row["id"] is not None else None
 
 
+async def claim_and_lock_leads(
+    conn: asyncpg.Connection, consumer: str, messages: list[tuple[str, uuid.UUID]]
+) -> tuple[set[str], dict[uuid.UUID, RoutedLead]]:
+    """`claim_and_lock_lead` for a batch of (message id, lead id), message ids distinct, in one
+    round trip: the messages claimed, and the leads of the claimed ones, locked. Claims are taken
+    in message id order and the lead rows in id order, the order every batch takes them in; the
+    caller then locks the routing leads' fingerprints, sorted, in a statement of its own
+    (`lock_fingerprints`): the global order is lead rows, then fingerprints, then cap counters,
+    then orders (docs/architecture.md, "Concurrency")."""
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "WITH w AS (SELECT * FROM unnest(:message_ids::text[], :lead_ids::uuid[]) AS w(message_id, lead_id)),"
+            " claimed AS (INSERT INTO inbox (consumer, message_id) SELECT :consumer, message_id FROM w"
+            "  ORDER BY message_id ON CONFLICT DO NOTHING RETURNING message_id),"
+            " locked AS (SELECT id, source_id, idempotency_key, lead_type_id, fields, fingerprint, status, plan,"
+            "  skipped, max_sales, original_lead_id, reply_to, correlation_id FROM leads"
+            "  WHERE id IN (SELECT w.lead_id FROM w JOIN claimed USING (message_id)) ORDER BY id FOR UPDATE)"
+            " SELECT array(SELECT message_id FROM claimed) AS claimed, l.*"
+            " FROM (SELECT 1) one LEFT JOIN locked l ON true",
+            consumer=consumer,
+            message_ids=[m for m, _ in messages],
+            lead_ids=[lead for _, lead in messages],
+        ),
+    )
+    claimed = set(rows[0]["claimed"]) if rows else set()
+    return claimed, {r["id"]: RoutedLead.from_row(r) for r in rows if r["id"] is not None}
+
+
+async def clients_with_fingerprints(
+    conn: asyncpg.Connection, wanted: list[tuple[str, str, datetime, uuid.UUID]]
+) -> list[set[str]]:
+    """`clients_with_fingerprint` of each (lead type, fingerprint, since, other than), in one
+    round trip; read under the fingerprint locks, in a statement of its own."""
+    if not wanted:
+        return []
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "SELECT w.n, d.client_id FROM unnest(:lead_types::text[], :fingerprints::text[],"
+            "  :sinces::timestamptz[], :others::uuid[]) WITH ORDINALITY AS w(lead_type_id, fingerprint, since,"
+            "  other_than, n)"
+            " JOIN leads l ON l.lead_type_id = w.lead_type_id AND l.fingerprint = w.fingerprint"
+            "  AND l.received_at >= w.since AND l.id <> w.other_than"
+            " JOIN deliveries d ON d.lead_id = l.id AND d.status IN ('requested', 'posting', 'succeeded')",
+            lead_types=[t for t, _, _, _ in wanted],
+            fingerprints=[f for _, f, _, _ in wanted],
+            sinces=[s for _, _, s, _ in wanted],
+            others=[o for _, _, _, o in wanted],
+        ),
+    )
+    found: list[set[str]] = [set() for _ in wanted]
+    for r in rows:
+        found[r["n"] - 1].add(r["client_id"])
+    return found
+
+
+async def lock_caps(conn: asyncpg.Connection, keys: list[tuple[str, str, datetime, int | None]]) -> set[str]:
+    """Lock the cap counters (account, period, window start) a transaction may take or give back,
+    in one round trip, before it takes any: in the order given (the caller sorts them: account,
+    then period as `take_caps` takes an account's windows, then start), so two transactions that
+    both lock up front never hold two counters crosswise. A counter not there yet is created at
+    0 (and held, as any uncommitted insert is); an existing one is locked by an update that
+    changes nothing. Returns the accounts with a counter at its cap (the fourth element; None:
+    not asked) as the locked rows say it — exact while they are held."""
+    if not keys:
+        return set()
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "WITH w AS (SELECT * FROM unnest(:accounts::text[], :periods::text[], :starts::timestamp[],"
+            "  :caps::int[]) WITH ORDINALITY AS w(a, p, s, cap, n)),"
+            " locked AS (INSERT INTO cap_usage (delivery_account_id, period, period_start, used)"
+            "  SELECT a, p, s, 0 FROM w ORDER BY n"
+            "  ON CONFLICT (delivery_account_id, period, period_start) DO UPDATE SET used = cap_usage.used"
+            "  RETURNING delivery_account_id, period, period_start, used)"
+            " SELECT DISTINCT l.delivery_account_id FROM locked l JOIN w ON w.a = l.delivery_account_id"
+            "  AND w.p = l.period AND w.s = l.period_start WHERE w.cap IS NOT NULL AND l.used >= w.cap",
+            accounts=[a for a, _, _, _ in keys],
+            periods=[p for _, p, _, _ in keys],
+            starts=[s for _, _, s, _ in keys],
+            caps=[c for _, _, _, c in keys],
+        ),
+    )
+    return {r["delivery_account_id"] for r in rows}
+
+
+async def accounts_at_cap(conn: asyncpg.Connection, windows: list[tuple[str, str, datetime, int]]) -> set[str]:
+    """The accounts with a counter at its cap among (account, period, window start, cap), in one
+    round trip, without locking: what a batch predicts will refuse (`usecases._lock_caps_ahead`)."""
+    if not windows:
+        return set()
+    rows = await sql.fetch(
+        conn,
+        statement(
+            "SELECT DISTINCT c.delivery_account_id FROM unnest(:accounts::text[], :periods::text[],"
+            "  :starts::timestamp[], :caps::int[]) AS w(a, p, s, cap)"
+            " JOIN cap_usage c ON c.delivery_account_id = w.a AND c.period = w.p AND c.period_start = w.s"
+            " WHERE c.used >= w.cap",
+            accounts=[a for a, _, _, _ in windows],
+            periods=[p for _, p, _, _ in windows],
+            starts=[s for _, _, s, _ in windows],
+            caps=[c for _, _, _, c in windows],
+        ),
+    )
+    return {r["delivery_account_id"] for r in rows}
+
+
+async def lock_orders(conn: asyncpg.Connection, delivery_ids: list[uuid.UUID], client_ids: list[str]) -> None:
+    """Lock, in id order, the orders a batch of delivery results may change: those the deliveries
+    reserved from (settled now) and the open orders of the clients it may request from next.
+    After the cap counters, as every transaction that locks up front does."""
+    await sql.execute(
+        conn,
+        statement(
+            "SELECT count(*) FROM (SELECT id FROM orders WHERE id IN (SELECT order_id FROM order_charges"
+            "  WHERE delivery_id = ANY(:delivery_ids::uuid[]) AND status = 'reserved')"
+            "  OR (client_id = ANY(:client_ids::text[]) AND status = 'open') ORDER BY id FOR UPDATE) o",
+            delivery_ids=delivery_ids,
+            client_ids=client_ids,
+        ),
+    )
+
+
+async def release_caps_of(conn: asyncpg.Connection, delivery_ids: list[uuid.UUID]) -> None:
+    """`release_caps` for several failed deliveries, in one round trip: a counter two of them
+    hold goes down by two (one UPDATE changes a row once, so the units are counted first)."""
+    await sql.execute(
+        conn,
+        statement(
+            "UPDATE cap_usage c SET used = greatest(c.used - k.n, 0)"
+            " FROM (SELECT d.delivery_account_id AS account, k->>0 AS period, (k->>1)::timestamp AS start,"
+            "  count(*) AS n FROM deliveries d, jsonb_array_elements(d.cap_keys) k"
+            "  WHERE d.id = ANY(:delivery_ids::uuid[]) GROUP BY 1, 2, 3) k"
+            " WHERE c.delivery_account_id = k.account AND c.period = k.period AND c.period_start = k.start"
+            " AND c.used > 0",
+            delivery_ids=delivery_ids,
+        ),
+    )
+
+
 async def take_caps(
     conn: asyncpg.Connection, account_id: str, windows: list[tuple[str, datetime, int]], sale: Sale
 ) -> tuple[list[list[str]] | None, SaleLookup | None]:
@@ -449,20 +591,36 @@ async def request_delivery(conn: asyncpg.Connection, delivery: NewDelivery, even
 
 
 async def deliveries_of(conn: asyncpg.Connection, lead_id: uuid.UUID) -> list[DeliveryRow]:
+    return (await deliveries_of_leads(conn, [lead_id])).get(lead_id, [])
+
+
+async def deliveries_of_leads(
+    conn: asyncpg.Connection, lead_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[DeliveryRow]]:
+    """Each lead's deliveries, oldest first, in one round trip (leads without any are absent)."""
     rows = await sql.fetch(
         conn,
         statement(
-            "SELECT id, client_id, delivery_account_id, price, status, reason, order_id FROM deliveries"
-            " WHERE lead_id = :lead_id ORDER BY created_at, id",
-            lead_id=lead_id,
+            "SELECT id, lead_id, client_id, delivery_account_id, price, status, reason, order_id, cap_keys"
+            " FROM deliveries WHERE lead_id = ANY(:lead_ids::uuid[]) ORDER BY lead_id, created_at, id",
+            lead_ids=lead_ids,
         ),
     )
-    return [
-        DeliveryRow(
-            r["id"], r["client_id"], r["delivery_account_id"], r["price"], r["status"], r["reason"], r["order_id"]
+    found: dict[uuid.UUID, list[DeliveryRow]] = {}
+    for r in rows:
+        found.setdefault(r["lead_id"], []).append(
+            DeliveryRow(
+                r["id"],
+                r["client_id"],
+                r["delivery_account_id"],
+                r["price"],
+                r["status"],
+                r["reason"],
+                r["order_id"],
+                tuple((k[0], k[1]) for k in r["cap_keys"] or []),
+            )
         )
-        for r in rows
-    ]
+    return found
 
 
 # --- Re-routing an unsold lead (an admin's command; services/router/reroute.py) ---------------------

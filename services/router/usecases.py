@@ -49,6 +49,7 @@ class Deps:
     process: Process
     after_commit: Callable[[], None] | None = None  # fault injection: right after a lead's commit
     mid_batch: Callable[[], None] | None = None  # fault injection: a batch of leads, before its commit
+    mid_results: Callable[[], None] | None = None  # fault injection: a batch of results, before its commit
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ async def _receive(conn: asyncpg.Connection, catalog: Catalog, arrival: _Arrival
         return None
     if judged.outcome is not None:
         await add_many(conn, _outcome_messages(judged))
+    if judged.routed is not None:
+        await _lock_caps_ahead(conn, catalog, [(judged.routed, [], judged.holders)], now)
     await _route_stored(conn, catalog, judged, now)
     return arrival.lead_id
 
@@ -422,12 +425,120 @@ async def _receive_batch(
     stored = await store.insert_leads(conn, [j.stored for j in judged])
     kept = [j for j in judged if j.arrival.lead_id in stored]
     await add_many(conn, [m for j in kept if j.outcome is not None for m in _outcome_messages(j)])
+    # Every cap counter the routed leads may take, locked in one sorted step before any is taken.
+    await _lock_caps_ahead(
+        conn, catalog, [(j.routed, [], j.holders) for j in kept if j.routed is not None], now, predict_refusals=True
+    )
     for j in kept:
         await _route_stored(conn, catalog, j, now)
     results = [a.lead_id if a.lead_id in stored else None for a in arrivals]
     for i in later:
         results[i] = await _receive(conn, catalog, arrivals[i], now)
     return results
+
+
+# --- locking the cap counters up front, in one order ----------------------------------------------
+
+
+_Routing = tuple[RoutedLead, list[DeliveryRow], frozenset[str]]  # a lead, its deliveries, its holders
+
+
+_PERIOD_ORDER = {p: i for i, p in enumerate(rules.CAP_PERIODS)}
+
+
+def _windows(catalog: Catalog, account_id: str, now: datetime) -> list[tuple[str, str, datetime, int]]:
+    """The cap counters `_reserve_and_request` would take for this account now, with their caps."""
+    account = catalog.accounts_by_id.get(account_id)
+    client = catalog.clients_by_id.get(account.client) if account else None
+    if account is None or client is None:
+        return []
+    return [(account.id, p, start, cap) for p, start, cap in rules.cap_windows(account.caps, client.time_zone, now)]
+
+
+def _unavailable(catalog: Catalog, account_id: str) -> bool:
+    """An account `_reserve_and_request` refuses without touching a counter."""
+    account = catalog.accounts_by_id.get(account_id)
+    client = catalog.clients_by_id.get(account.client) if account else None
+    return account is None or client is None or not account.active or not client.active
+
+
+def _held_keys(delivery: DeliveryRow) -> list[tuple[str, str, datetime]]:
+    """The cap counters a delivery holds (given back when it failed)."""
+    return [(delivery.account_id, p, datetime.fromisoformat(start)) for p, start in delivery.cap_keys]
+
+
+async def _lock_caps_ahead(
+    conn: asyncpg.Connection,
+    catalog: Catalog,
+    leads: list[_Routing],
+    now: datetime,
+    released: Sequence[tuple[str, str, datetime]] = (),
+    *,
+    predict_refusals: bool = False,
+) -> None:
+    """Lock every cap counter the transaction will touch — those of the accounts each lead's step
+    tries (`rules.accounts_tried`), and those it gives back (`released`) — in one statement,
+    sorted (account, then period in the order `store.take_caps` takes an account's windows, then
+    start), before it takes any. Transactions that take counters of several accounts one by one,
+    in their plans' orders (which rotation makes differ), could otherwise each hold one and wait
+    for the other's: a deadlock PostgreSQL breaks after a second by failing one of them.
+
+    Which accounts a step tries depends on which refuse. A batch (`predict_refusals`) first reads
+    which of its leads' accounts are at a cap (one statement, no lock); a lone lead or result
+    assumes none is. The lock statement returns which locked counters are at their cap — exact,
+    since they are now held: a full one cannot be freed, a free one cannot fill — and when that
+    changes what the steps try (a counter filled or freed between the read and the lock), the
+    further accounts are locked in a second statement: the one window, of milliseconds, left for
+    a deadlock PostgreSQL would have to break. Locking every account a step could reach instead
+    would lock every counter of a long plan (the benchmark's 50 accounts) in every transaction and
+    serialise them all. Counters of one account only need no statement: `take_caps` takes them in
+    this order."""
+    # Per account once, not per lead: a batch's leads share most of their plans' accounts.
+    planned = {a for lead, _d, _h in leads for s in lead.stages for a in s.accounts}
+    unavailable = {a for a in planned if _unavailable(catalog, a)}
+    windows: dict[str, list[tuple[str, str, datetime, int]]] = {}
+
+    def windows_of(account: str) -> list[tuple[str, str, datetime, int]]:
+        if account not in windows:
+            windows[account] = _windows(catalog, account, now)
+        return windows[account]
+
+    full: set[str] = set()
+    if predict_refusals and planned - unavailable:
+        every = {a: windows_of(a) for a in planned - unavailable}
+        full = {a for a, mine in every.items() if any(cap == 0 for _a, _p, _s, cap in mine)}
+        full |= await store.accounts_at_cap(conn, sorted(w for mine in every.values() for w in mine if w[3] > 0))
+    client_of = {a: catalog.accounts_by_id[a].client for a in planned if a in catalog.accounts_by_id}
+
+    def tried(refused: set[str]) -> set[str]:
+        accounts: set[str] = set()
+        for lead, deliveries, holders in leads:
+            attempts = [d.attempt() for d in deliveries]
+            accounts.update(
+                rules.accounts_tried(
+                    list(lead.stages), attempts, set(lead.skipped), lead.max_sales, client_of, holders, refused
+                )
+            )
+        return accounts - unavailable
+
+    locked: set[str] = set()
+    # Each counter once (one statement cannot lock a row twice), with its cap when it is taken.
+    keys: dict[tuple[str, str, datetime], int | None] = dict.fromkeys(released)
+    for first in (True, False):
+        for account in tried(unavailable | full) - locked:
+            keys.update({(a, p, start): cap for a, p, start, cap in windows_of(account)})
+        if not keys or (first and len({account for account, _, _ in keys}) < 2):
+            return  # nothing, or one account's counters: `take_caps` takes them in this order
+        ordered = sorted(keys, key=lambda k: (k[0], _PERIOD_ORDER.get(k[1], len(_PERIOD_ORDER)), k[1], k[2]))
+        at_cap = await store.lock_caps(conn, [(*k, keys[k]) for k in ordered])
+        locked |= {account for account, _, _ in keys}
+        keys = {}
+        # What the locked counters say now is exact: when it differs from what the steps were
+        # worked out from, they are worked out again.
+        exact = (full - locked) | at_cap
+        if exact == full:
+            return
+        full = exact
 
 
 # --- moving a lead on -----------------------------------------------------------------------------
@@ -565,25 +676,157 @@ async def _record_delivery_result(
         if not claimed:
             return
         deliveries = await store.deliveries_of(conn, result.lead_id)
+        routing = lead is not None and lead.status == "routing"
+        holders = await _holders(conn, catalog, lead, now) if lead is not None and routing else frozenset()
         this = next((d for d in deliveries if d.delivery_id == result.delivery_id), None)
+        succeeded = isinstance(result, DeliverySucceeded)
+        # The counters this result gives back and those the lead's next step may take, in the
+        # order every transaction locks them (`_lock_caps_ahead`).
+        await _lock_caps_ahead(
+            conn,
+            catalog,
+            [(lead, deliveries, holders)] if lead is not None and routing else [],
+            now,
+            _held_keys(this) if this is not None and not succeeded else [],
+        )
         # Settle first, whatever the lead's state: another delivery's result may already have
         # decided the lead from the statuses in the database, but this delivery's cap units and
         # order share are settled only here, once (the inbox claim above).
-        succeeded = isinstance(result, DeliverySucceeded)
         if not succeeded:
             await store.release_caps(conn, result.delivery_id)
-        if this is None or this.order_id is not None:
-            await orders.settle(
-                conn,
-                delivery_id=result.delivery_id,
-                succeeded=succeeded,
-                final_price=result.price if isinstance(result, DeliverySucceeded) else Decimal(0),
-                now=now,
-                notify_to=[deps.process.settings.admin_email],
-            )
-        if lead is None or lead.status != "routing":
+        await _settle(deps, conn, result, this, now)
+        if lead is None or not routing:
             return  # already decided: nothing more to send
-        await _advance(conn, catalog, lead, deliveries, now, await _holders(conn, catalog, lead, now))
+        await _advance(conn, catalog, lead, deliveries, now, holders)
+
+
+async def _settle(
+    deps: Deps,
+    conn: asyncpg.Connection,
+    result: DeliverySucceeded | DeliveryFailed,
+    this: DeliveryRow | None,
+    now: datetime,
+) -> None:
+    """Confirm or release the order share the delivery reserved (none: no statement)."""
+    if this is None or this.order_id is not None:
+        await orders.settle(
+            conn,
+            delivery_id=result.delivery_id,
+            succeeded=isinstance(result, DeliverySucceeded),
+            final_price=result.price if isinstance(result, DeliverySucceeded) else Decimal(0),
+            now=now,
+            notify_to=[deps.process.settings.admin_email],
+        )
+
+
+# --- delivery results in a batch: one statement per step for the batch -----------------------------
+
+
+async def record_delivery_results(
+    deps: Deps, items: Sequence[tuple[DeliverySucceeded | DeliveryFailed, str]], now: datetime | None = None
+) -> list[None]:
+    """`record_delivery_result` for the (result, message id) a batcher collected
+    (shared/batching.py), in one transaction. Every lock is taken up front, in the one order every
+    batch takes them in, so two batches (two router replicas, or results against leads being
+    received) wait on each other but never crosswise: the inbox claims and the lead rows sorted
+    (one statement), the routing leads' fingerprints sorted (one), then — after the leads'
+    deliveries and the clients holding their persons are read (one each) — every cap counter the
+    batch gives back or may take, sorted (one), and the orders it may settle or reserve from,
+    sorted (one, only when any are in play). Then the failed deliveries' cap units go back (one),
+    each result with an order share is settled, and each lead moves on once, whatever number of
+    its results the batch holds: the lead's deliveries as read hold every one of them. A failure
+    fails the batch, and the batcher then records each result alone."""
+    started = time.perf_counter()
+    now = now or datetime.now(UTC)
+    async with deps.process.pool.acquire() as conn, conn.transaction():
+        await _record_results(deps, conn, items, now)
+        if deps.mid_results is not None:
+            deps.mid_results()
+    elapsed = time.perf_counter() - started
+    for _ in items:
+        metrics.ROUTING_SECONDS.labels("result").observe(elapsed)
+    return [None for _ in items]
+
+
+async def _record_results(
+    deps: Deps,
+    conn: asyncpg.Connection,
+    items: Sequence[tuple[DeliverySucceeded | DeliveryFailed, str]],
+    now: datetime,
+) -> None:
+    catalog = deps.process.catalog
+    # A message the batch holds twice (the relay may publish a row again) is claimed once.
+    firsts: dict[str, DeliverySucceeded | DeliveryFailed] = {}
+    for result, message_id in items:
+        firsts.setdefault(message_id, result)
+    claimed, leads = await store.claim_and_lock_leads(
+        conn, RESULTS_CONSUMER, [(message_id, result.lead_id) for message_id, result in firsts.items()]
+    )
+    results = [result for message_id, result in firsts.items() if message_id in claimed]
+    if not results:
+        return
+    routing = sorted((lead for lead in leads.values() if lead.status == "routing"), key=lambda lead: lead.lead_id)
+    await store.lock_fingerprints(conn, [lead.fingerprint for lead in routing if lead.fingerprint is not None])
+    deliveries = await store.deliveries_of_leads(conn, sorted({r.lead_id for r in results}))
+    holders = await _holders_of(conn, catalog, routing, now)
+    delivery = {d.delivery_id: d for rows in deliveries.values() for d in rows}
+    failed = [r for r in results if not isinstance(r, DeliverySucceeded)]
+    plans: list[_Routing] = [(lead, deliveries.get(lead.lead_id, []), holders[lead.lead_id]) for lead in routing]
+    await _lock_caps_ahead(
+        conn,
+        catalog,
+        plans,
+        now,
+        [k for r in failed if (d := delivery.get(r.delivery_id)) is not None for k in _held_keys(d)],
+        predict_refusals=True,
+    )
+    # The orders in play: those the results' deliveries reserved from, and those of the clients
+    # the leads may be sent to next. Without any, no statement.
+    settling = [r for r in results if (d := delivery.get(r.delivery_id)) is None or d.order_id is not None]
+    # (Every account of the leads' plans: orders are few, and a superset costs nothing here.)
+    clients = {
+        catalog.accounts_by_id[a].client
+        for lead in routing
+        for s in lead.stages
+        for a in s.accounts
+        if a in catalog.accounts_by_id
+    }
+    ordering = sorted(clients & {order.client for order in catalog.orders})
+    if settling or ordering:
+        await store.lock_orders(conn, [r.delivery_id for r in settling], ordering)
+    if failed:
+        await store.release_caps_of(conn, [r.delivery_id for r in failed])
+    for result in settling:
+        await _settle(deps, conn, result, delivery.get(result.delivery_id), now)
+    for lead in routing:
+        await _advance(conn, catalog, lead, deliveries.get(lead.lead_id, []), now, holders[lead.lead_id])
+
+
+async def _holders_of(
+    conn: asyncpg.Connection, catalog: Catalog, leads: list[RoutedLead], now: datetime
+) -> dict[uuid.UUID, frozenset[str]]:
+    """`_holders` of each lead, in one round trip (none without fingerprints)."""
+    wanted = [lead for lead in leads if lead.fingerprint is not None]
+    found = await store.clients_with_fingerprints(
+        conn,
+        [
+            (lead.lead_type_id, lead.fingerprint or "", _window_start(catalog, lead, now), lead.lead_id)
+            for lead in wanted
+        ],
+    )
+    holders = {lead.lead_id: frozenset[str]() for lead in leads}
+    for lead, clients in zip(wanted, found, strict=True):
+        holders[lead.lead_id] = frozenset(clients)
+    return holders
+
+
+def _window_start(catalog: Catalog, lead: RoutedLead, now: datetime) -> datetime:
+    """Where the lead's duplicate window starts. A lead type gone from the catalog has no window
+    any more: every copy counts (the safe side)."""
+    lead_type = catalog.lead_types_by_id.get(lead.lead_type_id)
+    if lead_type is None:
+        return datetime.min.replace(tzinfo=UTC)
+    return now - timedelta(days=lead_type.duplicate_window_days)
 
 
 async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: RoutedLead, now: datetime) -> frozenset[str]:
@@ -594,13 +837,8 @@ async def _holders(conn: asyncpg.Connection, catalog: Catalog, lead: RoutedLead,
     sent to a client between this read and this lead's next request."""
     if lead.fingerprint is None:
         return frozenset()
-    lead_type = catalog.lead_types_by_id.get(lead.lead_type_id)
-    # A lead type gone from the catalog has no window any more: every copy counts (the safe side).
-    since = (
-        now - timedelta(days=lead_type.duplicate_window_days)
-        if lead_type is not None
-        else datetime.min.replace(tzinfo=UTC)
-    )
     return frozenset(
-        await store.clients_with_fingerprint(conn, lead.lead_type_id, lead.fingerprint, since, other_than=lead.lead_id)
+        await store.clients_with_fingerprint(
+            conn, lead.lead_type_id, lead.fingerprint, _window_start(catalog, lead, now), other_than=lead.lead_id
+        )
     )

@@ -268,3 +268,42 @@ def test_narrowing_after_eligibility_equals_filtering_during_it(paused, excluded
         rules.eligible_accounts(cat, "t", {"x": "1"}, now), paused=paused, excluded_clients=excluded, only_client=only
     )
     assert [a.id for a in direct] == [a.id for a in narrowed] == expected
+
+
+def _tried(stages, attempts, max_sales, client_of, refused):
+    """What `usecases._advance` tries in one step when the accounts in `refused` are full."""
+    attempts = list(attempts)
+    skipped: set[str] = set()
+    tried: list[str] = []
+    while True:
+        result = rules.next_step(list(stages), attempts, skipped, max_sales, client_of)
+        if result.done or not result.request:
+            return tried
+        for _group, acc in result.request:
+            tried.append(acc)
+            if acc in refused:
+                skipped.add(acc)
+            else:
+                attempts.append(Attempt(acc, client_of[acc], "requested"))
+
+
+@pytest.mark.parametrize(
+    "attempts",
+    [
+        [],
+        [Attempt("a1", "a", "failed")],
+        [Attempt("a1", "a", "succeeded"), Attempt("c1", "c", "failed")],
+        [Attempt("a1", "a", "failed"), Attempt("b1", "b", "failed"), Attempt("c1", "c", "requested")],
+    ],
+)
+@pytest.mark.parametrize("max_sales", [1, 2, 3])
+def test_the_accounts_a_step_takes_are_known_before_it_takes_them(attempts, max_sales):
+    """The cap counters locked up front are those of `accounts_tried`: for whichever accounts
+    refuse, exactly the accounts the step then tries, in order."""
+    stages = [EXCL, Stage("g2", False, ("c1", "d1", "e1")), Stage("g3", True, ("f1", "b2"))]
+    client_of = {a: a[0] for s in stages for a in s.accounts}
+    everyone = [a for s in stages for a in s.accounts]
+    for mask in range(2 ** len(everyone)):
+        refused = {a for i, a in enumerate(everyone) if mask >> i & 1}
+        expected = _tried(stages, attempts, max_sales, client_of, refused)
+        assert rules.accounts_tried(stages, attempts, set(), max_sales, client_of, frozenset(), refused) == expected
